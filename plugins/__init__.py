@@ -1,0 +1,1 @@
+"""Built-in plugins of the EAP node, each registered exactly like a third-party plugin."""

@@ -1,0 +1,71 @@
+"""Build script: maps the repository folders onto the ``eap`` namespace and builds ``_core``.
+
+The folders ``node/``, ``plugins/``, ``_core/`` and ``proto/eap/v1/`` become the import
+packages ``eap.node``, ``eap.plugins``, ``eap._core`` and ``eap.v1``.  Cython kernels in
+``_core/`` are compiled when Cython and a C compiler are present; set ``EAP_NO_EXT=1`` to
+skip them (the package then runs on the pure-Python twins).  ``EAP_CYTHON_TRACE=1`` builds
+with line tracing and writes annotated HTML beside the sources.
+"""
+
+import os
+from pathlib import Path
+
+from setuptools import setup
+
+ROOTS = {"eap.node": "node", "eap.plugins": "plugins", "eap._core": "_core", "eap.v1": "proto/eap/v1"}
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages: list[str] = []
+    package_dir: dict[str, str] = {}
+    for name, folder in ROOTS.items():
+        for init in sorted(Path(folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(folder)
+            pkg = ".".join([name, *rel.parts]) if rel.parts else name
+            packages.append(pkg)
+            package_dir[pkg] = str(init.parent)
+    return packages, package_dir
+
+
+def _extensions() -> list:
+    if os.environ.get("EAP_NO_EXT") == "1":
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    from setuptools import Extension
+
+    trace = os.environ.get("EAP_CYTHON_TRACE") == "1"
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if trace else []
+    exts = [
+        Extension(
+            f"eap._core.{pyx.stem}",
+            [str(pyx)],
+            define_macros=macros,
+            extra_compile_args=["-O3"],
+        )
+        for pyx in sorted(Path("_core").glob("*.pyx"))
+    ]
+    return cythonize(
+        exts,
+        language_level=3,
+        annotate=trace,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "linetrace": trace,
+        },
+    )
+
+
+packages, package_dir = _packages()
+setup(
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"eap.v1": ["*.proto", "*.pyi"], "eap._core": ["*.pyi", "*.pxd"],
+                  "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"]},
+    ext_modules=_extensions(),
+)
