@@ -38,10 +38,15 @@ def _extensions() -> list:
 
     trace = os.environ.get("EAP_CYTHON_TRACE") == "1"
     macros = [("CYTHON_TRACE_NOGIL", "1")] if trace else []
+    # Bundled C (the SHA-256 header) lives in _core/csrc; every kernel may include it.
+    csrc = Path("_core") / "csrc"
+    headers = [str(h) for h in sorted(csrc.glob("*.h"))]
     exts = [
         Extension(
             f"eap._core.{pyx.stem}",
             [str(pyx)],
+            include_dirs=[str(csrc)],
+            depends=headers + [str(p) for p in sorted(Path("_core").glob("*.pxd"))],
             define_macros=macros,
             extra_compile_args=["-O3"],
         )
@@ -65,7 +70,7 @@ packages, package_dir = _packages()
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"eap.v1": ["*.proto", "*.pyi"], "eap._core": ["*.pyi", "*.pxd"],
+    package_data={"eap.v1": ["*.proto", "*.pyi"], "eap._core": ["*.pyi", "*.pxd", "csrc/*.h"],
                   "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"]},
     ext_modules=_extensions(),
 )

@@ -1,2 +1,373 @@
-def main():
-    print("eap-node")
+"""``eap-node``: the operator's command line.
+
+Commands share the domain layer with the gRPC API (:class:`eap.node.domain.node.Node`), so both
+give the same results and errors.  Listings print tables for people and ``--json`` for machines.
+Errors print one line on stderr and exit non-zero (see ``eap.node.errors`` for the codes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from eap.node.config import create_home, default_home
+from eap.node.domain.enums import Purpose, Source, Status, Technology
+from eap.node.errors import EapError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _home_option(f):
+    return click.option(
+        "--home", type=click.Path(path_type=Path), default=None, envvar="EAP_NODE_HOME",
+        help="Node home folder (default: $EAP_NODE_HOME or ~/.eap-node).",
+    )(f)
+
+
+def _json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(f)
+
+
+def _request_option(f):
+    return click.option(
+        "--request-id", default=None,
+        help="Idempotency key; a replay returns the first result (default: a fresh UUID).",
+    )(f)
+
+
+def _rid(value: str | None) -> str:
+    return value or str(uuid.uuid4())
+
+
+def _open(home: Path | None):
+    from eap.node.domain.node import Node
+
+    return Node.open(home or default_home())
+
+
+def _emit(data: Any, as_json: bool, table: Table | None = None, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif table is not None:
+        console.print(table)
+    elif text is not None:
+        console.print(text)
+
+
+def _time(value: int) -> str:
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _parse_time(value: str | None, field: str) -> int:
+    if not value:
+        return 0
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither unix seconds nor ISO 8601",
+                                 param_hint=field) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp())
+
+
+class _Group(click.Group):
+    """Turns domain errors into one line on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EapError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="eap-node")
+def main() -> None:
+    """Run and operate an Energy Attribute Protocol node."""
+
+
+@main.command()
+@click.option("--node-id", required=True, help="DNS-like node id, e.g. medellin.example.")
+@click.option("--zone", required=True, help="Grid zone of the node, e.g. CO-ANT.")
+@click.option("--db", "database", default=None,
+              help="SQLAlchemy URL (default: SQLite in the home; postgresql://... supported).")
+@click.option("--api-listen", default=None, help="host:port of the local gRPC API.")
+@click.option("--federation-listen", default=None, help="host:port of the federation API.")
+@_home_option
+@_json_option
+def init(node_id, zone, database, api_listen, federation_listen, home, as_json) -> None:
+    """Create a node home: config, Ed25519 signing key and database."""
+    from eap.node.domain.node import Node
+
+    home = home or default_home()
+    cfg = create_home(home, node_id, zone, database, api_listen, federation_listen)
+    node = Node.initialise(cfg)
+    out = {"home": str(home), "node_id": node_id, "zone": zone, "database": node.store.url,
+           "key_id": node.keys.active_key_id}
+    _emit(out, as_json, text=f"initialised node [bold]{node_id}[/bold] in {home}\n"
+          f"  key {out['key_id']}\n  database {out['database']}")
+
+
+@main.command()
+@_home_option
+@_json_option
+def status(home, as_json) -> None:
+    """Node identity and totals (devices, readings, issued/active/retired Wh)."""
+    st = _open(home).status()
+    table = Table(title=f"node {st.node_id}", show_header=False)
+    for k, v in st.to_dict().items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    _emit(st.to_dict(), as_json, table)
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+@main.group()
+def account() -> None:
+    """Manage accounts (pseudonymous holders of bundles)."""
+
+
+@account.command("create")
+@click.option("--label", default="", help="Private label for the operator.")
+@click.option("--identity", default="", help="Real identity (only with --disclose).")
+@click.option("--disclose", is_flag=True, help="The holder opts in to disclose its identity.")
+@_request_option
+@_home_option
+@_json_option
+def account_create(label, identity, disclose, request_id, home, as_json) -> None:
+    """Create an account; prints its id and its one-time bearer token."""
+    res = _open(home).create_account(request_id=_rid(request_id), label=label,
+                                     identity=identity, disclose=disclose)
+    _emit(res.to_dict(), as_json, text=f"{res.account.id}\ntoken: {res.token or '(replay)'}")
+
+
+@main.command()
+@click.option("--purpose", default="operations", show_default=True,
+              type=click.Choice(["operations", "transparency"]), help="Read purpose.")
+@_home_option
+@_json_option
+def accounts(purpose, home, as_json) -> None:
+    """List accounts with their live balance."""
+    items = _all_pages(lambda tok: _open_cached(home).list_accounts(
+        purpose=Purpose[purpose.upper()], page_token=tok))
+    table = Table("id", "label", "identity", "balance Wh", title="accounts")
+    for a in items:
+        table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}")
+    _emit([a.to_dict() for a in items], as_json, table)
+
+
+# -- devices -----------------------------------------------------------------------------------
+
+
+@main.group()
+def device() -> None:
+    """Manage production and storage devices."""
+
+
+@device.command("register")
+@click.option("--ref", "local_ref", required=True, help="Operator's own device reference.")
+@click.option("--capacity-w", type=int, required=True, help="Nameplate capacity in W.")
+@click.option("--source", required=True,
+              help="Energy source: " + ", ".join(m.name.lower() for m in Source if m.value))
+@click.option("--technology", required=True,
+              help="Technology: " + ", ".join(m.name.lower() for m in Technology if m.value))
+@click.option("--commissioned", "commissioned_on", required=True, help="ISO date YYYY-MM-DD.")
+@click.option("--lat", "latitude", type=float, required=True, help="Exact latitude (private).")
+@click.option("--lon", "longitude", type=float, required=True, help="Exact longitude (private).")
+@click.option("--zone", required=True, help="Public grid zone, e.g. CO-ANT.")
+@click.option("--owner", required=True, help="Account that receives the device's records.")
+@click.option("--meter-id", required=True, help="Meter id as it appears in meter data (private).")
+@click.option("--renewable-ppm", type=int, default=None,
+              help="Renewable share in ppm (default: 1e6 for renewable sources, else 0).")
+@click.option("--carbon", "carbon_mg", type=int, default=0, help="Carbon intensity, mg CO2e/kWh.")
+@click.option("--attestation-scheme", default="operator-signed", show_default=True)
+@click.option("--attestation", "attestation_evidence", default="",
+              help="Attestation evidence (document reference, signature...).")
+@_request_option
+@_home_option
+@_json_option
+def device_register(request_id, home, as_json, **fields) -> None:
+    """Register a device after its attestation is accepted."""
+    dev = _open(home).register_device(request_id=_rid(request_id), **fields)
+    _emit(dev.to_dict(), as_json, text=f"registered {dev.id} ({dev.local_ref}, {dev.zone})")
+
+
+@main.command()
+@click.option("--purpose", default="operations", show_default=True,
+              type=click.Choice(["operations", "transparency"]), help="Read purpose.")
+@_home_option
+@_json_option
+def devices(purpose, home, as_json) -> None:
+    """List registered devices."""
+    items = _all_pages(lambda tok: _open_cached(home).list_devices(
+        purpose=Purpose[purpose.upper()], page_token=tok))
+    table = Table("id", "ref", "source", "capacity W", "zone", "cell", "owner", title="devices")
+    for d in items:
+        table.add_row(d.id, d.local_ref, Source(d.source).name.lower(), f"{d.capacity_w:,}",
+                      d.zone, d.cell, d.owner)
+    _emit([d.to_dict() for d in items], as_json, table)
+
+
+# -- meter data and issuance -------------------------------------------------------------------
+
+
+@main.group()
+def meter() -> None:
+    """Meter data."""
+
+
+@meter.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="", help="csv or greenbutton (default: detect).")
+@_request_option
+@_home_option
+@_json_option
+def meter_import(file, fmt, request_id, home, as_json) -> None:
+    """Import production readings from FILE (registry CSV or Green Button XML)."""
+    res = _open(home).import_readings(file, request_id=_rid(request_id), fmt=fmt)
+    text = f"imported {res.readings:,} readings ({res.wh:,} Wh), {res.unchanged:,} unchanged"
+    if res.unknown_meters:
+        text += f"\n[yellow]skipped meters with no registered device:[/yellow] " \
+                f"{', '.join(res.unknown_meters[:10])}"
+    _emit(res.to_dict(), as_json, text=text)
+
+
+@main.command()
+@click.option("--device", default="", help="Only this device (id or local ref).")
+@click.option("--since", default=None, help="Only readings from this time (ISO 8601 or unix s).")
+@_request_option
+@_home_option
+@_json_option
+def issue(device, since, request_id, home, as_json) -> None:
+    """Issue record bundles from readings not yet issued (one signed batch)."""
+    res = _open(home).issue(request_id=_rid(request_id), device=device,
+                            since=_parse_time(since, "--since"))
+    text = (f"issued {res.bundles:,} bundles, {res.wh:,} Wh in batch {res.batch_seq} "
+            f"(root {res.merkle_root.hex()[:16]}…)" if res.bundles else "nothing to issue")
+    _emit(res.to_dict(), as_json, text=text)
+
+
+# -- bundles -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--to", "to_account", required=True, help="Destination account id.")
+@click.option("--wh", type=int, default=0, help="Wh to move (default: the whole bundle).")
+@_request_option
+@_home_option
+@_json_option
+def transfer(bundle, to_account, wh, request_id, home, as_json) -> None:
+    """Move BUNDLE, or --wh of it (a split), to another account."""
+    res = _open(home).transfer(bundle, to_account=to_account, wh=wh,
+                               request_id=_rid(request_id))
+    text = f"moved {res.transferred.id} ({res.transferred.wh:,} Wh) to {to_account}"
+    if res.remainder:
+        text += f"\nremainder {res.remainder.id} ({res.remainder.wh:,} Wh)"
+    _emit(res.to_dict(), as_json, text=text)
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--beneficiary", required=True, help="Who the claim is for.")
+@click.option("--purpose", required=True, help="Reporting purpose, e.g. scope2-market-based.")
+@click.option("--wh", type=int, default=0, help="Wh to claim (default: the whole bundle).")
+@click.option("--consumption-start", default=None, help="Consumption interval start.")
+@click.option("--consumption-end", default=None, help="Consumption interval end.")
+@click.option("--zone", "consumption_zone", default="", help="Consumption zone.")
+@_request_option
+@_home_option
+@_json_option
+def retire(bundle, beneficiary, purpose, wh, consumption_start, consumption_end,
+           consumption_zone, request_id, home, as_json) -> None:
+    """Claim BUNDLE (or --wh of it) for consumption, irreversibly; prints the signed receipt."""
+    rec = _open(home).retire(
+        bundle, beneficiary=beneficiary, purpose=purpose, wh=wh,
+        consumption_start=_parse_time(consumption_start, "--consumption-start"),
+        consumption_end=_parse_time(consumption_end, "--consumption-end"),
+        consumption_zone=consumption_zone, request_id=_rid(request_id))
+    _emit(rec.to_dict(), as_json,
+          text=f"claim {rec.id}: {rec.bundle.wh:,} Wh of {rec.bundle.id} for {rec.beneficiary}"
+               f"\n  receipt digest {rec.digest.hex()}\n  signed by {rec.key_id}")
+
+
+@main.command()
+@click.option("--owner", default="", help="Only bundles of this account.")
+@click.option("--status", "status_", default="",
+              help="Only this status: " + ", ".join(m.name.lower() for m in Status if m.value))
+@click.option("--device", default="", help="Only bundles of this device (id or local ref).")
+@click.option("--limit", type=int, default=0, help="At most this many (default: all).")
+@_home_option
+@_json_option
+def bundles(owner, status_, device, limit, home, as_json) -> None:
+    """List record bundles."""
+    st = int(Status.parse(status_, "--status")) if status_ else 0
+    items = _all_pages(lambda tok: _open_cached(home).list_bundles(
+        purpose=Purpose.OPERATIONS, owner=owner, status=st, device=device, page_token=tok),
+        limit=limit)
+    table = Table("id", "Wh", "hour (UTC)", "source", "zone", "owner", "status", title="bundles")
+    for b in items:
+        table.add_row(b.id, f"{b.wh:,}", _time(b.interval_start), Source(b.source).name.lower(),
+                      b.zone, b.owner, Status(b.status).name.lower())
+    _emit([b.to_dict() for b in items], as_json, table)
+
+
+@main.command()
+@click.option("--beneficiary", default="", help="Only claims for this beneficiary.")
+@_home_option
+@_json_option
+def claims(beneficiary, home, as_json) -> None:
+    """List claim receipts."""
+    items = _all_pages(lambda tok: _open_cached(home).list_claims(
+        purpose=Purpose.OPERATIONS, beneficiary=beneficiary, page_token=tok))
+    table = Table("claim", "bundle", "Wh", "beneficiary", "purpose", title="claims")
+    for c in items:
+        table.add_row(c.id, c.bundle.id, f"{c.bundle.wh:,}", c.beneficiary, c.purpose)
+    _emit([c.to_dict() for c in items], as_json, table)
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--listen", default=None, help="host:port for the local API (default: config).")
+@_home_option
+def serve(listen, home) -> None:
+    """Serve the local gRPC API (eap.v1.NodeApi, grpc.health.v1, reflection) until stopped."""
+    from eap.node.api.server import serve_forever
+
+    serve_forever(_open(home), listen=listen)
+
+
+_NODES: dict[Any, Any] = {}
+
+
+def _open_cached(home):
+    if home not in _NODES:
+        _NODES[home] = _open(home)
+    return _NODES[home]
+
+
+def _all_pages(fetch, limit: int = 0) -> list:
+    items: list = []
+    token = ""
+    while True:
+        page = fetch(token)
+        items.extend(page.items)
+        if not page.next_token or (limit and len(items) >= limit):
+            return items[:limit] if limit else items
+        token = page.next_token

@@ -1,0 +1,50 @@
+"""Purpose limitation (DESIGN §8): which fields each read purpose may see.
+
+* OPERATIONS: everything, operator only; reads of private fields are audit-logged.
+* HOLDINGS: an account holder's own bundles and claims; no device or meter details.
+* TRANSPARENCY: energy flows for anyone: pseudonyms, zone, coarse cell, amounts and times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from eap.node.domain.enums import Purpose
+from eap.node.domain.models import Account, Bundle, Device, Principal
+from eap.node.errors import PermissionDenied, invalid
+
+
+def require_purpose(purpose: Purpose | int, principal: Principal) -> Purpose:
+    """Reject reads without a purpose, and purposes the caller may not use."""
+    try:
+        purpose = Purpose(int(purpose))
+    except ValueError:
+        raise invalid("purpose", f"unknown read purpose {purpose}") from None
+    if purpose == Purpose.UNSPECIFIED:
+        raise invalid("purpose", "every read must name a purpose")
+    if purpose == Purpose.OPERATIONS and principal.kind != "operator":
+        raise PermissionDenied("the OPERATIONS purpose is reserved to the node operator")
+    if purpose == Purpose.HOLDINGS and principal.kind != "account":
+        raise invalid("purpose", "HOLDINGS reads are made by an account holder")
+    return purpose
+
+
+def redact_device(device: Device, purpose: Purpose) -> Device:
+    if purpose == Purpose.OPERATIONS:
+        return device
+    return dataclasses.replace(device, local_ref="", latitude=None, longitude=None,
+                               meter_id=None, attestation_ref="")
+
+
+def redact_account(account: Account, purpose: Purpose) -> Account:
+    if purpose == Purpose.OPERATIONS:
+        return account
+    if purpose == Purpose.HOLDINGS:
+        return dataclasses.replace(account, identity=account.identity if account.disclosed else None)
+    return dataclasses.replace(account, label="",
+                               identity=account.identity if account.disclosed else None)
+
+
+def redact_bundle(bundle: Bundle, purpose: Purpose) -> Bundle:
+    # Bundles carry only public attributes (pseudonymous device and owner, zone, cell).
+    return bundle

@@ -1,0 +1,347 @@
+"""Repositories: every SQL statement the domain needs, grouped by aggregate.
+
+Each function takes an open :class:`sqlalchemy.Connection` inside the caller's unit of work,
+so a domain operation composes several of them atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from eap.node.domain.enums import Status
+from eap.node.domain.models import Account, Bundle, ClaimReceipt, Device
+from eap.node.errors import InvalidArgument
+from eap.node.store import schema as t
+
+# -- meta & counters ---------------------------------------------------------------------------
+
+
+def get_meta(conn: Connection) -> dict[str, str]:
+    return {r.key: r.value for r in conn.execute(select(t.meta))}
+
+
+def put_meta(conn: Connection, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        done = conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=value))
+        if done.rowcount == 0:
+            conn.execute(insert(t.meta).values(key=key, value=value))
+
+
+def bump(conn: Connection, name: str, n: int = 1) -> int:
+    """Atomically add ``n`` to a counter; returns the value *before* the bump."""
+    row = conn.execute(
+        update(t.counters)
+        .where(t.counters.c.name == name)
+        .values(value=t.counters.c.value + n)
+        .returning(t.counters.c.value)
+    ).first()
+    if row is None:
+        conn.execute(insert(t.counters).values(name=name, value=n))
+        return 0
+    return int(row[0]) - n
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+def insert_account(conn: Connection, acct: Account, token_hash: str | None) -> None:
+    conn.execute(
+        insert(t.accounts).values(
+            id=acct.id, label=acct.label, identity=acct.identity, disclosed=acct.disclosed,
+            token_hash=token_hash, created_at_ms=acct.created_at_ms,
+        )
+    )
+
+
+def _balances(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+    if not ids:
+        return {}
+    wh = func.sum(t.bundles.c.serial_end - t.bundles.c.serial_start)
+    rows = conn.execute(
+        select(t.bundles.c.owner, wh)
+        .where(t.bundles.c.owner.in_(ids), t.bundles.c.status == int(Status.ACTIVE))
+        .group_by(t.bundles.c.owner)
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def get_account(conn: Connection, account_id: str) -> Account | None:
+    row = conn.execute(select(t.accounts).where(t.accounts.c.id == account_id)).first()
+    if row is None:
+        return None
+    return _account(row, _balances(conn, [account_id]).get(account_id, 0))
+
+
+def account_by_token(conn: Connection, token_hash: str) -> str | None:
+    row = conn.execute(select(t.accounts.c.id).where(t.accounts.c.token_hash == token_hash)).first()
+    return row[0] if row else None
+
+
+def list_accounts(conn: Connection, after: str, limit: int) -> list[Account]:
+    rows = conn.execute(
+        select(t.accounts).where(t.accounts.c.id > after).order_by(t.accounts.c.id).limit(limit)
+    ).all()
+    balances = _balances(conn, [r.id for r in rows])
+    return [_account(r, balances.get(r.id, 0)) for r in rows]
+
+
+def _account(row, balance: int) -> Account:
+    return Account(
+        id=row.id, label=row.label, identity=row.identity, disclosed=bool(row.disclosed),
+        balance_wh=balance, created_at_ms=row.created_at_ms,
+    )
+
+
+# -- devices -----------------------------------------------------------------------------------
+
+
+def insert_device(conn: Connection, dev: Device) -> None:
+    conn.execute(insert(t.devices).values(**dev.to_dict()))
+
+
+def get_device(conn: Connection, ref: str) -> Device | None:
+    """By pseudonym id or by the operator's local reference."""
+    row = conn.execute(
+        select(t.devices).where((t.devices.c.id == ref) | (t.devices.c.local_ref == ref))
+    ).first()
+    return Device(**row._mapping) if row else None
+
+
+def device_conflicts(conn: Connection, local_ref: str, meter_id: str) -> list[str]:
+    rows = conn.execute(
+        select(t.devices.c.local_ref, t.devices.c.meter_id).where(
+            (t.devices.c.local_ref == local_ref) | (t.devices.c.meter_id == meter_id)
+        )
+    ).all()
+    out = []
+    if any(r.local_ref == local_ref for r in rows):
+        out.append("device.local_ref")
+    if any(r.meter_id == meter_id for r in rows):
+        out.append("device.meter_id")
+    return out
+
+
+def devices_by_meter(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Device]:
+    ids = list(set(meter_ids))
+    out: dict[str, Device] = {}
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(select(t.devices).where(t.devices.c.meter_id.in_(ids[i:i + 500]))):
+            out[row.meter_id] = Device(**row._mapping)
+    return out
+
+
+def devices_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, Device]:
+    ids = list(set(ids))
+    out: dict[str, Device] = {}
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(select(t.devices).where(t.devices.c.id.in_(ids[i:i + 500]))):
+            out[row.id] = Device(**row._mapping)
+    return out
+
+
+def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
+    rows = conn.execute(
+        select(t.devices).where(t.devices.c.id > after).order_by(t.devices.c.id).limit(limit)
+    )
+    return [Device(**r._mapping) for r in rows]
+
+
+# -- readings ----------------------------------------------------------------------------------
+
+
+def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int):
+    """Existing readings of these devices that intersect ``[lo, hi)``."""
+    r = t.readings.c
+    return conn.execute(
+        select(r.device_id, r.interval_start, r.interval_end, r.wh).where(
+            r.device_id.in_(list(device_ids)), r.interval_start < hi, r.interval_end > lo
+        )
+    ).all()
+
+
+def unissued_readings(conn: Connection, device_id: str | None, since: int, *, lock: bool):
+    r = t.readings.c
+    q = select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
+        r.issued_wh < r.wh, r.interval_start >= since
+    )
+    if device_id:
+        q = q.where(r.device_id == device_id)
+    q = q.order_by(r.device_id, r.interval_start)
+    if lock and conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    return conn.execute(q).all()
+
+
+def mark_issued(conn: Connection, reading_ids: Sequence[int], issued_wh: Sequence[int]) -> None:
+    """Bulk update of issued Wh per reading (one executemany)."""
+    if not len(reading_ids):
+        return
+    conn.execute(
+        update(t.readings).where(t.readings.c.id == _bind("rid")).values(issued_wh=_bind("iwh")),
+        [{"rid": int(i), "iwh": int(w)} for i, w in zip(reading_ids, issued_wh, strict=True)],
+    )
+
+
+def _bind(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+# -- bundles -----------------------------------------------------------------------------------
+
+
+def get_bundle(conn: Connection, bundle_id: str, *, lock: bool = False) -> tuple[Bundle, int] | None:
+    """The bundle and its row version (for optimistic concurrency)."""
+    q = select(t.bundles).where(t.bundles.c.id == bundle_id)
+    if lock and conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    if row is None:
+        return None
+    return _bundle(row), row.version
+
+
+def _bundle(row) -> Bundle:
+    m = dict(row._mapping)
+    m.pop("version", None)
+    m.pop("batch_seq", None)
+    return Bundle(**m)
+
+
+def insert_bundles(conn: Connection, items: Sequence[Bundle], batch_seq: int | None = None) -> None:
+    rows = [dict(b.to_dict(), batch_seq=batch_seq, version=0) for b in items]
+    if rows:
+        conn.execute(insert(t.bundles), rows)
+
+
+def set_bundle_state(conn: Connection, bundle_id: str, version: int, *, expect_status: Status,
+                     **values) -> bool:
+    """Conditional update: succeeds only if nobody changed the bundle since it was read."""
+    c = t.bundles.c
+    done = conn.execute(
+        update(t.bundles)
+        .where(c.id == bundle_id, c.version == version, c.status == int(expect_status))
+        .values(version=c.version + 1, **values)
+    )
+    return done.rowcount == 1
+
+
+def list_bundles(conn: Connection, *, owner: str | None, status: int | None, device: str | None,
+                 after: str, limit: int) -> list[Bundle]:
+    c = t.bundles.c
+    q = select(t.bundles).where(c.id > after)
+    if owner:
+        q = q.where(c.owner == owner)
+    if status:
+        q = q.where(c.status == status)
+    if device:
+        q = q.where(c.device_id == device)
+    return [_bundle(r) for r in conn.execute(q.order_by(c.id).limit(limit))]
+
+
+# -- batches & claims --------------------------------------------------------------------------
+
+
+def insert_batch(conn: Connection, **values) -> None:
+    conn.execute(insert(t.batches).values(**values))
+
+
+def batches_after(conn: Connection, seq: int, limit: int):
+    return conn.execute(
+        select(t.batches).where(t.batches.c.seq > seq).order_by(t.batches.c.seq).limit(limit)
+    ).all()
+
+
+def insert_claim(conn: Connection, seq: int, receipt: ClaimReceipt) -> None:
+    conn.execute(
+        insert(t.claims).values(
+            seq=seq, id=receipt.id, bundle_id=receipt.bundle.id, beneficiary=receipt.beneficiary,
+            purpose=receipt.purpose, consumption_start=receipt.consumption_start,
+            consumption_end=receipt.consumption_end, consumption_zone=receipt.consumption_zone,
+            wh=receipt.bundle.wh, claimed_at_ms=receipt.claimed_at_ms, digest=receipt.digest,
+            signature=receipt.signature, key_id=receipt.key_id,
+        )
+    )
+
+
+def list_claims(conn: Connection, beneficiary: str | None, after: int, limit: int):
+    c = t.claims.c
+    q = select(t.claims, t.bundles).join(t.bundles, t.bundles.c.id == c.bundle_id).where(c.seq > after)
+    if beneficiary:
+        q = q.where(c.beneficiary == beneficiary)
+    out = []
+    for row in conn.execute(q.order_by(c.seq).limit(limit)):
+        m = row._mapping
+        bundle = Bundle(**{k: m[t.bundles.c[k]] for k in Bundle.__dataclass_fields__})
+        out.append((m[c.seq], ClaimReceipt(
+            id=m[c.id], bundle=bundle, beneficiary=m[c.beneficiary], purpose=m[c.purpose],
+            consumption_start=m[c.consumption_start], consumption_end=m[c.consumption_end],
+            consumption_zone=m[c.consumption_zone], claimed_at_ms=m[c.claimed_at_ms],
+            digest=bytes(m[c.digest]), signature=bytes(m[c.signature]), key_id=m[c.key_id],
+        )))
+    return out
+
+
+def journal(conn: Connection, rows: Sequence[dict]) -> None:
+    if rows:
+        conn.execute(insert(t.journal), list(rows))
+
+
+def audit(conn: Connection, **values) -> None:
+    conn.execute(insert(t.audit_log).values(**values))
+
+
+# -- idempotency -------------------------------------------------------------------------------
+
+
+def get_idempotent(conn: Connection, request_id: str):
+    return conn.execute(select(t.idempotency).where(t.idempotency.c.request_id == request_id)).first()
+
+
+def put_idempotent(conn: Connection, request_id: str, operation: str, request_hash: str,
+                   response: dict, at_ms: int) -> None:
+    try:
+        conn.execute(
+            insert(t.idempotency).values(
+                request_id=request_id, operation=operation, request_hash=request_hash,
+                response=json.dumps(response, sort_keys=True), created_at_ms=at_ms,
+            )
+        )
+    except IntegrityError as exc:  # a concurrent request with the same id won
+        raise InvalidArgument("request_id raced with a concurrent request") from exc
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def totals(conn: Connection) -> dict[str, int]:
+    c = t.bundles.c
+    wh = func.coalesce(func.sum(c.serial_end - c.serial_start), 0)
+    by_status = dict(conn.execute(select(c.status, wh).group_by(c.status)).all())
+    issued = conn.execute(select(wh).where(c.parent_id.is_(None), c.issuer == select(
+        t.meta.c.value).where(t.meta.c.key == "node_id").scalar_subquery())).scalar()
+    r = t.readings.c
+    metered = conn.execute(select(func.coalesce(func.sum(r.wh), 0))).scalar()
+    count = lambda tbl: conn.execute(select(func.count()).select_from(tbl)).scalar()  # noqa: E731
+    active_n = conn.execute(
+        select(func.count()).where(c.status == int(Status.ACTIVE))
+    ).scalar()
+    return {
+        "devices": count(t.devices), "accounts": count(t.accounts), "readings": count(t.readings),
+        "bundles_active": int(active_n), "wh_metered": int(metered), "wh_issued": int(issued or 0),
+        **{f"wh_{Status(s).name.lower()}": int(v) for s, v in by_status.items()},
+    }
+
+
+def token_b32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+__all__ = [name for name in globals() if not name.startswith("_")]
+_ = and_

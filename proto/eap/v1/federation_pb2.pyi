@@ -1,0 +1,104 @@
+from eap.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TransferState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_STATE_UNSPECIFIED: _ClassVar[TransferState]
+    TRANSFER_STATE_UNKNOWN: _ClassVar[TransferState]
+    TRANSFER_STATE_PREPARED: _ClassVar[TransferState]
+    TRANSFER_STATE_COMMITTED: _ClassVar[TransferState]
+    TRANSFER_STATE_ABORTED: _ClassVar[TransferState]
+TRANSFER_STATE_UNSPECIFIED: TransferState
+TRANSFER_STATE_UNKNOWN: TransferState
+TRANSFER_STATE_PREPARED: TransferState
+TRANSFER_STATE_COMMITTED: TransferState
+TRANSFER_STATE_ABORTED: TransferState
+
+class HelloRequest(_message.Message):
+    __slots__ = ("node_id", "protocol_versions", "capabilities", "public_keys", "max_batch_records")
+    class PublicKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    protocol_versions: _containers.RepeatedScalarFieldContainer[str]
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    public_keys: _containers.ScalarMap[str, bytes]
+    max_batch_records: int
+    def __init__(self, node_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., max_batch_records: _Optional[int] = ...) -> None: ...
+
+class HelloResponse(_message.Message):
+    __slots__ = ("node_id", "protocol_version", "capabilities", "public_keys", "max_batch_records")
+    class PublicKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    protocol_version: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    public_keys: _containers.ScalarMap[str, bytes]
+    max_batch_records: int
+    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., max_batch_records: _Optional[int] = ...) -> None: ...
+
+class PullBatchesRequest(_message.Message):
+    __slots__ = ("node_id", "cursor", "max_batches")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    cursor: int
+    max_batches: int
+    def __init__(self, node_id: _Optional[str] = ..., cursor: _Optional[int] = ..., max_batches: _Optional[int] = ...) -> None: ...
+
+class TransferPrepare(_message.Message):
+    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    bundle: _types_pb2.RecordBundle
+    to_account: str
+    expires_at_ms: int
+    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class TransferDecision(_message.Message):
+    __slots__ = ("transfer_id", "decision")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    decision: TransferState
+    def __init__(self, transfer_id: _Optional[str] = ..., decision: _Optional[_Union[TransferState, str]] = ...) -> None: ...
+
+class TransferStatus(_message.Message):
+    __slots__ = ("transfer_id", "state", "reason")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    state: TransferState
+    reason: str
+    def __init__(self, transfer_id: _Optional[str] = ..., state: _Optional[_Union[TransferState, str]] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,262 @@
+from eap.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReadPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ_PURPOSE_UNSPECIFIED: _ClassVar[ReadPurpose]
+    READ_PURPOSE_OPERATIONS: _ClassVar[ReadPurpose]
+    READ_PURPOSE_TRANSPARENCY: _ClassVar[ReadPurpose]
+    READ_PURPOSE_HOLDINGS: _ClassVar[ReadPurpose]
+READ_PURPOSE_UNSPECIFIED: ReadPurpose
+READ_PURPOSE_OPERATIONS: ReadPurpose
+READ_PURPOSE_TRANSPARENCY: ReadPurpose
+READ_PURPOSE_HOLDINGS: ReadPurpose
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("node_id", "zone", "protocol_version", "key_id", "devices", "accounts", "readings", "bundles_active", "wh_metered", "wh_issued", "wh_active", "wh_retired", "wh_exported", "wh_imported", "core_backend", "database")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    WH_METERED_FIELD_NUMBER: _ClassVar[int]
+    WH_ISSUED_FIELD_NUMBER: _ClassVar[int]
+    WH_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    WH_RETIRED_FIELD_NUMBER: _ClassVar[int]
+    WH_EXPORTED_FIELD_NUMBER: _ClassVar[int]
+    WH_IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    CORE_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    zone: str
+    protocol_version: str
+    key_id: str
+    devices: int
+    accounts: int
+    readings: int
+    bundles_active: int
+    wh_metered: int
+    wh_issued: int
+    wh_active: int
+    wh_retired: int
+    wh_exported: int
+    wh_imported: int
+    core_backend: str
+    database: str
+    def __init__(self, node_id: _Optional[str] = ..., zone: _Optional[str] = ..., protocol_version: _Optional[str] = ..., key_id: _Optional[str] = ..., devices: _Optional[int] = ..., accounts: _Optional[int] = ..., readings: _Optional[int] = ..., bundles_active: _Optional[int] = ..., wh_metered: _Optional[int] = ..., wh_issued: _Optional[int] = ..., wh_active: _Optional[int] = ..., wh_retired: _Optional[int] = ..., wh_exported: _Optional[int] = ..., wh_imported: _Optional[int] = ..., core_backend: _Optional[str] = ..., database: _Optional[str] = ...) -> None: ...
+
+class CreateAccountRequest(_message.Message):
+    __slots__ = ("request_id", "label", "identity", "disclose")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    label: str
+    identity: str
+    disclose: bool
+    def __init__(self, request_id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclose: _Optional[bool] = ...) -> None: ...
+
+class CreateAccountResponse(_message.Message):
+    __slots__ = ("account", "token")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account: _types_pb2.Account
+    token: str
+    def __init__(self, account: _Optional[_Union[_types_pb2.Account, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("purpose", "page_size", "page_token")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    purpose: ReadPurpose
+    page_size: int
+    page_token: str
+    def __init__(self, purpose: _Optional[_Union[ReadPurpose, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "next_page_token")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Account]
+    next_page_token: str
+    def __init__(self, accounts: _Optional[_Iterable[_Union[_types_pb2.Account, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RegisterDeviceRequest(_message.Message):
+    __slots__ = ("request_id", "device", "attestation")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    device: _types_pb2.Device
+    attestation: _types_pb2.Attestation
+    def __init__(self, request_id: _Optional[str] = ..., device: _Optional[_Union[_types_pb2.Device, _Mapping]] = ..., attestation: _Optional[_Union[_types_pb2.Attestation, _Mapping]] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ("purpose", "page_size", "page_token")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    purpose: ReadPurpose
+    page_size: int
+    page_token: str
+    def __init__(self, purpose: _Optional[_Union[ReadPurpose, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices", "next_page_token")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[_types_pb2.Device]
+    next_page_token: str
+    def __init__(self, devices: _Optional[_Iterable[_Union[_types_pb2.Device, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ImportReadingsRequest(_message.Message):
+    __slots__ = ("request_id", "format", "content", "filename")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    format: str
+    content: bytes
+    filename: str
+    def __init__(self, request_id: _Optional[str] = ..., format: _Optional[str] = ..., content: _Optional[bytes] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class ImportReadingsResponse(_message.Message):
+    __slots__ = ("readings", "wh", "unchanged", "unknown_meters")
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_METERS_FIELD_NUMBER: _ClassVar[int]
+    readings: int
+    wh: int
+    unchanged: int
+    unknown_meters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, readings: _Optional[int] = ..., wh: _Optional[int] = ..., unchanged: _Optional[int] = ..., unknown_meters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IssueRecordsRequest(_message.Message):
+    __slots__ = ("request_id", "device", "since_unix")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    device: str
+    since_unix: int
+    def __init__(self, request_id: _Optional[str] = ..., device: _Optional[str] = ..., since_unix: _Optional[int] = ...) -> None: ...
+
+class IssueRecordsResponse(_message.Message):
+    __slots__ = ("bundles", "wh", "batch_seq", "merkle_root")
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    bundles: int
+    wh: int
+    batch_seq: int
+    merkle_root: bytes
+    def __init__(self, bundles: _Optional[int] = ..., wh: _Optional[int] = ..., batch_seq: _Optional[int] = ..., merkle_root: _Optional[bytes] = ...) -> None: ...
+
+class ListBundlesRequest(_message.Message):
+    __slots__ = ("purpose", "owner", "status", "device", "page_size", "page_token")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    purpose: ReadPurpose
+    owner: str
+    status: _types_pb2.BundleStatus
+    device: str
+    page_size: int
+    page_token: str
+    def __init__(self, purpose: _Optional[_Union[ReadPurpose, str]] = ..., owner: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.BundleStatus, str]] = ..., device: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBundlesResponse(_message.Message):
+    __slots__ = ("bundles", "next_page_token")
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[_types_pb2.RecordBundle]
+    next_page_token: str
+    def __init__(self, bundles: _Optional[_Iterable[_Union[_types_pb2.RecordBundle, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetBundleRequest(_message.Message):
+    __slots__ = ("id", "purpose")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    purpose: ReadPurpose
+    def __init__(self, id: _Optional[str] = ..., purpose: _Optional[_Union[ReadPurpose, str]] = ...) -> None: ...
+
+class TransferBundleRequest(_message.Message):
+    __slots__ = ("request_id", "bundle_id", "to_account", "wh")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    bundle_id: str
+    to_account: str
+    wh: int
+    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., to_account: _Optional[str] = ..., wh: _Optional[int] = ...) -> None: ...
+
+class TransferBundleResponse(_message.Message):
+    __slots__ = ("transferred", "remainder")
+    TRANSFERRED_FIELD_NUMBER: _ClassVar[int]
+    REMAINDER_FIELD_NUMBER: _ClassVar[int]
+    transferred: _types_pb2.RecordBundle
+    remainder: _types_pb2.RecordBundle
+    def __init__(self, transferred: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., remainder: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ...) -> None: ...
+
+class RetireBundleRequest(_message.Message):
+    __slots__ = ("request_id", "bundle_id", "wh", "beneficiary", "purpose", "consumption", "consumption_zone")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    BENEFICIARY_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CONSUMPTION_FIELD_NUMBER: _ClassVar[int]
+    CONSUMPTION_ZONE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    bundle_id: str
+    wh: int
+    beneficiary: str
+    purpose: str
+    consumption: _types_pb2.Interval
+    consumption_zone: str
+    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., wh: _Optional[int] = ..., beneficiary: _Optional[str] = ..., purpose: _Optional[str] = ..., consumption: _Optional[_Union[_types_pb2.Interval, _Mapping]] = ..., consumption_zone: _Optional[str] = ...) -> None: ...
+
+class ListClaimsRequest(_message.Message):
+    __slots__ = ("purpose", "beneficiary", "page_size", "page_token")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    BENEFICIARY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    purpose: ReadPurpose
+    beneficiary: str
+    page_size: int
+    page_token: str
+    def __init__(self, purpose: _Optional[_Union[ReadPurpose, str]] = ..., beneficiary: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListClaimsResponse(_message.Message):
+    __slots__ = ("claims", "next_page_token")
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    claims: _containers.RepeatedCompositeFieldContainer[_types_pb2.ClaimReceipt]
+    next_page_token: str
+    def __init__(self, claims: _Optional[_Iterable[_Union[_types_pb2.ClaimReceipt, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

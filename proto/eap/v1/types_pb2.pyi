@@ -1,0 +1,307 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EnergySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENERGY_SOURCE_UNSPECIFIED: _ClassVar[EnergySource]
+    ENERGY_SOURCE_SOLAR: _ClassVar[EnergySource]
+    ENERGY_SOURCE_WIND: _ClassVar[EnergySource]
+    ENERGY_SOURCE_HYDRO: _ClassVar[EnergySource]
+    ENERGY_SOURCE_NUCLEAR: _ClassVar[EnergySource]
+    ENERGY_SOURCE_BIOMASS: _ClassVar[EnergySource]
+    ENERGY_SOURCE_GEOTHERMAL: _ClassVar[EnergySource]
+    ENERGY_SOURCE_MARINE: _ClassVar[EnergySource]
+    ENERGY_SOURCE_GAS: _ClassVar[EnergySource]
+    ENERGY_SOURCE_COAL: _ClassVar[EnergySource]
+    ENERGY_SOURCE_OIL: _ClassVar[EnergySource]
+    ENERGY_SOURCE_STORAGE: _ClassVar[EnergySource]
+    ENERGY_SOURCE_OTHER: _ClassVar[EnergySource]
+
+class Technology(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TECHNOLOGY_UNSPECIFIED: _ClassVar[Technology]
+    TECHNOLOGY_PHOTOVOLTAIC: _ClassVar[Technology]
+    TECHNOLOGY_CONCENTRATED_SOLAR: _ClassVar[Technology]
+    TECHNOLOGY_ONSHORE_WIND: _ClassVar[Technology]
+    TECHNOLOGY_OFFSHORE_WIND: _ClassVar[Technology]
+    TECHNOLOGY_RUN_OF_RIVER: _ClassVar[Technology]
+    TECHNOLOGY_RESERVOIR_HYDRO: _ClassVar[Technology]
+    TECHNOLOGY_NUCLEAR_FISSION: _ClassVar[Technology]
+    TECHNOLOGY_STEAM_TURBINE: _ClassVar[Technology]
+    TECHNOLOGY_COMBINED_CYCLE: _ClassVar[Technology]
+    TECHNOLOGY_COMBUSTION_ENGINE: _ClassVar[Technology]
+    TECHNOLOGY_BATTERY: _ClassVar[Technology]
+    TECHNOLOGY_PUMPED_HYDRO: _ClassVar[Technology]
+    TECHNOLOGY_FUEL_CELL: _ClassVar[Technology]
+    TECHNOLOGY_OTHER: _ClassVar[Technology]
+
+class BundleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUNDLE_STATUS_UNSPECIFIED: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_ACTIVE: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_SPLIT: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_RETIRED: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_EXPIRED: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_WITHDRAWN: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_EXPORT_PENDING: _ClassVar[BundleStatus]
+    BUNDLE_STATUS_EXPORTED: _ClassVar[BundleStatus]
+ENERGY_SOURCE_UNSPECIFIED: EnergySource
+ENERGY_SOURCE_SOLAR: EnergySource
+ENERGY_SOURCE_WIND: EnergySource
+ENERGY_SOURCE_HYDRO: EnergySource
+ENERGY_SOURCE_NUCLEAR: EnergySource
+ENERGY_SOURCE_BIOMASS: EnergySource
+ENERGY_SOURCE_GEOTHERMAL: EnergySource
+ENERGY_SOURCE_MARINE: EnergySource
+ENERGY_SOURCE_GAS: EnergySource
+ENERGY_SOURCE_COAL: EnergySource
+ENERGY_SOURCE_OIL: EnergySource
+ENERGY_SOURCE_STORAGE: EnergySource
+ENERGY_SOURCE_OTHER: EnergySource
+TECHNOLOGY_UNSPECIFIED: Technology
+TECHNOLOGY_PHOTOVOLTAIC: Technology
+TECHNOLOGY_CONCENTRATED_SOLAR: Technology
+TECHNOLOGY_ONSHORE_WIND: Technology
+TECHNOLOGY_OFFSHORE_WIND: Technology
+TECHNOLOGY_RUN_OF_RIVER: Technology
+TECHNOLOGY_RESERVOIR_HYDRO: Technology
+TECHNOLOGY_NUCLEAR_FISSION: Technology
+TECHNOLOGY_STEAM_TURBINE: Technology
+TECHNOLOGY_COMBINED_CYCLE: Technology
+TECHNOLOGY_COMBUSTION_ENGINE: Technology
+TECHNOLOGY_BATTERY: Technology
+TECHNOLOGY_PUMPED_HYDRO: Technology
+TECHNOLOGY_FUEL_CELL: Technology
+TECHNOLOGY_OTHER: Technology
+BUNDLE_STATUS_UNSPECIFIED: BundleStatus
+BUNDLE_STATUS_ACTIVE: BundleStatus
+BUNDLE_STATUS_SPLIT: BundleStatus
+BUNDLE_STATUS_RETIRED: BundleStatus
+BUNDLE_STATUS_EXPIRED: BundleStatus
+BUNDLE_STATUS_WITHDRAWN: BundleStatus
+BUNDLE_STATUS_EXPORT_PENDING: BundleStatus
+BUNDLE_STATUS_EXPORTED: BundleStatus
+
+class Interval(_message.Message):
+    __slots__ = ("start_unix", "end_unix")
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    END_UNIX_FIELD_NUMBER: _ClassVar[int]
+    start_unix: int
+    end_unix: int
+    def __init__(self, start_unix: _Optional[int] = ..., end_unix: _Optional[int] = ...) -> None: ...
+
+class RecordAttributes(_message.Message):
+    __slots__ = ("source", "technology", "renewable_ppm", "carbon_mg_per_kwh", "zone", "cell", "interval", "device_id")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TECHNOLOGY_FIELD_NUMBER: _ClassVar[int]
+    RENEWABLE_PPM_FIELD_NUMBER: _ClassVar[int]
+    CARBON_MG_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    source: EnergySource
+    technology: Technology
+    renewable_ppm: int
+    carbon_mg_per_kwh: int
+    zone: str
+    cell: str
+    interval: Interval
+    device_id: str
+    def __init__(self, source: _Optional[_Union[EnergySource, str]] = ..., technology: _Optional[_Union[Technology, str]] = ..., renewable_ppm: _Optional[int] = ..., carbon_mg_per_kwh: _Optional[int] = ..., zone: _Optional[str] = ..., cell: _Optional[str] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class RecordBundle(_message.Message):
+    __slots__ = ("id", "issuer", "serial_start", "serial_end", "attributes", "status", "owner", "parent_id", "lineage_hash", "issued_at_ms", "held_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_START_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_END_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_HASH_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    issuer: str
+    serial_start: int
+    serial_end: int
+    attributes: RecordAttributes
+    status: BundleStatus
+    owner: str
+    parent_id: str
+    lineage_hash: str
+    issued_at_ms: int
+    held_by: str
+    def __init__(self, id: _Optional[str] = ..., issuer: _Optional[str] = ..., serial_start: _Optional[int] = ..., serial_end: _Optional[int] = ..., attributes: _Optional[_Union[RecordAttributes, _Mapping]] = ..., status: _Optional[_Union[BundleStatus, str]] = ..., owner: _Optional[str] = ..., parent_id: _Optional[str] = ..., lineage_hash: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., held_by: _Optional[str] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("id", "local_ref", "capacity_w", "source", "technology", "commissioned_on", "latitude", "longitude", "zone", "cell", "owner", "meter_id", "renewable_ppm", "carbon_mg_per_kwh", "attested_by", "attestation_ref", "registered_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_REF_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_W_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TECHNOLOGY_FIELD_NUMBER: _ClassVar[int]
+    COMMISSIONED_ON_FIELD_NUMBER: _ClassVar[int]
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    METER_ID_FIELD_NUMBER: _ClassVar[int]
+    RENEWABLE_PPM_FIELD_NUMBER: _ClassVar[int]
+    CARBON_MG_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    ATTESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_REF_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    local_ref: str
+    capacity_w: int
+    source: EnergySource
+    technology: Technology
+    commissioned_on: str
+    latitude: float
+    longitude: float
+    zone: str
+    cell: str
+    owner: str
+    meter_id: str
+    renewable_ppm: int
+    carbon_mg_per_kwh: int
+    attested_by: str
+    attestation_ref: str
+    registered_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., local_ref: _Optional[str] = ..., capacity_w: _Optional[int] = ..., source: _Optional[_Union[EnergySource, str]] = ..., technology: _Optional[_Union[Technology, str]] = ..., commissioned_on: _Optional[str] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., zone: _Optional[str] = ..., cell: _Optional[str] = ..., owner: _Optional[str] = ..., meter_id: _Optional[str] = ..., renewable_ppm: _Optional[int] = ..., carbon_mg_per_kwh: _Optional[int] = ..., attested_by: _Optional[str] = ..., attestation_ref: _Optional[str] = ..., registered_at_ms: _Optional[int] = ...) -> None: ...
+
+class Attestation(_message.Message):
+    __slots__ = ("scheme", "evidence")
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    scheme: str
+    evidence: str
+    def __init__(self, scheme: _Optional[str] = ..., evidence: _Optional[str] = ...) -> None: ...
+
+class MeterReading(_message.Message):
+    __slots__ = ("device_id", "interval", "wh", "issued_wh")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_WH_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    interval: Interval
+    wh: int
+    issued_wh: int
+    def __init__(self, device_id: _Optional[str] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ..., wh: _Optional[int] = ..., issued_wh: _Optional[int] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("id", "label", "identity", "disclosed", "balance_wh", "created_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSED_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_WH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    identity: str
+    disclosed: bool
+    balance_wh: int
+    created_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclosed: _Optional[bool] = ..., balance_wh: _Optional[int] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class ClaimReceipt(_message.Message):
+    __slots__ = ("id", "bundle", "beneficiary", "purpose", "consumption", "consumption_zone", "claimed_at_ms", "digest", "signature", "key_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    BENEFICIARY_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CONSUMPTION_FIELD_NUMBER: _ClassVar[int]
+    CONSUMPTION_ZONE_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    bundle: RecordBundle
+    beneficiary: str
+    purpose: str
+    consumption: Interval
+    consumption_zone: str
+    claimed_at_ms: int
+    digest: bytes
+    signature: bytes
+    key_id: str
+    def __init__(self, id: _Optional[str] = ..., bundle: _Optional[_Union[RecordBundle, _Mapping]] = ..., beneficiary: _Optional[str] = ..., purpose: _Optional[str] = ..., consumption: _Optional[_Union[Interval, _Mapping]] = ..., consumption_zone: _Optional[str] = ..., claimed_at_ms: _Optional[int] = ..., digest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class RecordBatch(_message.Message):
+    __slots__ = ("issuer", "seq", "count", "serial_start", "serial_end", "interval_start", "interval_end", "device", "source", "technology", "renewable_ppm", "carbon_mg", "zone", "owner", "devices", "zones", "owners", "merkle_root", "created_at_ms", "key_id", "signature")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_START_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_END_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_END_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TECHNOLOGY_FIELD_NUMBER: _ClassVar[int]
+    RENEWABLE_PPM_FIELD_NUMBER: _ClassVar[int]
+    CARBON_MG_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    OWNERS_FIELD_NUMBER: _ClassVar[int]
+    MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    seq: int
+    count: int
+    serial_start: bytes
+    serial_end: bytes
+    interval_start: bytes
+    interval_end: bytes
+    device: bytes
+    source: bytes
+    technology: bytes
+    renewable_ppm: bytes
+    carbon_mg: bytes
+    zone: bytes
+    owner: bytes
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    zones: _containers.RepeatedScalarFieldContainer[str]
+    owners: _containers.RepeatedScalarFieldContainer[str]
+    merkle_root: bytes
+    created_at_ms: int
+    key_id: str
+    signature: bytes
+    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., count: _Optional[int] = ..., serial_start: _Optional[bytes] = ..., serial_end: _Optional[bytes] = ..., interval_start: _Optional[bytes] = ..., interval_end: _Optional[bytes] = ..., device: _Optional[bytes] = ..., source: _Optional[bytes] = ..., technology: _Optional[bytes] = ..., renewable_ppm: _Optional[bytes] = ..., carbon_mg: _Optional[bytes] = ..., zone: _Optional[bytes] = ..., owner: _Optional[bytes] = ..., devices: _Optional[_Iterable[str]] = ..., zones: _Optional[_Iterable[str]] = ..., owners: _Optional[_Iterable[str]] = ..., merkle_root: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SignedEnvelope(_message.Message):
+    __slots__ = ("payload", "payload_type", "origin", "destination", "expires_at_ms", "key_id", "signature", "nonce")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    payload_type: str
+    origin: str
+    destination: str
+    expires_at_ms: int
+    key_id: str
+    signature: bytes
+    nonce: bytes
+    def __init__(self, payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., origin: _Optional[str] = ..., destination: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
