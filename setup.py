@@ -55,6 +55,7 @@ def _extensions() -> list:
     return cythonize(
         exts,
         language_level=3,
+        include_path=["_core"],  # .pxd files are cimported by bare name (``from _radix cimport``)
         annotate=trace,
         compiler_directives={
             "boundscheck": False,
@@ -70,7 +71,7 @@ packages, package_dir = _packages()
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"eap.v1": ["*.proto", "*.pyi"], "eap._core": ["*.pyi", "*.pxd", "csrc/*.h"],
+    package_data={"eap.v1": ["*.proto", "*.pyi"], "eap._core": ["*.pyi", "*.pxd"],
                   "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"]},
     ext_modules=_extensions(),
 )

@@ -1,16 +1,25 @@
 # Stable LSD radix sort of 64-bit keys carrying 32-bit row indices, shared by the kernels that
-# group rows (validation, bilateral netting).  Header-like: everything is ``inline``, nothing is
-# exported at run time.
+# group rows (validation, bilateral netting), and a portable prefetch hint for the gathers that
+# follow a sort.  Header-like: everything is ``inline``, nothing is exported at run time.
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define EAP_PREFETCH(p) __builtin_prefetch(p)
+    #else
+    #define EAP_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void EAP_PREFETCH(const void* p) noexcept nogil
+
 cdef enum:
-    RADIX_BITS = 8
-    RADIX_SIZE = 256
-    RADIX_MASK = 255
-    RADIX_MAX_PASSES = 8
+    RADIX_MAX_BITS = 11           # widest digit: 2048 buckets, whose counts stay in L1
+    RADIX_MAX_SIZE = 2048
+    PREFETCH_AHEAD = 16           # rows a sweep prefetches ahead of the one it reads
 
 
 cdef inline int bit_length(uint64_t x) noexcept nogil:
@@ -26,14 +35,15 @@ cdef inline int radix_sort(uint64_t* keys, uint32_t* idx, uint64_t* kbuf, uint32
     """Sort ``keys[0:n]`` ascending, stably, permuting ``idx`` alongside.
 
     ``kbuf`` and ``ibuf`` are scratch space of ``n`` entries; the result is left in ``keys`` and
-    ``idx``.  Only the digits below the highest set bit of any key are sorted on, and a digit
-    every key shares is skipped, so callers should subtract the minimum key first.  Returns -1
-    when scratch memory cannot be allocated, else 0.
+    ``idx``.  Only the bits below the highest set bit of any key are sorted on, in as few
+    passes of at most 11 bits as cover them, and a digit every key shares is skipped, so
+    callers should subtract the minimum key first.  Returns -1 when the counters cannot be
+    allocated, else 0.
     """
     cdef uint64_t kor = 0
-    cdef uint64_t k
+    cdef uint64_t k, mask
     cdef size_t i, j, total, c
-    cdef int p, passes, shift, b
+    cdef int p, passes, bits, width, size
     cdef uint32_t* counts
     cdef uint32_t* cnt
     cdef uint64_t* sk = keys
@@ -46,31 +56,34 @@ cdef inline int radix_sort(uint64_t* keys, uint32_t* idx, uint64_t* kbuf, uint32
         return 0
     for i in range(n):
         kor |= keys[i]
-    passes = (bit_length(kor) + RADIX_BITS - 1) // RADIX_BITS
-    if passes == 0:
+    bits = bit_length(kor)
+    if bits == 0:
         return 0
-    counts = <uint32_t*>calloc(passes * RADIX_SIZE, sizeof(uint32_t))
+    passes = (bits + RADIX_MAX_BITS - 1) // RADIX_MAX_BITS
+    width = (bits + passes - 1) // passes
+    size = 1 << width
+    mask = <uint64_t>(size - 1)
+    counts = <uint32_t*>calloc(passes * size, sizeof(uint32_t))
     if counts == NULL:
         return -1
     for i in range(n):
         k = keys[i]
         for p in range(passes):
-            counts[p * RADIX_SIZE + ((k >> (p * RADIX_BITS)) & RADIX_MASK)] += 1
+            counts[p * size + ((k >> (p * width)) & mask)] += 1
     for p in range(passes):
-        shift = p * RADIX_BITS
-        cnt = counts + p * RADIX_SIZE
-        if cnt[(sk[0] >> shift) & RADIX_MASK] == n:
+        cnt = counts + p * size
+        if cnt[(sk[0] >> (p * width)) & mask] == n:
             continue
         total = 0
-        for b in range(RADIX_SIZE):
-            c = cnt[b]
-            cnt[b] = <uint32_t>total
+        for j in range(<size_t>size):
+            c = cnt[j]
+            cnt[j] = <uint32_t>total
             total += c
         for i in range(n):
             k = sk[i]
-            b = (k >> shift) & RADIX_MASK
-            j = cnt[b]
-            cnt[b] = <uint32_t>(j + 1)
+            c = (k >> (p * width)) & mask
+            j = cnt[c]
+            cnt[c] = <uint32_t>(j + 1)
             dk[j] = k
             di[j] = si[i]
         tk = sk

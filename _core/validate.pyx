@@ -29,7 +29,8 @@ from eap._core.codes import (
 )
 from eap._core.columns import record_columns
 
-from ._radix cimport bit_length, radix_sort
+from _radix cimport bit_length, radix_sort
+from _rules cimport *
 
 #: The C enum of this module, for the test that it matches ``eap._core.codes``.
 _C_CODES = (
@@ -264,7 +265,7 @@ cdef int validate_columns(size_t n, const int64_t* ss, const int64_t* se, const 
     for i in range(n):
         out[i] = record_code(ss[i], se[i], ist[i], ien[i], src[i], tech[i], ren[i], car[i], cap[i])
         m += out[i] == C_OK
-    if m < 2:
+    if m == 0:
         return 0
     cdef uint32_t* idx = <uint32_t*>malloc(m * sizeof(uint32_t))
     cdef uint32_t* ibuf = <uint32_t*>malloc(m * sizeof(uint32_t))

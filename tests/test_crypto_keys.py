@@ -230,3 +230,21 @@ def test_peer_keys_errors(tmp_path):
     peers.remove_peer("node-a")
     with pytest.raises(PermissionDenied):
         peers.verify("node-a", key_id, b"m", sig)
+
+
+def test_rotation_in_two_processes_loses_no_key(tmp_path):
+    keys = tmp_path / "keys"
+    first = KeyRing.create(keys, now=T0)
+    other = KeyRing.load(keys)  # a second process sharing the node home
+    k0 = first.active_key_id
+    k1 = first.rotate(now=T0 + 1)
+    k2 = other.rotate(now=T0 + 2)  # starts from the ring on disk, not its stale copy
+    on_disk = KeyRing.load(keys)
+    assert on_disk.active_key_id == k2
+    assert set(on_disk.public_keys()) == {k0, k1, k2}
+    assert on_disk.public_keys()[k1].retired
+    assert _key_files(keys) == [k2.replace(":", "_") + ".pem"]
+    # `first` still signs with k1, which stays valid until it reloads.
+    assert first.sign(b"x")[0] == k1
+    first.reload()
+    assert first.sign(b"x")[0] == k2

@@ -440,7 +440,7 @@ def load_tls_material(
     at = _utcnow(now)
     try:
         builder = verification.PolicyBuilder().store(verification.Store(roots)).time(at)
-        builder.build_server_verifier(verification.DNSName(node_id)).verify(leaf, chain[1:])
+        builder.build_server_verifier(x509.DNSName(node_id)).verify(leaf, chain[1:])
         builder.build_client_verifier().verify(leaf, chain[1:])
     except verification.VerificationError as exc:
         raise ConfigError(

@@ -172,6 +172,13 @@ def _private_file_name(key_id: str) -> str:
     return key_id.replace(":", "_") + ".pem"
 
 
+@dataclass(frozen=True, repr=False)
+class _RingState:
+    signer: Ed25519PrivateKey
+    active: str
+    infos: dict[str, PublicKeyInfo]
+
+
 class KeyRing:
     """This node's Ed25519 signing keys: one active key plus retired keys kept for verifying.
 
@@ -181,7 +188,7 @@ class KeyRing:
     old key (still valid for ``retired_validity_s``) until it loads the ring again.
     """
 
-    __slots__ = ("_active", "_infos", "_lock", "_mutate", "_passphrase", "_path", "_signer")
+    __slots__ = ("_mutate", "_passphrase", "_path", "_state")
 
     def __init__(
         self,
@@ -192,11 +199,10 @@ class KeyRing:
         passphrase: bytes | None,
     ) -> None:
         self._path = path
-        self._signer = signer
-        self._active = active
-        self._infos = infos
+        # One reference swapped whole, so readers never see a signer of one key with the
+        # metadata of another.
+        self._state = _RingState(signer, active, infos)
         self._passphrase = passphrase
-        self._lock = threading.Lock()  # guards the (signer, active, infos) swap
         self._mutate = threading.Lock()  # one rotate/prune at a time in this process
 
     # -- construction -------------------------------------------------------------------------
@@ -258,15 +264,16 @@ class KeyRing:
     @property
     def active(self) -> PublicKeyInfo:
         """The active key's public information (key id, public key, creation time)."""
-        return self._infos[self._active]
+        st = self._state
+        return st.infos[st.active]
 
     @property
     def active_key_id(self) -> str:
-        return self._active
+        return self._state.active
 
     def public_keys(self) -> dict[str, PublicKeyInfo]:
         """Every key of the ring (active and retired) by key id, for the node descriptor."""
-        return dict(self._infos)
+        return dict(self._state.infos)
 
     def fingerprint(self, key_id: str | None = None) -> str:
         """The ``SHA256:`` fingerprint of the active key, or of ``key_id``.
@@ -274,7 +281,8 @@ class KeyRing:
         Raises:
             InvalidArgument: ``key_id`` is not in the ring.
         """
-        info = self._infos.get(key_id or self._active)
+        st = self._state
+        info = st.infos.get(key_id or st.active)
         if info is None:
             raise invalid("key_id", f"{key_id} is not in this key ring")
         return info.fingerprint()
@@ -287,9 +295,8 @@ class KeyRing:
         Callers sign domain-separated bytes (e.g. the envelope's ``EAP-ENVELOPE-v1`` input),
         never bare protocol messages.
         """
-        with self._lock:
-            signer, key_id = self._signer, self._active
-        return key_id, signer.sign(bytes(data))
+        st = self._state
+        return st.active, st.signer.sign(bytes(data))
 
     def verify(
         self, key_id: str, data: bytes, signature: bytes, *, now: float | None = None
@@ -299,7 +306,7 @@ class KeyRing:
         Raises:
             Unauthenticated: unknown key id, retired key past its validity, or bad signature.
         """
-        info = self._infos.get(key_id)
+        info = self._state.infos.get(key_id)
         if info is None:
             raise Unauthenticated(f"unknown key id {key_id!r}")
         if not info.is_valid_at(now_ms(now)):
@@ -332,19 +339,18 @@ class KeyRing:
             raise invalid("retired_validity_s", "must be >= 0")
         at = now_ms(now)
         with self._mutate, _files.dir_lock(self._path):
-            old_id = self._active
+            # Start from the ring on disk: another process may have rotated since we loaded.
+            old_id, infos = _read_metadata(self._path)
             signer = Ed25519PrivateKey.generate()
             new = _new_info(signer, at)
             valid_until = (
                 None if retired_validity_s is None else at + int(retired_validity_s * 1000)
             )
-            infos = dict(self._infos)
             infos[old_id] = replace(infos[old_id], retired_at_ms=at, valid_until_ms=valid_until)
             infos[new.key_id] = new
             _write_private_key(self._path, new.key_id, signer, self._passphrase)
             _write_metadata(self._path, new.key_id, infos)
-            with self._lock:
-                self._signer, self._active, self._infos = signer, new.key_id, infos
+            self._state = _RingState(signer, new.key_id, infos)
             old_file = self._path / _private_file_name(old_id)
             try:
                 old_file.unlink()
@@ -359,21 +365,34 @@ class KeyRing:
         """Forget retired keys whose validity has ended; returns the key ids removed."""
         at = now_ms(now)
         with self._mutate, _files.dir_lock(self._path):
-            gone = [
-                k for k, i in self._infos.items() if k != self._active and not i.is_valid_at(at)
-            ]
+            active, infos = _read_metadata(self._path)
+            gone = [k for k, i in infos.items() if k != active and not i.is_valid_at(at)]
             if gone:
-                infos = {k: i for k, i in self._infos.items() if k not in gone}
-                _write_metadata(self._path, self._active, infos)
-                with self._lock:
-                    self._infos = infos
+                infos = {k: i for k, i in infos.items() if k not in gone}
+                _write_metadata(self._path, active, infos)
+            st = self._state
+            if st.active == active:
+                self._state = _RingState(st.signer, active, infos)
+            else:  # rotated elsewhere: keep signing with our (retired) key until reload()
+                merged = infos if st.active in infos else infos | {st.active: st.infos[st.active]}
+                self._state = _RingState(st.signer, st.active, merged)
         if gone:
             logger.info("pruned expired keys from %s: %s", self._path, ", ".join(gone))
         return gone
 
+    def reload(self) -> None:
+        """Re-read the ring from disk, picking up a rotation made by another process.
+
+        Raises:
+            ConfigError: as :meth:`load`.
+        """
+        fresh = KeyRing.load(self._path, passphrase=self._passphrase)
+        self._state = fresh._state
+
     def __repr__(self) -> str:
         return (
-            f"KeyRing(path={str(self._path)!r}, active={self._active!r}, keys={len(self._infos)})"
+            f"KeyRing(path={str(self._path)!r}, active={self._state.active!r}, "
+            f"keys={len(self._state.infos)})"
         )
 
 

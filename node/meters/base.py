@@ -126,10 +126,10 @@ def _iso(ts: int) -> str:
 
 def _frozen(array: np.ndarray, dtype: type) -> np.ndarray:
     """A read-only 1-D array of ``dtype``; copied unless nobody can write to its memory."""
-    out = np.ascontiguousarray(array, dtype=dtype)
+    out: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
     if out.ndim != 1:
         raise ValueError("meter reading columns must be one-dimensional")
-    root = out
+    root: np.ndarray = out
     while isinstance(root.base, np.ndarray):
         root = root.base
     if out.flags.writeable or root.flags.writeable:
@@ -232,11 +232,11 @@ class MeterReadings:
         """Build from ``(meter id, start, end, wh)`` tuples, in any order (small uses only)."""
         ids: dict[str, int] = {}
         cols: list[list[int]] = [[], [], [], []]
-        for meter_id, start, end, wh in rows:
+        for meter_id, s, e, w in rows:
             cols[0].append(ids.setdefault(meter_id, len(ids)))
-            cols[1].append(start)
-            cols[2].append(end)
-            cols[3].append(wh)
+            cols[1].append(s)
+            cols[2].append(e)
+            cols[3].append(w)
         meter, start, end, wh = (np.asarray(c, dtype=np.int64) for c in cols)
         order = np.lexsort((end, start, meter))
         return cls(

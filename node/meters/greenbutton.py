@@ -81,6 +81,7 @@ ACCUMULATION_DELTA = 4
 ELECTRICITY_COMMODITIES = frozenset({0, 1, 2})
 MULTIPLIER_RANGE = range(-12, 13)
 
+_PROLOG_MAX = 1 << 20  # bytes searched for a DOCTYPE before the root element
 _INT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -204,23 +205,30 @@ class GreenButtonSource:
     def _parse(self, path: Path, log: ViolationLog) -> _Feed:
         feed = _Feed()
         entry_no = 0
-        try:
-            events = ET.iterparse(path, events=("start", "end"))
-            _, root = next(events)
-            if root.tag != f"{_A}feed":
-                log.add("feed", f"root element is {root.tag!r}, not an Atom feed")
+        with open(path, "rb") as f:
+            head = f.read(_PROLOG_MAX)
+            root_at = head.find(b"<feed")
+            if b"<!DOCTYPE" in (head if root_at < 0 else head[:root_at]):
+                log.add("feed", "DOCTYPE declarations are not accepted in a Green Button feed")
                 return feed
-            for event, elem in events:
-                if event != "end" or elem.tag != f"{_A}entry":
-                    continue
-                self._entry(elem, entry_no, feed, log)
-                entry_no += 1
-                elem.clear()
-                if log.full:
-                    break
-        except ET.ParseError as exc:
-            line, column = exc.position
-            log.add(f"line {line}.column {column}", f"malformed XML ({exc.msg})")
+            f.seek(0)
+            try:
+                events = ET.iterparse(f, events=("start", "end"))
+                _, root = next(events)
+                if root.tag != f"{_A}feed":
+                    log.add("feed", f"root element is {root.tag!r}, not an Atom feed")
+                    return feed
+                for event, elem in events:
+                    if event != "end" or elem.tag != f"{_A}entry":
+                        continue
+                    self._entry(elem, entry_no, feed, log)
+                    entry_no += 1
+                    elem.clear()
+                    if log.full:
+                        break
+            except ET.ParseError as exc:
+                line, column = exc.position
+                log.add(f"line {line}.column {column}", f"malformed XML ({exc.msg})")
         return feed
 
     def _entry(self, elem: ET.Element, no: int, feed: _Feed, log: ViolationLog) -> None:
