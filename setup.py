@@ -12,7 +12,12 @@ from pathlib import Path
 
 from setuptools import setup
 
-ROOTS = {"eap.node": "node", "eap.plugins": "plugins", "eap._core": "_core", "eap.v1": "proto/eap/v1"}
+ROOTS = {
+    "eap.node": "node",
+    "eap.plugins": "plugins",
+    "eap._core": "_core",
+    "eap.v1": "proto/eap/v1",
+}
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:
@@ -71,7 +76,10 @@ packages, package_dir = _packages()
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"eap.v1": ["*.proto", "*.pyi"], "eap._core": ["*.pyi", "*.pxd"],
-                  "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"]},
+    package_data={
+        "eap.v1": ["*.proto", "*.pyi"],
+        "eap._core": ["*.pyi", "*.pxd"],
+        "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"],
+    },
     ext_modules=_extensions(),
 )

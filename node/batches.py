@@ -52,8 +52,9 @@ class Columns:
 def encode_dictionary(values) -> tuple[np.ndarray, list[str]]:
     """Dictionary-encode a sequence of strings: (int32 codes, unique values in first-seen order)."""
     table: dict[str, int] = {}
-    codes = np.fromiter((table.setdefault(v, len(table)) for v in values), dtype=np.int32,
-                        count=len(values))
+    codes = np.fromiter(
+        (table.setdefault(v, len(table)) for v in values), dtype=np.int32, count=len(values)
+    )
     return codes, list(table)
 
 
@@ -63,11 +64,24 @@ def header_bytes(issuer: str, seq: int, count: int, root: bytes) -> bytes:
     return HEADER_DOMAIN + struct.pack(">H", len(raw)) + raw + struct.pack(">QI", seq, count) + root
 
 
-def to_proto(cols: Columns, *, issuer: str, seq: int, root: bytes, created_at_ms: int,
-             key_id: str, signature: bytes) -> types_pb2.RecordBatch:
+def to_proto(
+    cols: Columns,
+    *,
+    issuer: str,
+    seq: int,
+    root: bytes,
+    created_at_ms: int,
+    key_id: str,
+    signature: bytes,
+) -> types_pb2.RecordBatch:
     msg = types_pb2.RecordBatch(
-        issuer=issuer, seq=seq, count=len(cols), merkle_root=root, created_at_ms=created_at_ms,
-        key_id=key_id, signature=signature,
+        issuer=issuer,
+        seq=seq,
+        count=len(cols),
+        merkle_root=root,
+        created_at_ms=created_at_ms,
+        key_id=key_id,
+        signature=signature,
     )
     for name, dtype in COLUMNS.items():
         setattr(msg, name, np.ascontiguousarray(cols.arrays[name], dtype=dtype).tobytes())

@@ -20,15 +20,19 @@ from rich.table import Table
 
 from eap.node.config import create_home, default_home
 from eap.node.domain.enums import Purpose, Source, Status, Technology
-from eap.node.errors import EapError
+from eap.node.errors import EapError, FailedPrecondition
 
-console = Console()
+# Piped output is for logs and scripts: do not squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
 def _home_option(f):
     return click.option(
-        "--home", type=click.Path(path_type=Path), default=None, envvar="EAP_NODE_HOME",
+        "--home",
+        type=click.Path(path_type=Path),
+        default=None,
+        envvar="EAP_NODE_HOME",
         help="Node home folder (default: $EAP_NODE_HOME or ~/.eap-node).",
     )(f)
 
@@ -39,7 +43,8 @@ def _json_option(f):
 
 def _request_option(f):
     return click.option(
-        "--request-id", default=None,
+        "--request-id",
+        default=None,
         help="Idempotency key; a replay returns the first result (default: a fresh UUID).",
     )(f)
 
@@ -75,8 +80,9 @@ def _parse_time(value: str | None, field: str) -> int:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is neither unix seconds nor ISO 8601",
-                                 param_hint=field) from None
+        raise click.BadParameter(
+            f"{value!r} is neither unix seconds nor ISO 8601", param_hint=field
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return int(parsed.timestamp())
@@ -102,8 +108,12 @@ def main() -> None:
 @main.command()
 @click.option("--node-id", required=True, help="DNS-like node id, e.g. medellin.example.")
 @click.option("--zone", required=True, help="Grid zone of the node, e.g. CO-ANT.")
-@click.option("--db", "database", default=None,
-              help="SQLAlchemy URL (default: SQLite in the home; postgresql://... supported).")
+@click.option(
+    "--db",
+    "database",
+    default=None,
+    help="SQLAlchemy URL (default: SQLite in the home; postgresql://... supported).",
+)
 @click.option("--api-listen", default=None, help="host:port of the local gRPC API.")
 @click.option("--federation-listen", default=None, help="host:port of the federation API.")
 @_home_option
@@ -115,10 +125,19 @@ def init(node_id, zone, database, api_listen, federation_listen, home, as_json) 
     home = home or default_home()
     cfg = create_home(home, node_id, zone, database, api_listen, federation_listen)
     node = Node.initialise(cfg)
-    out = {"home": str(home), "node_id": node_id, "zone": zone, "database": node.store.url,
-           "key_id": node.keys.active_key_id}
-    _emit(out, as_json, text=f"initialised node [bold]{node_id}[/bold] in {home}\n"
-          f"  key {out['key_id']}\n  database {out['database']}")
+    out = {
+        "home": str(home),
+        "node_id": node_id,
+        "zone": zone,
+        "database": node.store.url,
+        "key_id": node.keys.active_key_id,
+    }
+    _emit(
+        out,
+        as_json,
+        text=f"initialised node [bold]{node_id}[/bold] in {home}\n"
+        f"  key {out['key_id']}\n  database {out['database']}",
+    )
 
 
 @main.command()
@@ -150,20 +169,29 @@ def account() -> None:
 @_json_option
 def account_create(label, identity, disclose, request_id, home, as_json) -> None:
     """Create an account; prints its id and its one-time bearer token."""
-    res = _open(home).create_account(request_id=_rid(request_id), label=label,
-                                     identity=identity, disclose=disclose)
+    res = _open(home).create_account(
+        request_id=_rid(request_id), label=label, identity=identity, disclose=disclose
+    )
     _emit(res.to_dict(), as_json, text=f"{res.account.id}\ntoken: {res.token or '(replay)'}")
 
 
 @main.command()
-@click.option("--purpose", default="operations", show_default=True,
-              type=click.Choice(["operations", "transparency"]), help="Read purpose.")
+@click.option(
+    "--purpose",
+    default="operations",
+    show_default=True,
+    type=click.Choice(["operations", "transparency"]),
+    help="Read purpose.",
+)
 @_home_option
 @_json_option
 def accounts(purpose, home, as_json) -> None:
     """List accounts with their live balance."""
-    items = _all_pages(lambda tok: _open_cached(home).list_accounts(
-        purpose=Purpose[purpose.upper()], page_token=tok))
+    items = _all_pages(
+        lambda tok: _open_cached(home).list_accounts(
+            purpose=Purpose[purpose.upper()], page_token=tok
+        )
+    )
     table = Table("id", "label", "identity", "balance Wh", title="accounts")
     for a in items:
         table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}")
@@ -181,22 +209,36 @@ def device() -> None:
 @device.command("register")
 @click.option("--ref", "local_ref", required=True, help="Operator's own device reference.")
 @click.option("--capacity-w", type=int, required=True, help="Nameplate capacity in W.")
-@click.option("--source", required=True,
-              help="Energy source: " + ", ".join(m.name.lower() for m in Source if m.value))
-@click.option("--technology", required=True,
-              help="Technology: " + ", ".join(m.name.lower() for m in Technology if m.value))
+@click.option(
+    "--source",
+    required=True,
+    help="Energy source: " + ", ".join(m.name.lower() for m in Source if m.value),
+)
+@click.option(
+    "--technology",
+    required=True,
+    help="Technology: " + ", ".join(m.name.lower() for m in Technology if m.value),
+)
 @click.option("--commissioned", "commissioned_on", required=True, help="ISO date YYYY-MM-DD.")
 @click.option("--lat", "latitude", type=float, required=True, help="Exact latitude (private).")
 @click.option("--lon", "longitude", type=float, required=True, help="Exact longitude (private).")
 @click.option("--zone", required=True, help="Public grid zone, e.g. CO-ANT.")
 @click.option("--owner", required=True, help="Account that receives the device's records.")
 @click.option("--meter-id", required=True, help="Meter id as it appears in meter data (private).")
-@click.option("--renewable-ppm", type=int, default=None,
-              help="Renewable share in ppm (default: 1e6 for renewable sources, else 0).")
+@click.option(
+    "--renewable-ppm",
+    type=int,
+    default=None,
+    help="Renewable share in ppm (default: 1e6 for renewable sources, else 0).",
+)
 @click.option("--carbon", "carbon_mg", type=int, default=0, help="Carbon intensity, mg CO2e/kWh.")
 @click.option("--attestation-scheme", default="operator-signed", show_default=True)
-@click.option("--attestation", "attestation_evidence", default="",
-              help="Attestation evidence (document reference, signature...).")
+@click.option(
+    "--attestation",
+    "attestation_evidence",
+    required=True,
+    help="Attestation evidence (document reference, signature...).",
+)
 @_request_option
 @_home_option
 @_json_option
@@ -207,18 +249,33 @@ def device_register(request_id, home, as_json, **fields) -> None:
 
 
 @main.command()
-@click.option("--purpose", default="operations", show_default=True,
-              type=click.Choice(["operations", "transparency"]), help="Read purpose.")
+@click.option(
+    "--purpose",
+    default="operations",
+    show_default=True,
+    type=click.Choice(["operations", "transparency"]),
+    help="Read purpose.",
+)
 @_home_option
 @_json_option
 def devices(purpose, home, as_json) -> None:
     """List registered devices."""
-    items = _all_pages(lambda tok: _open_cached(home).list_devices(
-        purpose=Purpose[purpose.upper()], page_token=tok))
+    items = _all_pages(
+        lambda tok: _open_cached(home).list_devices(
+            purpose=Purpose[purpose.upper()], page_token=tok
+        )
+    )
     table = Table("id", "ref", "source", "capacity W", "zone", "cell", "owner", title="devices")
     for d in items:
-        table.add_row(d.id, d.local_ref, Source(d.source).name.lower(), f"{d.capacity_w:,}",
-                      d.zone, d.cell, d.owner)
+        table.add_row(
+            d.id,
+            d.local_ref,
+            Source(d.source).name.lower(),
+            f"{d.capacity_w:,}",
+            d.zone,
+            d.cell,
+            d.owner,
+        )
     _emit([d.to_dict() for d in items], as_json, table)
 
 
@@ -241,8 +298,10 @@ def meter_import(file, fmt, request_id, home, as_json) -> None:
     res = _open(home).import_readings(file, request_id=_rid(request_id), fmt=fmt)
     text = f"imported {res.readings:,} readings ({res.wh:,} Wh), {res.unchanged:,} unchanged"
     if res.unknown_meters:
-        text += f"\n[yellow]skipped meters with no registered device:[/yellow] " \
-                f"{', '.join(res.unknown_meters[:10])}"
+        text += (
+            f"\n[yellow]skipped meters with no registered device:[/yellow] "
+            f"{', '.join(res.unknown_meters[:10])}"
+        )
     _emit(res.to_dict(), as_json, text=text)
 
 
@@ -254,10 +313,15 @@ def meter_import(file, fmt, request_id, home, as_json) -> None:
 @_json_option
 def issue(device, since, request_id, home, as_json) -> None:
     """Issue record bundles from readings not yet issued (one signed batch)."""
-    res = _open(home).issue(request_id=_rid(request_id), device=device,
-                            since=_parse_time(since, "--since"))
-    text = (f"issued {res.bundles:,} bundles, {res.wh:,} Wh in batch {res.batch_seq} "
-            f"(root {res.merkle_root.hex()[:16]}…)" if res.bundles else "nothing to issue")
+    res = _open(home).issue(
+        request_id=_rid(request_id), device=device, since=_parse_time(since, "--since")
+    )
+    text = (
+        f"issued {res.bundles:,} bundles, {res.wh:,} Wh in batch {res.batch_seq} "
+        f"(root {res.merkle_root.hex()[:16]}…)"
+        if res.bundles
+        else "nothing to issue"
+    )
     _emit(res.to_dict(), as_json, text=text)
 
 
@@ -266,19 +330,127 @@ def issue(device, since, request_id, home, as_json) -> None:
 
 @main.command()
 @click.argument("bundle")
-@click.option("--to", "to_account", required=True, help="Destination account id.")
+@click.option(
+    "--to",
+    "to_account",
+    required=True,
+    help="Destination account id, or NODE_ID/ACCOUNT on another node (exactly once).",
+)
 @click.option("--wh", type=int, default=0, help="Wh to move (default: the whole bundle).")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    help="Cross-node: seconds to wait for the peer before leaving the transfer in "
+    "flight for the node's background worker (default 10).",
+)
 @_request_option
 @_home_option
 @_json_option
-def transfer(bundle, to_account, wh, request_id, home, as_json) -> None:
-    """Move BUNDLE, or --wh of it (a split), to another account."""
-    res = _open(home).transfer(bundle, to_account=to_account, wh=wh,
-                               request_id=_rid(request_id))
+def transfer(bundle, to_account, wh, wait_s, request_id, home, as_json) -> None:
+    """Move BUNDLE, or --wh of it (a split), to another account, here or on another node."""
+    if "/" in to_account:
+        _transfer_out(bundle, to_account, wh, wait_s, _rid(request_id), home, as_json)
+        return
+    res = _open(home).transfer(bundle, to_account=to_account, wh=wh, request_id=_rid(request_id))
     text = f"moved {res.transferred.id} ({res.transferred.wh:,} Wh) to {to_account}"
     if res.remainder:
         text += f"\nremainder {res.remainder.id} ({res.remainder.wh:,} Wh)"
     _emit(res.to_dict(), as_json, text=text)
+
+
+def _transfer_out(bundle, to, wh, wait_s, request_id, home, as_json) -> None:
+    from eap.node.federation.client import PeerClient
+    from eap.node.federation.transfers import ABORTED, Transfers
+
+    node = _open(home)
+    with PeerClient(node) as client:
+        first, rec = Transfers(node, client).send(
+            bundle, to=to, wh=wh, request_id=request_id, wait_s=wait_s
+        )
+    data = {**first.to_dict(), "transfer": rec.to_dict()}
+    text = (
+        f"transfer {rec.id}: [bold]{rec.state}[/bold]\n  {rec.wh:,} Wh of "
+        f"{first.exported.id} to {to}"
+    )
+    if first.remainder:
+        text += f"\n  remainder {first.remainder.id} ({first.remainder.wh:,} Wh) stays here"
+    if rec.reason:
+        text += f"\n  reason: {rec.reason}"
+    if not rec.settled and rec.state != ABORTED:
+        text += (
+            "\n  still in flight: the node's background worker (`eap-node serve`) finishes"
+            f" it{f' (last error: {rec.last_error})' if rec.last_error else ''}"
+        )
+    _emit(data, as_json, text=text)
+    if rec.state == ABORTED:
+        sys.exit(FailedPrecondition.exit_code)
+
+
+@main.command("transfers")
+@click.option(
+    "--direction",
+    type=click.Choice(["out", "in"]),
+    default=None,
+    help="Only outgoing or incoming cross-node transfers.",
+)
+@click.option(
+    "--state",
+    default=None,
+    type=click.Choice(["preparing", "prepared", "committed", "aborted"]),
+    help="Only transfers in this state.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="First deliver what is owed to peers and resolve in-doubt imports now.",
+)
+@_home_option
+@_json_option
+def transfers_(direction, state, resume, home, as_json) -> None:
+    """List cross-node transfers with their state (and what is still owed to the peer)."""
+    from eap.node.federation.transfers import Transfers
+
+    node = _open(home)
+    if resume:
+        from eap.node.federation.client import PeerClient
+
+        with PeerClient(node) as client:
+            Transfers(node, client).recover()
+    engine = Transfers(node)
+    items, after = [], ""
+    while True:
+        page = engine.list(direction=direction, state=state, after=after, limit=1000)
+        items += page
+        if len(page) < 1000:
+            break
+        after = engine.page_token(page[-1])
+    table = Table(
+        "transfer",
+        "dir",
+        "peer",
+        "bundle",
+        "Wh",
+        "account",
+        "state",
+        "owed",
+        "reason / last error",
+        title="cross-node transfers",
+    )
+    for r in items:
+        table.add_row(
+            r.id,
+            r.direction,
+            r.peer,
+            r.bundle_id or "",
+            f"{r.wh:,}",
+            r.to_account or "",
+            r.state,
+            ",".join(r.pending),
+            r.reason or r.last_error or "",
+        )
+    _emit([r.to_dict() for r in items], as_json, table)
 
 
 @main.command()
@@ -292,23 +464,45 @@ def transfer(bundle, to_account, wh, request_id, home, as_json) -> None:
 @_request_option
 @_home_option
 @_json_option
-def retire(bundle, beneficiary, purpose, wh, consumption_start, consumption_end,
-           consumption_zone, request_id, home, as_json) -> None:
+def retire(
+    bundle,
+    beneficiary,
+    purpose,
+    wh,
+    consumption_start,
+    consumption_end,
+    consumption_zone,
+    request_id,
+    home,
+    as_json,
+) -> None:
     """Claim BUNDLE (or --wh of it) for consumption, irreversibly; prints the signed receipt."""
     rec = _open(home).retire(
-        bundle, beneficiary=beneficiary, purpose=purpose, wh=wh,
+        bundle,
+        beneficiary=beneficiary,
+        purpose=purpose,
+        wh=wh,
         consumption_start=_parse_time(consumption_start, "--consumption-start"),
         consumption_end=_parse_time(consumption_end, "--consumption-end"),
-        consumption_zone=consumption_zone, request_id=_rid(request_id))
-    _emit(rec.to_dict(), as_json,
-          text=f"claim {rec.id}: {rec.bundle.wh:,} Wh of {rec.bundle.id} for {rec.beneficiary}"
-               f"\n  receipt digest {rec.digest.hex()}\n  signed by {rec.key_id}")
+        consumption_zone=consumption_zone,
+        request_id=_rid(request_id),
+    )
+    _emit(
+        rec.to_dict(),
+        as_json,
+        text=f"claim {rec.id}: {rec.bundle.wh:,} Wh of {rec.bundle.id} for {rec.beneficiary}"
+        f"\n  receipt digest {rec.digest.hex()}\n  signed by {rec.key_id}",
+    )
 
 
 @main.command()
 @click.option("--owner", default="", help="Only bundles of this account.")
-@click.option("--status", "status_", default="",
-              help="Only this status: " + ", ".join(m.name.lower() for m in Status if m.value))
+@click.option(
+    "--status",
+    "status_",
+    default="",
+    help="Only this status: " + ", ".join(m.name.lower() for m in Status if m.value),
+)
 @click.option("--device", default="", help="Only bundles of this device (id or local ref).")
 @click.option("--limit", type=int, default=0, help="At most this many (default: all).")
 @_home_option
@@ -316,13 +510,23 @@ def retire(bundle, beneficiary, purpose, wh, consumption_start, consumption_end,
 def bundles(owner, status_, device, limit, home, as_json) -> None:
     """List record bundles."""
     st = int(Status.parse(status_, "--status")) if status_ else 0
-    items = _all_pages(lambda tok: _open_cached(home).list_bundles(
-        purpose=Purpose.OPERATIONS, owner=owner, status=st, device=device, page_token=tok),
-        limit=limit)
+    items = _all_pages(
+        lambda tok: _open_cached(home).list_bundles(
+            purpose=Purpose.OPERATIONS, owner=owner, status=st, device=device, page_token=tok
+        ),
+        limit=limit,
+    )
     table = Table("id", "Wh", "hour (UTC)", "source", "zone", "owner", "status", title="bundles")
     for b in items:
-        table.add_row(b.id, f"{b.wh:,}", _time(b.interval_start), Source(b.source).name.lower(),
-                      b.zone, b.owner, Status(b.status).name.lower())
+        table.add_row(
+            b.id,
+            f"{b.wh:,}",
+            _time(b.interval_start),
+            Source(b.source).name.lower(),
+            b.zone,
+            b.owner,
+            Status(b.status).name.lower(),
+        )
     _emit([b.to_dict() for b in items], as_json, table)
 
 
@@ -332,8 +536,11 @@ def bundles(owner, status_, device, limit, home, as_json) -> None:
 @_json_option
 def claims(beneficiary, home, as_json) -> None:
     """List claim receipts."""
-    items = _all_pages(lambda tok: _open_cached(home).list_claims(
-        purpose=Purpose.OPERATIONS, beneficiary=beneficiary, page_token=tok))
+    items = _all_pages(
+        lambda tok: _open_cached(home).list_claims(
+            purpose=Purpose.OPERATIONS, beneficiary=beneficiary, page_token=tok
+        )
+    )
     table = Table("claim", "bundle", "Wh", "beneficiary", "purpose", title="claims")
     for c in items:
         table.add_row(c.id, c.bundle.id, f"{c.bundle.wh:,}", c.beneficiary, c.purpose)
@@ -371,3 +578,68 @@ def _all_pages(fetch, limit: int = 0) -> list:
         if not page.next_token or (limit and len(items) >= limit):
             return items[:limit] if limit else items
         token = page.next_token
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the node homes here (default: a temporary folder, removed afterwards).",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic day.")
+@_json_option
+def demo(workdir, seed, as_json) -> None:
+    """Simulate a day of city nodes: issuance, trades and hourly claims, with a summary."""
+    from rich.progress import Progress
+
+    from eap.node.demo import run_demo
+
+    if as_json:
+        reports = run_demo(workdir, seed=seed, keep=workdir is not None)
+    else:
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("demo", total=None)
+            reports = run_demo(
+                workdir,
+                seed=seed,
+                keep=workdir is not None,
+                progress=lambda n, what: bar.update(task, description=f"{n}: {what}"),
+            )
+    data = [dict(r.__dict__, cfe_score=round(r.cfe_score, 4)) for r in reports]
+    table = Table(
+        "node",
+        "consumed Wh",
+        "issued Wh",
+        "traded Wh",
+        "claimed Wh",
+        "active Wh",
+        "exported Wh",
+        "imported Wh",
+        "24/7 CFE",
+        "conserved",
+        title="simulated day",
+    )
+    for r in reports:
+        table.add_row(
+            r.node_id,
+            f"{r.wh_consumed:,}",
+            f"{r.wh_issued:,}",
+            f"{r.wh_transferred:,}",
+            f"{r.wh_claimed:,}",
+            f"{r.wh_active:,}",
+            f"{r.wh_exported:,}",
+            f"{r.wh_imported:,}",
+            f"{r.cfe_score:.1%}",
+            "yes" if r.conserved else "[red]NO[/red]",
+        )
+    _emit(data, as_json, table)
+    if not all(r.conserved for r in reports):
+        err_console.print("[red]conservation check failed[/red]")
+        sys.exit(1)
+
+
+# Federation commands (certs, descriptor, peer, sync) live with the federation package.
+from eap.node.federation.cli import register as _register_federation  # noqa: E402
+
+_register_federation(main)

@@ -75,12 +75,17 @@ class NodeConfig:
                 database=data["database"]["url"],
                 api_listen=data.get("api", {}).get("listen", cls.api_listen),
                 federation_listen=data.get("federation", {}).get("listen", cls.federation_listen),
-                max_message_bytes=data.get("limits", {}).get("max_message_bytes",
-                                                             cls.max_message_bytes),
-                max_batch_records=data.get("limits", {}).get("max_batch_records",
-                                                             cls.max_batch_records),
-                extra={k: v for k, v in data.items()
-                       if k not in ("node", "database", "api", "federation", "limits")},
+                max_message_bytes=data.get("limits", {}).get(
+                    "max_message_bytes", cls.max_message_bytes
+                ),
+                max_batch_records=data.get("limits", {}).get(
+                    "max_batch_records", cls.max_batch_records
+                ),
+                extra={
+                    k: v
+                    for k, v in data.items()
+                    if k not in ("node", "database", "api", "federation", "limits")
+                },
             )
         except (KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"invalid {path}: {exc}") from exc
@@ -91,19 +96,32 @@ class NodeConfig:
             "database": {"url": self.database},
             "api": {"listen": self.api_listen},
             "federation": {"listen": self.federation_listen},
-            "limits": {"max_message_bytes": self.max_message_bytes,
-                       "max_batch_records": self.max_batch_records},
+            "limits": {
+                "max_message_bytes": self.max_message_bytes,
+                "max_batch_records": self.max_batch_records,
+            },
             **self.extra,
         }
         (self.home / CONFIG_NAME).write_text(tomli_w.dumps(data))
 
 
-def create_home(home: Path, node_id: str, zone: str, database: str | None = None,
-                api_listen: str | None = None, federation_listen: str | None = None) -> NodeConfig:
+def create_home(
+    home: Path,
+    node_id: str,
+    zone: str,
+    database: str | None = None,
+    api_listen: str | None = None,
+    federation_listen: str | None = None,
+) -> NodeConfig:
     """Validate and write a new node home (config, secret, token); keys and DB come later."""
     check = Checker("invalid node settings")
-    check.text(node_id, "node_id", max_len=128, pattern=NODE_ID_RE,
-               hint="a lowercase DNS-like name such as medellin.example")
+    check.text(
+        node_id,
+        "node_id",
+        max_len=128,
+        pattern=NODE_ID_RE,
+        hint="a lowercase DNS-like name such as medellin.example",
+    )
     check.text(zone, "zone", max_len=32, pattern=ZONE_RE, hint="like CO-ANT, ES or NL")
     check.done()
     home = Path(home)
@@ -112,7 +130,9 @@ def create_home(home: Path, node_id: str, zone: str, database: str | None = None
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     cfg = NodeConfig(
-        home=home, node_id=node_id, zone=zone,
+        home=home,
+        node_id=node_id,
+        zone=zone,
         database=database or f"sqlite:///{(home / 'node.db').resolve()}",
     )
     if api_listen:

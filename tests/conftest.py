@@ -15,8 +15,11 @@ PG_ADMIN_URL = os.environ.get("EAP_TEST_PG", "postgresql://postgres@127.0.0.1:54
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true",
-                     help="run every long fault/fuzz case, not only the bounded seeded share")
+    parser.addoption(
+        "--runslow",
+        action="store_true",
+        help="run every long fault/fuzz case, not only the bounded seeded share",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,7 +37,7 @@ def _pg_available() -> bool:
 
         with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
             return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -75,8 +78,9 @@ def meter_csv() -> Path:
     return METER_CSV
 
 
-def make_node(home: Path, db: str | None = None, node_id: str = "medellin.example",
-              zone: str = "CO-ANT"):
+def make_node(
+    home: Path, db: str | None = None, node_id: str = "medellin.example", zone: str = "CO-ANT"
+):
     from eap.node.config import create_home
     from eap.node.domain.node import Node
 
@@ -95,18 +99,17 @@ def solar(node):
     """An owner account and a 250 W solar device metered as ``1`` (the shared CSV's device)."""
     owner = node.create_account(request_id="acct-owner", label="rooftop co-op").account.id
     dev = node.register_device(
-        request_id="dev-1", local_ref="roof-1", capacity_w=250, source="solar",
-        technology="photovoltaic", commissioned_on="2020-05-01", latitude=6.2442,
-        longitude=-75.5812, zone="CO-ANT", owner=owner, meter_id="1",
+        request_id="dev-1",
+        local_ref="roof-1",
+        capacity_w=250,
+        source="solar",
+        technology="photovoltaic",
+        commissioned_on="2020-05-01",
+        latitude=6.2442,
+        longitude=-75.5812,
+        zone="CO-ANT",
+        owner=owner,
+        meter_id="1",
         attestation_evidence="grid-connection-agreement 2020/117",
     )
     return owner, dev
-
-
-def write_csv(path: Path, rows: list[tuple[str, str, str, int]]) -> Path:
-    """Write a meter CSV in the shared layout: (start, end, device, wh) rows."""
-    lines = ["interval_start_datetime,interval_end_datetime,device_id,interval_usage,"
-             "gross_net_indicator"]
-    lines += [f"{s},{e},{d},{w},NET" for s, e, d, w in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return path

@@ -13,8 +13,9 @@ CLI = [sys.executable, "-m", "eap.node"]
 
 
 def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *args, "--home", str(home)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [*CLI, *args, "--home", str(home)], capture_output=True, text=True, timeout=120
+    )
     if ok:
         assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -38,9 +39,33 @@ def test_walkthrough(home: Path, meter_csv: Path):
     assert keys and all(p.stat().st_mode & 0o777 == 0o600 for p in keys)
     owner = js(home, "account", "create", "--label", "co-op")["account"]["id"]
     buyer = js(home, "account", "create")["account"]["id"]
-    run(home, "device", "register", "--ref", "roof-1", "--capacity-w", "250", "--source",
-        "solar", "--technology", "photovoltaic", "--commissioned", "2020-05-01", "--lat", "6.2",
-        "--lon", "-75.5", "--zone", "CO-ANT", "--owner", owner, "--meter-id", "1")
+    run(
+        home,
+        "device",
+        "register",
+        "--ref",
+        "roof-1",
+        "--capacity-w",
+        "250",
+        "--source",
+        "solar",
+        "--technology",
+        "photovoltaic",
+        "--commissioned",
+        "2020-05-01",
+        "--lat",
+        "6.2",
+        "--lon",
+        "-75.5",
+        "--zone",
+        "CO-ANT",
+        "--owner",
+        owner,
+        "--meter-id",
+        "1",
+        "--attestation",
+        "doc-1",
+    )
     imp = js(home, "meter", "import", str(meter_csv))
     assert imp["readings"] == 744
     iss = js(home, "issue")
@@ -49,8 +74,15 @@ def test_walkthrough(home: Path, meter_csv: Path):
     big = max(bundles, key=lambda b: b["serial_end"] - b["serial_start"])
     moved = js(home, "transfer", big["id"], "--to", buyer, "--wh", "20")
     assert moved["transferred"]["owner"] == buyer and moved["remainder"]["owner"] == owner
-    claim = js(home, "retire", moved["transferred"]["id"], "--beneficiary", "Metro",
-               "--purpose", "scope2-market-based")
+    claim = js(
+        home,
+        "retire",
+        moved["transferred"]["id"],
+        "--beneficiary",
+        "Metro",
+        "--purpose",
+        "scope2-market-based",
+    )
     assert claim["bundle"]["status"] == 3
     st = js(home, "status")
     assert st["wh_retired"] == 20 and st["wh_active"] + 20 == st["wh_issued"] == imp["wh"]
@@ -63,9 +95,34 @@ def test_walkthrough(home: Path, meter_csv: Path):
 def test_errors_are_one_line_with_exit_codes(home: Path, tmp_path: Path):
     bad = run(home, "transfer", "medellin.example/0-5", "--to", "acct_" + "a" * 26, ok=False)
     assert bad.returncode == 3 and bad.stderr.startswith("error:")
-    bad = run(home, "device", "register", "--ref", "r", "--capacity-w", "-1", "--source", "sun",
-              "--technology", "photovoltaic", "--commissioned", "2020-01-01", "--lat", "0",
-              "--lon", "0", "--zone", "CO-ANT", "--owner", "nobody", "--meter-id", "1", ok=False)
+    bad = run(
+        home,
+        "device",
+        "register",
+        "--ref",
+        "r",
+        "--capacity-w",
+        "-1",
+        "--source",
+        "sun",
+        "--technology",
+        "photovoltaic",
+        "--commissioned",
+        "2020-01-01",
+        "--lat",
+        "0",
+        "--lon",
+        "0",
+        "--zone",
+        "CO-ANT",
+        "--owner",
+        "nobody",
+        "--meter-id",
+        "1",
+        "--attestation",
+        "x",
+        ok=False,
+    )
     assert bad.returncode == 2 and "capacity_w" in bad.stderr and "source" in bad.stderr
     bad = run(home, "meter", "import", str(tmp_path / "missing.csv"), ok=False)
     assert bad.returncode == 2

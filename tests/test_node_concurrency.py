@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -39,33 +40,44 @@ def test_concurrent_spends_of_one_bundle(node, solar, meter_csv, rounds):
     del owner_token
     buyers = [node.create_account(request_id=f"b{i}").account.id for i in range(2)]
     holder = Principal("account", owner)
-    bundles = node.list_bundles(purpose=Purpose.OPERATIONS, owner=owner,
-                                status=int(Status.ACTIVE), page_size=200).items
+    bundles = node.list_bundles(
+        purpose=Purpose.OPERATIONS, owner=owner, status=int(Status.ACTIVE), page_size=200
+    ).items
     bundles = sorted(bundles, key=lambda b: -b.wh)[: 2 * rounds]
     for r in range(rounds):
         whole, part = bundles[2 * r], bundles[2 * r + 1]
         # The holder sends the same whole bundle to two buyers at once.
-        res = _race([
-            lambda b=whole, to=to, i=i: node.transfer(b.id, to_account=to, principal=holder,
-                                                       request_id=f"w{r}-{i}")
-            for i, to in enumerate(buyers)
-        ])
+        res = _race(
+            [
+                lambda b=whole, to=to, i=i, r=r: node.transfer(
+                    b.id, to_account=to, principal=holder, request_id=f"w{r}-{i}"
+                )
+                for i, to in enumerate(buyers)
+            ]
+        )
         assert sum(not isinstance(x, Exception) for x in res) == 1, res
         # Two partial transfers (splits) of one bundle at once.
-        res = _race([
-            lambda b=part, to=to, i=i: node.transfer(b.id, to_account=to, wh=1,
-                                                       principal=holder, request_id=f"p{r}-{i}")
-            for i, to in enumerate(buyers)
-        ])
+        res = _race(
+            [
+                lambda b=part, to=to, i=i, r=r: node.transfer(
+                    b.id, to_account=to, wh=1, principal=holder, request_id=f"p{r}-{i}"
+                )
+                for i, to in enumerate(buyers)
+            ]
+        )
         assert sum(not isinstance(x, Exception) for x in res) == 1, res
-        assert all(x.status.name in ("FAILED_PRECONDITION", "ABORTED", "PERMISSION_DENIED")
-                   for x in res if isinstance(x, Exception))
+        assert all(
+            x.status.name in ("FAILED_PRECONDITION", "ABORTED", "PERMISSION_DENIED")
+            for x in res
+            if isinstance(x, Exception)
+        )
     st = node.status()
     assert st.wh_active == st.wh_issued  # nothing duplicated, nothing lost
-    children = node.list_bundles(purpose=Purpose.OPERATIONS, status=int(Status.ACTIVE),
-                                 page_size=1000).items
+    children = node.list_bundles(
+        purpose=Purpose.OPERATIONS, status=int(Status.ACTIVE), page_size=1000
+    ).items
     serials = sorted((b.serial_start, b.serial_end) for b in children)
-    assert all(a[1] <= b[0] for a, b in zip(serials, serials[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(serials))
 
 
 def test_concurrent_replays_of_one_request_id(node, solar, meter_csv):

@@ -23,8 +23,11 @@ def test_ruff_clean():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    commands = [line.strip() for line in readme.splitlines() if "python -m pytest" in line
-                and line.strip().startswith("python3 -m venv")]
+    commands = [
+        line.strip()
+        for line in readme.splitlines()
+        if "python -m pytest" in line and line.strip().startswith("python3 -m venv")
+    ]
     assert commands, "README lost its test command"
     assert commands[0] in ci
 

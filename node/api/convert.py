@@ -13,39 +13,74 @@ def interval(start: int, end: int) -> pb.Interval:
 
 def bundle(b: models.Bundle) -> pb.RecordBundle:
     return pb.RecordBundle(
-        id=b.id, issuer=b.issuer, serial_start=b.serial_start, serial_end=b.serial_end,
+        id=b.id,
+        issuer=b.issuer,
+        serial_start=b.serial_start,
+        serial_end=b.serial_end,
         attributes=pb.RecordAttributes(
-            source=b.source, technology=b.technology, renewable_ppm=b.renewable_ppm,
-            carbon_mg_per_kwh=b.carbon_mg, zone=b.zone, cell=b.cell,
-            interval=interval(b.interval_start, b.interval_end), device_id=b.device_id,
+            source=b.source,
+            technology=b.technology,
+            renewable_ppm=b.renewable_ppm,
+            carbon_mg_per_kwh=b.carbon_mg,
+            zone=b.zone,
+            cell=b.cell,
+            interval=interval(b.interval_start, b.interval_end),
+            device_id=b.device_id,
         ),
-        status=b.status, owner=b.owner, parent_id=b.parent_id or "",
-        lineage_hash=b.lineage_hash, issued_at_ms=b.issued_at_ms, held_by=b.held_by or "",
+        status=b.status,
+        owner=b.owner,
+        parent_id=b.parent_id or "",
+        lineage_hash=b.lineage_hash,
+        issued_at_ms=b.issued_at_ms,
+        held_by=b.held_by or "",
     )
 
 
 def device(d: models.Device) -> pb.Device:
     return pb.Device(
-        id=d.id, local_ref=d.local_ref, capacity_w=d.capacity_w, source=d.source,
-        technology=d.technology, commissioned_on=d.commissioned_on,
-        latitude=d.latitude or 0.0, longitude=d.longitude or 0.0, zone=d.zone, cell=d.cell,
-        owner=d.owner, meter_id=d.meter_id or "", renewable_ppm=d.renewable_ppm,
-        carbon_mg_per_kwh=d.carbon_mg, attested_by=d.attested_by,
-        attestation_ref=d.attestation_ref, registered_at_ms=d.registered_at_ms,
+        id=d.id,
+        local_ref=d.local_ref,
+        capacity_w=d.capacity_w,
+        source=d.source,
+        technology=d.technology,
+        commissioned_on=d.commissioned_on,
+        latitude=d.latitude or 0.0,
+        longitude=d.longitude or 0.0,
+        zone=d.zone,
+        cell=d.cell,
+        owner=d.owner,
+        meter_id=d.meter_id or "",
+        renewable_ppm=d.renewable_ppm,
+        carbon_mg_per_kwh=d.carbon_mg,
+        attested_by=d.attested_by,
+        attestation_ref=d.attestation_ref,
+        registered_at_ms=d.registered_at_ms,
     )
 
 
 def account(a: models.Account) -> pb.Account:
-    return pb.Account(id=a.id, label=a.label, identity=a.identity or "", disclosed=a.disclosed,
-                      balance_wh=a.balance_wh, created_at_ms=a.created_at_ms)
+    return pb.Account(
+        id=a.id,
+        label=a.label,
+        identity=a.identity or "",
+        disclosed=a.disclosed,
+        balance_wh=a.balance_wh,
+        created_at_ms=a.created_at_ms,
+    )
 
 
 def claim(c: models.ClaimReceipt) -> pb.ClaimReceipt:
     return pb.ClaimReceipt(
-        id=c.id, bundle=bundle(c.bundle), beneficiary=c.beneficiary, purpose=c.purpose,
+        id=c.id,
+        bundle=bundle(c.bundle),
+        beneficiary=c.beneficiary,
+        purpose=c.purpose,
         consumption=interval(c.consumption_start, c.consumption_end),
-        consumption_zone=c.consumption_zone, claimed_at_ms=c.claimed_at_ms, digest=c.digest,
-        signature=c.signature, key_id=c.key_id,
+        consumption_zone=c.consumption_zone,
+        claimed_at_ms=c.claimed_at_ms,
+        digest=c.digest,
+        signature=c.signature,
+        key_id=c.key_id,
     )
 
 

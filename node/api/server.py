@@ -25,8 +25,10 @@ def build_server(node: Node, listen: str, *, workers: int = 8) -> tuple[grpc.Ser
     limit = node.config.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eap-api"),
-        options=[("grpc.max_receive_message_length", limit),
-                 ("grpc.max_send_message_length", limit)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
     )
     node_api_pb2_grpc.add_NodeApiServicer_to_server(NodeApiServicer(node), server)
     health_servicer = health.HealthServicer()
@@ -34,7 +36,8 @@ def build_server(node: Node, listen: str, *, workers: int = 8) -> tuple[grpc.Ser
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"could not bind {listen}")
@@ -48,9 +51,14 @@ def serve_forever(node: Node, listen: str | None = None) -> None:
     server.start()
     host = address.rsplit(":", 1)[0]
     print(f"eap-node {node.node_id} serving eap.v1.NodeApi on {host}:{port}", flush=True)
+    from eap.node.federation.runtime import start_federation
+
+    federation = start_federation(node)  # None when the home has no TLS material
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    if federation is not None:
+        federation.stop()
     server.stop(grace=5).wait()
     node.close()

@@ -29,7 +29,7 @@ def _rpc(method):
             return method(self, request, context, principal)
         except EapError as exc:
             abort_with(context, exc)
-        except Exception:  # noqa: BLE001 - never leak a traceback to a client
+        except Exception:
             log.exception("internal error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
 
@@ -56,62 +56,104 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
     @_rpc
     def CreateAccount(self, request, context, principal):
-        res = self.node.create_account(request_id=request.request_id, label=request.label,
-                                       identity=request.identity, disclose=request.disclose,
-                                       principal=principal)
+        res = self.node.create_account(
+            request_id=request.request_id,
+            label=request.label,
+            identity=request.identity,
+            disclose=request.disclose,
+            principal=principal,
+        )
         return api.CreateAccountResponse(account=convert.account(res.account), token=res.token)
 
     @_rpc
     def ListAccounts(self, request, context, principal):
-        page = self.node.list_accounts(purpose=Purpose(request.purpose), principal=principal,
-                                       page_size=request.page_size, page_token=request.page_token)
-        return api.ListAccountsResponse(accounts=[convert.account(a) for a in page.items],
-                                        next_page_token=page.next_token)
+        page = self.node.list_accounts(
+            purpose=Purpose(request.purpose),
+            principal=principal,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return api.ListAccountsResponse(
+            accounts=[convert.account(a) for a in page.items], next_page_token=page.next_token
+        )
 
     @_rpc
     def RegisterDevice(self, request, context, principal):
         d = request.device
         dev = self.node.register_device(
-            request_id=request.request_id, local_ref=d.local_ref, capacity_w=d.capacity_w,
-            source=d.source, technology=d.technology, commissioned_on=d.commissioned_on,
-            latitude=d.latitude, longitude=d.longitude, zone=d.zone, owner=d.owner,
-            meter_id=d.meter_id, renewable_ppm=d.renewable_ppm if d.renewable_ppm else None,
-            carbon_mg=d.carbon_mg_per_kwh, attestation_scheme=request.attestation.scheme,
-            attestation_evidence=request.attestation.evidence, principal=principal,
+            request_id=request.request_id,
+            local_ref=d.local_ref,
+            capacity_w=d.capacity_w,
+            source=d.source,
+            technology=d.technology,
+            commissioned_on=d.commissioned_on,
+            latitude=d.latitude,
+            longitude=d.longitude,
+            zone=d.zone,
+            owner=d.owner,
+            meter_id=d.meter_id,
+            renewable_ppm=d.renewable_ppm if d.renewable_ppm else None,
+            carbon_mg=d.carbon_mg_per_kwh,
+            attestation_scheme=request.attestation.scheme,
+            attestation_evidence=request.attestation.evidence,
+            principal=principal,
         )
         return convert.device(dev)
 
     @_rpc
     def ListDevices(self, request, context, principal):
-        page = self.node.list_devices(purpose=Purpose(request.purpose), principal=principal,
-                                      page_size=request.page_size, page_token=request.page_token)
-        return api.ListDevicesResponse(devices=[convert.device(d) for d in page.items],
-                                       next_page_token=page.next_token)
+        page = self.node.list_devices(
+            purpose=Purpose(request.purpose),
+            principal=principal,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return api.ListDevicesResponse(
+            devices=[convert.device(d) for d in page.items], next_page_token=page.next_token
+        )
 
     @_rpc
     def ImportReadings(self, request, context, principal):
         res = self.node.import_readings_bytes(
-            request.content, filename=request.filename, request_id=request.request_id,
-            fmt=request.format, principal=principal)
-        return api.ImportReadingsResponse(readings=res.readings, wh=res.wh,
-                                          unchanged=res.unchanged,
-                                          unknown_meters=res.unknown_meters)
+            request.content,
+            filename=request.filename,
+            request_id=request.request_id,
+            fmt=request.format,
+            principal=principal,
+        )
+        return api.ImportReadingsResponse(
+            readings=res.readings,
+            wh=res.wh,
+            unchanged=res.unchanged,
+            unknown_meters=res.unknown_meters,
+        )
 
     @_rpc
     def IssueRecords(self, request, context, principal):
-        res = self.node.issue(request_id=request.request_id, device=request.device,
-                              since=request.since_unix, principal=principal)
-        return api.IssueRecordsResponse(bundles=res.bundles, wh=res.wh, batch_seq=res.batch_seq,
-                                        merkle_root=res.merkle_root)
+        res = self.node.issue(
+            request_id=request.request_id,
+            device=request.device,
+            since=request.since_unix,
+            principal=principal,
+        )
+        return api.IssueRecordsResponse(
+            bundles=res.bundles, wh=res.wh, batch_seq=res.batch_seq, merkle_root=res.merkle_root
+        )
 
     @_rpc
     def ListBundles(self, request, context, principal):
         page = self.node.list_bundles(
-            purpose=Purpose(request.purpose), principal=principal, owner=request.owner,
-            status=request.status, device=request.device, page_size=request.page_size,
-            page_token=request.page_token)
-        return api.ListBundlesResponse(bundles=[convert.bundle(b) for b in page.items],
-                                       next_page_token=page.next_token)
+            purpose=Purpose(request.purpose),
+            principal=principal,
+            owner=request.owner,
+            status=request.status,
+            device=request.device,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return api.ListBundlesResponse(
+            bundles=[convert.bundle(b) for b in page.items], next_page_token=page.next_token
+        )
 
     @_rpc
     def GetBundle(self, request, context, principal):
@@ -119,13 +161,19 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         from eap.node.domain.policy import require_purpose
 
         require_purpose(purpose, principal)
-        return convert.bundle(self.node.get_bundle(request.id, purpose=purpose,
-                                                   principal=principal))
+        return convert.bundle(
+            self.node.get_bundle(request.id, purpose=purpose, principal=principal)
+        )
 
     @_rpc
     def TransferBundle(self, request, context, principal):
-        res = self.node.transfer(request.bundle_id, to_account=request.to_account, wh=request.wh,
-                                 request_id=request.request_id, principal=principal)
+        res = self.node.transfer(
+            request.bundle_id,
+            to_account=request.to_account,
+            wh=request.wh,
+            request_id=request.request_id,
+            principal=principal,
+        )
         out = api.TransferBundleResponse(transferred=convert.bundle(res.transferred))
         if res.remainder:
             out.remainder.CopyFrom(convert.bundle(res.remainder))
@@ -134,17 +182,27 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def RetireBundle(self, request, context, principal):
         rec = self.node.retire(
-            request.bundle_id, beneficiary=request.beneficiary, purpose=request.purpose,
-            wh=request.wh, consumption_start=request.consumption.start_unix,
+            request.bundle_id,
+            beneficiary=request.beneficiary,
+            purpose=request.purpose,
+            wh=request.wh,
+            consumption_start=request.consumption.start_unix,
             consumption_end=request.consumption.end_unix,
-            consumption_zone=request.consumption_zone, request_id=request.request_id,
-            principal=principal)
+            consumption_zone=request.consumption_zone,
+            request_id=request.request_id,
+            principal=principal,
+        )
         return convert.claim(rec)
 
     @_rpc
     def ListClaims(self, request, context, principal):
-        page = self.node.list_claims(purpose=Purpose(request.purpose), principal=principal,
-                                     beneficiary=request.beneficiary,
-                                     page_size=request.page_size, page_token=request.page_token)
-        return api.ListClaimsResponse(claims=[convert.claim(c) for c in page.items],
-                                      next_page_token=page.next_token)
+        page = self.node.list_claims(
+            purpose=Purpose(request.purpose),
+            principal=principal,
+            beneficiary=request.beneficiary,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return api.ListClaimsResponse(
+            claims=[convert.claim(c) for c in page.items], next_page_token=page.next_token
+        )

@@ -18,10 +18,14 @@ def to_status(exc: EapError) -> grpc.Status:
     """Build a ``grpc.Status`` carrying BadRequest field violations and RetryInfo."""
     details = []
     if exc.violations:
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in exc.violations
-        ])
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in exc.violations
+            ]
+        )
         details.append(_pack(bad))
     if isinstance(exc, ResourceExhausted) and exc.retry_after:
         secs = float(exc.retry_after)

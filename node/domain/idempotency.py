@@ -19,22 +19,36 @@ R = TypeVar("R", bound=Serialisable)
 
 
 def request_hash(operation: str, principal: Principal, payload: dict[str, Any]) -> str:
-    body = json.dumps({"op": operation, "by": principal.name, "req": payload}, sort_keys=True,
-                      default=str)
+    body = json.dumps(
+        {"op": operation, "by": principal.name, "req": payload}, sort_keys=True, default=str
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def run(store: Store, *, request_id: str, operation: str, principal: Principal,
-        payload: dict[str, Any], result_type: type[R], fn: Callable[[Connection], R],
-        replay: Callable[[R], R] | None = None) -> R:
+def run(
+    store: Store,
+    *,
+    request_id: str,
+    operation: str,
+    principal: Principal,
+    payload: dict[str, Any],
+    result_type: type[R],
+    fn: Callable[[Connection], R],
+    replay: Callable[[R], R] | None = None,
+) -> R:
     """Run ``fn`` in one transaction, recording its result under ``request_id``.
 
     A replay of the same id and content returns the stored first result (through ``replay`` if
     given, e.g. to blank a one-time secret); the same id with other content is rejected.
     """
     check = Checker()
-    check.text(request_id, "request_id", max_len=128, pattern=REQUEST_ID_RE,
-               hint="1..128 printable ASCII characters")
+    check.text(
+        request_id,
+        "request_id",
+        max_len=128,
+        pattern=REQUEST_ID_RE,
+        hint="1..128 printable ASCII characters",
+    )
     check.done()
     digest = request_hash(operation, principal, payload)
 
@@ -54,8 +68,9 @@ def run(store: Store, *, request_id: str, operation: str, principal: Principal,
     try:
         with store.transaction() as conn:
             result = fn(conn)
-            repos.put_idempotent(conn, request_id, operation, digest, result.to_dict(),
-                                 int(time.time() * 1000))
+            repos.put_idempotent(
+                conn, request_id, operation, digest, result.to_dict(), int(time.time() * 1000)
+            )
         return result
     except (InvalidArgument, Aborted, FailedPrecondition):
         # A concurrent request with the same id may have committed first: answer with its result.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import tempfile
 import time
@@ -77,8 +78,12 @@ def lineage(parent: bytes, child_id: str) -> str:
 
 
 def coarse_cell(lat: float, lon: float) -> str:
-    """Public 1-degree cell of an exact location, e.g. ``N06W076`` (exact stays private)."""
-    return f"{'N' if lat >= 0 else 'S'}{int(abs(lat)):02d}{'E' if lon >= 0 else 'W'}{int(abs(lon)):03d}"
+    """Public 1-degree cell named by its south-west corner, e.g. ``N06W076`` for Medellín.
+
+    The exact location stays private; only this cell leaves the node.
+    """
+    south, west = math.floor(lat), math.floor(lon)
+    return f"{'N' if south >= 0 else 'S'}{abs(south):02d}{'E' if west >= 0 else 'W'}{abs(west):03d}"
 
 
 class Node:
@@ -108,10 +113,15 @@ class Node:
         with store.transaction() as conn:
             existing = repos.get_meta(conn)
             if existing.get("node_id") not in (None, config.node_id):
-                raise AlreadyExists(
-                    f"database {store.url} belongs to node {existing['node_id']!r}")
-            repos.put_meta(conn, {"node_id": config.node_id, "zone": config.zone,
-                                  "protocol_version": PROTOCOL_VERSION})
+                raise AlreadyExists(f"database {store.url} belongs to node {existing['node_id']!r}")
+            repos.put_meta(
+                conn,
+                {
+                    "node_id": config.node_id,
+                    "zone": config.zone,
+                    "protocol_version": PROTOCOL_VERSION,
+                },
+            )
         return cls(config, store, keyring)
 
     def _check_identity(self) -> None:
@@ -119,7 +129,8 @@ class Node:
             stored = repos.get_meta(conn).get("node_id")
         if stored != self.node_id:
             raise FailedPrecondition(
-                f"database {self.store.url} belongs to {stored!r}, not {self.node_id!r}")
+                f"database {self.store.url} belongs to {stored!r}, not {self.node_id!r}"
+            )
 
     def close(self) -> None:
         self.store.dispose()
@@ -128,42 +139,68 @@ class Node:
         with self.store.read() as conn:
             tot = repos.totals(conn)
         return NodeStatus(
-            node_id=self.node_id, zone=self.config.zone, protocol_version=PROTOCOL_VERSION,
-            key_id=self.keys.active_key_id, devices=tot["devices"], accounts=tot["accounts"],
-            readings=tot["readings"], bundles_active=tot["bundles_active"],
-            wh_metered=tot["wh_metered"], wh_issued=tot["wh_issued"],
+            node_id=self.node_id,
+            zone=self.config.zone,
+            protocol_version=PROTOCOL_VERSION,
+            key_id=self.keys.active_key_id,
+            devices=tot["devices"],
+            accounts=tot["accounts"],
+            readings=tot["readings"],
+            bundles_active=tot["bundles_active"],
+            wh_metered=tot["wh_metered"],
+            wh_issued=tot["wh_issued"],
             wh_active=tot.get("wh_active", 0) + tot.get("wh_export_pending", 0),
-            wh_retired=tot.get("wh_retired", 0), wh_exported=tot.get("wh_exported", 0),
-            wh_imported=tot.get("wh_imported", 0), core_backend=kernels.backend,
+            wh_retired=tot.get("wh_retired", 0),
+            wh_exported=tot.get("wh_exported", 0),
+            wh_imported=tot.get("wh_imported", 0),
+            core_backend=kernels.backend,
             database=self.store.dialect,
         )
 
     # -- accounts -------------------------------------------------------------------------------
 
-    def create_account(self, *, request_id: str, label: str = "", identity: str = "",
-                       disclose: bool = False, principal: Principal | None = None) -> CreatedAccount:
+    def create_account(
+        self,
+        *,
+        request_id: str,
+        label: str = "",
+        identity: str = "",
+        disclose: bool = False,
+        principal: Principal | None = None,
+    ) -> CreatedAccount:
         principal = principal or Principal.operator()
         self._operator_only(principal, "create accounts")
         check = Checker()
         check.text(label, "label", min_len=0, max_len=128)
         check.text(identity, "identity", min_len=0, max_len=256)
-        check.require(not (identity and not disclose), "identity",
-                      "a real identity is only stored when its holder opts in (disclose)")
+        check.require(
+            not (identity and not disclose),
+            "identity",
+            "a real identity is only stored when its holder opts in (disclose)",
+        )
         check.done()
         token = secrets.token_urlsafe(32)
         pub = secrets.token_bytes(32)  # stands for the account key until holders bring their own
 
         def op(conn: Connection) -> CreatedAccount:
-            acct = Account(id=account_id_from_public_key(pub), label=label,
-                           identity=identity or None, disclosed=disclose,
-                           created_at_ms=now_ms())
+            acct = Account(
+                id=account_id_from_public_key(pub),
+                label=label,
+                identity=identity or None,
+                disclosed=disclose,
+                created_at_ms=now_ms(),
+            )
             repos.insert_account(conn, acct, _token_hash(token))
             return CreatedAccount(acct, token)
 
         return idempotency.run(
-            self.store, request_id=request_id, operation="create_account", principal=principal,
+            self.store,
+            request_id=request_id,
+            operation="create_account",
+            principal=principal,
             payload={"label": label, "identity": identity, "disclose": disclose},
-            result_type=CreatedAccount, fn=op,
+            result_type=CreatedAccount,
+            fn=op,
             replay=lambda first: CreatedAccount(first.account, ""),
         )
 
@@ -175,8 +212,14 @@ class Node:
             account = repos.account_by_token(conn, _token_hash(token))
         return Principal("account", account) if account else None
 
-    def list_accounts(self, *, purpose: Purpose, principal: Principal | None = None,
-                      page_size: int = 100, page_token: str = "") -> Page:
+    def list_accounts(
+        self,
+        *,
+        purpose: Purpose,
+        principal: Principal | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
         with self.store.transaction() as conn:
@@ -190,17 +233,36 @@ class Node:
 
     # -- devices --------------------------------------------------------------------------------
 
-    def register_device(self, *, request_id: str, local_ref: str, capacity_w: int,
-                        source: str | int, technology: str | int, commissioned_on: str,
-                        latitude: float, longitude: float, zone: str, owner: str, meter_id: str,
-                        renewable_ppm: int | None = None, carbon_mg: int = 0,
-                        attestation_scheme: str = "operator-signed", attestation_evidence: str = "",
-                        principal: Principal | None = None) -> Device:
+    def register_device(
+        self,
+        *,
+        request_id: str,
+        local_ref: str,
+        capacity_w: int,
+        source: str | int,
+        technology: str | int,
+        commissioned_on: str,
+        latitude: float,
+        longitude: float,
+        zone: str,
+        owner: str,
+        meter_id: str,
+        renewable_ppm: int | None = None,
+        carbon_mg: int = 0,
+        attestation_scheme: str = "operator-signed",
+        attestation_evidence: str = "",
+        principal: Principal | None = None,
+    ) -> Device:
         principal = principal or Principal.operator()
         self._operator_only(principal, "register devices")
         check = Checker("invalid device")
-        check.text(local_ref, "device.local_ref", max_len=64, pattern=LOCAL_REF_RE,
-                   hint="letters, digits, '_', '.', ':' or '-'")
+        check.text(
+            local_ref,
+            "device.local_ref",
+            max_len=64,
+            pattern=LOCAL_REF_RE,
+            hint="letters, digits, '_', '.', ':' or '-'",
+        )
         check.int_range(capacity_w, "device.capacity_w", 1, MAX_CAPACITY_W, "W")
         src = tech = None
         try:
@@ -212,10 +274,16 @@ class Node:
         except InvalidArgument as e:
             check.violations += e.violations
         check.iso_date(commissioned_on, "device.commissioned_on")
-        check.require(isinstance(latitude, int | float) and -90 <= latitude <= 90,
-                      "device.latitude", "must be within -90..90 degrees")
-        check.require(isinstance(longitude, int | float) and -180 <= longitude <= 180,
-                      "device.longitude", "must be within -180..180 degrees")
+        check.require(
+            isinstance(latitude, int | float) and -90 <= latitude <= 90,
+            "device.latitude",
+            "must be within -90..90 degrees",
+        )
+        check.require(
+            isinstance(longitude, int | float) and -180 <= longitude <= 180,
+            "device.longitude",
+            "must be within -180..180 degrees",
+        )
         check.text(zone, "device.zone", max_len=32, pattern=ZONE_RE, hint="like CO-ANT, ES or NL")
         check.text(owner, "device.owner", max_len=64, pattern=ACCOUNT_RE, hint="an acct_ id")
         check.text(meter_id, "device.meter_id", max_len=128)
@@ -226,25 +294,45 @@ class Node:
         check.text(attestation_scheme, "attestation.scheme", max_len=64)
         check.text(attestation_evidence, "attestation.evidence", max_len=256)
         check.done()
-        payload = dict(local_ref=local_ref, capacity_w=capacity_w, source=int(src),
-                       technology=int(tech), commissioned_on=commissioned_on, latitude=latitude,
-                       longitude=longitude, zone=zone, owner=owner, meter_id=meter_id,
-                       renewable_ppm=renewable_ppm, carbon_mg=carbon_mg,
-                       attestation=[attestation_scheme, attestation_evidence])
+        payload = dict(
+            local_ref=local_ref,
+            capacity_w=capacity_w,
+            source=int(src),
+            technology=int(tech),
+            commissioned_on=commissioned_on,
+            latitude=latitude,
+            longitude=longitude,
+            zone=zone,
+            owner=owner,
+            meter_id=meter_id,
+            renewable_ppm=renewable_ppm,
+            carbon_mg=carbon_mg,
+            attestation=[attestation_scheme, attestation_evidence],
+        )
 
         def op(conn: Connection) -> Device:
             if repos.get_account(conn, owner) is None:
                 raise NotFound(f"no account {owner}", [_fv("device.owner", "unknown account")])
             taken = repos.device_conflicts(conn, local_ref, meter_id)
             if taken:
-                raise AlreadyExists("device already registered",
-                                    [_fv(f, "already registered") for f in taken])
+                raise AlreadyExists(
+                    "device already registered", [_fv(f, "already registered") for f in taken]
+                )
             dev = Device(
-                id=device_pseudonym(self.config.node_secret(), local_ref), local_ref=local_ref,
-                capacity_w=capacity_w, source=int(src), technology=int(tech),
-                commissioned_on=commissioned_on, latitude=float(latitude),
-                longitude=float(longitude), zone=zone, cell=coarse_cell(latitude, longitude),
-                owner=owner, meter_id=meter_id, renewable_ppm=renewable_ppm, carbon_mg=carbon_mg,
+                id=device_pseudonym(self.config.node_secret(), local_ref),
+                local_ref=local_ref,
+                capacity_w=capacity_w,
+                source=int(src),
+                technology=int(tech),
+                commissioned_on=commissioned_on,
+                latitude=float(latitude),
+                longitude=float(longitude),
+                zone=zone,
+                cell=coarse_cell(latitude, longitude),
+                owner=owner,
+                meter_id=meter_id,
+                renewable_ppm=renewable_ppm,
+                carbon_mg=carbon_mg,
                 attested_by=attestation_scheme,
                 attestation_ref=hashlib.sha256(attestation_evidence.encode()).hexdigest()[:32],
                 registered_at_ms=now_ms(),
@@ -252,11 +340,24 @@ class Node:
             repos.insert_device(conn, dev)
             return dev
 
-        return idempotency.run(self.store, request_id=request_id, operation="register_device",
-                               principal=principal, payload=payload, result_type=Device, fn=op)
+        return idempotency.run(
+            self.store,
+            request_id=request_id,
+            operation="register_device",
+            principal=principal,
+            payload=payload,
+            result_type=Device,
+            fn=op,
+        )
 
-    def list_devices(self, *, purpose: Purpose, principal: Principal | None = None,
-                     page_size: int = 100, page_token: str = "") -> Page:
+    def list_devices(
+        self,
+        *,
+        purpose: Purpose,
+        principal: Principal | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
         with self.store.transaction() as conn:
@@ -268,8 +369,9 @@ class Node:
 
     # -- meter readings -------------------------------------------------------------------------
 
-    def import_readings(self, path: Path, *, request_id: str, fmt: str = "",
-                        principal: Principal | None = None) -> ImportResult:
+    def import_readings(
+        self, path: Path, *, request_id: str, fmt: str = "", principal: Principal | None = None
+    ) -> ImportResult:
         """Import production readings from a meter-data file (CSV or Green Button)."""
         principal = principal or Principal.operator()
         self._operator_only(principal, "import meter data")
@@ -280,12 +382,25 @@ class Node:
         source = reader_for(path, _sources(fmt))
         readings = source.read(path, options=None)
         payload = {"sha256": hashlib.sha256(content).hexdigest(), "format": source.name}
-        return idempotency.run(self.store, request_id=request_id, operation="import_readings",
-                               principal=principal, payload=payload, result_type=ImportResult,
-                               fn=lambda conn: self._store_readings(conn, readings))
+        return idempotency.run(
+            self.store,
+            request_id=request_id,
+            operation="import_readings",
+            principal=principal,
+            payload=payload,
+            result_type=ImportResult,
+            fn=lambda conn: self._store_readings(conn, readings),
+        )
 
-    def import_readings_bytes(self, content: bytes, *, filename: str, request_id: str,
-                              fmt: str = "", principal: Principal | None = None) -> ImportResult:
+    def import_readings_bytes(
+        self,
+        content: bytes,
+        *,
+        filename: str,
+        request_id: str,
+        fmt: str = "",
+        principal: Principal | None = None,
+    ) -> ImportResult:
         suffix = Path(filename or "readings").suffix or ".dat"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
@@ -294,8 +409,11 @@ class Node:
 
     def _store_readings(self, conn: Connection, rd: MeterReadings) -> ImportResult:
         if rd.kind != "production":
-            raise invalid("file", f"readings are {rd.kind}; records are only issued from "
-                          "production or storage discharge")
+            raise invalid(
+                "file",
+                f"readings are {rd.kind}; records are only issued from "
+                "production or storage discharge",
+            )
         if len(rd) == 0:
             return ImportResult()
         devices = repos.devices_by_meter(conn, rd.meters)
@@ -306,14 +424,17 @@ class Node:
         start, end, wh = rd.interval_start[keep], rd.interval_end[keep], rd.wh[keep]
         if len(start) == 0:
             return ImportResult(unknown_meters=unknown)
-        dev_ids = np.array([devices[m].id if m in devices else "" for m in rd.meters],
-                           dtype=object)[meter_idx]
-        capacity = np.array([devices[m].capacity_w if m in devices else 0 for m in rd.meters],
-                            dtype=np.int64)[meter_idx]
+        dev_ids = np.array(
+            [devices[m].id if m in devices else "" for m in rd.meters], dtype=object
+        )[meter_idx]
+        capacity = np.array(
+            [devices[m].capacity_w if m in devices else 0 for m in rd.meters], dtype=np.int64
+        )[meter_idx]
         self._check_readings(rd, meter_idx, start, end, wh, capacity)
         # Compare with stored readings of the same devices: identical = unchanged, else conflict.
-        existing = repos.readings_in_range(conn, sorted(set(dev_ids)), int(start.min()),
-                                           int(end.max()))
+        existing = repos.readings_in_range(
+            conn, sorted(set(dev_ids)), int(start.min()), int(end.max())
+        )
         stored = {(r.device_id, r.interval_start): (r.interval_end, r.wh) for r in existing}
         spans: dict[str, list[tuple[int, int]]] = {}
         for r in existing:
@@ -327,28 +448,42 @@ class Node:
             if prior == (int(end[i]), int(wh[i])):
                 new[i] = False
             elif prior is not None:
-                check.fail(f"readings[{rd.meters[meter_idx[i]]}@{key[1]}]",
-                           f"stored reading has {prior[1]} Wh, file has {int(wh[i])}")
+                check.fail(
+                    f"readings[{rd.meters[meter_idx[i]]}@{key[1]}]",
+                    f"stored reading has {prior[1]} Wh, file has {int(wh[i])}",
+                )
             elif any(s < end[i] and e > start[i] for s, e in spans[key[0]]):
-                check.fail(f"readings[{rd.meters[meter_idx[i]]}@{key[1]}]",
-                           "overlaps a stored reading of another interval")
+                check.fail(
+                    f"readings[{rd.meters[meter_idx[i]]}@{key[1]}]",
+                    "overlaps a stored reading of another interval",
+                )
             if len(check.violations) >= 50:
                 break
         check.done()
         n = int(new.sum())
-        bulk_insert(conn, t.readings, {
-            "device_id": dev_ids[new], "interval_start": start[new], "interval_end": end[new],
-            "wh": wh[new], "issued_wh": np.zeros(n, dtype=np.int64),
-        })
-        return ImportResult(readings=n, wh=int(wh[new].sum()), unchanged=len(start) - n,
-                            unknown_meters=unknown)
+        bulk_insert(
+            conn,
+            t.readings,
+            {
+                "device_id": dev_ids[new],
+                "interval_start": start[new],
+                "interval_end": end[new],
+                "wh": wh[new],
+                "issued_wh": np.zeros(n, dtype=np.int64),
+            },
+        )
+        return ImportResult(
+            readings=n, wh=int(wh[new].sum()), unchanged=len(start) - n, unknown_meters=unknown
+        )
 
     @staticmethod
     def _check_readings(rd, meter_idx, start, end, wh, capacity) -> None:
         """Interval, sign and capacity rules over the whole file at once (NumPy, no row loop)."""
         duration = end - start
         safe = np.where(duration > 0, duration, 1)
-        bad_interval = (duration <= 0) | (duration > 3600) | (3600 % safe != 0) | (start % safe != 0)
+        bad_interval = (
+            (duration <= 0) | (duration > 3600) | (3600 % safe != 0) | (start % safe != 0)
+        )
         bad_wh = wh < 0
         over = wh * 3600 > capacity * duration
         order = np.lexsort((start, meter_idx))
@@ -356,8 +491,12 @@ class Node:
         overlap = np.zeros(len(start), dtype=bool)
         overlap[order[1:][same & (start[order][1:] < end[order][:-1])]] = True
         check = Checker("invalid meter readings")
-        for mask, why in ((bad_interval, "interval"), (bad_wh, "wh"), (over, "wh"),
-                          (overlap, "interval")):
+        for mask, why in (
+            (bad_interval, "interval"),
+            (bad_wh, "wh"),
+            (over, "wh"),
+            (overlap, "interval"),
+        ):
             for i in np.flatnonzero(mask)[:20]:
                 name = f"readings[{rd.meters[meter_idx[i]]}@{int(start[i])}].{why}"
                 if mask is bad_interval:
@@ -365,7 +504,10 @@ class Node:
                 elif mask is bad_wh:
                     text = "must be non-negative"
                 elif mask is over:
-                    text = f"{int(wh[i])} Wh exceeds capacity {int(capacity[i])} W x {int(duration[i])} s"
+                    text = (
+                        f"{int(wh[i])} Wh exceeds capacity "
+                        f"{int(capacity[i])} W x {int(duration[i])} s"
+                    )
                 else:
                     text = "overlaps another reading of the same meter"
                 check.fail(name, text)
@@ -373,8 +515,14 @@ class Node:
 
     # -- issuance -------------------------------------------------------------------------------
 
-    def issue(self, *, request_id: str, device: str = "", since: int = 0,
-              principal: Principal | None = None) -> IssueResult:
+    def issue(
+        self,
+        *,
+        request_id: str,
+        device: str = "",
+        since: int = 0,
+        principal: Principal | None = None,
+    ) -> IssueResult:
         """Issue bundles for every un-issued Wh of the selected readings, as one signed batch."""
         principal = principal or Principal.operator()
         self._operator_only(principal, "issue records")
@@ -393,9 +541,15 @@ class Node:
                 return IssueResult()
             return self._issue_rows(conn, rows)
 
-        return idempotency.run(self.store, request_id=request_id, operation="issue",
-                               principal=principal, payload={"device": device, "since": since},
-                               result_type=IssueResult, fn=op)
+        return idempotency.run(
+            self.store,
+            request_id=request_id,
+            operation="issue",
+            principal=principal,
+            payload={"device": device, "since": since},
+            result_type=IssueResult,
+            fn=op,
+        )
 
     def _issue_rows(self, conn: Connection, rows) -> IssueResult:
         n = len(rows)
@@ -415,63 +569,107 @@ class Node:
         base = repos.bump(conn, "serial", int(remaining.sum()))
         ends = base + np.cumsum(remaining)
         arrays = {
-            "serial_start": ends - remaining, "serial_end": ends,
+            "serial_start": ends - remaining,
+            "serial_end": ends,
             "interval_start": np.fromiter((r.interval_start for r in rows), np.int64, n),
             "interval_end": np.fromiter((r.interval_end for r in rows), np.int64, n),
-            "device": dev_codes, "source": per_dev("source", np.uint8),
+            "device": dev_codes,
+            "source": per_dev("source", np.uint8),
             "technology": per_dev("technology", np.uint8),
             "renewable_ppm": per_dev("renewable_ppm", np.uint32),
             "carbon_mg": per_dev("carbon_mg", np.uint32),
-            "zone": zone_codes[dev_codes], "owner": owner_codes[dev_codes],
+            "zone": zone_codes[dev_codes],
+            "owner": owner_codes[dev_codes],
         }
         # Zero-Wh readings issue nothing; everything else goes through the core's rule check.
         live = remaining > 0
         arrays = {k: v[live] for k, v in arrays.items()}
         capacity = per_dev("capacity_w", np.int64)[live]
         cols = batches.Columns(arrays, dev_table, zones, owners)
-        codes = kernels.validate(arrays, capacity_w=capacity,
-                                 metered_wh=remaining[live])
+        codes = kernels.validate(arrays, capacity_w=capacity, metered_wh=remaining[live])
         kernels.raise_for_codes(codes, "records violate issuance rules")
         leaves = cols.leaf_hashes()
         root = kernels.merkle_root(leaves)
         seq = repos.bump(conn, "batch") + 1
         at = now_ms()
         key_id, signature = self.keys.sign(batches.header_bytes(self.node_id, seq, len(cols), root))
-        msg = batches.to_proto(cols, issuer=self.node_id, seq=seq, root=root, created_at_ms=at,
-                               key_id=key_id, signature=signature)
-        repos.insert_batch(conn, seq=seq, count=len(cols), wh=int(remaining[live].sum()),
-                           merkle_root=root, key_id=key_id, payload=msg.SerializeToString(),
-                           created_at_ms=at)
+        msg = batches.to_proto(
+            cols,
+            issuer=self.node_id,
+            seq=seq,
+            root=root,
+            created_at_ms=at,
+            key_id=key_id,
+            signature=signature,
+        )
+        repos.insert_batch(
+            conn,
+            seq=seq,
+            count=len(cols),
+            wh=int(remaining[live].sum()),
+            merkle_root=root,
+            key_id=key_id,
+            payload=msg.SerializeToString(),
+            created_at_ms=at,
+        )
         starts, ends_ = arrays["serial_start"].tolist(), arrays["serial_end"].tolist()
         ids = [bundle_id(self.node_id, s, e) for s, e in zip(starts, ends_, strict=True)]
         dev_col = np.array(dev_table, dtype=object)[arrays["device"]]
-        bulk_insert(conn, t.bundles, {
-            "id": ids, "issuer": [self.node_id] * len(ids), "serial_start": arrays["serial_start"],
-            "serial_end": arrays["serial_end"], "device_id": dev_col,
-            "interval_start": arrays["interval_start"], "interval_end": arrays["interval_end"],
-            "source": arrays["source"].astype(np.int64),
-            "technology": arrays["technology"].astype(np.int64),
-            "renewable_ppm": arrays["renewable_ppm"].astype(np.int64),
-            "carbon_mg": arrays["carbon_mg"].astype(np.int64),
-            "zone": np.array(zones, dtype=object)[arrays["zone"]],
-            "cell": np.array([x.cell for x in d], dtype=object)[arrays["device"]],
-            "owner": np.array(owners, dtype=object)[arrays["owner"]],
-            "status": np.full(len(ids), int(Status.ACTIVE)), "parent_id": [None] * len(ids),
-            "lineage_hash": [lineage(bytes(leaf), i) for leaf, i in zip(leaves, ids, strict=True)],
-            "issued_at_ms": np.full(len(ids), at), "batch_seq": np.full(len(ids), seq),
-            "version": np.zeros(len(ids), dtype=np.int64),
-        })
+        bulk_insert(
+            conn,
+            t.bundles,
+            {
+                "id": ids,
+                "issuer": [self.node_id] * len(ids),
+                "serial_start": arrays["serial_start"],
+                "serial_end": arrays["serial_end"],
+                "device_id": dev_col,
+                "interval_start": arrays["interval_start"],
+                "interval_end": arrays["interval_end"],
+                "source": arrays["source"].astype(np.int64),
+                "technology": arrays["technology"].astype(np.int64),
+                "renewable_ppm": arrays["renewable_ppm"].astype(np.int64),
+                "carbon_mg": arrays["carbon_mg"].astype(np.int64),
+                "zone": np.array(zones, dtype=object)[arrays["zone"]],
+                "cell": np.array([x.cell for x in d], dtype=object)[arrays["device"]],
+                "owner": np.array(owners, dtype=object)[arrays["owner"]],
+                "status": np.full(len(ids), int(Status.ACTIVE)),
+                "parent_id": [None] * len(ids),
+                "lineage_hash": [
+                    lineage(bytes(leaf), i) for leaf, i in zip(leaves, ids, strict=True)
+                ],
+                "issued_at_ms": np.full(len(ids), at),
+                "batch_seq": np.full(len(ids), seq),
+                "version": np.zeros(len(ids), dtype=np.int64),
+            },
+        )
         repos.mark_issued(conn, reading_id, metered)
         wh = int(remaining[live].sum())
-        repos.journal(conn, [{"at_ms": at, "action": "issue", "bundle_id": None,
-                              "from_owner": None, "to_owner": None, "wh": wh,
-                              "request_id": f"batch:{seq}"}])
+        repos.journal(
+            conn,
+            [
+                {
+                    "at_ms": at,
+                    "action": "issue",
+                    "bundle_id": None,
+                    "from_owner": None,
+                    "to_owner": None,
+                    "wh": wh,
+                    "request_id": f"batch:{seq}",
+                }
+            ],
+        )
         return IssueResult(bundles=len(ids), wh=wh, batch_seq=seq, merkle_root=root)
 
     # -- bundles --------------------------------------------------------------------------------
 
-    def get_bundle(self, bundle_ref: str, *, purpose: Purpose = Purpose.OPERATIONS,
-                   principal: Principal | None = None) -> Bundle:
+    def get_bundle(
+        self,
+        bundle_ref: str,
+        *,
+        purpose: Purpose = Purpose.OPERATIONS,
+        principal: Principal | None = None,
+    ) -> Bundle:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
         with self.store.read() as conn:
@@ -483,9 +681,17 @@ class Node:
             raise PermissionDenied("not your bundle")
         return redact_bundle(bundle, purpose)
 
-    def list_bundles(self, *, purpose: Purpose, principal: Principal | None = None,
-                     owner: str = "", status: int = 0, device: str = "", page_size: int = 100,
-                     page_token: str = "") -> Page:
+    def list_bundles(
+        self,
+        *,
+        purpose: Purpose,
+        principal: Principal | None = None,
+        owner: str = "",
+        status: int = 0,
+        device: str = "",
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
         if purpose == Purpose.HOLDINGS:
@@ -494,13 +700,25 @@ class Node:
             if device:
                 dev = repos.get_device(conn, device)
                 device = dev.id if dev else device
-            items = repos.list_bundles(conn, owner=owner or None, status=status or None,
-                                       device=device or None, after=page_token,
-                                       limit=_page(page_size))
+            items = repos.list_bundles(
+                conn,
+                owner=owner or None,
+                status=status or None,
+                device=device or None,
+                after=page_token,
+                limit=_page(page_size),
+            )
         return _paged([redact_bundle(b, purpose) for b in items], page_size, lambda b: b.id)
 
-    def transfer(self, bundle_ref: str, *, to_account: str, wh: int = 0, request_id: str,
-                 principal: Principal | None = None) -> TransferResult:
+    def transfer(
+        self,
+        bundle_ref: str,
+        *,
+        to_account: str,
+        wh: int = 0,
+        request_id: str,
+        principal: Principal | None = None,
+    ) -> TransferResult:
         """Move a bundle, or ``wh`` of it (a split), to another account on this node."""
         principal = principal or Principal.operator()
         check = Checker()
@@ -516,26 +734,43 @@ class Node:
                 raise invalid("to_account", "already owns the bundle")
             amount = wh or bundle.wh
             if amount == bundle.wh:
-                if not repos.set_bundle_state(conn, bundle.id, version, expect_status=Status.ACTIVE,
-                                              owner=to_account):
+                if not repos.set_bundle_state(
+                    conn, bundle.id, version, expect_status=Status.ACTIVE, owner=to_account
+                ):
                     raise Aborted(f"bundle {bundle.id} changed concurrently; retry")
-                self._journal(conn, "transfer", bundle.id, bundle.owner, to_account, amount,
-                              request_id)
+                self._journal(
+                    conn, "transfer", bundle.id, bundle.owner, to_account, amount, request_id
+                )
                 bundle.owner = to_account
                 return TransferResult(bundle)
             moved, rest = self._split(conn, bundle, version, amount, to_account, Status.ACTIVE)
             self._journal(conn, "transfer", moved.id, bundle.owner, to_account, amount, request_id)
             return TransferResult(moved, rest)
 
-        return idempotency.run(self.store, request_id=request_id, operation="transfer",
-                               principal=principal,
-                               payload={"bundle": bundle_ref, "to": to_account, "wh": wh},
-                               result_type=TransferResult, fn=op)
+        return idempotency.run(
+            self.store,
+            request_id=request_id,
+            operation="transfer",
+            principal=principal,
+            payload={"bundle": bundle_ref, "to": to_account, "wh": wh},
+            result_type=TransferResult,
+            fn=op,
+        )
 
-    def retire(self, bundle_ref: str, *, beneficiary: str, purpose: str, wh: int = 0,
-               consumption_start: int = 0, consumption_end: int = 0, consumption_zone: str = "",
-               request_id: str, principal: Principal | None = None) -> ClaimReceipt:
-        """Claim a bundle (or ``wh`` of it) for consumption, irreversibly; returns a signed receipt."""
+    def retire(
+        self,
+        bundle_ref: str,
+        *,
+        beneficiary: str,
+        purpose: str,
+        wh: int = 0,
+        consumption_start: int = 0,
+        consumption_end: int = 0,
+        consumption_zone: str = "",
+        request_id: str,
+        principal: Principal | None = None,
+    ) -> ClaimReceipt:
+        """Claim a bundle (or ``wh`` of it) for consumption, irreversibly; signed receipt."""
         principal = principal or Principal.operator()
         check = Checker()
         check.text(beneficiary, "beneficiary", max_len=256)
@@ -555,37 +790,64 @@ class Node:
                 raise invalid("consumption", "must overlap the hour the energy was generated in")
             amount = wh or bundle.wh
             if amount == bundle.wh:
-                if not repos.set_bundle_state(conn, bundle.id, version, expect_status=Status.ACTIVE,
-                                              status=int(Status.RETIRED)):
+                if not repos.set_bundle_state(
+                    conn,
+                    bundle.id,
+                    version,
+                    expect_status=Status.ACTIVE,
+                    status=int(Status.RETIRED),
+                ):
                     raise Aborted(f"bundle {bundle.id} changed concurrently; retry")
                 bundle.status = int(Status.RETIRED)
                 claimed = bundle
             else:
-                claimed, _ = self._split(conn, bundle, version, amount, bundle.owner,
-                                         Status.RETIRED)
+                claimed, _ = self._split(
+                    conn, bundle, version, amount, bundle.owner, Status.RETIRED
+                )
             seq = repos.bump(conn, "claim") + 1
-            receipt = self._receipt(seq, claimed, beneficiary, purpose, c_start, c_end,
-                                    consumption_zone or bundle.zone)
+            receipt = self._receipt(
+                seq, claimed, beneficiary, purpose, c_start, c_end, consumption_zone or bundle.zone
+            )
             repos.insert_claim(conn, seq, receipt)
             self._journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
             return receipt
 
         return idempotency.run(
-            self.store, request_id=request_id, operation="retire", principal=principal,
-            payload={"bundle": bundle_ref, "wh": wh, "beneficiary": beneficiary,
-                     "purpose": purpose, "consumption": [consumption_start, consumption_end],
-                     "zone": consumption_zone},
-            result_type=ClaimReceipt, fn=op)
+            self.store,
+            request_id=request_id,
+            operation="retire",
+            principal=principal,
+            payload={
+                "bundle": bundle_ref,
+                "wh": wh,
+                "beneficiary": beneficiary,
+                "purpose": purpose,
+                "consumption": [consumption_start, consumption_end],
+                "zone": consumption_zone,
+            },
+            result_type=ClaimReceipt,
+            fn=op,
+        )
 
-    def list_claims(self, *, purpose: Purpose, principal: Principal | None = None,
-                    beneficiary: str = "", page_size: int = 100, page_token: str = "") -> Page:
+    def list_claims(
+        self,
+        *,
+        purpose: Purpose,
+        principal: Principal | None = None,
+        beneficiary: str = "",
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
         after = int(page_token) if page_token.isdigit() else 0
         with self.store.read() as conn:
             rows = repos.list_claims(conn, beneficiary or None, after, _page(page_size))
-        items = [(s, c) for s, c in rows
-                 if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)]
+        items = [
+            (s, c)
+            for s, c in rows
+            if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
+        ]
         for _, c in items:
             c.bundle = redact_bundle(c.bundle, purpose)
         nxt = str(rows[-1][0]) if len(rows) == _page(page_size) else ""
@@ -593,8 +855,9 @@ class Node:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _spendable(self, conn: Connection, ref: str, principal: Principal,
-                   wh: int) -> tuple[Bundle, int]:
+    def _spendable(
+        self, conn: Connection, ref: str, principal: Principal, wh: int
+    ) -> tuple[Bundle, int]:
         found = repos.get_bundle(conn, ref, lock=True)
         if found is None:
             raise NotFound(f"no bundle {ref}", [_fv("bundle_id", "unknown bundle")])
@@ -603,18 +866,29 @@ class Node:
             raise PermissionDenied(f"bundle {ref} is not held by the calling account")
         if bundle.status != Status.ACTIVE:
             raise FailedPrecondition(
-                f"bundle {ref} is {Status(bundle.status).name}; only ACTIVE bundles can move")
+                f"bundle {ref} is {Status(bundle.status).name}; only ACTIVE bundles can move"
+            )
         if wh > bundle.wh:
-            raise FailedPrecondition(f"bundle {ref} holds {bundle.wh} Wh; {wh} Wh requested",
-                                     [_fv("wh", f"at most {bundle.wh}")])
+            raise FailedPrecondition(
+                f"bundle {ref} holds {bundle.wh} Wh; {wh} Wh requested",
+                [_fv("wh", f"at most {bundle.wh}")],
+            )
         return bundle, version
 
-    def _split(self, conn: Connection, parent: Bundle, version: int, amount: int,
-               new_owner: str, new_status: Status) -> tuple[Bundle, Bundle]:
+    def _split(
+        self,
+        conn: Connection,
+        parent: Bundle,
+        version: int,
+        amount: int,
+        new_owner: str,
+        new_status: Status,
+    ) -> tuple[Bundle, Bundle]:
         """Split ``parent`` into ``[start, start+amount)`` (to ``new_owner`` with ``new_status``)
         and the remainder (unchanged owner, ACTIVE).  Lineage hashes chain to the parent."""
-        if not repos.set_bundle_state(conn, parent.id, version, expect_status=Status.ACTIVE,
-                                      status=int(Status.SPLIT)):
+        if not repos.set_bundle_state(
+            conn, parent.id, version, expect_status=Status.ACTIVE, status=int(Status.SPLIT)
+        ):
             raise Aborted(f"bundle {parent.id} changed concurrently; retry")
         cut = parent.serial_start + amount
         parent_lineage = bytes.fromhex(parent.lineage_hash)
@@ -622,37 +896,85 @@ class Node:
 
         def child(start: int, end: int, owner: str, status: Status) -> Bundle:
             cid = bundle_id(parent.issuer, start, end)
-            return Bundle(**{**parent.to_dict(), "id": cid, "serial_start": start,
-                             "serial_end": end, "owner": owner, "status": int(status),
-                             "parent_id": parent.id, "lineage_hash": lineage(parent_lineage, cid),
-                             "issued_at_ms": at})
+            return Bundle(
+                **{
+                    **parent.to_dict(),
+                    "id": cid,
+                    "serial_start": start,
+                    "serial_end": end,
+                    "owner": owner,
+                    "status": int(status),
+                    "parent_id": parent.id,
+                    "lineage_hash": lineage(parent_lineage, cid),
+                    "issued_at_ms": at,
+                }
+            )
 
         first = child(parent.serial_start, cut, new_owner, new_status)
         rest = child(cut, parent.serial_end, parent.owner, Status.ACTIVE)
         repos.insert_bundles(conn, [first, rest])
         return first, rest
 
-    def _receipt(self, seq: int, bundle: Bundle, beneficiary: str, purpose: str, start: int,
-                 end: int, zone: str) -> ClaimReceipt:
+    def _receipt(
+        self,
+        seq: int,
+        bundle: Bundle,
+        beneficiary: str,
+        purpose: str,
+        start: int,
+        end: int,
+        zone: str,
+    ) -> ClaimReceipt:
         claim_id = f"{self.node_id}/claim/{seq}"
         at = now_ms()
-        body = {"id": claim_id, "bundle": bundle.id, "lineage": bundle.lineage_hash,
-                "wh": bundle.wh, "beneficiary": beneficiary, "purpose": purpose,
-                "consumption": [start, end], "zone": zone, "claimed_at_ms": at,
-                "generation": [bundle.interval_start, bundle.interval_end],
-                "source": bundle.source, "carbon_mg": bundle.carbon_mg}
-        digest = hashlib.sha256(b"EAP-CLAIM-v1\x00" + json.dumps(
-            body, sort_keys=True, separators=(",", ":")).encode()).digest()
+        body = {
+            "id": claim_id,
+            "bundle": bundle.id,
+            "lineage": bundle.lineage_hash,
+            "wh": bundle.wh,
+            "beneficiary": beneficiary,
+            "purpose": purpose,
+            "consumption": [start, end],
+            "zone": zone,
+            "claimed_at_ms": at,
+            "generation": [bundle.interval_start, bundle.interval_end],
+            "source": bundle.source,
+            "carbon_mg": bundle.carbon_mg,
+        }
+        digest = hashlib.sha256(
+            b"EAP-CLAIM-v1\x00" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).digest()
         key_id, sig = self.keys.sign(digest)
-        return ClaimReceipt(id=claim_id, bundle=bundle, beneficiary=beneficiary, purpose=purpose,
-                            consumption_start=start, consumption_end=end, consumption_zone=zone,
-                            claimed_at_ms=at, digest=digest, signature=sig, key_id=key_id)
+        return ClaimReceipt(
+            id=claim_id,
+            bundle=bundle,
+            beneficiary=beneficiary,
+            purpose=purpose,
+            consumption_start=start,
+            consumption_end=end,
+            consumption_zone=zone,
+            claimed_at_ms=at,
+            digest=digest,
+            signature=sig,
+            key_id=key_id,
+        )
 
     @staticmethod
     def _journal(conn, action, bundle, frm, to, wh, request_id) -> None:
-        repos.journal(conn, [{"at_ms": now_ms(), "action": action, "bundle_id": bundle,
-                              "from_owner": frm, "to_owner": to, "wh": wh,
-                              "request_id": request_id}])
+        repos.journal(
+            conn,
+            [
+                {
+                    "at_ms": now_ms(),
+                    "action": action,
+                    "bundle_id": bundle,
+                    "from_owner": frm,
+                    "to_owner": to,
+                    "wh": wh,
+                    "request_id": request_id,
+                }
+            ],
+        )
 
     @staticmethod
     def _operator_only(principal: Principal, what: str) -> None:
@@ -662,12 +984,24 @@ class Node:
     @staticmethod
     def _audit(conn, principal: Principal, purpose: Purpose, what: str, items: list[Any]) -> None:
         if purpose == Purpose.OPERATIONS and items:
-            repos.audit(conn, at_ms=now_ms(), principal=principal.name, purpose=purpose.name,
-                        what=what, count=len(items))
+            repos.audit(
+                conn,
+                at_ms=now_ms(),
+                principal=principal.name,
+                purpose=purpose.name,
+                what=what,
+                count=len(items),
+            )
 
 
-_RENEWABLE = {Source.SOLAR, Source.WIND, Source.HYDRO, Source.GEOTHERMAL, Source.MARINE,
-              Source.BIOMASS}
+_RENEWABLE = {
+    Source.SOLAR,
+    Source.WIND,
+    Source.HYDRO,
+    Source.GEOTHERMAL,
+    Source.MARINE,
+    Source.BIOMASS,
+}
 
 
 def _sources(fmt: str) -> list:

@@ -32,17 +32,21 @@ def require_purpose(purpose: Purpose | int, principal: Principal) -> Purpose:
 def redact_device(device: Device, purpose: Purpose) -> Device:
     if purpose == Purpose.OPERATIONS:
         return device
-    return dataclasses.replace(device, local_ref="", latitude=None, longitude=None,
-                               meter_id=None, attestation_ref="")
+    return dataclasses.replace(
+        device, local_ref="", latitude=None, longitude=None, meter_id=None, attestation_ref=""
+    )
 
 
 def redact_account(account: Account, purpose: Purpose) -> Account:
     if purpose == Purpose.OPERATIONS:
         return account
     if purpose == Purpose.HOLDINGS:
-        return dataclasses.replace(account, identity=account.identity if account.disclosed else None)
-    return dataclasses.replace(account, label="",
-                               identity=account.identity if account.disclosed else None)
+        return dataclasses.replace(
+            account, identity=account.identity if account.disclosed else None
+        )
+    return dataclasses.replace(
+        account, label="", identity=account.identity if account.disclosed else None
+    )
 
 
 def redact_bundle(bundle: Bundle, purpose: Purpose) -> Bundle:

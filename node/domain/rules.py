@@ -12,7 +12,9 @@ import re
 
 from eap.node.errors import FieldViolation, InvalidArgument
 
-NODE_ID_RE = re.compile(r"^(?=.{1,128}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+NODE_ID_RE = re.compile(
+    r"^(?=.{1,128}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 ZONE_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,8}){0,3}$")
 ACCOUNT_RE = re.compile(r"^acct_[a-z2-7]{26}$")
 REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -51,8 +53,16 @@ class Checker:
             self.fail(field, description)
         return ok
 
-    def text(self, value: str | None, field: str, *, min_len: int = 1, max_len: int = 128,
-             pattern: re.Pattern[str] | None = None, hint: str = "") -> None:
+    def text(
+        self,
+        value: str | None,
+        field: str,
+        *,
+        min_len: int = 1,
+        max_len: int = 128,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+    ) -> None:
         value = value or ""
         if not min_len <= len(value) <= max_len:
             self.fail(field, f"must be {min_len}..{max_len} characters")

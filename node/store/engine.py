@@ -93,7 +93,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     try:
         url = normalise_url(url)
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a config error
+    except Exception as exc:
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)

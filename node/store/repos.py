@@ -17,6 +17,7 @@ from eap.node.domain.enums import Status
 from eap.node.domain.models import Account, Bundle, ClaimReceipt, Device
 from eap.node.errors import InvalidArgument
 from eap.node.store import schema as t
+from eap.node.store import transfer_repos
 
 # -- meta & counters ---------------------------------------------------------------------------
 
@@ -52,8 +53,12 @@ def bump(conn: Connection, name: str, n: int = 1) -> int:
 def insert_account(conn: Connection, acct: Account, token_hash: str | None) -> None:
     conn.execute(
         insert(t.accounts).values(
-            id=acct.id, label=acct.label, identity=acct.identity, disclosed=acct.disclosed,
-            token_hash=token_hash, created_at_ms=acct.created_at_ms,
+            id=acct.id,
+            label=acct.label,
+            identity=acct.identity,
+            disclosed=acct.disclosed,
+            token_hash=token_hash,
+            created_at_ms=acct.created_at_ms,
         )
     )
 
@@ -92,8 +97,12 @@ def list_accounts(conn: Connection, after: str, limit: int) -> list[Account]:
 
 def _account(row, balance: int) -> Account:
     return Account(
-        id=row.id, label=row.label, identity=row.identity, disclosed=bool(row.disclosed),
-        balance_wh=balance, created_at_ms=row.created_at_ms,
+        id=row.id,
+        label=row.label,
+        identity=row.identity,
+        disclosed=bool(row.disclosed),
+        balance_wh=balance,
+        created_at_ms=row.created_at_ms,
     )
 
 
@@ -130,7 +139,9 @@ def devices_by_meter(conn: Connection, meter_ids: Iterable[str]) -> dict[str, De
     ids = list(set(meter_ids))
     out: dict[str, Device] = {}
     for i in range(0, len(ids), 500):
-        for row in conn.execute(select(t.devices).where(t.devices.c.meter_id.in_(ids[i:i + 500]))):
+        for row in conn.execute(
+            select(t.devices).where(t.devices.c.meter_id.in_(ids[i : i + 500]))
+        ):
             out[row.meter_id] = Device(**row._mapping)
     return out
 
@@ -139,7 +150,7 @@ def devices_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, Device]:
     ids = list(set(ids))
     out: dict[str, Device] = {}
     for i in range(0, len(ids), 500):
-        for row in conn.execute(select(t.devices).where(t.devices.c.id.in_(ids[i:i + 500]))):
+        for row in conn.execute(select(t.devices).where(t.devices.c.id.in_(ids[i : i + 500]))):
             out[row.id] = Device(**row._mapping)
     return out
 
@@ -196,7 +207,9 @@ def _bind(name: str):
 # -- bundles -----------------------------------------------------------------------------------
 
 
-def get_bundle(conn: Connection, bundle_id: str, *, lock: bool = False) -> tuple[Bundle, int] | None:
+def get_bundle(
+    conn: Connection, bundle_id: str, *, lock: bool = False
+) -> tuple[Bundle, int] | None:
     """The bundle and its row version (for optimistic concurrency)."""
     q = select(t.bundles).where(t.bundles.c.id == bundle_id)
     if lock and conn.dialect.name == "postgresql":
@@ -220,8 +233,9 @@ def insert_bundles(conn: Connection, items: Sequence[Bundle], batch_seq: int | N
         conn.execute(insert(t.bundles), rows)
 
 
-def set_bundle_state(conn: Connection, bundle_id: str, version: int, *, expect_status: Status,
-                     **values) -> bool:
+def set_bundle_state(
+    conn: Connection, bundle_id: str, version: int, *, expect_status: Status, **values
+) -> bool:
     """Conditional update: succeeds only if nobody changed the bundle since it was read."""
     c = t.bundles.c
     done = conn.execute(
@@ -232,8 +246,15 @@ def set_bundle_state(conn: Connection, bundle_id: str, version: int, *, expect_s
     return done.rowcount == 1
 
 
-def list_bundles(conn: Connection, *, owner: str | None, status: int | None, device: str | None,
-                 after: str, limit: int) -> list[Bundle]:
+def list_bundles(
+    conn: Connection,
+    *,
+    owner: str | None,
+    status: int | None,
+    device: str | None,
+    after: str,
+    limit: int,
+) -> list[Bundle]:
     c = t.bundles.c
     q = select(t.bundles).where(c.id > after)
     if owner:
@@ -261,30 +282,54 @@ def batches_after(conn: Connection, seq: int, limit: int):
 def insert_claim(conn: Connection, seq: int, receipt: ClaimReceipt) -> None:
     conn.execute(
         insert(t.claims).values(
-            seq=seq, id=receipt.id, bundle_id=receipt.bundle.id, beneficiary=receipt.beneficiary,
-            purpose=receipt.purpose, consumption_start=receipt.consumption_start,
-            consumption_end=receipt.consumption_end, consumption_zone=receipt.consumption_zone,
-            wh=receipt.bundle.wh, claimed_at_ms=receipt.claimed_at_ms, digest=receipt.digest,
-            signature=receipt.signature, key_id=receipt.key_id,
+            seq=seq,
+            id=receipt.id,
+            bundle_id=receipt.bundle.id,
+            beneficiary=receipt.beneficiary,
+            purpose=receipt.purpose,
+            consumption_start=receipt.consumption_start,
+            consumption_end=receipt.consumption_end,
+            consumption_zone=receipt.consumption_zone,
+            wh=receipt.bundle.wh,
+            claimed_at_ms=receipt.claimed_at_ms,
+            digest=receipt.digest,
+            signature=receipt.signature,
+            key_id=receipt.key_id,
         )
     )
 
 
 def list_claims(conn: Connection, beneficiary: str | None, after: int, limit: int):
     c = t.claims.c
-    q = select(t.claims, t.bundles).join(t.bundles, t.bundles.c.id == c.bundle_id).where(c.seq > after)
+    q = (
+        select(t.claims, t.bundles)
+        .join(t.bundles, t.bundles.c.id == c.bundle_id)
+        .where(c.seq > after)
+    )
     if beneficiary:
         q = q.where(c.beneficiary == beneficiary)
     out = []
     for row in conn.execute(q.order_by(c.seq).limit(limit)):
         m = row._mapping
         bundle = Bundle(**{k: m[t.bundles.c[k]] for k in Bundle.__dataclass_fields__})
-        out.append((m[c.seq], ClaimReceipt(
-            id=m[c.id], bundle=bundle, beneficiary=m[c.beneficiary], purpose=m[c.purpose],
-            consumption_start=m[c.consumption_start], consumption_end=m[c.consumption_end],
-            consumption_zone=m[c.consumption_zone], claimed_at_ms=m[c.claimed_at_ms],
-            digest=bytes(m[c.digest]), signature=bytes(m[c.signature]), key_id=m[c.key_id],
-        )))
+        out.append(
+            (
+                m[c.seq],
+                ClaimReceipt(
+                    id=m[c.id],
+                    bundle=bundle,
+                    beneficiary=m[c.beneficiary],
+                    purpose=m[c.purpose],
+                    consumption_start=m[c.consumption_start],
+                    consumption_end=m[c.consumption_end],
+                    consumption_zone=m[c.consumption_zone],
+                    claimed_at_ms=m[c.claimed_at_ms],
+                    digest=bytes(m[c.digest]),
+                    signature=bytes(m[c.signature]),
+                    key_id=m[c.key_id],
+                ),
+            )
+        )
     return out
 
 
@@ -301,16 +346,22 @@ def audit(conn: Connection, **values) -> None:
 
 
 def get_idempotent(conn: Connection, request_id: str):
-    return conn.execute(select(t.idempotency).where(t.idempotency.c.request_id == request_id)).first()
+    return conn.execute(
+        select(t.idempotency).where(t.idempotency.c.request_id == request_id)
+    ).first()
 
 
-def put_idempotent(conn: Connection, request_id: str, operation: str, request_hash: str,
-                   response: dict, at_ms: int) -> None:
+def put_idempotent(
+    conn: Connection, request_id: str, operation: str, request_hash: str, response: dict, at_ms: int
+) -> None:
     try:
         conn.execute(
             insert(t.idempotency).values(
-                request_id=request_id, operation=operation, request_hash=request_hash,
-                response=json.dumps(response, sort_keys=True), created_at_ms=at_ms,
+                request_id=request_id,
+                operation=operation,
+                request_hash=request_hash,
+                response=json.dumps(response, sort_keys=True),
+                created_at_ms=at_ms,
             )
         )
     except IntegrityError as exc:  # a concurrent request with the same id won
@@ -324,18 +375,26 @@ def totals(conn: Connection) -> dict[str, int]:
     c = t.bundles.c
     wh = func.coalesce(func.sum(c.serial_end - c.serial_start), 0)
     by_status = dict(conn.execute(select(c.status, wh).group_by(c.status)).all())
-    issued = conn.execute(select(wh).where(c.parent_id.is_(None), c.issuer == select(
-        t.meta.c.value).where(t.meta.c.key == "node_id").scalar_subquery())).scalar()
+    issued = conn.execute(
+        select(wh).where(
+            c.parent_id.is_(None),
+            c.issuer == select(t.meta.c.value).where(t.meta.c.key == "node_id").scalar_subquery(),
+        )
+    ).scalar()
     r = t.readings.c
     metered = conn.execute(select(func.coalesce(func.sum(r.wh), 0))).scalar()
     count = lambda tbl: conn.execute(select(func.count()).select_from(tbl)).scalar()  # noqa: E731
-    active_n = conn.execute(
-        select(func.count()).where(c.status == int(Status.ACTIVE))
-    ).scalar()
+    active_n = conn.execute(select(func.count()).where(c.status == int(Status.ACTIVE))).scalar()
     return {
-        "devices": count(t.devices), "accounts": count(t.accounts), "readings": count(t.readings),
-        "bundles_active": int(active_n), "wh_metered": int(metered), "wh_issued": int(issued or 0),
+        "devices": count(t.devices),
+        "accounts": count(t.accounts),
+        "readings": count(t.readings),
+        "bundles_active": int(active_n),
+        "wh_metered": int(metered),
+        "wh_issued": int(issued or 0),
         **{f"wh_{Status(s).name.lower()}": int(v) for s, v in by_status.items()},
+        # Cumulative Wh moved by committed cross-node transfers (a bundle may come back).
+        **transfer_repos.totals(conn),
     }
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from eap.v1 import types_pb2 as eap_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x61p/v1/federation.proto\x12\x06\x65\x61p.v1\x1a\x12\x65\x61p/v1/types.proto\"\xd9\x01\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x19\n\x11protocol_versions\x18\x02 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\x39\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32$.eap.v1.HelloRequest.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xda\x01\n\rHelloResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12:\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32%.eap.v1.HelloResponse.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"J\n\x12PullBatchesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x13\n\x0bmax_batches\x18\x03 \x01(\r\"w\n\x0fTransferPrepare\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\"P\n\x10TransferDecision\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\"[\n\x0eTransferStatus\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xa2\x01\n\rTransferState\x12\x1e\n\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRANSFER_STATE_UNKNOWN\x10\x01\x12\x1b\n\x17TRANSFER_STATE_PREPARED\x10\x02\x12\x1c\n\x18TRANSFER_STATE_COMMITTED\x10\x03\x12\x1a\n\x16TRANSFER_STATE_ABORTED\x10\x04\x32\xd1\x02\n\nFederation\x12\x37\n\x05Hello\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0bPullBatches\x12\x1a.eap.v1.PullBatchesRequest\x1a\x13.eap.v1.RecordBatch0\x01\x12\x41\n\x0fPrepareTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0e\x44\x65\x63ideTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x43\n\x11GetTransferStatus\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelopeB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x61p/v1/federation.proto\x12\x06\x65\x61p.v1\x1a\x12\x65\x61p/v1/types.proto\"\xed\x01\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x19\n\x11protocol_versions\x18\x02 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\x39\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32$.eap.v1.HelloRequest.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x12\x12\n\ndescriptor\x18\x06 \x01(\x0c\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xee\x01\n\rHelloResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12:\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32%.eap.v1.HelloResponse.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x12\x12\n\ndescriptor\x18\x06 \x01(\x0c\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"J\n\x12PullBatchesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x13\n\x0bmax_batches\x18\x03 \x01(\r\"\x94\x01\n\x0fTransferPrepare\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12\x1b\n\x13parent_lineage_hash\x18\x05 \x01(\t\"P\n\x10TransferDecision\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\"[\n\x0eTransferStatus\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xc0\x01\n\rTransferState\x12\x1e\n\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRANSFER_STATE_UNKNOWN\x10\x01\x12\x1b\n\x17TRANSFER_STATE_PREPARED\x10\x02\x12\x1c\n\x18TRANSFER_STATE_COMMITTED\x10\x03\x12\x1a\n\x16TRANSFER_STATE_ABORTED\x10\x04\x12\x1c\n\x18TRANSFER_STATE_PREPARING\x10\x05\x32\xd1\x02\n\nFederation\x12\x37\n\x05Hello\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0bPullBatches\x12\x1a.eap.v1.PullBatchesRequest\x1a\x13.eap.v1.RecordBatch0\x01\x12\x41\n\x0fPrepareTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0e\x44\x65\x63ideTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x43\n\x11GetTransferStatus\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelopeB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_options = b'8\001'
   _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._loaded_options = None
   _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._serialized_options = b'8\001'
-  _globals['_TRANSFERSTATE']._serialized_start=869
-  _globals['_TRANSFERSTATE']._serialized_end=1031
+  _globals['_TRANSFERSTATE']._serialized_start=939
+  _globals['_TRANSFERSTATE']._serialized_end=1131
   _globals['_HELLOREQUEST']._serialized_start=56
-  _globals['_HELLOREQUEST']._serialized_end=273
-  _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_start=224
-  _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_end=273
-  _globals['_HELLORESPONSE']._serialized_start=276
-  _globals['_HELLORESPONSE']._serialized_end=494
-  _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._serialized_start=224
-  _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._serialized_end=273
-  _globals['_PULLBATCHESREQUEST']._serialized_start=496
-  _globals['_PULLBATCHESREQUEST']._serialized_end=570
-  _globals['_TRANSFERPREPARE']._serialized_start=572
-  _globals['_TRANSFERPREPARE']._serialized_end=691
-  _globals['_TRANSFERDECISION']._serialized_start=693
-  _globals['_TRANSFERDECISION']._serialized_end=773
-  _globals['_TRANSFERSTATUS']._serialized_start=775
-  _globals['_TRANSFERSTATUS']._serialized_end=866
-  _globals['_FEDERATION']._serialized_start=1034
-  _globals['_FEDERATION']._serialized_end=1371
+  _globals['_HELLOREQUEST']._serialized_end=293
+  _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_start=244
+  _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_end=293
+  _globals['_HELLORESPONSE']._serialized_start=296
+  _globals['_HELLORESPONSE']._serialized_end=534
+  _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._serialized_start=244
+  _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._serialized_end=293
+  _globals['_PULLBATCHESREQUEST']._serialized_start=536
+  _globals['_PULLBATCHESREQUEST']._serialized_end=610
+  _globals['_TRANSFERPREPARE']._serialized_start=613
+  _globals['_TRANSFERPREPARE']._serialized_end=761
+  _globals['_TRANSFERDECISION']._serialized_start=763
+  _globals['_TRANSFERDECISION']._serialized_end=843
+  _globals['_TRANSFERSTATUS']._serialized_start=845
+  _globals['_TRANSFERSTATUS']._serialized_end=936
+  _globals['_FEDERATION']._serialized_start=1134
+  _globals['_FEDERATION']._serialized_end=1471
 # @@protoc_insertion_point(module_scope)

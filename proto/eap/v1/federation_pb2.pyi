@@ -15,14 +15,16 @@ class TransferState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSFER_STATE_PREPARED: _ClassVar[TransferState]
     TRANSFER_STATE_COMMITTED: _ClassVar[TransferState]
     TRANSFER_STATE_ABORTED: _ClassVar[TransferState]
+    TRANSFER_STATE_PREPARING: _ClassVar[TransferState]
 TRANSFER_STATE_UNSPECIFIED: TransferState
 TRANSFER_STATE_UNKNOWN: TransferState
 TRANSFER_STATE_PREPARED: TransferState
 TRANSFER_STATE_COMMITTED: TransferState
 TRANSFER_STATE_ABORTED: TransferState
+TRANSFER_STATE_PREPARING: TransferState
 
 class HelloRequest(_message.Message):
-    __slots__ = ("node_id", "protocol_versions", "capabilities", "public_keys", "max_batch_records")
+    __slots__ = ("node_id", "protocol_versions", "capabilities", "public_keys", "max_batch_records", "descriptor")
     class PublicKeysEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,15 +37,17 @@ class HelloRequest(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     protocol_versions: _containers.RepeatedScalarFieldContainer[str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     public_keys: _containers.ScalarMap[str, bytes]
     max_batch_records: int
-    def __init__(self, node_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., max_batch_records: _Optional[int] = ...) -> None: ...
+    descriptor: bytes
+    def __init__(self, node_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., max_batch_records: _Optional[int] = ..., descriptor: _Optional[bytes] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("node_id", "protocol_version", "capabilities", "public_keys", "max_batch_records")
+    __slots__ = ("node_id", "protocol_version", "capabilities", "public_keys", "max_batch_records", "descriptor")
     class PublicKeysEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,12 +60,14 @@ class HelloResponse(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     protocol_version: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     public_keys: _containers.ScalarMap[str, bytes]
     max_batch_records: int
-    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., max_batch_records: _Optional[int] = ...) -> None: ...
+    descriptor: bytes
+    def __init__(self, node_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., public_keys: _Optional[_Mapping[str, bytes]] = ..., max_batch_records: _Optional[int] = ..., descriptor: _Optional[bytes] = ...) -> None: ...
 
 class PullBatchesRequest(_message.Message):
     __slots__ = ("node_id", "cursor", "max_batches")
@@ -74,16 +80,18 @@ class PullBatchesRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cursor: _Optional[int] = ..., max_batches: _Optional[int] = ...) -> None: ...
 
 class TransferPrepare(_message.Message):
-    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms")
+    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms", "parent_lineage_hash")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_LINEAGE_HASH_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     bundle: _types_pb2.RecordBundle
     to_account: str
     expires_at_ms: int
-    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+    parent_lineage_hash: str
+    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., parent_lineage_hash: _Optional[str] = ...) -> None: ...
 
 class TransferDecision(_message.Message):
     __slots__ = ("transfer_id", "decision")

@@ -1,0 +1,316 @@
+"""Repository of cross-node transfers: the transfer log, its outbox and its inbox.
+
+Every function takes an open connection inside the caller's unit of work, like
+:mod:`eap.node.store.repos`, so a state change, the bundle it moves and the message it owes a
+peer commit together (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, literal, select, text, tuple_, update
+from sqlalchemy.engine import Row
+
+from eap.node.domain.enums import Status
+from eap.node.store import schema as t
+
+OUT, IN = "out", "in"
+
+_tr = t.transfers.c
+_ob = t.transfer_outbox.c
+_ib = t.transfer_inbox.c
+
+
+# -- transfer log ------------------------------------------------------------------------------
+
+
+def insert_transfer(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(t.transfers).values(**values))
+
+
+def get_transfer(conn: Connection, transfer_id: str, *, lock: bool = False) -> Row | None:
+    q = select(t.transfers).where(_tr.id == transfer_id)
+    if lock and conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    return conn.execute(q).first()
+
+
+def set_transfer_state(conn: Connection, transfer_id: str, *, expect: str, **values) -> bool:
+    """Conditional state change: succeeds only from state ``expect`` (one winner under races)."""
+    done = conn.execute(
+        update(t.transfers).where(_tr.id == transfer_id, _tr.state == expect).values(**values)
+    )
+    return done.rowcount == 1
+
+
+def update_transfer(conn: Connection, transfer_id: str, **values) -> None:
+    conn.execute(update(t.transfers).where(_tr.id == transfer_id).values(**values))
+
+
+def list_transfers(
+    conn: Connection,
+    *,
+    direction: str | None,
+    state: str | None,
+    after: tuple[int, str] | None,
+    limit: int,
+) -> Sequence[Row]:
+    """Oldest first; ``after`` = ``(created_at_ms, id)`` of the last row of the previous page."""
+    q = select(t.transfers)
+    if after is not None:
+        q = q.where(
+            tuple_(_tr.created_at_ms, _tr.id) > tuple_(literal(after[0]), literal(after[1]))
+        )
+    if direction:
+        q = q.where(_tr.direction == direction)
+    if state:
+        q = q.where(_tr.state == state)
+    return conn.execute(q.order_by(_tr.created_at_ms, _tr.id).limit(limit)).all()
+
+
+def overdue_outbound(conn: Connection, state: str, now_ms: int, limit: int) -> list[str]:
+    """Ids of outgoing transfers still in ``state`` whose expiry has passed."""
+    rows = conn.execute(
+        select(_tr.id)
+        .where(_tr.direction == OUT, _tr.state == state, _tr.expires_at_ms <= now_ms)
+        .order_by(_tr.expires_at_ms)
+        .limit(limit)
+    )
+    return [r[0] for r in rows]
+
+
+def in_doubt_inbound(conn: Connection, state: str, now_ms: int, limit: int) -> Sequence[Row]:
+    """Incoming transfers in ``state`` whose next in-doubt check is due."""
+    return conn.execute(
+        select(t.transfers)
+        .where(_tr.direction == IN, _tr.state == state, _tr.next_check_at_ms <= now_ms)
+        .order_by(_tr.next_check_at_ms)
+        .limit(limit)
+    ).all()
+
+
+def range_holders(conn: Connection, issuer: str, start: int, end: int) -> Sequence[Row]:
+    """Bundles of ``issuer`` on this node overlapping ``[start, end)`` whose serials are still
+    here (live, locked or final), i.e. neither superseded by a split nor exported."""
+    c = t.bundles.c
+    return conn.execute(
+        select(c.id, c.status)
+        .where(
+            c.issuer == issuer,
+            c.serial_start < end,
+            c.serial_end > start,
+            c.status.notin_([int(Status.SPLIT), int(Status.EXPORTED)]),
+        )
+        .limit(5)
+    ).all()
+
+
+def exported_cover(conn: Connection, issuer: str, start: int, end: int) -> bool:
+    """True if one EXPORTED bundle of ``issuer`` here contains ``[start, end)``."""
+    c = t.bundles.c
+    row = conn.execute(
+        select(c.id)
+        .where(
+            c.issuer == issuer,
+            c.status == int(Status.EXPORTED),
+            c.serial_start <= start,
+            c.serial_end >= end,
+        )
+        .limit(1)
+    ).first()
+    return row is not None
+
+
+def importing(conn: Connection, issuer: str, start: int, end: int, state: str) -> Sequence[Row]:
+    """Incoming transfers in ``state`` (prepared) that reserve part of ``[start, end)``."""
+    return conn.execute(
+        select(_tr.id)
+        .where(
+            _tr.direction == IN,
+            _tr.state == state,
+            _tr.issuer == issuer,
+            _tr.serial_start < end,
+            _tr.serial_end > start,
+        )
+        .limit(5)
+    ).all()
+
+
+def lock_range_issuer(conn: Connection, issuer: str) -> None:
+    """Serialise prepares of one issuer's serials (PostgreSQL; SQLite writers are serial)."""
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"eap-transfer-range:{issuer}".encode())
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def peer_record_covering(conn: Connection, issuer: str, start: int, end: int) -> Row | None:
+    """The issuer's published record containing ``[start, end)``, if its batches were synced."""
+    c = t.peer_records.c
+    return conn.execute(
+        select(t.peer_records)
+        .where(c.issuer == issuer, c.serial_start <= start, c.serial_end >= end)
+        .order_by(c.serial_start.desc())
+        .limit(1)
+    ).first()
+
+
+def totals(conn: Connection) -> dict[str, int]:
+    """Wh moved by committed transfers: ``wh_exported`` (out) and ``wh_imported`` (in)."""
+    rows = conn.execute(
+        select(_tr.direction, func.coalesce(func.sum(_tr.wh), 0))
+        .where(_tr.state == "committed")
+        .group_by(_tr.direction)
+    ).all()
+    by = {d: int(w) for d, w in rows}
+    return {"wh_exported": by.get(OUT, 0), "wh_imported": by.get(IN, 0)}
+
+
+# -- outbox ------------------------------------------------------------------------------------
+
+
+def outbox_put(
+    conn: Connection,
+    *,
+    transfer_id: str,
+    peer: str,
+    kind: str,
+    payload: bytes,
+    now_ms: int,
+    next_attempt_at_ms: int,
+) -> None:
+    conn.execute(
+        insert(t.transfer_outbox).values(
+            transfer_id=transfer_id,
+            peer=peer,
+            kind=kind,
+            payload=payload,
+            attempts=0,
+            next_attempt_at_ms=next_attempt_at_ms,
+            created_at_ms=now_ms,
+        )
+    )
+
+
+def outbox_unacked(conn: Connection, transfer_id: str) -> Sequence[Row]:
+    return conn.execute(
+        select(t.transfer_outbox)
+        .where(_ob.transfer_id == transfer_id, _ob.acked_at_ms.is_(None))
+        .order_by(_ob.id)
+    ).all()
+
+
+def outbox_claim_due(
+    conn: Connection, now_ms: int, lease_until_ms: int, limit: int
+) -> Sequence[Row]:
+    """Claim up to ``limit`` unacknowledged messages that are due, until ``lease_until_ms``.
+
+    Another sender (an inline CLI call, another node process) does not pick a claimed message
+    until its lease ends; if it does anyway, the receiving handlers are idempotent.
+    """
+    due = and_(_ob.acked_at_ms.is_(None), _ob.next_attempt_at_ms <= now_ms)
+    ids = select(_ob.id).where(due).order_by(_ob.next_attempt_at_ms).limit(limit)
+    if conn.dialect.name == "postgresql":
+        ids = ids.with_for_update(skip_locked=True)
+    return conn.execute(
+        update(t.transfer_outbox)
+        .where(_ob.id.in_(ids.scalar_subquery()), due)
+        .values(next_attempt_at_ms=lease_until_ms)
+        .returning(*t.transfer_outbox.c)
+    ).all()
+
+
+def outbox_ack(conn: Connection, message_id: int, now_ms: int, note: str | None = None) -> bool:
+    done = conn.execute(
+        update(t.transfer_outbox)
+        .where(_ob.id == message_id, _ob.acked_at_ms.is_(None))
+        .values(acked_at_ms=now_ms, last_error=note)
+    )
+    return done.rowcount == 1
+
+
+def outbox_retry(
+    conn: Connection, message_id: int, *, attempts: int, next_attempt_at_ms: int, error: str
+) -> None:
+    conn.execute(
+        update(t.transfer_outbox)
+        .where(_ob.id == message_id, _ob.acked_at_ms.is_(None))
+        .values(attempts=attempts, next_attempt_at_ms=next_attempt_at_ms, last_error=error[:500])
+    )
+
+
+def outbox_backlog(conn: Connection) -> dict[str, int]:
+    """Unacknowledged messages by kind (for status and tests)."""
+    rows = conn.execute(
+        select(_ob.kind, func.count()).where(_ob.acked_at_ms.is_(None)).group_by(_ob.kind)
+    ).all()
+    return {k: int(n) for k, n in rows}
+
+
+def outbox_last_errors(conn: Connection, transfer_ids: Sequence[str]) -> dict[str, str]:
+    if not transfer_ids:
+        return {}
+    rows = conn.execute(
+        select(_ob.transfer_id, _ob.last_error).where(
+            _ob.transfer_id.in_(list(transfer_ids)),
+            _ob.acked_at_ms.is_(None),
+            _ob.last_error.is_not(None),
+        )
+    ).all()
+    return {r[0]: r[1] for r in rows}
+
+
+# -- inbox -------------------------------------------------------------------------------------
+
+
+def inbox_get(conn: Connection, transfer_id: str, kind: str) -> bytes | None:
+    row = conn.execute(
+        select(_ib.response).where(_ib.transfer_id == transfer_id, _ib.kind == kind)
+    ).first()
+    return bytes(row[0]) if row else None
+
+
+def inbox_put(
+    conn: Connection, *, transfer_id: str, kind: str, origin: str, response: bytes, now_ms: int
+) -> None:
+    conn.execute(
+        insert(t.transfer_inbox).values(
+            transfer_id=transfer_id,
+            kind=kind,
+            origin=origin,
+            response=response,
+            received_at_ms=now_ms,
+        )
+    )
+
+
+__all__ = [name for name in globals() if not name.startswith("_")]
+
+
+# -- conservation ------------------------------------------------------------------------------
+
+#: Statuses whose serials are accounted to this node: live, locked for export, or final here.
+HELD = (Status.ACTIVE, Status.EXPORT_PENDING, Status.RETIRED, Status.EXPIRED, Status.WITHDRAWN)
+
+
+def held_ranges(conn: Connection) -> Sequence[Row]:
+    """``(issuer, serial_start, serial_end, status, id)`` of every bundle whose serials are
+    accounted here (see :data:`HELD`)."""
+    c = t.bundles.c
+    return conn.execute(
+        select(c.issuer, c.serial_start, c.serial_end, c.status, c.id)
+        .where(c.status.in_([int(s) for s in HELD]))
+        .order_by(c.issuer, c.serial_start)
+    ).all()
+
+
+def issued_ranges(conn: Connection, node_id: str) -> Sequence[Row]:
+    """``(serial_start, serial_end)`` of every bundle this node issued (before any split)."""
+    c = t.bundles.c
+    return conn.execute(
+        select(c.serial_start, c.serial_end)
+        .where(c.issuer == node_id, c.parent_id.is_(None), c.batch_seq.is_not(None))
+        .order_by(c.serial_start)
+    ).all()
