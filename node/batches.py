@@ -91,6 +91,14 @@ def to_proto(
     return msg
 
 
+def parse(payload: bytes) -> types_pb2.RecordBatch:
+    """Decode a stored or received ``RecordBatch``; raises ValueError on malformed bytes."""
+    try:
+        return types_pb2.RecordBatch.FromString(payload)
+    except Exception as exc:
+        raise ValueError(f"malformed RecordBatch: {exc}") from exc
+
+
 def from_proto(msg: types_pb2.RecordBatch) -> Columns:
     """Decode columns without a Python object per record; raises ValueError on bad shapes."""
     arrays = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import secrets
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pluggy
 from sqlalchemy import Connection
 
 from eap.node import batches, kernels
@@ -56,12 +58,14 @@ from eap.node.errors import (
     PermissionDenied,
     invalid,
 )
-from eap.node.meters import MeterReadings, builtin_sources, reader_for
+from eap.node.meters import MeterReadings, reader_for
 from eap.node.store import Store, open_store, repos
 from eap.node.store import schema as t
 from eap.node.store.engine import bulk_insert
+from eap.plugins.manager import get_plugin_manager
 
 MAX_PAGE = 1000
+log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -89,11 +93,18 @@ def coarse_cell(lat: float, lon: float) -> str:
 class Node:
     """One EAP node over its home (config, keys) and store."""
 
-    def __init__(self, config: NodeConfig, store: Store, keyring: KeyRing) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        keyring: KeyRing,
+        plugins: pluggy.PluginManager | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.keys = keyring
         self.node_id = config.node_id
+        self.plugins = plugins or get_plugin_manager()
 
     # -- lifecycle of the node itself -----------------------------------------------------------
 
@@ -106,7 +117,7 @@ class Node:
         return node
 
     @classmethod
-    def initialise(cls, config: NodeConfig) -> Node:
+    def initialise(cls, config: NodeConfig, plugins: pluggy.PluginManager | None = None) -> Node:
         """Create keys and database of a freshly written home."""
         keyring = KeyRing.create(config.keys_dir)
         store = open_store(config.database)
@@ -122,7 +133,7 @@ class Node:
                     "protocol_version": PROTOCOL_VERSION,
                 },
             )
-        return cls(config, store, keyring)
+        return cls(config, store, keyring, plugins)
 
     def _check_identity(self) -> None:
         with self.store.read() as conn:
@@ -310,6 +321,12 @@ class Node:
             attestation=[attestation_scheme, attestation_evidence],
         )
 
+        attested = self.plugins.hook.eap_attest_device(
+            device=dict(payload), scheme=attestation_scheme, evidence=attestation_evidence
+        )
+        if attested is None:
+            raise invalid("attestation.scheme", f"no plugin accepts scheme {attestation_scheme!r}")
+
         def op(conn: Connection) -> Device:
             if repos.get_account(conn, owner) is None:
                 raise NotFound(f"no account {owner}", [_fv("device.owner", "unknown account")])
@@ -334,7 +351,7 @@ class Node:
                 renewable_ppm=renewable_ppm,
                 carbon_mg=carbon_mg,
                 attested_by=attestation_scheme,
-                attestation_ref=hashlib.sha256(attestation_evidence.encode()).hexdigest()[:32],
+                attestation_ref=str(attested["ref"])[:256],
                 registered_at_ms=now_ms(),
             )
             repos.insert_device(conn, dev)
@@ -379,7 +396,7 @@ class Node:
         if not path.is_file():
             raise invalid("file", f"{path} is not a readable file")
         content = path.read_bytes()
-        source = reader_for(path, _sources(fmt))
+        source = reader_for(path, self.meter_sources(fmt))
         readings = source.read(path, options=None)
         payload = {"sha256": hashlib.sha256(content).hexdigest(), "format": source.name}
         return idempotency.run(
@@ -539,9 +556,12 @@ class Node:
             rows = repos.unissued_readings(conn, dev_filter, since, lock=True)
             if not rows:
                 return IssueResult()
-            return self._issue_rows(conn, rows)
+            result = self._issue_rows(conn, rows)
+            fresh.append(result)
+            return result
 
-        return idempotency.run(
+        fresh: list[IssueResult] = []
+        result = idempotency.run(
             self.store,
             request_id=request_id,
             operation="issue",
@@ -550,6 +570,39 @@ class Node:
             result_type=IssueResult,
             fn=op,
         )
+        if fresh:
+            self._anchor(result.batch_seq)
+        return result
+
+    def _anchor(self, seq: int) -> None:
+        """Hand a committed batch to the anchoring plugins; their failures never undo it."""
+        with self.store.read() as conn:
+            row = repos.batches_after(conn, seq - 1, 1)[0]
+        batch = batches.parse(row.payload)
+        try:
+            self.plugins.hook.eap_batch_issued(
+                node_id=self.node_id,
+                seq=seq,
+                count=row.count,
+                wh=row.wh,
+                merkle_root=bytes(row.merkle_root),
+                signature=batch.signature,
+                key_id=row.key_id,
+                home=str(self.config.home),
+            )
+        except Exception:
+            log.exception("anchoring batch %s failed", seq)
+
+    def meter_sources(self, fmt: str = "") -> list:
+        """Meter-data readers from the plugins (plugins first), optionally one format only."""
+        sources = [s for found in self.plugins.hook.eap_meter_sources() for s in found]
+        if not fmt:
+            return sources
+        chosen = [s for s in sources if s.name == fmt or s.name.split("-")[0] == fmt]
+        if not chosen:
+            names = ", ".join(s.name for s in sources)
+            raise invalid("format", f"unknown meter data format {fmt!r}; one of: {names}")
+        return chosen
 
     def _issue_rows(self, conn: Connection, rows) -> IssueResult:
         n = len(rows)
@@ -1002,17 +1055,6 @@ _RENEWABLE = {
     Source.MARINE,
     Source.BIOMASS,
 }
-
-
-def _sources(fmt: str) -> list:
-    sources = builtin_sources()
-    if not fmt:
-        return sources
-    chosen = [s for s in sources if s.name == fmt or s.name.split("-")[0] == fmt]
-    if not chosen:
-        names = ", ".join(s.name for s in sources)
-        raise invalid("format", f"unknown meter data format {fmt!r}; one of: {names}")
-    return chosen
 
 
 def _token_hash(token: str) -> str:

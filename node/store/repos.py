@@ -6,11 +6,10 @@ so a domain operation composes several of them atomically.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from eap.node.domain.enums import Status
@@ -193,15 +192,11 @@ def mark_issued(conn: Connection, reading_ids: Sequence[int], issued_wh: Sequenc
     if not len(reading_ids):
         return
     conn.execute(
-        update(t.readings).where(t.readings.c.id == _bind("rid")).values(issued_wh=_bind("iwh")),
+        update(t.readings)
+        .where(t.readings.c.id == bindparam("rid"))
+        .values(issued_wh=bindparam("iwh")),
         [{"rid": int(i), "iwh": int(w)} for i, w in zip(reading_ids, issued_wh, strict=True)],
     )
-
-
-def _bind(name: str):
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
 
 
 # -- bundles -----------------------------------------------------------------------------------
@@ -396,11 +391,3 @@ def totals(conn: Connection) -> dict[str, int]:
         # Cumulative Wh moved by committed cross-node transfers (a bundle may come back).
         **transfer_repos.totals(conn),
     }
-
-
-def token_b32(raw: bytes) -> str:
-    return base64.b32encode(raw).decode().rstrip("=").lower()
-
-
-__all__ = [name for name in globals() if not name.startswith("_")]
-_ = and_

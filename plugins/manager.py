@@ -1,0 +1,61 @@
+"""The plugin manager: built-in plugins, entry points, an allow-list and hook tracing.
+
+* ``EAP_PLUGINS=name,name`` loads only the named plugins (built-in module names such as
+  ``meter_files``, or entry-point names); unset loads all.
+* ``EAP_TRACE_HOOKS=1`` logs every hook call and its result at DEBUG on ``eap.plugins.trace``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from importlib.metadata import entry_points
+
+import pluggy
+
+from eap.plugins import PROJECT, hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "eap.plugins"
+DEFAULT_PLUGINS = (
+    "eap.plugins.meter_files",
+    "eap.plugins.operator_attestation",
+    "eap.plugins.anchor_log",
+)
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("EAP_PLUGINS")
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def get_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManager:
+    """A manager with the hook specs, the built-in plugins and (optionally) entry points."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    allowed = _allowed()
+    for name in DEFAULT_PLUGINS:
+        short = name.rsplit(".", 1)[1]
+        if allowed is None or short in allowed or name in allowed:
+            pm.register(importlib.import_module(name), name=short)
+    if load_entry_points:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if allowed is not None and ep.name not in allowed:
+                continue
+            if pm.get_plugin(ep.name) is None:
+                pm.register(ep.load(), name=ep.name)
+    if os.environ.get("EAP_TRACE_HOOKS") == "1":
+        trace = logging.getLogger("eap.plugins.trace")
+
+        def before(hook_name, impls, kwargs):
+            trace.debug("hook %s -> %s %s", hook_name, [i.plugin_name for i in impls], kwargs)
+
+        def after(outcome, hook_name, impls, kwargs):
+            trace.debug("hook %s returned %r", hook_name, outcome.get_result())
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm
