@@ -547,6 +547,55 @@ def claims(beneficiary, home, as_json) -> None:
     _emit([c.to_dict() for c in items], as_json, table)
 
 
+# -- keys --------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """The node's Ed25519 signing keys."""
+
+
+@keys.command("list")
+@_home_option
+@_json_option
+def keys_list(home, as_json) -> None:
+    """List signing keys (the active one and retired ones kept for verification)."""
+    ring = _open(home).keys
+    items = [
+        dict(info.as_dict(), active=kid == ring.active_key_id)
+        for kid, info in ring.public_keys().items()
+    ]
+    table = Table("key id", "fingerprint", "active", "retired at (ms)", title="signing keys")
+    for kid, info in ring.public_keys().items():
+        table.add_row(
+            kid,
+            info.fingerprint(),
+            "yes" if kid == ring.active_key_id else "",
+            str(info.retired_at_ms or ""),
+        )
+    _emit(items, as_json, table)
+
+
+@keys.command("rotate")
+@click.option(
+    "--retire-after-days",
+    type=float,
+    default=None,
+    help="Stop accepting the old key after this many days (default: keep verifying "
+    "it, since signed batches and receipts outlive keys).",
+)
+@_home_option
+@_json_option
+def keys_rotate(retire_after_days, home, as_json) -> None:
+    """Make a new active signing key; the old one is kept for verification."""
+    ring = _open(home).keys
+    old = ring.active_key_id
+    new = ring.rotate(
+        retired_validity_s=None if retire_after_days is None else retire_after_days * 86400
+    )
+    _emit({"retired": old, "active": new}, as_json, text=f"active key {new} (retired {old})")
+
+
 # -- server ------------------------------------------------------------------------------------
 
 

@@ -144,3 +144,16 @@ def test_every_command_has_help():
     for path in [[], *walk(main, [])]:
         proc = subprocess.run([*CLI, *path, "--help"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "Usage:" in proc.stdout, path
+
+
+def test_key_rotation_keeps_old_receipts_verifiable(home: Path):
+    before = js(home, "keys", "list")
+    rotated = js(home, "keys", "rotate")
+    after = js(home, "keys", "list")
+    assert rotated["retired"] == before[0]["key_id"]
+    assert {k["key_id"] for k in after} == {rotated["retired"], rotated["active"]}
+    assert [k["key_id"] for k in after if k["active"]] == [rotated["active"]]
+    from eap.node.crypto import KeyRing
+
+    ring = KeyRing.load(home / "keys")
+    assert rotated["retired"] in ring.public_keys()
