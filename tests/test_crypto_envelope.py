@@ -7,6 +7,9 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eap.node.crypto import (
     KeyRing,
     PeerKeys,
@@ -25,8 +28,6 @@ from eap.node.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 T0 = 1_700_000_000.0
 A, B, C = "node-a", "node-b", "node-c"

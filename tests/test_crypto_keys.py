@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+
 from eap.node.crypto import KeyRing, PeerKeys, PublicKeyInfo, fingerprint, key_id_for
 from eap.node.crypto.keys import DEFAULT_RETIRED_VALIDITY_S, KEYRING_FILE
 from eap.node.errors import (

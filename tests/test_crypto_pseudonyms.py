@@ -10,6 +10,9 @@ import re
 import stat
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from eap.node.crypto import (
     account_id_from_public_key,
     create_node_secret,
@@ -18,8 +21,6 @@ from eap.node.crypto import (
 )
 from eap.node.crypto.pseudonyms import DEVICE_DOMAIN
 from eap.node.errors import AlreadyExists, ConfigError, InvalidArgument
-from hypothesis import given
-from hypothesis import strategies as st
 
 PSEUDONYM = re.compile(r"^[a-z2-7]{26}$")
 

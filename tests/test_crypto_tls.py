@@ -10,6 +10,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from eap.node.crypto import (
     create_ca,
     issue_node_cert,

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from eap.node.crypto import _files
 from eap.node.errors import AlreadyExists, ConfigError, Unauthenticated, invalid
 

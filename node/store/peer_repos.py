@@ -68,6 +68,17 @@ def advance_cursor(conn: Connection, node_id: str, expect: int, new: int, at_ms:
 # -- imported batches ----------------------------------------------------------------------------
 
 
+def relax_commit_durability(conn: Connection) -> None:
+    """Let this transaction commit without waiting for its WAL flush (PostgreSQL).
+
+    Only for work that can be redone from elsewhere: an imported batch lost in an OS crash
+    takes the cursor move with it (same transaction), so the next sync pulls it again.  The
+    database stays consistent either way; SQLite is left as configured.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
 def insert_peer_batch(conn: Connection, **values) -> None:
     conn.execute(insert(t.peer_batches).values(**values))
 
@@ -120,8 +131,13 @@ PEER_RECORD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("batch_seq", "q"),
 )
 
-_WIDTH = {"q": 8, "i": 4, "h": 2}
 _BE = {"q": ">i8", "i": ">i4", "h": ">i2"}
+_WIDTH = {"q": 8, "i": 4, "h": 2}
+#: Column order of the binary ``COPY``: fixed-width columns first, then the text columns, so a
+#: row is a fixed-layout prefix plus one "string section" (see :func:`pgcopy_binary`).
+COPY_ORDER: tuple[tuple[str, str], ...] = (
+    tuple(c for c in PEER_RECORD_COLUMNS if c[1] != "s")
+    + tuple(c for c in PEER_RECORD_COLUMNS if c[1] == "s"))
 _PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
@@ -169,27 +185,24 @@ def write_peer_records(conn: Connection, prepared: PreparedRows) -> int:
     """Write prepared records: one binary ``COPY`` (PostgreSQL) or one ``executemany``."""
     if prepared.n == 0:
         return 0
-    names = ", ".join(name for name, _ in PEER_RECORD_COLUMNS)
     raw = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
         if not prepared.copy_data:
             raise ValueError("rows prepared for another database")
-        with (
-            raw.cursor() as cur,
-            cur.copy(
-                f"COPY {t.peer_records.name} ({names}) FROM STDIN WITH (FORMAT binary)"
-            ) as copy,
-        ):
+        names = ", ".join(name for name, _ in COPY_ORDER)
+        with raw.cursor() as cur, cur.copy(
+            f"COPY {t.peer_records.name} ({names}) FROM STDIN WITH (FORMAT binary)"
+        ) as copy:
             copy.write(prepared.copy_data)
         return prepared.n
     if prepared.rows is None:
         raise ValueError("rows prepared for another database")
+    names = ", ".join(name for name, _ in PEER_RECORD_COLUMNS)
     marks = ", ".join("?" for _ in PEER_RECORD_COLUMNS)
     cur = raw.cursor()  # the DB-API cursor of this transaction's connection: no per-row layer
     try:
-        cur.executemany(
-            f"INSERT INTO {t.peer_records.name} ({names}) VALUES ({marks})", prepared.rows
-        )
+        cur.executemany(f"INSERT INTO {t.peer_records.name} ({names}) VALUES ({marks})",
+                        prepared.rows)
     finally:
         cur.close()
     return prepared.n
@@ -210,63 +223,57 @@ def pgcopy_binary(
     numbers: Mapping[str, np.ndarray],
     strings: Mapping[str, tuple[np.ndarray, Sequence[str]]],
 ) -> bytes:
-    """PostgreSQL binary ``COPY`` data for ``n`` rows of :data:`PEER_RECORD_COLUMNS`.
+    """PostgreSQL binary ``COPY`` data for ``n`` rows, columns in :data:`COPY_ORDER`.
 
-    Each row is ``int16 field count`` then, per field, ``int32 length`` and the big-endian
-    value (text as UTF-8).  Fixed-width fields are written with strided NumPy assignments;
-    text fields are gathered from their dictionary with one fancy-indexing pass per column.
+    A row is ``int16 field count`` then, per field, ``int32 length`` and the big-endian value
+    (text as UTF-8).  With the fixed-width columns first, a row is a fixed prefix plus a
+    *string section* that depends only on the row's combination of text values.  The distinct
+    combinations (a batch has about one per device) are encoded once; rows whose sections
+    have the same length become one NumPy structured array filled column by column; ``COPY``
+    takes rows in any order.  No Python object per record.
     """
-    # Per-row length of every text field (from the dictionary), hence each row's size.
-    blobs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-    row_len = np.full(n, 2 + 4 * len(PEER_RECORD_COLUMNS), dtype=np.int64)
-    for name, kind in PEER_RECORD_COLUMNS:
-        if kind == "s":
-            codes, table = strings[name]
-            encoded = [s.encode("utf-8") for s in table]
-            lens = np.fromiter((len(b) for b in encoded), np.int64, len(encoded))
-            starts = np.zeros(len(encoded), dtype=np.int64)
-            if len(encoded) > 1:
-                np.cumsum(lens[:-1], out=starts[1:])
-            blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-            codes = np.asarray(codes, dtype=np.intp)
-            per_row = lens[codes]
-            blobs[name] = (blob, starts[codes], per_row, codes)
-            row_len += per_row
-        else:
-            row_len += _WIDTH[kind]
-    row_off = np.zeros(n, dtype=np.int64)
-    np.cumsum(row_len[:-1], out=row_off[1:])
-    body = int(row_len.sum())
-    out = np.zeros(len(_PGCOPY_HEADER) + body + 2, dtype=np.uint8)
-    base = len(_PGCOPY_HEADER)
-    out[:base] = np.frombuffer(_PGCOPY_HEADER, dtype=np.uint8)
-    out[base + body :] = np.frombuffer(_PGCOPY_TRAILER, dtype=np.uint8)
-    pos = base + row_off  # write cursor of every row
-
-    def put(values: np.ndarray, width: int) -> None:
-        # Scatter the big-endian bytes of one value per row at each row's cursor.
-        raw = values.view(np.uint8).reshape(n, width)
-        idx = pos[:, None] + np.arange(width)
-        out[idx] = raw
-
-    put(np.full(n, len(PEER_RECORD_COLUMNS), dtype=">i2"), 2)
-    pos += 2
-    for name, kind in PEER_RECORD_COLUMNS:
-        if kind == "s":
-            blob, src, lens, _ = blobs[name]
-            put(lens.astype(">i4"), 4)
-            pos += 4
-            total = int(lens.sum())
-            if total:
-                first = np.zeros(n, dtype=np.int64)
-                np.cumsum(lens[:-1], out=first[1:])
-                within = np.arange(total, dtype=np.int64) - np.repeat(first, lens)
-                out[np.repeat(pos, lens) + within] = blob[np.repeat(src, lens) + within]
-            pos += lens
-        else:
-            width = _WIDTH[kind]
-            put(np.full(n, width, dtype=">i4"), 4)
-            pos += 4
-            put(np.asarray(numbers[name]).astype(_BE[kind]), width)
-            pos += width
-    return out.tobytes()
+    if n == 0:
+        return _PGCOPY_HEADER + _PGCOPY_TRAILER
+    fixed = [c for c in COPY_ORDER if c[1] != "s"]
+    text = [name for name, kind in COPY_ORDER if kind == "s"]
+    columns = [np.asarray(strings[name][0], dtype=np.int64) for name in text]
+    sizes = [max(1, len(strings[name][1])) for name in text]
+    if float(np.prod(np.asarray(sizes, dtype=np.float64))) < 2.0**62:
+        key = np.zeros(n, dtype=np.int64)  # mixed-radix number of the row's text values
+        for col, size in zip(columns, sizes, strict=True):
+            key = key * size + col
+        uniq, combo_of_row = np.unique(key, return_inverse=True)
+        combos = np.empty((len(uniq), len(text)), dtype=np.int64)
+        for k in range(len(text) - 1, -1, -1):
+            combos[:, k] = uniq % sizes[k]
+            uniq = uniq // sizes[k]
+    else:  # pragma: no cover - dictionaries too large for one int64 key
+        combos, combo_of_row = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+    combo_of_row = combo_of_row.reshape(-1)
+    encoded = [[len(b).to_bytes(4, "big") + b for b in (v.encode("utf-8")
+                                                         for v in strings[name][1])]
+               for name in text]
+    sections = [b"".join([encoded[k][c] for k, c in enumerate(combo)])
+                for combo in combos.tolist()]
+    section_len = np.fromiter((len(x) for x in sections), np.int64, len(sections))
+    layout = [("count", ">i2")]
+    for name, kind in fixed:
+        layout += [(f"{name}__len", ">i4"), (name, _BE[kind])]
+    parts = [_PGCOPY_HEADER]
+    row_len = section_len[combo_of_row]
+    for length in np.unique(row_len).tolist():
+        in_class = np.flatnonzero(section_len == length)
+        local = np.full(len(sections), -1, dtype=np.int64)
+        local[in_class] = np.arange(len(in_class))
+        mat = np.frombuffer(b"".join(sections[i] for i in in_class.tolist()),
+                            dtype=np.uint8).reshape(len(in_class), length)
+        rows = np.flatnonzero(row_len == length)
+        arr = np.empty(len(rows), dtype=np.dtype([*layout, ("text", np.uint8, (length,))]))
+        arr["count"] = len(COPY_ORDER)
+        for name, kind in fixed:
+            arr[f"{name}__len"] = _WIDTH[kind]
+            arr[name] = np.asarray(numbers[name])[rows]
+        arr["text"] = mat[local[combo_of_row[rows]]]
+        parts.append(arr.tobytes())
+    parts.append(_PGCOPY_TRAILER)
+    return b"".join(parts)

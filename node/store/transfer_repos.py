@@ -7,8 +7,9 @@ peer commit together (DESIGN §6).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, literal, select, text, tuple_, update
@@ -16,8 +17,35 @@ from sqlalchemy.engine import Row
 
 from eap.node.domain.enums import Status
 from eap.node.store import schema as t
+from eap.node.store.engine import Store
 
 OUT, IN = "out", "in"
+
+
+@contextlib.contextmanager
+def lazy_transaction(store: Store) -> Iterator[Connection]:
+    """A transaction whose commit is not forced to disk before it returns.
+
+    It survives a crash of the process (the write is in the operating system's hands), not
+    necessarily a power failure.  For writes the protocol can redo: recording a peer's
+    acknowledgement, or the destination's commit of a prepared import.  A later forced commit
+    flushes it too (SQLite's WAL and PostgreSQL's WAL are written in order).
+    """
+    engine = store.engine
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            raw = conn.connection.dbapi_connection
+            raw.execute("PRAGMA synchronous=NORMAL")  # only outside a transaction
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                raw.execute("PRAGMA synchronous=FULL")
+        else:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                yield conn
 
 _tr = t.transfers.c
 _ob = t.transfer_outbox.c
@@ -92,36 +120,20 @@ def in_doubt_inbound(conn: Connection, state: str, now_ms: int, limit: int) -> S
     ).all()
 
 
-def range_holders(conn: Connection, issuer: str, start: int, end: int) -> Sequence[Row]:
-    """Bundles of ``issuer`` on this node overlapping ``[start, end)`` whose serials are still
-    here (live, locked or final), i.e. neither superseded by a split nor exported."""
+def overlapping(conn: Connection, issuer: str, start: int, end: int,
+                limit: int = 200) -> Sequence[Row]:
+    """``(id, serial_start, serial_end, status)`` of every bundle of ``issuer`` here that
+    overlaps ``[start, end)``, whatever its status (ancestors, descendants, copies)."""
     c = t.bundles.c
     return conn.execute(
-        select(c.id, c.status)
-        .where(
-            c.issuer == issuer,
-            c.serial_start < end,
-            c.serial_end > start,
-            c.status.notin_([int(Status.SPLIT), int(Status.EXPORTED)]),
-        )
-        .limit(5)
+        select(c.id, c.serial_start, c.serial_end, c.status).where(
+            c.issuer == issuer, c.serial_start < end, c.serial_end > start).limit(limit)
     ).all()
 
 
-def exported_cover(conn: Connection, issuer: str, start: int, end: int) -> bool:
-    """True if one EXPORTED bundle of ``issuer`` here contains ``[start, end)``."""
-    c = t.bundles.c
-    row = conn.execute(
-        select(c.id)
-        .where(
-            c.issuer == issuer,
-            c.status == int(Status.EXPORTED),
-            c.serial_start <= start,
-            c.serial_end >= end,
-        )
-        .limit(1)
-    ).first()
-    return row is not None
+def account_exists(conn: Connection, account_id: str) -> bool:
+    return conn.execute(
+        select(t.accounts.c.id).where(t.accounts.c.id == account_id)).first() is not None
 
 
 def importing(conn: Connection, issuer: str, start: int, end: int, state: str) -> Sequence[Row]:
@@ -171,27 +183,14 @@ def totals(conn: Connection) -> dict[str, int]:
 # -- outbox ------------------------------------------------------------------------------------
 
 
-def outbox_put(
-    conn: Connection,
-    *,
-    transfer_id: str,
-    peer: str,
-    kind: str,
-    payload: bytes,
-    now_ms: int,
-    next_attempt_at_ms: int,
-) -> None:
-    conn.execute(
-        insert(t.transfer_outbox).values(
-            transfer_id=transfer_id,
-            peer=peer,
-            kind=kind,
-            payload=payload,
-            attempts=0,
-            next_attempt_at_ms=next_attempt_at_ms,
-            created_at_ms=now_ms,
-        )
-    )
+def outbox_put(conn: Connection, *, transfer_id: str, peer: str, kind: str, payload: bytes,
+               now_ms: int, next_attempt_at_ms: int) -> int:
+    """Queue a message; returns its id."""
+    done = conn.execute(insert(t.transfer_outbox).values(
+        transfer_id=transfer_id, peer=peer, kind=kind, payload=payload, attempts=0,
+        next_attempt_at_ms=next_attempt_at_ms, created_at_ms=now_ms,
+    ))
+    return int(done.inserted_primary_key[0])
 
 
 def outbox_unacked(conn: Connection, transfer_id: str) -> Sequence[Row]:
@@ -249,17 +248,19 @@ def outbox_backlog(conn: Connection) -> dict[str, int]:
     return {k: int(n) for k, n in rows}
 
 
-def outbox_last_errors(conn: Connection, transfer_ids: Sequence[str]) -> dict[str, str]:
-    if not transfer_ids:
-        return {}
-    rows = conn.execute(
-        select(_ob.transfer_id, _ob.last_error).where(
-            _ob.transfer_id.in_(list(transfer_ids)),
-            _ob.acked_at_ms.is_(None),
-            _ob.last_error.is_not(None),
-        )
-    ).all()
-    return {r[0]: r[1] for r in rows}
+def outbox_unacked_for(conn: Connection, transfer_ids: Sequence[str]) -> dict[str, list[Row]]:
+    """Unacknowledged messages of several transfers, by transfer id."""
+    out: dict[str, list[Row]] = {}
+    ids = list(transfer_ids)
+    for i in range(0, len(ids), 500):
+        rows = conn.execute(
+            select(t.transfer_outbox)
+            .where(_ob.transfer_id.in_(ids[i:i + 500]), _ob.acked_at_ms.is_(None))
+            .order_by(_ob.id)
+        ).all()
+        for row in rows:
+            out.setdefault(row.transfer_id, []).append(row)
+    return out
 
 
 # -- inbox -------------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""Named crash points of the transfer engine, for fault tests only.
+
+Each durability point of a transfer calls :func:`hit` with its name (see :data:`POINTS`).
+Nothing happens unless a test asked for it:
+
+* ``EAP_CRASH_AT=<name>[,<name>...]`` in a node process's environment makes that process
+  exit at once with ``os._exit(137)`` (as if SIGKILLed: no cleanup, no flush, no rollback
+  handler) when it reaches the point.  ``<name>@<n>`` crashes at the n-th time it is reached.
+* :func:`arm` makes the *current* process raise :class:`SimulatedCrash` (a ``BaseException``,
+  so no ``except Exception`` swallows it) at the point, once.  In-process tests use it to
+  abandon a node object mid-flight and reopen its database, like a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+ENV = "EAP_CRASH_AT"
+EXIT_CODE = 137
+
+#: Every crash point, in the order a transfer reaches them.
+POINTS: tuple[str, ...] = (
+    # source, inside the transaction that locks the range (rolled back: nothing happened)
+    "source.in_prepare_txn",
+    # source: range locked, transfer + PREPARE in the outbox, nothing sent yet
+    "source.after_prepare_commit",
+    # destination: inside the prepare transaction (rolled back)
+    "dest.in_prepare_txn",
+    # destination: import recorded PREPARED, answer not sent
+    "dest.after_prepared_commit",
+    # source: PREPARED answer received, not recorded
+    "source.after_send_prepare",
+    # source: decision (COMMITTED / ABORTED) durable, not announced
+    "source.after_decision_commit",
+    # destination: inside the commit transaction (rolled back)
+    "dest.in_commit_txn",
+    # destination: import COMMITTED (bundle ACTIVE), answer not sent
+    "dest.after_commit_commit",
+    # destination: import ABORTED, answer not sent
+    "dest.after_abort_commit",
+    # source: COMMIT / ABORT acknowledged by the destination, acknowledgement not recorded
+    "source.after_send_commit",
+    "source.after_send_abort",
+    # destination: the source's answer to GetTransferStatus received, not applied
+    "dest.after_status_reply",
+)
+
+
+class SimulatedCrash(BaseException):
+    """Raised at an :func:`arm`-ed crash point (in-process fault tests)."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__(f"simulated crash at {point}")
+        self.point = point
+
+
+_lock = threading.Lock()
+_armed: set[str] = set()
+_counts: dict[str, int] = {}
+
+
+def arm(point: str) -> None:
+    """Make the next :func:`hit` of ``point`` in this process raise :class:`SimulatedCrash`."""
+    if point not in POINTS:
+        raise ValueError(f"unknown crash point {point!r}; one of {', '.join(POINTS)}")
+    with _lock:
+        _armed.add(point)
+
+
+def disarm() -> None:
+    """Forget every armed point (test teardown)."""
+    with _lock:
+        _armed.clear()
+
+
+def hit(point: str) -> None:
+    """Reached a durability point: crash here if a test asked for it (see module docstring)."""
+    if _armed:
+        with _lock:
+            fire = point in _armed
+            _armed.discard(point)
+        if fire:
+            raise SimulatedCrash(point)
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    for spec in wanted.split(","):
+        name, _, nth = spec.strip().partition("@")
+        if name != point:
+            continue
+        with _lock:
+            _counts[point] = _counts.get(point, 0) + 1
+            reached = _counts[point]
+        if not nth or reached == int(nth):
+            os._exit(EXIT_CODE)

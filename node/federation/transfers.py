@@ -1,0 +1,1053 @@
+"""Exactly-once transfer of a bundle to an account on another node (DESIGN §6).
+
+Presumed-abort two-phase commit with durable decisions.  The source node S is the coordinator,
+the destination node D the only participant; the transfer id is ``"<S>/<uuid>"``.
+
+Source (direction ``out``)::
+
+    start ──► PREPARING ──(D answers PREPARED before expiry)──► COMMITTED   bundle EXPORTED
+                   │                                                        outbox: COMMIT
+                   └──(D answers ABORTED, or expiry, or a bad request)──► ABORTED
+                                                                            bundle ACTIVE again
+                                                                            outbox: ABORT
+
+Destination (direction ``in``)::
+
+    PREPARE ──(valid)──► PREPARED ──(COMMIT, or S's status says COMMITTED)──► COMMITTED
+       │                    │                                            bundle ACTIVE here
+       │                    └──(ABORT, or S says ABORTED / has no record)──► ABORTED
+       └──(invalid)──► ABORTED (the answer says why)
+
+Every state change is one database transaction, and a message it owes the peer is written to
+the outbox in that same transaction, so the decision is durable before it is announced.  The
+outbox is delivered inline right after the call that wrote it (the fast path) and by the
+node's background worker (:meth:`Transfers.tick`) with backoff and jitter until the peer
+acknowledges.  Incoming messages are de-duplicated by the inbox (transfer id + kind): a
+replayed message gets the first answer and changes nothing.  S never commits after the
+expiry; D never decides on its own: a PREPARED import it has not heard about is resolved by
+asking S (``GetTransferStatus``), and S without a record means abort.
+
+Crash points (:mod:`.crashpoints`) mark every durability point for fault tests.  The
+state machines, messages and recovery rules are described in ``docs/transfers.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf.message import DecodeError
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from eap.node.api import convert
+from eap.node.domain import idempotency
+from eap.node.domain.enums import Source, Status, Technology
+from eap.node.domain.models import Bundle, Principal, Serialisable
+from eap.node.domain.rules import (
+    ACCOUNT_RE,
+    MAX_CARBON_MG,
+    MAX_RENEWABLE_PPM,
+    NODE_ID_RE,
+    ZONE_RE,
+    Checker,
+    interval_violation,
+)
+from eap.node.errors import (
+    Aborted,
+    EapError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    invalid,
+)
+from eap.node.federation import crashpoints
+from eap.node.store import peer_repos, repos
+from eap.node.store import transfer_repos as tr
+from eap.v1 import federation_pb2 as fed
+from eap.v1 import types_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+OUT, IN = tr.OUT, tr.IN
+
+# States (stored as text; the wire uses eap.v1.TransferState).
+PREPARING = "preparing"
+PREPARED = "prepared"
+COMMITTED = "committed"
+ABORTED = "aborted"
+FINAL = (COMMITTED, ABORTED)
+
+# Message kinds (outbox and inbox).
+PREPARE, COMMIT, ABORT = "prepare", "commit", "abort"
+
+PT_PREPARE = fed.TransferPrepare.DESCRIPTOR.full_name
+PT_DECISION = fed.TransferDecision.DESCRIPTOR.full_name
+PT_STATUS = fed.TransferStatus.DESCRIPTOR.full_name
+
+_RPC = {PREPARE: "PrepareTransfer", COMMIT: "DecideTransfer", ABORT: "DecideTransfer"}
+_PAYLOAD = {PREPARE: PT_PREPARE, COMMIT: PT_DECISION, ABORT: PT_DECISION}
+_WIRE = {
+    PREPARING: fed.TRANSFER_STATE_PREPARING,
+    PREPARED: fed.TRANSFER_STATE_PREPARED,
+    COMMITTED: fed.TRANSFER_STATE_COMMITTED,
+    ABORTED: fed.TRANSFER_STATE_ABORTED,
+}
+
+#: ``<node id>/<token>``: the transfer id chosen by the source.
+TRANSFER_ID_RE = re.compile(r"^(?P<node>[a-z0-9.-]{1,128})/[A-Za-z0-9-]{1,64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_BUNDLE_ID = re.compile(r"^(?P<issuer>[a-z0-9.-]{1,128})/(?P<start>\d{1,19})-(?P<end>\d{1,19})$")
+#: Longest prepare lifetime a destination accepts.
+MAX_TTL_S = 24 * 3600
+_MAX_SERIAL = 2**62
+
+
+class Transport(Protocol):
+    """How the engine reaches a peer (``eap.node.federation.client.PeerClient`` in a node)."""
+
+    def call(self, peer_id: str, rpc_name: str, payload_type: str, payload_bytes: bytes, *,
+             timeout: float | None = None, attempts: int | None = None) -> tuple[str, bytes]: ...
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Timing of the transfer engine; ``[transfers]`` in ``eap-node.toml`` overrides them."""
+
+    #: Lifetime of a prepare: S commits only if D's PREPARED answer arrives within it.
+    ttl_s: float = 30.0
+    #: How long the caller that wrote an outbox message owns its delivery before the
+    #: background worker may take it over (a crashed caller's message waits this long).
+    lease_s: float = 2.0
+    #: Deadline of one call to the peer.
+    rpc_timeout_s: float = 5.0
+    #: Attempts the transport makes within one delivery (it backs off between them).
+    rpc_attempts: int = 2
+    #: Redelivery backoff of the outbox: ``min(cap, base * 2**attempts)``, jittered to 50-100 %.
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 30.0
+    #: D asks S about a PREPARED import it has not heard the decision of after this long.
+    inquire_after_s: float = 10.0
+    inquire_cap_s: float = 60.0
+    #: How long a CLI/API call waits for its transfer to finish before returning it in flight.
+    inline_wait_s: float = 10.0
+    #: Messages / transfers handled per background round.
+    batch: int = 64
+    #: Period of the background round in ``eap-node serve``.
+    worker_interval_s: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: Any) -> TransferSettings:
+        """``[transfers]`` of a node's config (unknown keys are a config error)."""
+        from eap.node.errors import ConfigError
+
+        table = dict((getattr(config, "extra", None) or {}).get("transfers", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting transfers.{key}")
+            try:
+                values[key] = int(value) if key in ("rpc_attempts", "batch") else float(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"invalid transfers.{key} = {value!r}") from exc
+        return cls(**values)
+
+
+@dataclass
+class TransferRecord(Serialisable):
+    """One side's durable view of a cross-node transfer."""
+
+    id: str
+    direction: str
+    peer: str
+    state: str
+    wh: int
+    bundle_id: str | None = None
+    to_account: str | None = None
+    from_account: str | None = None
+    source_bundle_id: str | None = None
+    remainder_id: str | None = None
+    expires_at_ms: int = 0
+    created_at_ms: int = 0
+    decided_at_ms: int | None = None
+    reason: str | None = None
+    #: Kinds of messages this side still owes the peer (outbox, unacknowledged).
+    pending: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Decided, and nothing left to tell the peer."""
+        return self.state in FINAL and not self.pending
+
+
+@dataclass
+class OutboundTransfer(Serialisable):
+    """First result of starting a transfer (replayed for the same request id)."""
+
+    transfer: TransferRecord
+    exported: Bundle
+    remainder: Bundle | None = None
+
+
+def split_destination(to: str) -> tuple[str, str]:
+    """``"NODE_ID/ACCOUNT"`` → ``(node id, account)``."""
+    node_id, sep, account = (to or "").partition("/")
+    check = Checker()
+    check.require(bool(sep), "to", "must be NODE_ID/ACCOUNT")
+    check.text(node_id, "to.node", max_len=128, pattern=NODE_ID_RE, hint="a DNS-like node id")
+    check.text(account, "to.account", max_len=64, pattern=ACCOUNT_RE, hint="an acct_ id")
+    check.done()
+    return node_id, account
+
+
+class Transfers:
+    """The transfer engine of one node: source operations, destination handlers, recovery.
+
+    Args:
+        node: the :class:`~eap.node.domain.node.Node` (its store, id, and spend rules).
+        transport: reaches peers (a ``PeerClient``); without one, messages wait in the outbox.
+        settings: timings (default: the node's ``[transfers]`` config).
+        clock: seconds since the epoch (tests pass a fake clock).
+        rng: jitter source.
+
+    It is also the handler of the federation server's transfer RPCs (``on_prepare``,
+    ``on_decision``, ``on_status``).  Thread-safe: all state lives in the database.
+    """
+
+    #: Payload type each handler accepts (the federation servicer checks it when opening).
+    payload_types = {"on_prepare": PT_PREPARE, "on_decision": PT_DECISION,
+                     "on_status": PT_STATUS}
+
+    def __init__(self, node: Any, transport: Transport | None = None, *,
+                 settings: TransferSettings | None = None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.node = node
+        self.store = node.store
+        self.me: str = node.node_id
+        self.transport = transport
+        self.settings = settings or TransferSettings.from_config(node.config)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._local = threading.local()  # what the current thread's start() just wrote
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # == source ===================================================================================
+
+    def start(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
+              principal: Principal | None = None, ttl_s: float | None = None) -> OutboundTransfer:
+        """Lock ``wh`` Wh of a bundle (all of it by default) for ``to`` = ``NODE_ID/ACCOUNT``.
+
+        One transaction: spend rules, split if partial, range ``EXPORT_PENDING``, the transfer
+        row (``preparing``) and the PREPARE message in the outbox.  Nothing is sent: see
+        :meth:`send` / :meth:`pump`.  Idempotent by ``request_id``.
+
+        Raises:
+            InvalidArgument: malformed destination or amount.
+            NotFound / PermissionDenied / FailedPrecondition: as a local transfer; also
+                FailedPrecondition when the destination node is not on the trust list.
+        """
+        principal = principal or Principal.operator()
+        to_node, to_account = split_destination(to)
+        check = Checker()
+        check.int_range(wh, "wh", 0, _MAX_SERIAL, "Wh")
+        check.require(to_node != self.me, "to.node",
+                      "is this node; use a local transfer to one of its accounts")
+        ttl = self.settings.ttl_s if ttl_s is None else ttl_s
+        check.require(isinstance(ttl, int | float) and 0 < ttl <= MAX_TTL_S, "ttl_s",
+                      f"must be within (0, {MAX_TTL_S}] seconds")
+        check.done()
+
+        def op(conn: Connection) -> OutboundTransfer:
+            self._local.created = None
+            peer = peer_repos.get_peer(conn, to_node)
+            if peer is None:
+                raise FailedPrecondition(f"{to_node} is not on this node's trust list",
+                                         [_fv("to.node", "not a peer")])
+            bundle, version = self.node._spendable(conn, bundle_ref, principal, wh)
+            now = self.now_ms()
+            amount = wh or bundle.wh
+            if amount == bundle.wh:
+                if not repos.set_bundle_state(conn, bundle.id, version,
+                                              expect_status=Status.ACTIVE,
+                                              status=int(Status.EXPORT_PENDING)):
+                    raise Aborted(f"bundle {bundle.id} changed concurrently; retry")
+                bundle.status = int(Status.EXPORT_PENDING)
+                moved, rest = bundle, None
+                parent_lineage = _lineage_of(conn, bundle.parent_id)
+            else:
+                moved, rest = self.node._split(conn, bundle, version, amount, bundle.owner,
+                                               Status.EXPORT_PENDING)
+                parent_lineage = bundle.lineage_hash
+            tid = f"{self.me}/{uuid.uuid4()}"
+            expires = now + int(ttl * 1000)
+            row = {
+                "id": tid, "direction": OUT, "peer": to_node, "state": PREPARING,
+                "bundle_id": moved.id, "issuer": moved.issuer,
+                "serial_start": moved.serial_start, "serial_end": moved.serial_end,
+                "wh": amount, "from_account": bundle.owner, "to_account": to_account,
+                "source_bundle_id": bundle.id, "remainder_id": rest.id if rest else None,
+                "expires_at_ms": expires, "created_at_ms": now, "request_id": request_id,
+            }
+            tr.insert_transfer(conn, row)
+            wire = convert.bundle(moved)
+            wire.owner = ""  # the source account stays private; the holder is this node
+            wire.held_by = self.me
+            prepare = fed.TransferPrepare(transfer_id=tid, bundle=wire, to_account=to_account,
+                                          expires_at_ms=expires,
+                                          parent_lineage_hash=parent_lineage or "")
+            payload = prepare.SerializeToString()
+            mid = tr.outbox_put(conn, transfer_id=tid, peer=to_node, kind=PREPARE,
+                                payload=payload, now_ms=now,
+                                next_attempt_at_ms=now + self._lease_ms())
+            self.node._journal(conn, "export_prepare", moved.id, bundle.owner,
+                               f"{to_node}/{to_account}", amount, request_id)
+            crashpoints.hit("source.in_prepare_txn")
+            self._local.created = _Msg(mid, tid, to_node, PREPARE, payload, 0)
+            return OutboundTransfer(_record(row), moved, rest)
+
+        return idempotency.run(self.store, request_id=request_id, operation="transfer_out",
+                               principal=principal,
+                               payload={"bundle": bundle_ref, "to": to, "wh": wh},
+                               result_type=OutboundTransfer, fn=op)
+
+    def send(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
+             principal: Principal | None = None, ttl_s: float | None = None,
+             wait_s: float | None = None) -> tuple[OutboundTransfer, TransferRecord]:
+        """:meth:`start`, then deliver its messages inline (:meth:`pump`).
+
+        Returns:
+            the first result of the request and the transfer's state when the call returns
+            (``committed``/``aborted``, or still ``preparing`` if the peer did not answer
+            within ``wait_s``: the background worker finishes it).
+        """
+        self._local.created = None
+        first = self.start(bundle_ref, to=to, wh=wh, request_id=request_id,
+                           principal=principal, ttl_s=ttl_s)
+        crashpoints.hit("source.after_prepare_commit")
+        created, self._local.created = self._local.created, None
+        if created is not None and created.transfer_id == first.transfer.id:
+            self._deliver_all([created])  # just written by this call: no need to read it back
+        return first, self.pump(first.transfer.id, wait_s=wait_s)
+
+    def pump(self, transfer_id: str, *, wait_s: float | None = None) -> TransferRecord:
+        """Deliver one transfer's owed messages now, until it settles or ``wait_s`` passes.
+
+        Messages never tried are sent at once (their writer owns them); failed ones wait for
+        their backoff.  Safe to run beside the background worker: handlers are idempotent.
+        """
+        wait_s = self.settings.inline_wait_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.store.read() as conn:
+                rec = tr.get_transfer(conn, transfer_id)
+                msgs = tr.outbox_unacked(conn, transfer_id)
+            if rec is None:
+                raise NotFound(f"no transfer {transfer_id}", [_fv("transfer_id", "unknown")])
+            now = self.now_ms()
+            if rec.direction == OUT and rec.state == PREPARING and now >= rec.expires_at_ms:
+                self._expire(transfer_id)
+                continue
+            due = [m for m in msgs if m.attempts == 0 or m.next_attempt_at_ms <= now]
+            if due:
+                self._deliver_all(due)
+                continue
+            if not msgs or deadline - time.monotonic() <= 0:
+                return _record(rec, msgs)
+            left = deadline - time.monotonic()
+            wake = min(m.next_attempt_at_ms for m in msgs)
+            if rec.state == PREPARING:
+                wake = min(wake, rec.expires_at_ms)
+            self._sleep(min(left, max(0.001, (wake - now) / 1000)))
+
+    # == destination handlers (called by the federation servicer) =================================
+
+    def on_prepare(self, envelope: Any) -> tuple[str, bytes]:
+        """PREPARE from the source: validate, record the import PREPARED (or ABORTED), answer.
+
+        Raises:
+            InvalidArgument: not a TransferPrepare, or a malformed transfer id (not recorded).
+            PermissionDenied: the transfer id is not the sender's.
+        """
+        msg = _parse(fed.TransferPrepare, envelope.payload)
+        _check_transfer_id(msg.transfer_id, source=envelope.origin)
+        reply = self._record_prepare(envelope.origin, msg)
+        crashpoints.hit("dest.after_prepared_commit")
+        return PT_STATUS, reply.SerializeToString()
+
+    def on_decision(self, envelope: Any) -> tuple[str, bytes]:
+        """COMMIT or ABORT from the source: finish the import; a replay changes nothing."""
+        msg = _parse(fed.TransferDecision, envelope.payload)
+        _check_transfer_id(msg.transfer_id, source=envelope.origin)
+        if msg.decision == fed.TRANSFER_STATE_COMMITTED:
+            kind = COMMIT
+        elif msg.decision == fed.TRANSFER_STATE_ABORTED:
+            kind = ABORT
+        else:
+            raise invalid("decision", "must be COMMITTED or ABORTED")
+        reply = self._record_decision(envelope.origin, msg.transfer_id, kind)
+        crashpoints.hit("dest.after_commit_commit" if kind == COMMIT else "dest.after_abort_commit")
+        return PT_STATUS, reply.SerializeToString()
+
+    def on_status(self, envelope: Any) -> tuple[str, bytes]:
+        """GetTransferStatus from the other party: this node's durable view of the transfer.
+
+        The source answers for an undecided transfer past its expiry by aborting it first;
+        without a record it answers UNKNOWN (presumed abort).
+        """
+        msg = _parse(fed.TransferStatus, envelope.payload)
+        tid = msg.transfer_id
+        if not TRANSFER_ID_RE.match(tid or ""):
+            raise invalid("transfer_id", "malformed transfer id")
+        with self.store.read() as conn:
+            rec = tr.get_transfer(conn, tid)
+        if rec is None:
+            return PT_STATUS, fed.TransferStatus(
+                transfer_id=tid, state=fed.TRANSFER_STATE_UNKNOWN,
+                reason=f"{self.me} has no record of this transfer").SerializeToString()
+        if rec.peer != envelope.origin:
+            raise PermissionDenied(f"{envelope.origin} is not a party to transfer {tid}")
+        if rec.direction == OUT and rec.state == PREPARING and self.now_ms() >= rec.expires_at_ms:
+            self._expire(tid)
+            with self.store.read() as conn:
+                rec = tr.get_transfer(conn, tid)
+        return PT_STATUS, _status(rec).SerializeToString()
+
+    # == background work ==========================================================================
+
+    def tick(self, *, force: bool = False) -> int:
+        """One round of the background worker; returns how many things it moved on.
+
+        Aborts this node's undecided transfers past their expiry, (re)delivers due outbox
+        messages, and asks sources about PREPARED imports that have waited too long.
+        ``force`` ignores leases and backoff (a restarted node catching up at once).
+        """
+        moved = self._expire_overdue()
+        moved += self._dispatch_due(force=force)
+        moved += self._resolve_in_doubt(force=force)
+        return moved
+
+    def recover(self) -> int:
+        """Finish or abort whatever this node began before a restart (``tick(force=True)``)."""
+        return self.tick(force=True)
+
+    # == reads ====================================================================================
+
+    def get(self, transfer_id: str) -> TransferRecord:
+        with self.store.read() as conn:
+            row = tr.get_transfer(conn, transfer_id)
+            if row is None:
+                raise NotFound(f"no transfer {transfer_id}", [_fv("transfer_id", "unknown")])
+            msgs = tr.outbox_unacked(conn, transfer_id)
+        return _record(row, msgs)
+
+    def list(self, *, direction: str | None = None, state: str | None = None, after: str = "",
+             limit: int = 100) -> list[TransferRecord]:
+        """Transfers oldest first; ``after`` is :meth:`page_token` of the last one seen."""
+        if direction not in (None, "", OUT, IN):
+            raise invalid("direction", "must be 'out' or 'in'")
+        if state not in (None, "", PREPARING, PREPARED, COMMITTED, ABORTED):
+            raise invalid("state", "must be preparing, prepared, committed or aborted")
+        with self.store.read() as conn:
+            rows = tr.list_transfers(conn, direction=direction or None, state=state or None,
+                                     after=_parse_token(after), limit=max(1, min(limit, 1000)))
+            pending = tr.outbox_unacked_for(conn, [r.id for r in rows if r.direction == OUT])
+        return [_record(r, pending.get(r.id, ())) for r in rows]
+
+    @staticmethod
+    def page_token(record: TransferRecord) -> str:
+        return f"{record.created_at_ms}:{record.id}"
+
+    def backlog(self) -> dict[str, int]:
+        """Unacknowledged outbox messages by kind."""
+        with self.store.read() as conn:
+            return tr.outbox_backlog(conn)
+
+    # == source internals =========================================================================
+
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_s * 1000)
+
+    def _backoff_ms(self, attempts: int, base_s: float, cap_s: float) -> int:
+        delay = min(cap_s, base_s * 2 ** min(attempts, 32))
+        return max(1, int(delay * (0.5 + self._rng.random() / 2) * 1000))
+
+    def _deliver_all(self, msgs: list) -> int:
+        """Deliver messages, then at once the messages their answers made owed (a PREPARED
+        answer makes the COMMIT); returns how many were acknowledged."""
+        queue, done = list(msgs), 0
+        while queue:
+            ok, follow = self._deliver(queue.pop(0))
+            done += ok
+            queue += follow
+        return done
+
+    def _deliver(self, m: Any) -> tuple[bool, list]:
+        """Send one outbox message and record the answer.
+
+        Returns:
+            whether the peer answered, and the messages its answer made owed (written by this
+            call, hence owned by it: the caller sends them next).
+        """
+        try:
+            if self.transport is None:
+                raise Unavailable("no federation transport on this node process")
+            rtype, data = self.transport.call(
+                m.peer, _RPC[m.kind], _PAYLOAD[m.kind], bytes(m.payload),
+                timeout=self.settings.rpc_timeout_s, attempts=self.settings.rpc_attempts)
+            if rtype != PT_STATUS:
+                raise InvalidArgument(f"{m.peer} answered {_RPC[m.kind]} with {rtype}")
+            reply = fed.TransferStatus.FromString(data)
+            if reply.transfer_id != m.transfer_id:
+                raise InvalidArgument(f"{m.peer} answered about another transfer")
+        except Exception as exc:  # every failure is retried (or aborts a prepare)
+            return False, self._failed(m, exc)
+        crashpoints.hit(f"source.after_send_{m.kind}")
+        decided, follow = False, []
+        now = self.now_ms()
+        # Recording an acknowledgement need not be forced to disk: if it is lost, the message
+        # is sent again and the peer's inbox answers it again.  A decision is always forced.
+        with (self.store.transaction() if m.kind == PREPARE
+              else tr.lazy_transaction(self.store)) as conn:
+            note = None
+            if m.kind != PREPARE and reply.state != _WIRE[COMMITTED if m.kind == COMMIT
+                                                          else ABORTED]:
+                note = (f"{m.peer} answered {fed.TransferState.Name(reply.state)} to "
+                        f"{m.kind.upper()}: {reply.reason}")[:500]
+                log.error("transfer %s: %s", m.transfer_id, note)
+            tr.outbox_ack(conn, m.id, now, note)
+            if m.kind == PREPARE:
+                decided, follow = self._apply_vote(conn, m.transfer_id, reply)
+        if decided:
+            crashpoints.hit("source.after_decision_commit")
+        return True, follow
+
+    def _failed(self, m: Any, exc: BaseException) -> list:
+        """Record a failed delivery (retry with backoff); returns messages it made owed."""
+        error = str(exc) or type(exc).__name__
+        if m.kind == PREPARE and isinstance(exc, InvalidArgument):
+            # The destination rejected the request itself: it will never prepare it.
+            log.warning("transfer %s: PREPARE refused by %s: %s", m.transfer_id, m.peer, error)
+            follow = None
+            with self.store.transaction() as conn:
+                tr.outbox_ack(conn, m.id, self.now_ms(), error[:500])
+                rec = tr.get_transfer(conn, m.transfer_id, lock=True)
+                if rec is not None and rec.state == PREPARING:
+                    follow = self._decide(conn, rec, ABORTED,
+                                          f"refused by {m.peer}: {error}"[:500], notify=True,
+                                          prepare_acked=True)
+            if rec is not None and rec.state == PREPARING:
+                crashpoints.hit("source.after_decision_commit")
+            return [follow] if follow else []
+        delay = self._backoff_ms(m.attempts, self.settings.backoff_base_s,
+                                 self.settings.backoff_cap_s)
+        log.info("transfer %s: %s to %s failed (attempt %d), retry in %d ms: %s",
+                 m.transfer_id, m.kind.upper(), m.peer, m.attempts + 1, delay, error)
+        with tr.lazy_transaction(self.store) as conn:
+            tr.outbox_retry(conn, m.id, attempts=m.attempts + 1,
+                            next_attempt_at_ms=self.now_ms() + delay, error=error)
+        return []
+
+    def _apply_vote(self, conn: Connection, tid: str,
+                    reply: fed.TransferStatus) -> tuple[bool, list]:
+        """Record D's answer to PREPARE: (decided now?, the decision message it owes)."""
+        rec = tr.get_transfer(conn, tid, lock=True)
+        if rec is None or rec.direction != OUT or rec.state != PREPARING:
+            return False, []
+        if reply.state == fed.TRANSFER_STATE_PREPARED:
+            if self.now_ms() < rec.expires_at_ms:
+                msg = self._decide(conn, rec, COMMITTED, None, notify=True, prepare_acked=True)
+            else:
+                msg = self._decide(conn, rec, ABORTED,
+                                   "the destination's PREPARED answer arrived after the expiry",
+                                   notify=True, prepare_acked=True)
+        elif reply.state == fed.TRANSFER_STATE_ABORTED:
+            msg = self._decide(conn, rec, ABORTED,
+                               f"refused by {rec.peer}: {reply.reason}"[:500], notify=False,
+                               prepare_acked=True)
+        else:
+            msg = self._decide(conn, rec, ABORTED,
+                               f"unexpected answer {fed.TransferState.Name(reply.state)}",
+                               notify=True, prepare_acked=True)
+        return True, [msg] if msg else []
+
+    def _decide(self, conn: Connection, rec: Any, state: str, reason: str | None, *,
+                notify: bool, prepare_acked: bool = False) -> _Msg | None:
+        """The source's decision, in the caller's transaction: state, bundle, outbox.
+
+        Returns the COMMIT / ABORT message it put in the outbox (None when D need not hear).
+        """
+        now = self.now_ms()
+        if not tr.set_transfer_state(conn, rec.id, expect=PREPARING, state=state,
+                                     decided_at_ms=now, reason=reason):
+            raise Aborted(f"transfer {rec.id} was decided concurrently")
+        found = repos.get_bundle(conn, rec.bundle_id, lock=True)
+        if found is None:
+            raise EapError(f"transfer {rec.id}: bundle {rec.bundle_id} is missing")
+        bundle, version = found
+        if state == COMMITTED:
+            ok = repos.set_bundle_state(conn, bundle.id, version,
+                                        expect_status=Status.EXPORT_PENDING,
+                                        status=int(Status.EXPORTED), held_by=rec.peer,
+                                        owner=f"{rec.peer}/{rec.to_account}")
+            action, to_owner = "export", f"{rec.peer}/{rec.to_account}"
+        else:
+            ok = repos.set_bundle_state(conn, bundle.id, version,
+                                        expect_status=Status.EXPORT_PENDING,
+                                        status=int(Status.ACTIVE))
+            action, to_owner = "export_abort", bundle.owner
+        if not ok:
+            raise EapError(f"transfer {rec.id}: bundle {bundle.id} is not locked for it")
+        self.node._journal(conn, action, bundle.id, rec.from_account, to_owner, rec.wh,
+                           rec.request_id)
+        if not prepare_acked:
+            for m in tr.outbox_unacked(conn, rec.id):
+                if m.kind == PREPARE:  # the decision supersedes it
+                    tr.outbox_ack(conn, m.id, now, f"superseded by the decision ({state})")
+        msg = None
+        if state == COMMITTED or notify:
+            kind = COMMIT if state == COMMITTED else ABORT
+            payload = fed.TransferDecision(transfer_id=rec.id,
+                                           decision=_WIRE[state]).SerializeToString()
+            mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.peer, kind=kind,
+                                payload=payload, now_ms=now,
+                                next_attempt_at_ms=now + self._lease_ms())
+            msg = _Msg(mid, rec.id, rec.peer, kind, payload, 0)
+        log.info("transfer %s %s (%d Wh of %s to %s/%s)%s", rec.id, state.upper(), rec.wh,
+                 rec.bundle_id, rec.peer, rec.to_account, f": {reason}" if reason else "")
+        return msg
+
+    def _expire(self, tid: str) -> bool:
+        """Abort an undecided outgoing transfer past its expiry; True if this call did.
+
+        The ABORT it owes is left to the outbox (the destination may well be unreachable).
+        """
+        decided = False
+        with self.store.transaction() as conn:
+            rec = tr.get_transfer(conn, tid, lock=True)
+            if (rec is not None and rec.direction == OUT and rec.state == PREPARING
+                    and self.now_ms() >= rec.expires_at_ms):
+                self._decide(conn, rec, ABORTED,
+                             "expired before the destination's PREPARED answer arrived",
+                             notify=True)
+                decided = True
+        if decided:
+            crashpoints.hit("source.after_decision_commit")
+        return decided
+
+    def _expire_overdue(self) -> int:
+        with self.store.read() as conn:
+            ids = tr.overdue_outbound(conn, PREPARING, self.now_ms(), self.settings.batch)
+        return sum(self._expire(tid) for tid in ids)
+
+    def _dispatch_due(self, *, force: bool) -> int:
+        now = self.now_ms()
+        horizon = 2**62 if force else now
+        with self.store.transaction() as conn:
+            msgs = tr.outbox_claim_due(conn, horizon, now + self._lease_ms(), self.settings.batch)
+        return self._deliver_all(list(msgs))
+
+    # == destination internals ====================================================================
+
+    def _record_prepare(self, origin: str, msg: fed.TransferPrepare) -> fed.TransferStatus:
+        tid = msg.transfer_id
+        for _ in range(3):
+            try:
+                with self.store.transaction() as conn:
+                    stored = tr.inbox_get(conn, tid, PREPARE)
+                    if stored is not None:
+                        return fed.TransferStatus.FromString(stored)
+                    rec = tr.get_transfer(conn, tid, lock=True)
+                    now = self.now_ms()
+                    if rec is not None:  # an ABORT overtook this PREPARE
+                        _require_party(rec, origin, IN)
+                        reply = _status(rec)
+                    else:
+                        reply = self._prepare_new(conn, origin, msg, now)
+                    tr.inbox_put(conn, transfer_id=tid, kind=PREPARE, origin=origin,
+                                 response=reply.SerializeToString(), now_ms=now)
+                    crashpoints.hit("dest.in_prepare_txn")
+                return reply
+            except IntegrityError:  # a duplicate delivered concurrently won: answer as it did
+                continue
+        raise Aborted(f"transfer {tid}: concurrent duplicates; retry")
+
+    def _prepare_new(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
+                     now: int) -> fed.TransferStatus:
+        b = msg.bundle
+        tr.lock_range_issuer(conn, b.issuer[:253])
+        reason = self._refusal(conn, origin, msg, now)
+        row: dict[str, Any] = {
+            "id": msg.transfer_id, "direction": IN, "peer": origin,
+            "bundle_id": b.id[:200], "issuer": b.issuer[:253], "wh": 0,
+            "to_account": msg.to_account[:64], "expires_at_ms": _int64(msg.expires_at_ms),
+            "created_at_ms": now,
+        }
+        if reason is None:
+            bundle = _bundle_from_wire(b, owner=msg.to_account, at_ms=now)
+            row.update(state=PREPARED, serial_start=b.serial_start, serial_end=b.serial_end,
+                       wh=bundle.wh, bundle_data=json.dumps(bundle.to_dict(), sort_keys=True),
+                       next_check_at_ms=now + int(self.settings.inquire_after_s * 1000))
+            tr.insert_transfer(conn, row)
+            log.info("transfer %s PREPARED (%d Wh of %s from %s for %s)", msg.transfer_id,
+                     bundle.wh, b.id, origin, msg.to_account)
+            return fed.TransferStatus(transfer_id=msg.transfer_id,
+                                      state=fed.TRANSFER_STATE_PREPARED)
+        row.update(state=ABORTED, reason=reason[:500], decided_at_ms=now)
+        if 0 <= b.serial_start < b.serial_end <= _MAX_SERIAL:
+            row.update(serial_start=b.serial_start, serial_end=b.serial_end)
+        tr.insert_transfer(conn, row)
+        log.warning("transfer %s from %s refused: %s", msg.transfer_id, origin, reason)
+        return fed.TransferStatus(transfer_id=msg.transfer_id, state=fed.TRANSFER_STATE_ABORTED,
+                                  reason=reason[:500])
+
+    def _refusal(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
+                 now: int) -> str | None:
+        """Why this node refuses the import, or None (DESIGN §3 rules, range, account)."""
+        if not msg.HasField("bundle"):
+            return "no bundle"
+        if msg.expires_at_ms <= now:
+            return "the prepare arrived after its expiry"
+        if msg.expires_at_ms > now + (MAX_TTL_S + 60) * 1000:
+            return "expiry too far in the future"
+        b = msg.bundle
+        why = _bundle_violation(b)
+        if why:
+            return f"bundle {b.id[:200]!r}: {why}"
+        if b.held_by != origin:
+            return f"the bundle is announced as held by {b.held_by!r}, not by the sender {origin}"
+        parent = msg.parent_lineage_hash
+        if b.parent_id and parent and (not _HEX64.match(parent) or b.lineage_hash != _lineage(
+                bytes.fromhex(parent), b.id)):
+            return "lineage hash does not chain to the parent's"
+        if not ACCOUNT_RE.match(msg.to_account or ""):
+            return "malformed destination account"
+        if not tr.account_exists(conn, msg.to_account):
+            return f"no account {msg.to_account} on {self.me}"
+        if b.issuer != self.me:
+            published = tr.peer_record_covering(conn, b.issuer, b.serial_start, b.serial_end)
+            if published is not None and not _matches_record(b, published):
+                return "attributes differ from the issuer's published record"
+        # Every row of these serials here: live/final ones hold them; an exported copy may
+        # come back (same id revived); issued-here serials must have left through an export.
+        rows = tr.overlapping(conn, b.issuer, b.serial_start, b.serial_end)
+        held = [r for r in rows if r.status not in (Status.SPLIT, Status.EXPORTED)]
+        if held:
+            names = ", ".join(f"{r.id} ({Status(r.status).name})" for r in held[:5])
+            return f"serials already held on {self.me}: {names}"
+        same = [r for r in rows if r.id == b.id and r.status != Status.EXPORTED]
+        if same:
+            return f"bundle {b.id} is already on {self.me} ({Status(same[0].status).name})"
+        if b.issuer == self.me and not any(
+                r.status == Status.EXPORTED and r.serial_start <= b.serial_start
+                and b.serial_end <= r.serial_end for r in rows):
+            return f"serials issued by {self.me} that it never exported"
+        busy = tr.importing(conn, b.issuer, b.serial_start, b.serial_end, PREPARED)
+        if busy:
+            return f"serials already being imported by transfer {busy[0].id}"
+        return None
+
+    def _record_decision(self, origin: str, tid: str, kind: str) -> fed.TransferStatus:
+        # Not forced to disk before answering: the PREPARED record is, and should this commit
+        # be lost with the machine's power, the import is PREPARED again and resolved by
+        # asking the source, whose decision is durable (presumed-abort two-phase commit).
+        for _ in range(3):
+            try:
+                with tr.lazy_transaction(self.store) as conn:
+                    stored = tr.inbox_get(conn, tid, kind)
+                    if stored is not None:
+                        return fed.TransferStatus.FromString(stored)
+                    rec = tr.get_transfer(conn, tid, lock=True)
+                    now = self.now_ms()
+                    if rec is None and kind == COMMIT:
+                        log.error("transfer %s: COMMIT from %s for an unknown transfer", tid,
+                                  origin)
+                        return fed.TransferStatus(
+                            transfer_id=tid, state=fed.TRANSFER_STATE_UNKNOWN,
+                            reason=f"{self.me} has no record of this transfer")
+                    if rec is None:  # ABORT before (or instead of) the PREPARE: tombstone
+                        tr.insert_transfer(conn, {
+                            "id": tid, "direction": IN, "peer": origin, "state": ABORTED,
+                            "wh": 0, "expires_at_ms": 0, "created_at_ms": now,
+                            "decided_at_ms": now,
+                            "reason": "aborted by the source before its prepare arrived"})
+                        reply = fed.TransferStatus(transfer_id=tid,
+                                                   state=fed.TRANSFER_STATE_ABORTED)
+                    else:
+                        _require_party(rec, origin, IN)
+                        reply = self._finish_import(
+                            conn, rec, COMMITTED if kind == COMMIT else ABORTED,
+                            "aborted by the source")
+                    tr.inbox_put(conn, transfer_id=tid, kind=kind, origin=origin,
+                                 response=reply.SerializeToString(), now_ms=now)
+                    if kind == COMMIT:
+                        crashpoints.hit("dest.in_commit_txn")
+                return reply
+            except IntegrityError:
+                continue
+        raise Aborted(f"transfer {tid}: concurrent duplicates; retry")
+
+    def _finish_import(self, conn: Connection, rec: Any, decision: str,
+                       reason: str | None) -> fed.TransferStatus:
+        """Apply the source's decision to a PREPARED import (idempotent)."""
+        if rec.state == PREPARED:
+            now = self.now_ms()
+            if decision == COMMITTED:
+                bundle = Bundle.from_dict(json.loads(rec.bundle_data))
+                self._materialise(conn, bundle)
+                self.node._journal(conn, "import", bundle.id, rec.peer, rec.to_account,
+                                   bundle.wh, rec.id[:128])
+                ok = tr.set_transfer_state(conn, rec.id, expect=PREPARED, state=COMMITTED,
+                                           decided_at_ms=now)
+                log.info("transfer %s COMMITTED: %s is live on %s for %s", rec.id, bundle.id,
+                         self.me, rec.to_account)
+            else:
+                ok = tr.set_transfer_state(conn, rec.id, expect=PREPARED, state=ABORTED,
+                                           decided_at_ms=now, reason=reason)
+                log.info("transfer %s ABORTED: %s", rec.id, reason)
+            if not ok:
+                raise Aborted(f"transfer {rec.id} changed concurrently; retry")
+            return fed.TransferStatus(transfer_id=rec.id, state=_WIRE[decision])
+        if rec.state != decision:
+            log.error("transfer %s: the source says %s but this node has it %s", rec.id,
+                      decision.upper(), rec.state.upper())
+        return _status(rec)
+
+    def _materialise(self, conn: Connection, bundle: Bundle) -> None:
+        """The committed import becomes a live bundle (reviving the row if it left before)."""
+        found = repos.get_bundle(conn, bundle.id, lock=True)
+        if found is None:
+            repos.insert_bundles(conn, [bundle])
+            return
+        old, version = found
+        if old.status != Status.EXPORTED or not repos.set_bundle_state(
+                conn, bundle.id, version, expect_status=Status.EXPORTED,
+                status=int(Status.ACTIVE), owner=bundle.owner, held_by=None):
+            raise FailedPrecondition(f"bundle {bundle.id} is {Status(old.status).name} here; "
+                                     "it cannot be imported again")
+
+    def _resolve_in_doubt(self, *, force: bool) -> int:
+        """Ask the source about PREPARED imports whose decision has not arrived."""
+        if self.transport is None:
+            return 0
+        now = self.now_ms()
+        with self.store.read() as conn:
+            rows = tr.in_doubt_inbound(conn, PREPARED, 2**62 if force else now,
+                                       self.settings.batch)
+        done = 0
+        for rec in rows:
+            try:
+                rtype, data = self.transport.call(
+                    rec.peer, "GetTransferStatus", PT_STATUS,
+                    fed.TransferStatus(transfer_id=rec.id).SerializeToString(),
+                    timeout=self.settings.rpc_timeout_s, attempts=self.settings.rpc_attempts)
+                if rtype != PT_STATUS:
+                    raise InvalidArgument(f"{rec.peer} answered GetTransferStatus with {rtype}")
+                reply = fed.TransferStatus.FromString(data)
+            except Exception as exc:  # the source is unreachable: ask later
+                self._inquire_later(rec, str(exc) or type(exc).__name__)
+                continue
+            crashpoints.hit("dest.after_status_reply")
+            if reply.state == fed.TRANSFER_STATE_COMMITTED:
+                decision, reason = COMMITTED, None
+            elif reply.state == fed.TRANSFER_STATE_ABORTED:
+                decision, reason = ABORTED, f"the source says aborted: {reply.reason}"[:500]
+            elif reply.state == fed.TRANSFER_STATE_UNKNOWN:
+                decision, reason = ABORTED, "the source has no record of it (presumed abort)"
+            else:
+                self._inquire_later(rec, "the source has not decided yet")
+                continue
+            with self.store.transaction() as conn:
+                fresh = tr.get_transfer(conn, rec.id, lock=True)
+                if fresh is not None and fresh.state == PREPARED:
+                    self._finish_import(conn, fresh, decision, reason)
+                    done += 1
+        return done
+
+    def _inquire_later(self, rec: Any, why: str) -> None:
+        checks = int(rec.checks or 0) + 1
+        delay = self._backoff_ms(checks, self.settings.inquire_after_s / 4,
+                                 self.settings.inquire_cap_s)
+        log.info("transfer %s in doubt (check %d): %s; asking again in %d ms", rec.id, checks,
+                 why, delay)
+        with self.store.transaction() as conn:
+            tr.update_transfer(conn, rec.id, checks=checks, next_check_at_ms=self.now_ms() + delay)
+
+
+def install(runtime: Any) -> Transfers:
+    """Federation runtime extension: serve the transfer RPCs and run the background round.
+
+    The first round after start is :meth:`Transfers.recover` (leases and backoff ignored), so
+    a restarted node finishes or aborts what it began at once.
+    """
+    engine = Transfers(runtime.node, runtime.client)
+    runtime.servicer.set_transfers(engine)
+    runtime.transfers = engine
+    first = [True]
+
+    def round_() -> None:
+        if first[0]:
+            first[0] = False
+            engine.recover()
+        else:
+            engine.tick()
+
+    runtime.worker.every("transfers", engine.settings.worker_interval_s, round_)
+    return engine
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Msg:
+    """An outbox message just written (same fields as an outbox row the sender reads)."""
+
+    id: int
+    transfer_id: str
+    peer: str
+    kind: str
+    payload: bytes
+    attempts: int
+
+
+def _fv(name: str, description: str):
+    from eap.node.errors import FieldViolation
+
+    return FieldViolation(name, description)
+
+
+def _parse_token(token: str) -> tuple[int, str] | None:
+    if not token:
+        return None
+    at, sep, tid = token.partition(":")
+    if not sep or not at.isdigit():
+        raise invalid("page_token", "malformed page token")
+    return int(at), tid
+
+
+def _parse(cls, payload: bytes):
+    try:
+        return cls.FromString(payload)
+    except DecodeError as exc:
+        raise invalid("payload", f"not a {cls.DESCRIPTOR.full_name}") from exc
+
+
+def _check_transfer_id(tid: str, *, source: str) -> None:
+    m = TRANSFER_ID_RE.match(tid or "")
+    if m is None:
+        raise invalid("transfer_id", "must be <source node>/<id>")
+    if m.group("node") != source:
+        raise PermissionDenied(f"transfer {tid} does not belong to {source}")
+
+
+def _require_party(rec: Any, origin: str, direction: str) -> None:
+    if rec.peer != origin or rec.direction != direction:
+        raise PermissionDenied(f"{origin} is not the source of transfer {rec.id}")
+
+
+def _status(rec: Any) -> fed.TransferStatus:
+    return fed.TransferStatus(transfer_id=rec.id, state=_WIRE[rec.state], reason=rec.reason or "")
+
+
+def _record(row: Any, msgs: Any = ()) -> TransferRecord:
+    m = row if isinstance(row, dict) else row._mapping
+    errors = [x.last_error for x in msgs if x.last_error]
+    return TransferRecord(
+        id=m["id"], direction=m["direction"], peer=m["peer"], state=m["state"],
+        wh=int(m.get("wh") or 0), bundle_id=m.get("bundle_id"), to_account=m.get("to_account"),
+        from_account=m.get("from_account"), source_bundle_id=m.get("source_bundle_id"),
+        remainder_id=m.get("remainder_id"), expires_at_ms=int(m.get("expires_at_ms") or 0),
+        created_at_ms=int(m.get("created_at_ms") or 0), decided_at_ms=m.get("decided_at_ms"),
+        reason=m.get("reason"), pending=[x.kind for x in msgs],
+        last_error=errors[-1] if errors else None,
+    )
+
+
+def _lineage(parent: bytes, child_id: str) -> str:
+    from eap.node.domain.node import lineage
+
+    return lineage(parent, child_id)
+
+
+def _lineage_of(conn: Connection, bundle_id: str | None) -> str | None:
+    if not bundle_id:
+        return None
+    found = repos.get_bundle(conn, bundle_id)
+    return found[0].lineage_hash if found else None
+
+
+def _int64(value: int) -> int:
+    return max(-(2**63), min(2**63 - 1, int(value)))
+
+
+def _bundle_violation(b: pb.RecordBundle) -> str | None:
+    """First rule an announced bundle breaks (DESIGN §3), or None."""
+    if not NODE_ID_RE.match(b.issuer or ""):
+        return "malformed issuer"
+    if not 0 <= b.serial_start < b.serial_end <= _MAX_SERIAL:
+        return "serial range must satisfy 0 <= start < end"
+    if b.id != f"{b.issuer}/{b.serial_start}-{b.serial_end}":
+        return "id must be <issuer>/<serial_start>-<serial_end>"
+    a = b.attributes
+    if a.source not in {int(s) for s in Source if s}:
+        return "unknown energy source"
+    if a.technology not in {int(x) for x in Technology if x}:
+        return "unknown technology"
+    if not 0 <= a.renewable_ppm <= MAX_RENEWABLE_PPM:
+        return "renewable share out of range"
+    if not 0 <= a.carbon_mg_per_kwh <= MAX_CARBON_MG:
+        return "carbon intensity out of range"
+    if not ZONE_RE.match(a.zone or ""):
+        return "malformed zone"
+    if len(a.cell) > 16 or any(ord(c) < 0x20 for c in a.cell):
+        return "malformed cell"
+    if not 1 <= len(a.device_id) <= 64 or any(ord(c) < 0x20 for c in a.device_id):
+        return "malformed device id"
+    why = interval_violation(a.interval.start_unix, a.interval.end_unix)
+    if why:
+        return f"interval: {why}"
+    if not _HEX64.match(b.lineage_hash or ""):
+        return "lineage hash must be 64 hex digits"
+    if b.parent_id:
+        p = _BUNDLE_ID.match(b.parent_id)
+        if (p is None or p.group("issuer") != b.issuer
+                or not int(p.group("start")) <= b.serial_start < b.serial_end
+                <= int(p.group("end")) or b.parent_id == b.id):
+            return "parent must be a larger range of the same issuer"
+    return None
+
+
+def _matches_record(b: pb.RecordBundle, rec: Any) -> bool:
+    a = b.attributes
+    return (rec.device_id == a.device_id and rec.interval_start == a.interval.start_unix
+            and rec.interval_end == a.interval.end_unix and rec.source == a.source
+            and rec.technology == a.technology and rec.renewable_ppm == a.renewable_ppm
+            and rec.carbon_mg == a.carbon_mg_per_kwh and rec.zone == a.zone)
+
+
+def _bundle_from_wire(b: pb.RecordBundle, *, owner: str, at_ms: int) -> Bundle:
+    a = b.attributes
+    return Bundle(
+        id=b.id, issuer=b.issuer, serial_start=b.serial_start, serial_end=b.serial_end,
+        device_id=a.device_id, interval_start=a.interval.start_unix,
+        interval_end=a.interval.end_unix, source=a.source, technology=a.technology,
+        renewable_ppm=a.renewable_ppm, carbon_mg=a.carbon_mg_per_kwh, zone=a.zone, cell=a.cell,
+        owner=owner, status=int(Status.ACTIVE), parent_id=b.parent_id or None,
+        lineage_hash=b.lineage_hash, issued_at_ms=b.issued_at_ms or at_ms, held_by=None,
+    )
