@@ -51,7 +51,9 @@ def _extensions() -> list:
             f"eap._core.{pyx.stem}",
             [str(pyx)],
             include_dirs=[str(csrc)],
-            depends=headers + [str(p) for p in sorted(Path("_core").glob("*.pxd"))],
+            # the .pyx too: cythonize swaps it for the generated .c in sources, and an sdist
+            # must still carry it (setuptools packs sources and depends)
+            depends=[str(pyx), *headers, *(str(p) for p in sorted(Path("_core").glob("*.pxd")))],
             define_macros=macros,
             extra_compile_args=["-O3"],
         )
@@ -81,5 +83,7 @@ setup(
         "eap._core": ["*.pyi", "*.pxd"],
         "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"],
     },
+    # Generated C, annotation pages and the bundled header are build inputs, not package data.
+    exclude_package_data={"eap._core": ["*.c", "*.html", "csrc/*"]},
     ext_modules=_extensions(),
 )

@@ -128,3 +128,51 @@ def check_count(name: str, value: int) -> int:
     if v < 0 or v > 2**31 - 1:
         raise ValueError(f"{name} must be in [0, 2**31 - 1], got {v}")
     return v
+
+
+def matrix(name: str, values: Any, dtype: np.dtype[Any] | type = np.int64) -> np.ndarray:
+    """``values`` as a 2-D C-contiguous array of ``dtype`` (checked like :func:`column`)."""
+    arr = np.asarray(values)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
+    return column(name, arr.reshape(-1), dtype).reshape(arr.shape)
+
+
+def obligation_problem(
+    payer: int, payee: int, amount: int, currency: int, n_parties: int, n_currencies: int
+) -> tuple[str, str] | None:
+    """What is wrong with one obligation row, as ``(column, reason)``, or None.
+
+    Checked in this order: payer index, payee index, payer == payee, amount > 0, currency
+    index.  Kernels and twins both name the first bad row with this.
+    """
+    if not 0 <= payer < n_parties:
+        return "payer", f"party index {payer} out of range [0, {n_parties})"
+    if not 0 <= payee < n_parties:
+        return "payee", f"party index {payee} out of range [0, {n_parties})"
+    if payer == payee:
+        return "payee", f"party {payer} cannot pay itself"
+    return amount_problem(amount, currency, n_currencies)
+
+
+def amount_problem(amount: int, currency: int, n_currencies: int) -> tuple[str, str] | None:
+    """The amount and currency checks of :func:`obligation_problem` alone."""
+    if amount <= 0:
+        return "amount", f"amount must be positive, got {amount}"
+    if not 0 <= currency < n_currencies:
+        return "currency", f"currency index {currency} out of range [0, {n_currencies})"
+    return None
+
+
+def obligation_columns(
+    payer: Any, payee: Any, amount: Any, currency: Any
+) -> tuple[list[np.ndarray], int]:
+    """The four obligation columns in their dtypes (int32, int32, int64, int32)."""
+    return columns(
+        (
+            ("payer", payer, np.int32),
+            ("payee", payee, np.int32),
+            ("amount", amount, np.int64),
+            ("currency", currency, np.int32),
+        )
+    )

@@ -24,7 +24,6 @@ from eap._core.codes import (
     OK,
     RENEWABLE_PPM_MAX,
     RENEWABLE_SHARE_OUT_OF_RANGE,
-    RULE_NAMES,
     SERIAL_OVERLAP,
     SERIAL_RANGE_INVALID,
     SOURCE_INVALID,
@@ -34,23 +33,7 @@ from eap._core.codes import (
 )
 from eap._core.columns import record_columns
 
-__all__ = [
-    "CARBON_INTENSITY_OUT_OF_RANGE",
-    "EXCEEDS_CAPACITY",
-    "EXCEEDS_METERED",
-    "INTERVAL_EMPTY",
-    "INTERVAL_MISALIGNED",
-    "INTERVAL_OVERLAP",
-    "INTERVAL_TOO_LONG",
-    "OK",
-    "RENEWABLE_SHARE_OUT_OF_RANGE",
-    "RULE_NAMES",
-    "SERIAL_OVERLAP",
-    "SERIAL_RANGE_INVALID",
-    "SOURCE_INVALID",
-    "TECHNOLOGY_INVALID",
-    "validate",
-]
+__all__ = ["validate"]
 
 
 def _record_code(
@@ -104,7 +87,9 @@ def _serial_overlaps(valid: list[int], ss: list[int], se: list[int]) -> set[int]
     return hit
 
 
-def _interval_overlaps(valid: list[int], dev: list[int], ist: list[int], ien: list[int]) -> set[int]:
+def _interval_overlaps(
+    valid: list[int], dev: list[int], ist: list[int], ien: list[int]
+) -> set[int]:
     """Rule 10: records whose interval intersects a different interval of the same device."""
     by_device: dict[int, dict[tuple[int, int], list[int]]] = defaultdict(lambda: defaultdict(list))
     for i in valid:
