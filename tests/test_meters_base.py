@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from eap.node.errors import InvalidArgument
 from eap.node.meters import (
     CsvMeterSource,

@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eap.node.errors import InvalidArgument
 from eap.node.meters import (
     CSV_COLUMNS,
@@ -19,8 +22,6 @@ from eap.node.meters import (
     ReadOptions,
     parse_timestamp,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 HEADER = ",".join(CSV_COLUMNS)

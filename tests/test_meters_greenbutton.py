@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from eap.node.errors import InvalidArgument
 from eap.node.meters import (
     CsvMeterSource,

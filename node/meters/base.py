@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+
 from eap.node.errors import FieldViolation, InvalidArgument
 
 #: Longest interval a reading may cover (DESIGN §3: interval ≤ 1 h).

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+
 from eap.node.errors import FieldViolation, InvalidArgument
 from eap.node.meters.base import (
     MAX_INTERVAL_S,
@@ -183,7 +184,7 @@ class CsvMeterSource:
         if cols.meter.size == 0 and notes:
             raise InvalidArgument(
                 f"no usable readings in meter CSV {p.name}",
-                [FieldViolation(s.where, f"{s.count} notes: {s.reason}") for s in notes],
+                [FieldViolation(s.where, f"{s.reason} ({s.count})") for s in notes],
             )
         # Keep only the meters that have readings, in order of first appearance.
         used, inverse = np.unique(cols.meter, return_inverse=True)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from eap.node.errors import FieldViolation, InvalidArgument
 from eap.node.meters.base import (
     MAX_INTERVAL_S,
