@@ -87,6 +87,12 @@ def test_walkthrough(home: Path, meter_csv: Path):
     st = js(home, "status")
     assert st["wh_retired"] == 20 and st["wh_active"] + 20 == st["wh_issued"] == imp["wh"]
     assert len(js(home, "claims")) == 1
+    rest = moved["remainder"]["id"]
+    js(home, "trade", rest, "--to", buyer, "--wh", "5", "--price-minor", "250", "--currency", "EUR")
+    netted = js(home, "net")
+    assert netted["instructions"] == [
+        {"payer": buyer, "payee": owner, "currency": "EUR", "amount_minor": 250}
+    ]
     assert {a["id"] for a in js(home, "accounts")} == {owner, buyer}
     table = run(home, "bundles", "--limit", "3").stdout
     assert "medellin.example/" in table

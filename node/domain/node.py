@@ -41,6 +41,7 @@ from eap.node.domain.models import (
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
     ACCOUNT_RE,
+    CURRENCY_RE,
     LOCAL_REF_RE,
     MAX_CAPACITY_W,
     MAX_CARBON_MG,
@@ -771,16 +772,37 @@ class Node:
         wh: int = 0,
         request_id: str,
         principal: Principal | None = None,
+        price_minor: int = 0,
+        currency: str = "",
     ) -> TransferResult:
-        """Move a bundle, or ``wh`` of it (a split), to another account on this node."""
+        """Move a bundle, or ``wh`` of it (a split), to another account on this node.
+
+        With ``price_minor`` (integer minor units of ``currency``) the transfer is a trade: the
+        receiver owes the sender that amount, recorded as an obligation in the same
+        transaction and netted per period (:mod:`eap.node.domain.settlement`).
+        """
         principal = principal or Principal.operator()
         check = Checker()
         check.text(to_account, "to_account", max_len=64, pattern=ACCOUNT_RE, hint="an acct_ id")
         check.int_range(wh, "wh", 0, 2**62, "Wh")
+        check.int_range(price_minor, "price_minor", 0, 2**62, "minor units")
+        if price_minor or currency:
+            check.require(price_minor > 0, "price_minor", "a trade needs a positive price")
+            check.text(
+                currency,
+                "currency",
+                min_len=3,
+                max_len=3,
+                pattern=CURRENCY_RE,
+                hint="an ISO 4217 code such as EUR",
+            )
         check.done()
+
+        sellers: list[str] = []
 
         def op(conn: Connection) -> TransferResult:
             bundle, version = self._spendable(conn, bundle_ref, principal, wh)
+            sellers.append(bundle.owner)
             if repos.get_account(conn, to_account) is None:
                 raise NotFound(f"no account {to_account}", [_fv("to_account", "unknown account")])
             if to_account == bundle.owner:
@@ -800,14 +822,34 @@ class Node:
             self._journal(conn, "transfer", moved.id, bundle.owner, to_account, amount, request_id)
             return TransferResult(moved, rest)
 
+        def trade(conn: Connection) -> TransferResult:
+            result = op(conn)
+            if price_minor:
+                repos.insert_obligation(
+                    conn,
+                    period=_period(now_ms()),
+                    payer=to_account,
+                    payee=sellers[-1],
+                    amount_minor=price_minor,
+                    currency=currency,
+                    bundle_id=result.transferred.id,
+                    wh=result.transferred.wh,
+                    request_id=request_id,
+                    created_at_ms=now_ms(),
+                )
+            return result
+
+        payload = {"bundle": bundle_ref, "to": to_account, "wh": wh}
+        if price_minor:
+            payload["price"] = [price_minor, currency]
         return idempotency.run(
             self.store,
             request_id=request_id,
             operation="transfer",
             principal=principal,
-            payload={"bundle": bundle_ref, "to": to_account, "wh": wh},
+            payload=payload,
             result_type=TransferResult,
-            fn=op,
+            fn=trade,
         )
 
     def retire(
@@ -1055,6 +1097,11 @@ _RENEWABLE = {
     Source.MARINE,
     Source.BIOMASS,
 }
+
+
+def _period(at_ms: int) -> str:
+    """Settlement period of an event: its UTC day."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at_ms / 1000))
 
 
 def _token_hash(token: str) -> str:

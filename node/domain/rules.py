@@ -18,6 +18,7 @@ NODE_ID_RE = re.compile(
 ZONE_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,8}){0,3}$")
 ACCOUNT_RE = re.compile(r"^acct_[a-z2-7]{26}$")
 REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 LOCAL_REF_RE = re.compile(r"^[\w.:-]{1,64}$")
 
 MAX_CAPACITY_W = 10**12  # 1 TW: larger is not a device

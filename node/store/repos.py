@@ -337,6 +337,23 @@ def audit(conn: Connection, **values) -> None:
     conn.execute(insert(t.audit_log).values(**values))
 
 
+# -- obligations ------------------------------------------------------------------------------
+
+
+def insert_obligation(conn: Connection, **values) -> None:
+    conn.execute(insert(t.obligations).values(**values))
+
+
+def obligations(conn: Connection, period: str | None, currency: str | None):
+    c = t.obligations.c
+    q = select(t.obligations)
+    if period:
+        q = q.where(c.period == period)
+    if currency:
+        q = q.where(c.currency == currency)
+    return conn.execute(q.order_by(c.id)).all()
+
+
 # -- idempotency -------------------------------------------------------------------------------
 
 

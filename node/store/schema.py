@@ -318,3 +318,24 @@ transfer_inbox = Table(
     Column("response", LargeBinary, nullable=False),
     Column("received_at_ms", BigInteger, nullable=False),
 )
+
+#: Payment obligations from priced trades (a transfer paired with a price), netted per period.
+obligations = Table(
+    "obligations",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    #: Settlement period, the UTC day of the trade ("YYYY-MM-DD").
+    Column("period", String(10), nullable=False),
+    Column("payer", String(200), nullable=False),
+    Column("payee", String(200), nullable=False),
+    #: Integer minor units of ``currency`` (cents), > 0.
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("bundle_id", String(200), nullable=False),
+    Column("wh", BigInteger, nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Index("ix_obligations_period", "period", "currency"),
+)
