@@ -547,6 +547,64 @@ def claims(beneficiary, home, as_json) -> None:
     _emit([c.to_dict() for c in items], as_json, table)
 
 
+# -- trades and netting ----------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--to", "to_account", required=True, help="Buyer account id (on this node).")
+@click.option("--wh", type=int, default=0, help="Wh sold (default: the whole bundle).")
+@click.option(
+    "--price-minor",
+    type=int,
+    required=True,
+    help="Total price in integer minor units of --currency (e.g. cents).",
+)
+@click.option("--currency", required=True, help="ISO 4217 code, e.g. EUR, COP.")
+@_request_option
+@_home_option
+@_json_option
+def trade(bundle, to_account, wh, price_minor, currency, request_id, home, as_json) -> None:
+    """Sell BUNDLE (or --wh of it): a transfer plus the buyer's payment obligation."""
+    res = _open(home).transfer(
+        bundle,
+        to_account=to_account,
+        wh=wh,
+        price_minor=price_minor,
+        currency=currency,
+        request_id=_rid(request_id),
+    )
+    _emit(
+        res.to_dict(),
+        as_json,
+        text=f"sold {res.transferred.id} ({res.transferred.wh:,} Wh) to {to_account} "
+        f"for {price_minor:,} {currency} minor units",
+    )
+
+
+@main.command()
+@click.option("--period", default="", help="Settlement period YYYY-MM-DD (default: all).")
+@click.option("--currency", default="", help="Only this currency.")
+@_home_option
+@_json_option
+def net(period, currency, home, as_json) -> None:
+    """Net the period's payment obligations: positions, bilateral nets, settlement payments."""
+    from eap.node.domain.settlement import net as net_obligations
+
+    res = net_obligations(_open(home).store, period, currency)
+    table = Table(
+        "payer",
+        "payee",
+        "currency",
+        "amount (minor)",
+        title=f"settlement instructions, period {res.period}: {res.obligations} "
+        f"obligations, efficiency " + ", ".join(f"{c} {e:.1%}" for c, e in res.efficiency.items()),
+    )
+    for p in res.instructions:
+        table.add_row(p.payer, p.payee, p.currency, f"{p.amount_minor:,}")
+    _emit(res.to_dict(), as_json, table)
+
+
 # -- keys --------------------------------------------------------------------------------------
 
 
@@ -632,59 +690,40 @@ def _all_pages(fetch, limit: int = 0) -> list:
 @main.command()
 @click.option(
     "--workdir",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Keep the node homes here (default: a temporary folder, removed afterwards).",
+    help="New or empty folder for the CA, node homes and logs, kept afterwards "
+    "(default: a temporary folder, removed afterwards).",
 )
+@click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic day.")
+@click.option("--day", default="2025-06-21", show_default=True, help="The simulated day (UTC).")
 @_json_option
-def demo(workdir, seed, as_json) -> None:
-    """Simulate a day of city nodes: issuance, trades and hourly claims, with a summary."""
-    from rich.progress import Progress
+def demo(workdir, keep, seed, day, as_json) -> None:
+    """Three city nodes as separate processes federating through a simulated day.
 
-    from eap.node.demo import run_demo
+    Medellín, Barcelona and Amsterdam each run `eap-node serve` on loopback (own SQLite, TLS
+    from a demo CA, mutual trust).  Driven through each node's gRPC API: real Green Button
+    consumption, synthetic solar and wind issued as signed batches, sync between nodes,
+    local and cross-border trades (exactly-once transfers), hourly claims.  Ends with a
+    summary per node and a federation-wide conservation check (exit 1 if it fails).
+    """
+    from eap.node.demo_report import run_with_progress
 
-    if as_json:
-        reports = run_demo(workdir, seed=seed, keep=workdir is not None)
-    else:
-        with Progress(console=err_console, transient=True) as bar:
-            task = bar.add_task("demo", total=None)
-            reports = run_demo(
-                workdir,
-                seed=seed,
-                keep=workdir is not None,
-                progress=lambda n, what: bar.update(task, description=f"{n}: {what}"),
-            )
-    data = [dict(r.__dict__, cfe_score=round(r.cfe_score, 4)) for r in reports]
-    table = Table(
-        "node",
-        "consumed Wh",
-        "issued Wh",
-        "traded Wh",
-        "claimed Wh",
-        "active Wh",
-        "exported Wh",
-        "imported Wh",
-        "24/7 CFE",
-        "conserved",
-        title="simulated day",
+    report = run_with_progress(
+        workdir=workdir, keep=keep, seed=seed, day=day, as_json=as_json, console=err_console
     )
-    for r in reports:
-        table.add_row(
-            r.node_id,
-            f"{r.wh_consumed:,}",
-            f"{r.wh_issued:,}",
-            f"{r.wh_transferred:,}",
-            f"{r.wh_claimed:,}",
-            f"{r.wh_active:,}",
-            f"{r.wh_exported:,}",
-            f"{r.wh_imported:,}",
-            f"{r.cfe_score:.1%}",
-            "yes" if r.conserved else "[red]NO[/red]",
+    if as_json:
+        _emit(report.to_dict(), True)
+    else:
+        from eap.node.demo_report import render
+
+        render(report, console)
+    if not report.ok:
+        err_console.print(
+            "[red]demo check failed:[/red] "
+            + ("conservation broken" if not report.conserved else "see the summary above")
         )
-    _emit(data, as_json, table)
-    if not all(r.conserved for r in reports):
-        err_console.print("[red]conservation check failed[/red]")
         sys.exit(1)
 
 

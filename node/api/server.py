@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = node_api_pb2.DESCRIPTOR.services_by_name["NodeApi"].full_name
 
 
-def build_server(node: Node, listen: str, *, workers: int = 8) -> tuple[grpc.Server, int]:
-    """Create (not start) the server; returns it and the bound port (``listen`` may use :0)."""
+def build_server(
+    node: Node, listen: str, *, workers: int = 8, servicer: NodeApiServicer | None = None
+) -> tuple[grpc.Server, int]:
+    """Create (not start) the server; returns it and the bound port (``listen`` may use :0).
+
+    ``servicer`` defaults to a :class:`NodeApiServicer` of ``node`` without a transfer engine.
+    """
     limit = node.config.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eap-api"),
@@ -30,7 +35,7 @@ def build_server(node: Node, listen: str, *, workers: int = 8) -> tuple[grpc.Ser
             ("grpc.max_send_message_length", limit),
         ],
     )
-    node_api_pb2_grpc.add_NodeApiServicer_to_server(NodeApiServicer(node), server)
+    node_api_pb2_grpc.add_NodeApiServicer_to_server(servicer or NodeApiServicer(node), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -47,13 +52,17 @@ def build_server(node: Node, listen: str, *, workers: int = 8) -> tuple[grpc.Ser
 def serve_forever(node: Node, listen: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     address = listen or node.config.api_listen
-    server, port = build_server(node, address)
+    servicer = NodeApiServicer(node)
+    server, port = build_server(node, address, servicer=servicer)
+    from eap.node.federation.runtime import start_federation
+
+    # Federation first, so that the API serves cross-node transfers from its first call.
+    federation = start_federation(node)  # None when the home has no TLS material
+    if federation is not None:
+        servicer.transfers = federation.transfers
     server.start()
     host = address.rsplit(":", 1)[0]
     print(f"eap-node {node.node_id} serving eap.v1.NodeApi on {host}:{port}", flush=True)
-    from eap.node.federation.runtime import start_federation
-
-    federation = start_federation(node)  # None when the home has no TLS material
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import grpc
 
@@ -12,11 +13,20 @@ from eap.node.api.status import abort_with
 from eap.node.domain.enums import Purpose
 from eap.node.domain.models import Principal
 from eap.node.domain.node import Node
-from eap.node.errors import EapError, Unauthenticated
+from eap.node.errors import EapError, FailedPrecondition, Unauthenticated
+from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+#: Source-side transfer states (``eap.node.federation.transfers``) on the wire.
+_TRANSFER_STATES = {
+    "preparing": fed.TRANSFER_STATE_PREPARING,
+    "prepared": fed.TRANSFER_STATE_PREPARED,
+    "committed": fed.TRANSFER_STATE_COMMITTED,
+    "aborted": fed.TRANSFER_STATE_ABORTED,
+}
 
 
 def _rpc(method):
@@ -37,8 +47,12 @@ def _rpc(method):
 
 
 class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, transfers: Any = None) -> None:
         self.node = node
+        #: The cross-node transfer engine (``eap.node.federation.transfers.Transfers``) of the
+        #: running federation; ``eap-node serve`` sets it.  Without it, a ``TransferBundle`` to
+        #: ``NODE_ID/ACCOUNT`` fails with FAILED_PRECONDITION.
+        self.transfers = transfers
 
     def authenticate(self, context: grpc.ServicerContext) -> Principal:
         meta = dict(context.invocation_metadata() or ())
@@ -167,6 +181,8 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
     @_rpc
     def TransferBundle(self, request, context, principal):
+        if "/" in request.to_account:
+            return self._transfer_out(request, context, principal)
         res = self.node.transfer(
             request.bundle_id,
             to_account=request.to_account,
@@ -177,6 +193,40 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         out = api.TransferBundleResponse(transferred=convert.bundle(res.transferred))
         if res.remainder:
             out.remainder.CopyFrom(convert.bundle(res.remainder))
+        return out
+
+    def _transfer_out(self, request, context, principal):
+        """``to_account`` = ``NODE_ID/ACCOUNT``: an exactly-once transfer to a peer node."""
+        if self.transfers is None:
+            raise FailedPrecondition(
+                "cross-node transfers need the federation of `eap-node serve` "
+                "(TLS material in the node home)"
+            )
+        wait_s = None
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer before the caller's deadline
+            wait_s = max(0.0, min(self.transfers.settings.inline_wait_s, remaining - 0.5))
+        first, rec = self.transfers.send(
+            request.bundle_id,
+            to=request.to_account,
+            wh=request.wh,
+            request_id=request.request_id,
+            principal=principal,
+            wait_s=wait_s,
+        )
+        out = api.TransferBundleResponse(
+            transferred=convert.bundle(first.exported),
+            transfer=api.CrossNodeTransfer(
+                id=rec.id,
+                to=f"{rec.peer}/{rec.to_account}",
+                wh=rec.wh,
+                state=_TRANSFER_STATES[rec.state],
+                settled=rec.settled,
+                reason=rec.reason or rec.last_error or "",
+            ),
+        )
+        if first.remainder:
+            out.remainder.CopyFrom(convert.bundle(first.remainder))
         return out
 
     @_rpc

@@ -669,14 +669,14 @@ class Transfers:
         for _ in range(3):
             try:
                 with self.store.transaction() as conn:
-                    stored = tr.inbox_get(conn, tid, PREPARE)
-                    if stored is not None:
-                        return fed.TransferStatus.FromString(stored)
                     rec = tr.get_transfer(conn, tid, lock=True)
                     now = self.now_ms()
-                    if rec is not None:  # an ABORT overtook this PREPARE
+                    if rec is not None:
                         _require_party(rec, origin, IN)
-                        reply = _status(rec)
+                        stored = tr.inbox_get(conn, tid, PREPARE)
+                        if stored is not None:  # a replay: the first answer again
+                            return fed.TransferStatus.FromString(stored)
+                        reply = _status(rec)  # an ABORT overtook this PREPARE
                     else:
                         reply = self._prepare_new(conn, origin, msg, now)
                     tr.inbox_put(conn, transfer_id=tid, kind=PREPARE, origin=origin,
@@ -769,10 +769,11 @@ class Transfers:
         for _ in range(3):
             try:
                 with tr.lazy_transaction(self.store) as conn:
-                    stored = tr.inbox_get(conn, tid, kind)
-                    if stored is not None:
-                        return fed.TransferStatus.FromString(stored)
                     rec = tr.get_transfer(conn, tid, lock=True)
+                    if rec is not None and rec.state != PREPARED:
+                        stored = tr.inbox_get(conn, tid, kind)
+                        if stored is not None:  # a replay: the first answer again
+                            return fed.TransferStatus.FromString(stored)
                     now = self.now_ms()
                     if rec is None and kind == COMMIT:
                         log.error("transfer %s: COMMIT from %s for an unknown transfer", tid,
@@ -808,7 +809,7 @@ class Transfers:
         if rec.state == PREPARED:
             now = self.now_ms()
             if decision == COMMITTED:
-                bundle = Bundle.from_dict(json.loads(rec.bundle_data))
+                bundle = Bundle(**json.loads(rec.bundle_data))  # plain JSON fields
                 self._materialise(conn, bundle)
                 self.node._journal(conn, "import", bundle.id, rec.peer, rec.to_account,
                                    bundle.wh, rec.id[:128])

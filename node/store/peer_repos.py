@@ -135,9 +135,9 @@ _BE = {"q": ">i8", "i": ">i4", "h": ">i2"}
 _WIDTH = {"q": 8, "i": 4, "h": 2}
 #: Column order of the binary ``COPY``: fixed-width columns first, then the text columns, so a
 #: row is a fixed-layout prefix plus one "string section" (see :func:`pgcopy_binary`).
-COPY_ORDER: tuple[tuple[str, str], ...] = (
-    tuple(c for c in PEER_RECORD_COLUMNS if c[1] != "s")
-    + tuple(c for c in PEER_RECORD_COLUMNS if c[1] == "s"))
+COPY_ORDER: tuple[tuple[str, str], ...] = tuple(
+    c for c in PEER_RECORD_COLUMNS if c[1] != "s"
+) + tuple(c for c in PEER_RECORD_COLUMNS if c[1] == "s")
 _PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
@@ -190,9 +190,12 @@ def write_peer_records(conn: Connection, prepared: PreparedRows) -> int:
         if not prepared.copy_data:
             raise ValueError("rows prepared for another database")
         names = ", ".join(name for name, _ in COPY_ORDER)
-        with raw.cursor() as cur, cur.copy(
-            f"COPY {t.peer_records.name} ({names}) FROM STDIN WITH (FORMAT binary)"
-        ) as copy:
+        with (
+            raw.cursor() as cur,
+            cur.copy(
+                f"COPY {t.peer_records.name} ({names}) FROM STDIN WITH (FORMAT binary)"
+            ) as copy,
+        ):
             copy.write(prepared.copy_data)
         return prepared.n
     if prepared.rows is None:
@@ -201,8 +204,9 @@ def write_peer_records(conn: Connection, prepared: PreparedRows) -> int:
     marks = ", ".join("?" for _ in PEER_RECORD_COLUMNS)
     cur = raw.cursor()  # the DB-API cursor of this transaction's connection: no per-row layer
     try:
-        cur.executemany(f"INSERT INTO {t.peer_records.name} ({names}) VALUES ({marks})",
-                        prepared.rows)
+        cur.executemany(
+            f"INSERT INTO {t.peer_records.name} ({names}) VALUES ({marks})", prepared.rows
+        )
     finally:
         cur.close()
     return prepared.n
@@ -250,11 +254,11 @@ def pgcopy_binary(
     else:  # pragma: no cover - dictionaries too large for one int64 key
         combos, combo_of_row = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
     combo_of_row = combo_of_row.reshape(-1)
-    encoded = [[len(b).to_bytes(4, "big") + b for b in (v.encode("utf-8")
-                                                         for v in strings[name][1])]
-               for name in text]
-    sections = [b"".join([encoded[k][c] for k, c in enumerate(combo)])
-                for combo in combos.tolist()]
+    encoded = [
+        [len(b).to_bytes(4, "big") + b for b in (v.encode("utf-8") for v in strings[name][1])]
+        for name in text
+    ]
+    sections = [b"".join([encoded[k][c] for k, c in enumerate(combo)]) for combo in combos.tolist()]
     section_len = np.fromiter((len(x) for x in sections), np.int64, len(sections))
     layout = [("count", ">i2")]
     for name, kind in fixed:
@@ -265,8 +269,9 @@ def pgcopy_binary(
         in_class = np.flatnonzero(section_len == length)
         local = np.full(len(sections), -1, dtype=np.int64)
         local[in_class] = np.arange(len(in_class))
-        mat = np.frombuffer(b"".join(sections[i] for i in in_class.tolist()),
-                            dtype=np.uint8).reshape(len(in_class), length)
+        mat = np.frombuffer(
+            b"".join(sections[i] for i in in_class.tolist()), dtype=np.uint8
+        ).reshape(len(in_class), length)
         rows = np.flatnonzero(row_len == length)
         arr = np.empty(len(rows), dtype=np.dtype([*layout, ("text", np.uint8, (length,))]))
         arr["count"] = len(COPY_ORDER)

@@ -12,7 +12,17 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Row
 
 from eap.node.domain.enums import Status
@@ -47,6 +57,7 @@ def lazy_transaction(store: Store) -> Iterator[Connection]:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield conn
 
+
 _tr = t.transfers.c
 _ob = t.transfer_outbox.c
 _ib = t.transfer_inbox.c
@@ -55,27 +66,44 @@ _ib = t.transfer_inbox.c
 # -- transfer log ------------------------------------------------------------------------------
 
 
+# Statements of the hot path are built once, with bind parameters: SQLAlchemy then skips
+# building and keying a new construct on every call (most of a transfer's CPU time).
+_INSERT_TRANSFER = t.transfers.insert()
+_GET_TRANSFER = select(t.transfers).where(_tr.id == bindparam("tid"))
+_GET_TRANSFER_LOCKED = _GET_TRANSFER.with_for_update()
+_STATE_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
 def insert_transfer(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(insert(t.transfers).values(**values))
+    conn.execute(_INSERT_TRANSFER, values)
 
 
 def get_transfer(conn: Connection, transfer_id: str, *, lock: bool = False) -> Row | None:
-    q = select(t.transfers).where(_tr.id == transfer_id)
-    if lock and conn.dialect.name == "postgresql":
-        q = q.with_for_update()
-    return conn.execute(q).first()
+    q = _GET_TRANSFER_LOCKED if lock and conn.dialect.name == "postgresql" else _GET_TRANSFER
+    return conn.execute(q, {"tid": transfer_id}).first()
+
+
+def _state_update(keys: tuple[str, ...], conditional: bool):
+    key = (*keys, "?" if conditional else "")
+    stmt = _STATE_UPDATES.get(key)
+    if stmt is None:
+        where = [_tr.id == bindparam("_tid")]
+        if conditional:
+            where.append(_tr.state == bindparam("_expect"))
+        stmt = update(t.transfers).where(*where).values({k: bindparam(k) for k in keys})
+        _STATE_UPDATES[key] = stmt
+    return stmt
 
 
 def set_transfer_state(conn: Connection, transfer_id: str, *, expect: str, **values) -> bool:
     """Conditional state change: succeeds only from state ``expect`` (one winner under races)."""
-    done = conn.execute(
-        update(t.transfers).where(_tr.id == transfer_id, _tr.state == expect).values(**values)
-    )
+    stmt = _state_update(tuple(sorted(values)), True)
+    done = conn.execute(stmt, {"_tid": transfer_id, "_expect": expect, **values})
     return done.rowcount == 1
 
 
 def update_transfer(conn: Connection, transfer_id: str, **values) -> None:
-    conn.execute(update(t.transfers).where(_tr.id == transfer_id).values(**values))
+    conn.execute(_state_update(tuple(sorted(values)), False), {"_tid": transfer_id, **values})
 
 
 def list_transfers(
@@ -120,20 +148,24 @@ def in_doubt_inbound(conn: Connection, state: str, now_ms: int, limit: int) -> S
     ).all()
 
 
-def overlapping(conn: Connection, issuer: str, start: int, end: int,
-                limit: int = 200) -> Sequence[Row]:
+def overlapping(
+    conn: Connection, issuer: str, start: int, end: int, limit: int = 200
+) -> Sequence[Row]:
     """``(id, serial_start, serial_end, status)`` of every bundle of ``issuer`` here that
     overlaps ``[start, end)``, whatever its status (ancestors, descendants, copies)."""
     c = t.bundles.c
     return conn.execute(
-        select(c.id, c.serial_start, c.serial_end, c.status).where(
-            c.issuer == issuer, c.serial_start < end, c.serial_end > start).limit(limit)
+        select(c.id, c.serial_start, c.serial_end, c.status)
+        .where(c.issuer == issuer, c.serial_start < end, c.serial_end > start)
+        .limit(limit)
     ).all()
 
 
 def account_exists(conn: Connection, account_id: str) -> bool:
-    return conn.execute(
-        select(t.accounts.c.id).where(t.accounts.c.id == account_id)).first() is not None
+    return (
+        conn.execute(select(t.accounts.c.id).where(t.accounts.c.id == account_id)).first()
+        is not None
+    )
 
 
 def importing(conn: Connection, issuer: str, start: int, end: int, state: str) -> Sequence[Row]:
@@ -183,22 +215,30 @@ def totals(conn: Connection) -> dict[str, int]:
 # -- outbox ------------------------------------------------------------------------------------
 
 
+_INSERT_OUTBOX = t.transfer_outbox.insert()
+_OUTBOX_UNACKED = (select(t.transfer_outbox)
+                   .where(_ob.transfer_id == bindparam("tid"), _ob.acked_at_ms.is_(None))
+                   .order_by(_ob.id))
+_OUTBOX_ACK = (update(t.transfer_outbox)
+               .where(_ob.id == bindparam("mid"), _ob.acked_at_ms.is_(None))
+               .values(acked_at_ms=bindparam("at"), last_error=bindparam("note")))
+_OUTBOX_RETRY = (update(t.transfer_outbox)
+                 .where(_ob.id == bindparam("mid"), _ob.acked_at_ms.is_(None))
+                 .values(attempts=bindparam("attempts"),
+                         next_attempt_at_ms=bindparam("next_at"), last_error=bindparam("error")))
+
+
 def outbox_put(conn: Connection, *, transfer_id: str, peer: str, kind: str, payload: bytes,
                now_ms: int, next_attempt_at_ms: int) -> int:
     """Queue a message; returns its id."""
-    done = conn.execute(insert(t.transfer_outbox).values(
-        transfer_id=transfer_id, peer=peer, kind=kind, payload=payload, attempts=0,
-        next_attempt_at_ms=next_attempt_at_ms, created_at_ms=now_ms,
-    ))
+    done = conn.execute(_INSERT_OUTBOX, {
+        "transfer_id": transfer_id, "peer": peer, "kind": kind, "payload": payload,
+        "attempts": 0, "next_attempt_at_ms": next_attempt_at_ms, "created_at_ms": now_ms})
     return int(done.inserted_primary_key[0])
 
 
 def outbox_unacked(conn: Connection, transfer_id: str) -> Sequence[Row]:
-    return conn.execute(
-        select(t.transfer_outbox)
-        .where(_ob.transfer_id == transfer_id, _ob.acked_at_ms.is_(None))
-        .order_by(_ob.id)
-    ).all()
+    return conn.execute(_OUTBOX_UNACKED, {"tid": transfer_id}).all()
 
 
 def outbox_claim_due(
@@ -222,22 +262,14 @@ def outbox_claim_due(
 
 
 def outbox_ack(conn: Connection, message_id: int, now_ms: int, note: str | None = None) -> bool:
-    done = conn.execute(
-        update(t.transfer_outbox)
-        .where(_ob.id == message_id, _ob.acked_at_ms.is_(None))
-        .values(acked_at_ms=now_ms, last_error=note)
-    )
+    done = conn.execute(_OUTBOX_ACK, {"mid": message_id, "at": now_ms, "note": note})
     return done.rowcount == 1
 
 
-def outbox_retry(
-    conn: Connection, message_id: int, *, attempts: int, next_attempt_at_ms: int, error: str
-) -> None:
-    conn.execute(
-        update(t.transfer_outbox)
-        .where(_ob.id == message_id, _ob.acked_at_ms.is_(None))
-        .values(attempts=attempts, next_attempt_at_ms=next_attempt_at_ms, last_error=error[:500])
-    )
+def outbox_retry(conn: Connection, message_id: int, *, attempts: int, next_attempt_at_ms: int,
+                 error: str) -> None:
+    conn.execute(_OUTBOX_RETRY, {"mid": message_id, "attempts": attempts,
+                                 "next_at": next_attempt_at_ms, "error": error[:500]})
 
 
 def outbox_backlog(conn: Connection) -> dict[str, int]:
@@ -255,7 +287,7 @@ def outbox_unacked_for(conn: Connection, transfer_ids: Sequence[str]) -> dict[st
     for i in range(0, len(ids), 500):
         rows = conn.execute(
             select(t.transfer_outbox)
-            .where(_ob.transfer_id.in_(ids[i:i + 500]), _ob.acked_at_ms.is_(None))
+            .where(_ob.transfer_id.in_(ids[i : i + 500]), _ob.acked_at_ms.is_(None))
             .order_by(_ob.id)
         ).all()
         for row in rows:
@@ -266,28 +298,22 @@ def outbox_unacked_for(conn: Connection, transfer_ids: Sequence[str]) -> dict[st
 # -- inbox -------------------------------------------------------------------------------------
 
 
+_INBOX_GET = select(_ib.response).where(_ib.transfer_id == bindparam("tid"),
+                                        _ib.kind == bindparam("kind"))
+_INBOX_PUT = t.transfer_inbox.insert()
+
+
 def inbox_get(conn: Connection, transfer_id: str, kind: str) -> bytes | None:
-    row = conn.execute(
-        select(_ib.response).where(_ib.transfer_id == transfer_id, _ib.kind == kind)
-    ).first()
+    row = conn.execute(_INBOX_GET, {"tid": transfer_id, "kind": kind}).first()
     return bytes(row[0]) if row else None
 
 
-def inbox_put(
-    conn: Connection, *, transfer_id: str, kind: str, origin: str, response: bytes, now_ms: int
-) -> None:
-    conn.execute(
-        insert(t.transfer_inbox).values(
-            transfer_id=transfer_id,
-            kind=kind,
-            origin=origin,
-            response=response,
-            received_at_ms=now_ms,
-        )
-    )
+def inbox_put(conn: Connection, *, transfer_id: str, kind: str, origin: str, response: bytes,
+              now_ms: int) -> None:
+    conn.execute(_INBOX_PUT, {"transfer_id": transfer_id, "kind": kind, "origin": origin,
+                              "response": response, "received_at_ms": now_ms})
 
 
-__all__ = [name for name in globals() if not name.startswith("_")]
 
 
 # -- conservation ------------------------------------------------------------------------------
@@ -315,3 +341,6 @@ def issued_ranges(conn: Connection, node_id: str) -> Sequence[Row]:
         .where(c.issuer == node_id, c.parent_id.is_(None), c.batch_seq.is_not(None))
         .order_by(c.serial_start)
     ).all()
+
+
+__all__ = [name for name in globals() if not name.startswith("_")]

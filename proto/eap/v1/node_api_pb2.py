@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from eap.v1 import federation_pb2 as eap_dot_v1_dot_federation__pb2
 from eap.v1 import types_pb2 as eap_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x61p/v1/node_api.proto\x12\x06\x65\x61p.v1\x1a\x12\x65\x61p/v1/types.proto\"\x12\n\x10GetStatusRequest\"\xc2\x02\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x05 \x01(\x03\x12\x10\n\x08\x61\x63\x63ounts\x18\x06 \x01(\x03\x12\x10\n\x08readings\x18\x07 \x01(\x03\x12\x16\n\x0e\x62undles_active\x18\x08 \x01(\x03\x12\x12\n\nwh_metered\x18\t \x01(\x03\x12\x11\n\twh_issued\x18\n \x01(\x03\x12\x11\n\twh_active\x18\x0b \x01(\x03\x12\x12\n\nwh_retired\x18\x0c \x01(\x03\x12\x13\n\x0bwh_exported\x18\r \x01(\x03\x12\x13\n\x0bwh_imported\x18\x0e \x01(\x03\x12\x14\n\x0c\x63ore_backend\x18\x0f \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x10 \x01(\t\"]\n\x14\x43reateAccountRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\x10\n\x08\x64isclose\x18\x04 \x01(\x08\"H\n\x15\x43reateAccountResponse\x12 \n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x0f.eap.v1.Account\x12\r\n\x05token\x18\x02 \x01(\t\"b\n\x13ListAccountsRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x14ListAccountsResponse\x12!\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x0f.eap.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x15RegisterDeviceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x0e.eap.v1.Device\x12(\n\x0b\x61ttestation\x18\x03 \x01(\x0b\x32\x13.eap.v1.Attestation\"a\n\x12ListDevicesRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x13ListDevicesResponse\x12\x1f\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x0e.eap.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"^\n\x15ImportReadingsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\"a\n\x16ImportReadingsResponse\x12\x10\n\x08readings\x18\x01 \x01(\x03\x12\n\n\x02wh\x18\x02 \x01(\x03\x12\x11\n\tunchanged\x18\x03 \x01(\x03\x12\x16\n\x0eunknown_meters\x18\x04 \x03(\t\"M\n\x13IssueRecordsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nsince_unix\x18\x03 \x01(\x03\"[\n\x14IssueRecordsResponse\x12\x0f\n\x07\x62undles\x18\x01 \x01(\x03\x12\n\n\x02wh\x18\x02 \x01(\x03\x12\x11\n\tbatch_seq\x18\x03 \x01(\x04\x12\x13\n\x0bmerkle_root\x18\x04 \x01(\x0c\"\xa6\x01\n\x12ListBundlesRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\r\n\x05owner\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.eap.v1.BundleStatus\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"U\n\x13ListBundlesResponse\x12%\n\x07\x62undles\x18\x01 \x03(\x0b\x32\x14.eap.v1.RecordBundle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x10GetBundleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x07purpose\x18\x02 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\"^\n\x15TransferBundleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\n\n\x02wh\x18\x04 \x01(\x03\"l\n\x16TransferBundleResponse\x12)\n\x0btransferred\x18\x01 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12\'\n\tremainder\x18\x02 \x01(\x0b\x32\x14.eap.v1.RecordBundle\"\xaf\x01\n\x13RetireBundleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\n\n\x02wh\x18\x03 \x01(\x03\x12\x13\n\x0b\x62\x65neficiary\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12%\n\x0b\x63onsumption\x18\x06 \x01(\x0b\x32\x10.eap.v1.Interval\x12\x18\n\x10\x63onsumption_zone\x18\x07 \x01(\t\"u\n\x11ListClaimsRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\x13\n\x0b\x62\x65neficiary\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"S\n\x12ListClaimsResponse\x12$\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x14.eap.v1.ClaimReceipt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x82\x01\n\x0bReadPurpose\x12\x1c\n\x18READ_PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17READ_PURPOSE_OPERATIONS\x10\x01\x12\x1d\n\x19READ_PURPOSE_TRANSPARENCY\x10\x02\x12\x19\n\x15READ_PURPOSE_HOLDINGS\x10\x03\x32\xe0\x06\n\x07NodeApi\x12\x39\n\tGetStatus\x12\x18.eap.v1.GetStatusRequest\x1a\x12.eap.v1.NodeStatus\x12L\n\rCreateAccount\x12\x1c.eap.v1.CreateAccountRequest\x1a\x1d.eap.v1.CreateAccountResponse\x12I\n\x0cListAccounts\x12\x1b.eap.v1.ListAccountsRequest\x1a\x1c.eap.v1.ListAccountsResponse\x12?\n\x0eRegisterDevice\x12\x1d.eap.v1.RegisterDeviceRequest\x1a\x0e.eap.v1.Device\x12\x46\n\x0bListDevices\x12\x1a.eap.v1.ListDevicesRequest\x1a\x1b.eap.v1.ListDevicesResponse\x12O\n\x0eImportReadings\x12\x1d.eap.v1.ImportReadingsRequest\x1a\x1e.eap.v1.ImportReadingsResponse\x12I\n\x0cIssueRecords\x12\x1b.eap.v1.IssueRecordsRequest\x1a\x1c.eap.v1.IssueRecordsResponse\x12\x46\n\x0bListBundles\x12\x1a.eap.v1.ListBundlesRequest\x1a\x1b.eap.v1.ListBundlesResponse\x12;\n\tGetBundle\x12\x18.eap.v1.GetBundleRequest\x1a\x14.eap.v1.RecordBundle\x12O\n\x0eTransferBundle\x12\x1d.eap.v1.TransferBundleRequest\x1a\x1e.eap.v1.TransferBundleResponse\x12\x41\n\x0cRetireBundle\x12\x1b.eap.v1.RetireBundleRequest\x1a\x14.eap.v1.ClaimReceipt\x12\x43\n\nListClaims\x12\x19.eap.v1.ListClaimsRequest\x1a\x1a.eap.v1.ListClaimsResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x61p/v1/node_api.proto\x12\x06\x65\x61p.v1\x1a\x17\x65\x61p/v1/federation.proto\x1a\x12\x65\x61p/v1/types.proto\"\x12\n\x10GetStatusRequest\"\xc2\x02\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x05 \x01(\x03\x12\x10\n\x08\x61\x63\x63ounts\x18\x06 \x01(\x03\x12\x10\n\x08readings\x18\x07 \x01(\x03\x12\x16\n\x0e\x62undles_active\x18\x08 \x01(\x03\x12\x12\n\nwh_metered\x18\t \x01(\x03\x12\x11\n\twh_issued\x18\n \x01(\x03\x12\x11\n\twh_active\x18\x0b \x01(\x03\x12\x12\n\nwh_retired\x18\x0c \x01(\x03\x12\x13\n\x0bwh_exported\x18\r \x01(\x03\x12\x13\n\x0bwh_imported\x18\x0e \x01(\x03\x12\x14\n\x0c\x63ore_backend\x18\x0f \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x10 \x01(\t\"]\n\x14\x43reateAccountRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\x10\n\x08\x64isclose\x18\x04 \x01(\x08\"H\n\x15\x43reateAccountResponse\x12 \n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x0f.eap.v1.Account\x12\r\n\x05token\x18\x02 \x01(\t\"b\n\x13ListAccountsRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x14ListAccountsResponse\x12!\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x0f.eap.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x15RegisterDeviceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x0e.eap.v1.Device\x12(\n\x0b\x61ttestation\x18\x03 \x01(\x0b\x32\x13.eap.v1.Attestation\"a\n\x12ListDevicesRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x13ListDevicesResponse\x12\x1f\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x0e.eap.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"^\n\x15ImportReadingsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\"a\n\x16ImportReadingsResponse\x12\x10\n\x08readings\x18\x01 \x01(\x03\x12\n\n\x02wh\x18\x02 \x01(\x03\x12\x11\n\tunchanged\x18\x03 \x01(\x03\x12\x16\n\x0eunknown_meters\x18\x04 \x03(\t\"M\n\x13IssueRecordsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nsince_unix\x18\x03 \x01(\x03\"[\n\x14IssueRecordsResponse\x12\x0f\n\x07\x62undles\x18\x01 \x01(\x03\x12\n\n\x02wh\x18\x02 \x01(\x03\x12\x11\n\tbatch_seq\x18\x03 \x01(\x04\x12\x13\n\x0bmerkle_root\x18\x04 \x01(\x0c\"\xa6\x01\n\x12ListBundlesRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\r\n\x05owner\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.eap.v1.BundleStatus\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"U\n\x13ListBundlesResponse\x12%\n\x07\x62undles\x18\x01 \x03(\x0b\x32\x14.eap.v1.RecordBundle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x10GetBundleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x07purpose\x18\x02 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\"^\n\x15TransferBundleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\n\n\x02wh\x18\x04 \x01(\x03\"\x99\x01\n\x16TransferBundleResponse\x12)\n\x0btransferred\x18\x01 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12\'\n\tremainder\x18\x02 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12+\n\x08transfer\x18\x03 \x01(\x0b\x32\x19.eap.v1.CrossNodeTransfer\"~\n\x11\x43rossNodeTransfer\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\x12\n\n\x02wh\x18\x03 \x01(\x03\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x0f\n\x07settled\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xaf\x01\n\x13RetireBundleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\n\n\x02wh\x18\x03 \x01(\x03\x12\x13\n\x0b\x62\x65neficiary\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12%\n\x0b\x63onsumption\x18\x06 \x01(\x0b\x32\x10.eap.v1.Interval\x12\x18\n\x10\x63onsumption_zone\x18\x07 \x01(\t\"u\n\x11ListClaimsRequest\x12$\n\x07purpose\x18\x01 \x01(\x0e\x32\x13.eap.v1.ReadPurpose\x12\x13\n\x0b\x62\x65neficiary\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"S\n\x12ListClaimsResponse\x12$\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x14.eap.v1.ClaimReceipt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x82\x01\n\x0bReadPurpose\x12\x1c\n\x18READ_PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17READ_PURPOSE_OPERATIONS\x10\x01\x12\x1d\n\x19READ_PURPOSE_TRANSPARENCY\x10\x02\x12\x19\n\x15READ_PURPOSE_HOLDINGS\x10\x03\x32\xe0\x06\n\x07NodeApi\x12\x39\n\tGetStatus\x12\x18.eap.v1.GetStatusRequest\x1a\x12.eap.v1.NodeStatus\x12L\n\rCreateAccount\x12\x1c.eap.v1.CreateAccountRequest\x1a\x1d.eap.v1.CreateAccountResponse\x12I\n\x0cListAccounts\x12\x1b.eap.v1.ListAccountsRequest\x1a\x1c.eap.v1.ListAccountsResponse\x12?\n\x0eRegisterDevice\x12\x1d.eap.v1.RegisterDeviceRequest\x1a\x0e.eap.v1.Device\x12\x46\n\x0bListDevices\x12\x1a.eap.v1.ListDevicesRequest\x1a\x1b.eap.v1.ListDevicesResponse\x12O\n\x0eImportReadings\x12\x1d.eap.v1.ImportReadingsRequest\x1a\x1e.eap.v1.ImportReadingsResponse\x12I\n\x0cIssueRecords\x12\x1b.eap.v1.IssueRecordsRequest\x1a\x1c.eap.v1.IssueRecordsResponse\x12\x46\n\x0bListBundles\x12\x1a.eap.v1.ListBundlesRequest\x1a\x1b.eap.v1.ListBundlesResponse\x12;\n\tGetBundle\x12\x18.eap.v1.GetBundleRequest\x1a\x14.eap.v1.RecordBundle\x12O\n\x0eTransferBundle\x12\x1d.eap.v1.TransferBundleRequest\x1a\x1e.eap.v1.TransferBundleResponse\x12\x41\n\x0cRetireBundle\x12\x1b.eap.v1.RetireBundleRequest\x1a\x14.eap.v1.ClaimReceipt\x12\x43\n\nListClaims\x12\x19.eap.v1.ListClaimsRequest\x1a\x1a.eap.v1.ListClaimsResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,50 +34,52 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eap.v1.node_api_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_READPURPOSE']._serialized_start=2332
-  _globals['_READPURPOSE']._serialized_end=2462
-  _globals['_GETSTATUSREQUEST']._serialized_start=53
-  _globals['_GETSTATUSREQUEST']._serialized_end=71
-  _globals['_NODESTATUS']._serialized_start=74
-  _globals['_NODESTATUS']._serialized_end=396
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=398
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=491
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=493
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=565
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=567
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=665
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=667
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=749
-  _globals['_REGISTERDEVICEREQUEST']._serialized_start=751
-  _globals['_REGISTERDEVICEREQUEST']._serialized_end=868
-  _globals['_LISTDEVICESREQUEST']._serialized_start=870
-  _globals['_LISTDEVICESREQUEST']._serialized_end=967
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=969
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=1048
-  _globals['_IMPORTREADINGSREQUEST']._serialized_start=1050
-  _globals['_IMPORTREADINGSREQUEST']._serialized_end=1144
-  _globals['_IMPORTREADINGSRESPONSE']._serialized_start=1146
-  _globals['_IMPORTREADINGSRESPONSE']._serialized_end=1243
-  _globals['_ISSUERECORDSREQUEST']._serialized_start=1245
-  _globals['_ISSUERECORDSREQUEST']._serialized_end=1322
-  _globals['_ISSUERECORDSRESPONSE']._serialized_start=1324
-  _globals['_ISSUERECORDSRESPONSE']._serialized_end=1415
-  _globals['_LISTBUNDLESREQUEST']._serialized_start=1418
-  _globals['_LISTBUNDLESREQUEST']._serialized_end=1584
-  _globals['_LISTBUNDLESRESPONSE']._serialized_start=1586
-  _globals['_LISTBUNDLESRESPONSE']._serialized_end=1671
-  _globals['_GETBUNDLEREQUEST']._serialized_start=1673
-  _globals['_GETBUNDLEREQUEST']._serialized_end=1741
-  _globals['_TRANSFERBUNDLEREQUEST']._serialized_start=1743
-  _globals['_TRANSFERBUNDLEREQUEST']._serialized_end=1837
-  _globals['_TRANSFERBUNDLERESPONSE']._serialized_start=1839
-  _globals['_TRANSFERBUNDLERESPONSE']._serialized_end=1947
-  _globals['_RETIREBUNDLEREQUEST']._serialized_start=1950
-  _globals['_RETIREBUNDLEREQUEST']._serialized_end=2125
-  _globals['_LISTCLAIMSREQUEST']._serialized_start=2127
-  _globals['_LISTCLAIMSREQUEST']._serialized_end=2244
-  _globals['_LISTCLAIMSRESPONSE']._serialized_start=2246
-  _globals['_LISTCLAIMSRESPONSE']._serialized_end=2329
-  _globals['_NODEAPI']._serialized_start=2465
-  _globals['_NODEAPI']._serialized_end=3329
+  _globals['_READPURPOSE']._serialized_start=2531
+  _globals['_READPURPOSE']._serialized_end=2661
+  _globals['_GETSTATUSREQUEST']._serialized_start=78
+  _globals['_GETSTATUSREQUEST']._serialized_end=96
+  _globals['_NODESTATUS']._serialized_start=99
+  _globals['_NODESTATUS']._serialized_end=421
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=423
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=516
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=518
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=590
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=592
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=690
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=692
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=774
+  _globals['_REGISTERDEVICEREQUEST']._serialized_start=776
+  _globals['_REGISTERDEVICEREQUEST']._serialized_end=893
+  _globals['_LISTDEVICESREQUEST']._serialized_start=895
+  _globals['_LISTDEVICESREQUEST']._serialized_end=992
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=994
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1073
+  _globals['_IMPORTREADINGSREQUEST']._serialized_start=1075
+  _globals['_IMPORTREADINGSREQUEST']._serialized_end=1169
+  _globals['_IMPORTREADINGSRESPONSE']._serialized_start=1171
+  _globals['_IMPORTREADINGSRESPONSE']._serialized_end=1268
+  _globals['_ISSUERECORDSREQUEST']._serialized_start=1270
+  _globals['_ISSUERECORDSREQUEST']._serialized_end=1347
+  _globals['_ISSUERECORDSRESPONSE']._serialized_start=1349
+  _globals['_ISSUERECORDSRESPONSE']._serialized_end=1440
+  _globals['_LISTBUNDLESREQUEST']._serialized_start=1443
+  _globals['_LISTBUNDLESREQUEST']._serialized_end=1609
+  _globals['_LISTBUNDLESRESPONSE']._serialized_start=1611
+  _globals['_LISTBUNDLESRESPONSE']._serialized_end=1696
+  _globals['_GETBUNDLEREQUEST']._serialized_start=1698
+  _globals['_GETBUNDLEREQUEST']._serialized_end=1766
+  _globals['_TRANSFERBUNDLEREQUEST']._serialized_start=1768
+  _globals['_TRANSFERBUNDLEREQUEST']._serialized_end=1862
+  _globals['_TRANSFERBUNDLERESPONSE']._serialized_start=1865
+  _globals['_TRANSFERBUNDLERESPONSE']._serialized_end=2018
+  _globals['_CROSSNODETRANSFER']._serialized_start=2020
+  _globals['_CROSSNODETRANSFER']._serialized_end=2146
+  _globals['_RETIREBUNDLEREQUEST']._serialized_start=2149
+  _globals['_RETIREBUNDLEREQUEST']._serialized_end=2324
+  _globals['_LISTCLAIMSREQUEST']._serialized_start=2326
+  _globals['_LISTCLAIMSREQUEST']._serialized_end=2443
+  _globals['_LISTCLAIMSRESPONSE']._serialized_start=2445
+  _globals['_LISTCLAIMSRESPONSE']._serialized_end=2528
+  _globals['_NODEAPI']._serialized_start=2664
+  _globals['_NODEAPI']._serialized_end=3528
 # @@protoc_insertion_point(module_scope)

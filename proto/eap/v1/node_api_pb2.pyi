@@ -1,3 +1,4 @@
+from eap.v1 import federation_pb2 as _federation_pb2
 from eap.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -216,12 +217,30 @@ class TransferBundleRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., to_account: _Optional[str] = ..., wh: _Optional[int] = ...) -> None: ...
 
 class TransferBundleResponse(_message.Message):
-    __slots__ = ("transferred", "remainder")
+    __slots__ = ("transferred", "remainder", "transfer")
     TRANSFERRED_FIELD_NUMBER: _ClassVar[int]
     REMAINDER_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
     transferred: _types_pb2.RecordBundle
     remainder: _types_pb2.RecordBundle
-    def __init__(self, transferred: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., remainder: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ...) -> None: ...
+    transfer: CrossNodeTransfer
+    def __init__(self, transferred: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., remainder: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., transfer: _Optional[_Union[CrossNodeTransfer, _Mapping]] = ...) -> None: ...
+
+class CrossNodeTransfer(_message.Message):
+    __slots__ = ("id", "to", "wh", "state", "settled", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    to: str
+    wh: int
+    state: _federation_pb2.TransferState
+    settled: bool
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., to: _Optional[str] = ..., wh: _Optional[int] = ..., state: _Optional[_Union[_federation_pb2.TransferState, str]] = ..., settled: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RetireBundleRequest(_message.Message):
     __slots__ = ("request_id", "bundle_id", "wh", "beneficiary", "purpose", "consumption", "consumption_zone")

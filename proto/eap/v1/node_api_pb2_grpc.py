@@ -160,7 +160,8 @@ class NodeApiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TransferBundle(self, request, context):
-        """Moves a whole bundle, or `wh` of it (a split), to another account on this node.
+        """Moves a whole bundle, or `wh` of it (a split), to another account on this node, or, when
+        `to_account` is "NODE_ID/ACCOUNT", to an account on a peer node (exactly once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

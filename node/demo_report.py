@@ -1,0 +1,224 @@
+"""How ``eap-node demo`` shows itself: progress on stderr while it runs, tables at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Column, Table
+
+from eap.node.demo import TOTAL_STEPS, DemoReport, run_demo
+
+_SPARK = " ▁▂▃▄▅▆▇█"
+_STYLE = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C while the demo runs, so its nodes are stopped in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_with_progress(
+    *, workdir: Path | None, keep: bool, seed: int, day: str, as_json: bool, console: Console
+) -> DemoReport:
+    """Run the demo showing progress on ``console`` (stderr): a live bar on a terminal, one
+    line per step otherwise.  Ctrl-C (or SIGTERM) stops every node, then exits 130."""
+    started = time.monotonic()
+    try:
+        with _sigterm_interrupts():
+            if console.is_terminal:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    SpinnerColumn,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=True,
+                ) as bar:
+                    task = bar.add_task("eap-node demo", total=TOTAL_STEPS)
+                    first = [True]
+
+                    def step(what: str) -> None:
+                        if not first[0]:
+                            bar.advance(task)
+                        first[0] = False
+                        bar.update(task, description=what)
+
+                    report = run_demo(workdir, seed=seed, day=day, keep=keep, progress=step)
+            else:
+
+                def step(what: str) -> None:
+                    console.print(
+                        f"[{time.monotonic() - started:5.1f}s] {what}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+
+                report = run_demo(workdir, seed=seed, day=day, keep=keep, progress=step)
+    except KeyboardInterrupt:
+        console.print("interrupted: every node process was stopped")
+        sys.exit(130)
+    return report
+
+
+def _spark(values: list[float]) -> str:
+    return "".join(_SPARK[min(len(_SPARK) - 1, round(v * (len(_SPARK) - 1)))] for v in values)
+
+
+def render(report: DemoReport, console: Console) -> None:
+    """The summary tables of a run, for people."""
+    nodes = report.nodes
+    total_x = sum(sum(n.transfers_out.get(k, 0) for k in ("whole", "partial")) for n in nodes)
+    console.print(
+        f"[bold]EAP federation demo[/bold] — simulated day {report.day} (UTC), three nodes as "
+        f"separate processes, {total_x} cross-border transfers, "
+        f"{sum(n.claims for n in nodes)} hourly claims, in {report.seconds:.1f} s",
+        highlight=False,
+    )
+    for n in nodes:
+        console.print(
+            f"  {n.city}: customer {n.consumer} (consumption from {n.consumption_source})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    table = Table(title="per node, Wh", title_justify="left", **_STYLE)
+    table.add_column("node", no_wrap=True)
+    for name in (
+        "consumed",
+        "issued",
+        "sold\nlocally",
+        "exported",
+        "imported",
+        "claimed\n(imported)",
+        "active",
+        "synced\nrecords",
+        "CFE",
+    ):
+        table.add_column(name, justify="right", no_wrap=True)
+    for n in nodes:
+        table.add_row(
+            f"{n.node_id}\n[dim]{n.city}, {n.zone}[/dim]",
+            f"{n.consumed_wh:,}",
+            f"{n.issued_wh:,}",
+            f"{n.local_traded_wh:,}",
+            f"{n.exported_wh:,}",
+            f"{n.imported_wh:,}",
+            f"{n.claimed_wh:,}\n[dim]({n.claimed_imported_wh:,})[/dim]",
+            f"{n.active_wh:,}",
+            f"{n.synced_records:,}",
+            f"{n.cfe_score:.0%}",
+        )
+    console.print()
+    console.print(table)
+    console.print()
+    console.print(
+        "hourly 24/7 match, share of each hour's consumption claimed (UTC 00 → 23):",
+        highlight=False,
+    )
+    for n in nodes:
+        console.print(
+            f"  {n.node_id:<18} [green]{_spark(n.hourly_cfe)}[/green]  {n.cfe_score:.1%}",
+            highlight=False,
+        )
+
+    flows = Table(
+        "from",
+        "to",
+        Column("transfers\nwhole / partial", justify="center"),
+        Column("Wh\nexported", justify="right"),
+        Column("Wh\nimported", justify="right"),
+        title="cross-border trades (exactly-once transfers)",
+        title_justify="left",
+        **_STYLE,
+    )
+    by_id = {n.node_id: n for n in nodes}
+    for n in nodes:
+        for peer, wh in sorted(n.exported_to.items()):
+            t = n.transfers_out
+            flows.add_row(
+                n.node_id,
+                peer,
+                f"{t.get('whole', 0)} / {t.get('partial', 0)}",
+                f"{wh:,}",
+                f"{by_id[peer].imported_from.get(n.node_id, 0):,}" if peer in by_id else "-",
+            )
+    console.print()
+    console.print(flows)
+
+    cons = report.conservation
+    check = Table(
+        "issuer",
+        Column("issued", justify="right"),
+        *[f"at {n.node_id.split('.')[0]}" for n in nodes],
+        Column("Σ held", justify="right"),
+        "",
+        title="conservation: where every issued Wh is",
+        title_justify="left",
+        **_STYLE,
+    )
+    for issuer, info in cons["issuers"].items():
+        cells = []
+        for n in nodes:
+            held = info["by_node"].get(n.node_id, {})
+            cells.append(
+                "\n".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(held.items())) or "-"
+            )
+        ok = info["issued_wh"] == info["held_wh"]
+        check.add_row(
+            issuer,
+            f"{info['issued_wh']:,}",
+            *cells,
+            f"{info['held_wh']:,}",
+            "[green]✓[/green]" if ok else "[red]✗[/red]",
+        )
+    console.print()
+    console.print(check)
+    console.print()
+    replays = report.replays
+    console.print(
+        f"replayed transfer requests: {replays['same_result']}/{replays['sent']} returned the "
+        "first result and moved nothing",
+        highlight=False,
+    )
+    if report.conserved:
+        console.print(
+            f"[green]{cons['verdict']}[/green]: every serial is live in exactly one "
+            "place or retired, and on every node issued + imported = active + retired "
+            "+ exported",
+            highlight=False,
+        )
+    else:
+        console.print(f"[red]NOT conserved:[/red] {cons['verdict']}", highlight=False)
+    if report.unsettled:
+        console.print(f"[red]unsettled transfers:[/red] {', '.join(report.unsettled[:5])}")
+    if report.workdir:
+        console.print(f"node homes, logs and descriptors kept in {report.workdir}", highlight=False)

@@ -1,0 +1,154 @@
+"""``eap-node demo``: three node processes over real sockets, checked from its JSON summary."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eap.node import demo
+from eap.node.config import NodeConfig
+from eap.node.meters import SAMPLE_GREENBUTTON
+
+CLI = [sys.executable, "-m", "eap.node"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One demo run, its workdir kept (``--workdir``) for inspection."""
+    workdir = tmp_path_factory.mktemp("demo") / "run"
+    proc = subprocess.run(
+        [*CLI, "demo", "--json", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return json.loads(proc.stdout), workdir, proc.stderr
+
+
+def test_three_nodes_conserve_every_wh(run):
+    data, _, _ = run
+    assert data["ok"] and data["conserved"] and not data["unsettled"]
+    cons = data["conservation"]
+    assert cons["ok"] and not cons["lost"] and cons["duplicated"] == 0 and cons["unknown"] == 0
+    nodes = {n["node_id"]: n for n in data["nodes"]}
+    assert set(nodes) == {"medellin.example", "barcelona.example", "amsterdam.example"}
+    for node_id, n in nodes.items():
+        info = cons["issuers"][node_id]
+        assert info["issued_wh"] == info["held_wh"] == n["issued_wh"] > 0
+        held = sum(sum(where.values()) for where in info["by_node"].values())
+        assert held == n["issued_wh"]
+        assert n["balanced"]
+        assert (
+            n["issued_wh"] + n["imported_wh"] == n["active_wh"] + n["retired_wh"] + n["exported_wh"]
+        )
+
+
+def test_exports_arrive_exactly_once(run):
+    data, _, _ = run
+    nodes = {n["node_id"]: n for n in data["nodes"]}
+    for node_id, n in nodes.items():
+        assert n["exported_wh"] == sum(n["exported_to"].values())
+        assert n["imported_wh"] == sum(n["imported_from"].values())
+        for peer, wh in n["exported_to"].items():
+            assert nodes[peer]["imported_from"][node_id] == wh > 0
+    assert (
+        sum(n["exported_wh"] for n in nodes.values())
+        == sum(n["imported_wh"] for n in nodes.values())
+        > 0
+    )
+    kinds = {k for n in nodes.values() for k, v in n["transfers_out"].items() if v}
+    assert {"whole", "partial"} <= kinds and "aborted" not in kinds
+    assert data["replays"]["sent"] == data["replays"]["same_result"] == 3
+
+
+def test_claims_match_consumption_hour_by_hour(run):
+    data, _, _ = run
+    for n in data["nodes"]:
+        assert len(n["hourly_claimed"]) == len(n["hourly_consumption"]) == 24
+        assert all(
+            c <= d for c, d in zip(n["hourly_claimed"], n["hourly_consumption"], strict=True)
+        )
+        assert 0 < n["claimed_wh"] <= n["consumed_wh"]
+        assert n["claimed_wh"] == n["retired_wh"] == sum(n["hourly_claimed"])
+        assert 0 < n["claimed_imported_wh"] <= n["imported_wh"]
+        assert 0 < n["cfe_score"] <= 1
+        assert n["consumer"].startswith("acct_")
+
+
+def test_every_node_synced_every_peer_batch(run):
+    data, _, _ = run
+    nodes = {n["node_id"]: n for n in data["nodes"]}
+    for node_id, n in nodes.items():
+        peers = set(nodes) - {node_id}
+        assert set(n["synced_from"]) == peers
+        for peer in peers:
+            got = n["synced_from"][peer]
+            assert got["records"] == nodes[peer]["issued_records"] > 0
+            assert got["batches"] == nodes[peer]["batches"] == 4
+            assert got["wh"] == nodes[peer]["issued_wh"]
+        assert n["synced_records"] == sum(nodes[p]["issued_records"] for p in peers)
+
+
+def test_nodes_were_separate_processes_and_are_stopped(run):
+    data, workdir, stderr = run
+    assert data["workdir"] == str(workdir)
+    assert "every transfer settled" in stderr  # progress went to stderr
+    for name in ("medellin", "barcelona", "amsterdam"):
+        home = workdir / name
+        log = (home / "serve.log").read_text()
+        assert "serving eap.v1.Federation (mutual TLS)" in log and "Traceback" not in log
+        cfg = NodeConfig.load(home)
+        port = int(cfg.api_listen.rsplit(":", 1)[1])
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    assert sorted(p.name for p in (workdir / "descriptors").iterdir()) == [
+        "amsterdam.example.json",
+        "barcelona.example.json",
+        "medellin.example.json",
+    ]
+
+
+def test_workdir_must_be_new_or_empty(tmp_path):
+    (tmp_path / "something").write_text("x")
+    proc = subprocess.run(
+        [*CLI, "demo", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 5 and "not empty" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_packaged_sample_stands_in_for_the_shared_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "SHARED_GREENBUTTON", tmp_path / "absent")
+    day = demo.parse_day(demo.DEFAULT_DAY)
+    plans = [demo.plan_city(c, day, 7) for c in demo.CITIES]
+    for p in plans:
+        assert p.consumption_source == SAMPLE_GREENBUTTON
+        assert len(p.demand) == 24 and min(p.demand) > 0
+        assert all(0 <= s <= p.capacity_w["solar"] for s in p.solar)
+        assert all(0 < w <= p.capacity_w["wind"] for w in p.wind)
+    # Same customer, replayed in each city's local time: Medellín is 7 hours behind Barcelona.
+    med, bcn = plans[0].demand, plans[1].demand
+    assert med == bcn[-7:] + bcn[:-7]
+
+
+def test_synthetic_sun_follows_the_cities():
+    day = demo.parse_day("2025-06-21")
+    med, bcn, ams = demo.CITIES
+    noon = {
+        c.node_id: max(
+            range(24), key=lambda h, c=c: demo.sun_height(c.lat, c.lon, day + 3600 * h + 1800)
+        )
+        for c in demo.CITIES
+    }
+    assert noon[bcn.node_id] in (11, 12) and noon[med.node_id] in (16, 17)
+    assert demo.sun_height(ams.lat, ams.lon, day + 23 * 3600) == 0.0
+    plan = demo.plan_city(bcn, day, 7)
+    assert plan == demo.plan_city(bcn, day, 7)  # seeded: the same day every run
+    assert Path(plan.consumption_source).suffix == ".xml"
