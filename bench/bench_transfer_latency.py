@@ -279,7 +279,7 @@ def _print(r: dict) -> None:
     kinds = [k for k in ("sqlite", "postgresql") if k in r]
     print(f"cross-node transfer latency on loopback, {r['n']} samples each "
           f"(target p50 < {r['target_p50_ms']:g} ms)")
-    print(f"{'':44}" + "".join(f"{k + ' p50':>14}{k + ' p99':>14}" for k in kinds))
+    print(f"{'':44}" + "".join(f"{k + ' p50':>17}{k + ' p99':>17}" for k in kinds))
     rows = [("signed RPC round trip (baseline)", lambda x: x["rpc"]),
             ("in-process transfer, whole (baseline)", lambda x: x["in_process_whole"]),
             ("in-process transfer, partial (baseline)", lambda x: x["in_process_partial"]),
@@ -287,13 +287,13 @@ def _print(r: dict) -> None:
             ("cross-node transfer, partial (split)", lambda x: x["partial"])]
     for label, get in rows:
         print(f"{label + ' (ms)':44}" + "".join(
-            f"{get(r[k])['p50_ms']:>14.2f}{get(r[k])['p99_ms']:>14.2f}" for k in kinds))
+            f"{get(r[k])['p50_ms']:>17.2f}{get(r[k])['p99_ms']:>17.2f}" for k in kinds))
     print(f"{'whole transfer p50 / signed RPC p50':44}"
-          + "".join(f"{r[k]['whole_vs_rpc']:>14.2f}{'':>14}" for k in kinds))
+          + "".join(f"{r[k]['whole_vs_rpc']:>17.2f}{'':>17}" for k in kinds))
     print(f"{'whole transfer p50 / in-process p50':44}"
-          + "".join(f"{r[k]['whole_vs_in_process']:>14.2f}{'':>14}" for k in kinds))
+          + "".join(f"{r[k]['whole_vs_in_process']:>17.2f}{'':>17}" for k in kinds))
     print(f"{'meets target':44}"
-          + "".join(f"{'yes' if r[k]['meets_target'] else 'NO':>14}{'':>14}" for k in kinds))
+          + "".join(f"{'yes' if r[k]['meets_target'] else 'NO':>17}{'':>17}" for k in kinds))
 
 
 if __name__ == "__main__":
