@@ -41,6 +41,16 @@ def _json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(f)
 
 
+def _purpose_option(f):
+    return click.option(
+        "--purpose",
+        default="operations",
+        show_default=True,
+        type=click.Choice(["operations", "transparency"]),
+        help="Read purpose: operations (all fields, audit-logged) or transparency (public ones).",
+    )(f)
+
+
 def _request_option(f):
     return click.option(
         "--request-id",
@@ -53,10 +63,16 @@ def _rid(value: str | None) -> str:
     return value or str(uuid.uuid4())
 
 
+_NODES: dict[Any, Any] = {}
+
+
 def _open(home: Path | None):
+    """The node of ``home``, opened once per process."""
     from eap.node.domain.node import Node
 
-    return Node.open(home or default_home())
+    if home not in _NODES:
+        _NODES[home] = Node.open(home or default_home())
+    return _NODES[home]
 
 
 def _emit(data: Any, as_json: bool, table: Table | None = None, text: str | None = None) -> None:
@@ -176,21 +192,13 @@ def account_create(label, identity, disclose, request_id, home, as_json) -> None
 
 
 @main.command()
-@click.option(
-    "--purpose",
-    default="operations",
-    show_default=True,
-    type=click.Choice(["operations", "transparency"]),
-    help="Read purpose.",
-)
+@_purpose_option
 @_home_option
 @_json_option
 def accounts(purpose, home, as_json) -> None:
     """List accounts with their live balance."""
     items = _all_pages(
-        lambda tok: _open_cached(home).list_accounts(
-            purpose=Purpose[purpose.upper()], page_token=tok
-        )
+        lambda tok: _open(home).list_accounts(purpose=Purpose[purpose.upper()], page_token=tok)
     )
     table = Table("id", "label", "identity", "balance Wh", title="accounts")
     for a in items:
@@ -249,21 +257,13 @@ def device_register(request_id, home, as_json, **fields) -> None:
 
 
 @main.command()
-@click.option(
-    "--purpose",
-    default="operations",
-    show_default=True,
-    type=click.Choice(["operations", "transparency"]),
-    help="Read purpose.",
-)
+@_purpose_option
 @_home_option
 @_json_option
 def devices(purpose, home, as_json) -> None:
     """List registered devices."""
     items = _all_pages(
-        lambda tok: _open_cached(home).list_devices(
-            purpose=Purpose[purpose.upper()], page_token=tok
-        )
+        lambda tok: _open(home).list_devices(purpose=Purpose[purpose.upper()], page_token=tok)
     )
     table = Table("id", "ref", "source", "capacity W", "zone", "cell", "owner", title="devices")
     for d in items:
@@ -505,14 +505,19 @@ def retire(
 )
 @click.option("--device", default="", help="Only bundles of this device (id or local ref).")
 @click.option("--limit", type=int, default=0, help="At most this many (default: all).")
+@_purpose_option
 @_home_option
 @_json_option
-def bundles(owner, status_, device, limit, home, as_json) -> None:
+def bundles(owner, status_, device, limit, purpose, home, as_json) -> None:
     """List record bundles."""
     st = int(Status.parse(status_, "--status")) if status_ else 0
     items = _all_pages(
-        lambda tok: _open_cached(home).list_bundles(
-            purpose=Purpose.OPERATIONS, owner=owner, status=st, device=device, page_token=tok
+        lambda tok: _open(home).list_bundles(
+            purpose=Purpose[purpose.upper()],
+            owner=owner,
+            status=st,
+            device=device,
+            page_token=tok,
         ),
         limit=limit,
     )
@@ -532,13 +537,14 @@ def bundles(owner, status_, device, limit, home, as_json) -> None:
 
 @main.command()
 @click.option("--beneficiary", default="", help="Only claims for this beneficiary.")
+@_purpose_option
 @_home_option
 @_json_option
-def claims(beneficiary, home, as_json) -> None:
+def claims(beneficiary, purpose, home, as_json) -> None:
     """List claim receipts."""
     items = _all_pages(
-        lambda tok: _open_cached(home).list_claims(
-            purpose=Purpose.OPERATIONS, beneficiary=beneficiary, page_token=tok
+        lambda tok: _open(home).list_claims(
+            purpose=Purpose[purpose.upper()], beneficiary=beneficiary, page_token=tok
         )
     )
     table = Table("claim", "bundle", "Wh", "beneficiary", "purpose", title="claims")
@@ -665,15 +671,6 @@ def serve(listen, home) -> None:
     from eap.node.api.server import serve_forever
 
     serve_forever(_open(home), listen=listen)
-
-
-_NODES: dict[Any, Any] = {}
-
-
-def _open_cached(home):
-    if home not in _NODES:
-        _NODES[home] = _open(home)
-    return _NODES[home]
 
 
 def _all_pages(fetch, limit: int = 0) -> list:
