@@ -16,6 +16,8 @@ from eap.node.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Newest migration revision; tests/test_store_migrations.py checks it is Alembic's head.
+SCHEMA_HEAD = "0004"
 
 
 def normalise_url(url: str) -> str:
@@ -73,8 +75,19 @@ class Store:
         """A connection for reads (on SQLite also a transaction, for a consistent snapshot)."""
         return self.transaction()
 
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None for an empty database)."""
+        from sqlalchemy import inspect, text
+
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent; cheap when already there)."""
+        if self.schema_revision() == SCHEMA_HEAD:
+            return
         from alembic import command
         from alembic.config import Config
 
