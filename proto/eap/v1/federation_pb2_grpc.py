@@ -27,7 +27,13 @@ if _version_not_supported:
 
 
 class FederationStub:
-    """Missing associated documentation comment in .proto file."""
+    """Node-to-node service, served on the federation port (`[federation] listen`) with mutual
+    TLS, beside grpc.health.v1 and server reflection. Every call is first authenticated: client
+    certificate from the federation CA (UNAUTHENTICATED), caller on the trust list
+    (PERMISSION_DENIED; a peer still `pending` may only call Hello: FAILED_PRECONDITION), and
+    the caller's rate limit (RESOURCE_EXHAUSTED with RetryInfo). Envelope answers are sealed
+    by the answering node to the caller.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -63,37 +69,53 @@ class FederationStub:
 
 
 class FederationServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Node-to-node service, served on the federation port (`[federation] listen`) with mutual
+    TLS, beside grpc.health.v1 and server reflection. Every call is first authenticated: client
+    certificate from the federation CA (UNAUTHENTICATED), caller on the trust list
+    (PERMISSION_DENIED; a peer still `pending` may only call Hello: FAILED_PRECONDITION), and
+    the caller's rate limit (RESOURCE_EXHAUSTED with RetryInfo). Envelope answers are sealed
+    by the answering node to the caller.
+    """
 
     def Hello(self, request, context):
-        """Version and capability negotiation; both sides learn each other's keys and limits.
+        """Version and capability negotiation. Payloads: HelloRequest in, HelloResponse out. Both
+        sides record the negotiated version and common capabilities and may refresh the other's
+        keys from its signed descriptor. No common version: FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PullBatches(self, request, context):
-        """Streams the issuer's signed record batches after `cursor` (a batch seq), oldest first.
+        """Streams the answering node's own signed record batches with seq > `cursor`, oldest first,
+        as the exact bytes stored at issuance. Not enveloped: authenticated by TLS; each batch is
+        signed by its issuer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PrepareTransfer(self, request, context):
-        """Two-phase cross-node transfer (presumed abort). Payloads: TransferPrepare, TransferDecision.
+        """Phase one of a cross-node transfer (presumed abort), called by the source on the
+        destination. Payloads: TransferPrepare in, TransferStatus (PREPARED, or ABORTED with a
+        reason) out. Idempotent by transfer id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DecideTransfer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Phase two, called by the source on the destination. Payloads: TransferDecision in,
+        TransferStatus out (the destination's state after applying it). Idempotent by transfer id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTransferStatus(self, request, context):
-        """Resolves an in-doubt transfer: the peer's durable view of it.
+        """Resolves an in-doubt transfer: the answering node's durable view of it, told only to the
+        transfer's other party. Payloads: TransferStatus (only `transfer_id` set) in,
+        TransferStatus out. Called by the destination on the source for a PREPARED import.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,7 +158,13 @@ def add_FederationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Federation:
-    """Missing associated documentation comment in .proto file."""
+    """Node-to-node service, served on the federation port (`[federation] listen`) with mutual
+    TLS, beside grpc.health.v1 and server reflection. Every call is first authenticated: client
+    certificate from the federation CA (UNAUTHENTICATED), caller on the trust list
+    (PERMISSION_DENIED; a peer still `pending` may only call Hello: FAILED_PRECONDITION), and
+    the caller's rate limit (RESOURCE_EXHAUSTED with RetryInfo). Envelope answers are sealed
+    by the answering node to the caller.
+    """
 
     @staticmethod
     def Hello(request,

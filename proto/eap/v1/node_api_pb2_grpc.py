@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class NodeApiStub:
-    """Missing associated documentation comment in .proto file."""
+    """The local API of one node, served on `[api] listen` (default 127.0.0.1:7443) beside
+    grpc.health.v1 and server reflection. Callers: the operator and account holders.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -98,84 +100,96 @@ class NodeApiStub:
 
 
 class NodeApiServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The local API of one node, served on `[api] listen` (default 127.0.0.1:7443) beside
+    grpc.health.v1 and server reflection. Callers: the operator and account holders.
+    """
 
     def GetStatus(self, request, context):
-        """Node identity, counters and health of the store.
+        """Node identity, counters and Wh totals by state. Any valid token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateAccount(self, request, context):
-        """Creates a pseudonymous account; returns its one-time bearer token.
+        """Creates a pseudonymous account; returns its one-time bearer token. Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAccounts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists accounts by id (an account token sees only its own account).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RegisterDevice(self, request, context):
-        """Registers a device after its attestation has been accepted.
+        """Registers a device after an attestation plugin accepted its attestation. Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDevices(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists devices by id (an account token sees only devices it owns); private fields only for
+        OPERATIONS.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ImportReadings(self, request, context):
-        """Imports meter readings from a file's content in a named format ("csv", "greenbutton").
+        """Imports production meter readings from a file's content in a named format ("csv-hourly",
+        "greenbutton", or a plugin's) or a sniffed one. Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def IssueRecords(self, request, context):
-        """Issues record bundles from readings not yet issued.
+        """Issues record bundles, one per reading with un-issued Wh, as one signed columnar batch (at
+        most `[limits] max_batch_records` readings per call). Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBundles(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists bundles by id, filtered by owner, status and device.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetBundle(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One bundle by id (NOT_FOUND if unknown; PERMISSION_DENIED for HOLDINGS of another's).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TransferBundle(self, request, context):
         """Moves a whole bundle, or `wh` of it (a split), to another account on this node, or, when
-        `to_account` is "NODE_ID/ACCOUNT", to an account on a peer node (exactly once).
+        `to_account` is "NODE_ID/ACCOUNT", to an account on a peer node (exactly once). The
+        operator may move any bundle, an account token only its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetireBundle(self, request, context):
-        """Claims (retires) a whole bundle or `wh` of it, irreversibly.
+        """Claims (retires) a whole bundle or `wh` of it, irreversibly; returns the signed receipt.
+        The operator may claim any bundle, an account token only its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListClaims(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists claim receipts in claim order (HOLDINGS: claims of the caller's bundles only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -252,7 +266,9 @@ def add_NodeApiServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NodeApi:
-    """Missing associated documentation comment in .proto file."""
+    """The local API of one node, served on `[api] listen` (default 127.0.0.1:7443) beside
+    grpc.health.v1 and server reflection. Callers: the operator and account holders.
+    """
 
     @staticmethod
     def GetStatus(request,
