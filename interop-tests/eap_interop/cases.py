@@ -1,0 +1,899 @@
+"""The interop cases: one plain function per :class:`Case`, taking a :class:`Context`.
+
+Each function implements the case of the same name in ``interop-tests/SPEC.md`` (Purpose,
+Server features, Procedure, Client asserts).  A case passes when it returns, fails on an
+``AssertionError`` (or any other exception), and is skipped when it raises
+:class:`~eap_interop.context.Skip`.  Cases are independent of one another and of their
+order; each makes the data it needs through the node's own API.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+from eap.v1 import federation_pb2 as fed
+from eap.v1 import node_api_pb2 as api
+from eap.v1 import types_pb2 as pb
+from eap_interop import protocol
+from eap_interop.context import (
+    HOUR,
+    OPERATIONS,
+    T0,
+    Context,
+    Skip,
+    describe_error,
+    violations,
+)
+
+Code = grpc.StatusCode
+NODE_API = "eap.v1.NodeApi"
+ACTIVE, SPLIT, RETIRED = pb.BUNDLE_STATUS_ACTIVE, pb.BUNDLE_STATUS_SPLIT, pb.BUNDLE_STATUS_RETIRED
+#: NodeStatus counters a rejected request must leave alone.
+COUNTERS = (
+    "devices",
+    "accounts",
+    "readings",
+    "bundles_active",
+    "wh_metered",
+    "wh_issued",
+    "wh_active",
+    "wh_retired",
+    "wh_exported",
+    "wh_imported",
+)
+
+
+class Case(enum.Enum):
+    """Every interop case; the value is its name on the command line and in SPEC.md."""
+
+    HEALTH_SERVING = "health_serving"
+    REFLECTION_LISTS_NODE_API = "reflection_lists_node_api"
+    STATUS_IDENTITY = "status_identity"
+    UNAUTHENTICATED = "unauthenticated"
+    READ_WITHOUT_PURPOSE = "read_without_purpose"
+    BAD_DEVICE_FIELD_VIOLATIONS = "bad_device_field_violations"
+    UNKNOWN_BUNDLE_NOT_FOUND = "unknown_bundle_not_found"
+    IDEMPOTENT_REPLAY = "idempotent_replay"
+    ISSUE_AND_CONSERVATION = "issue_and_conservation"
+    SPLIT_LINEAGE = "split_lineage"
+    RETIRE_THEN_TRANSFER = "retire_then_transfer"
+    OVERSPEND_CHANGES_NOTHING = "overspend_changes_nothing"
+    FED_HELLO = "fed_hello"
+    FED_HELLO_NO_COMMON_VERSION = "fed_hello_no_common_version"
+    FED_PULL_BATCHES = "fed_pull_batches"
+    FED_PULL_NAMES_CALLER = "fed_pull_names_caller"
+    FED_UNKNOWN_PEER = "fed_unknown_peer"
+    FED_WRONG_DESTINATION = "fed_wrong_destination"
+    FED_EXPIRED_ENVELOPE = "fed_expired_envelope"
+    FED_BAD_SIGNATURE = "fed_bad_signature"
+    FED_REPLAYED_ENVELOPE = "fed_replayed_envelope"
+    FED_WRONG_PAYLOAD_TYPE = "fed_wrong_payload_type"
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    case: Case
+    fn: Callable[[Context], None]
+    #: ``api`` (local API only) or ``federation`` (needs the federation port and identity).
+    area: str
+
+    @property
+    def summary(self) -> str:
+        return " ".join((self.fn.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+CASES: dict[Case, CaseSpec] = {}
+
+
+def case(
+    which: Case, area: str = "api"
+) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
+    def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
+        CASES[which] = CaseSpec(which, fn, area)
+        return fn
+
+    return register
+
+
+def _counters(status: api.NodeStatus) -> dict[str, int]:
+    return {name: getattr(status, name) for name in COUNTERS}
+
+
+def _unchanged(before: api.NodeStatus, after: api.NodeStatus, what: str) -> None:
+    a, b = _counters(before), _counters(after)
+    diff = {k: (a[k], b[k]) for k in COUNTERS if a[k] != b[k]}
+    assert not diff, f"{what} changed GetStatus counters (before, after): {diff}"
+
+
+def _conserved(status: api.NodeStatus, when: str) -> None:
+    left = status.wh_issued + status.wh_imported - status.wh_exported
+    right = status.wh_active + status.wh_retired
+    assert left == right, (
+        f"{when}: issued + imported - exported = {left} Wh but active + retired = {right} Wh"
+    )
+
+
+def _wh(bundle: pb.RecordBundle) -> int:
+    return bundle.serial_end - bundle.serial_start
+
+
+# -- local API ------------------------------------------------------------------------------------
+
+
+@case(Case.HEALTH_SERVING)
+def health_serving(ctx: Context) -> None:
+    """grpc.health.v1 reports SERVING for eap.v1.NodeApi and for the server, without a token."""
+    stub = health_pb2_grpc.HealthStub(ctx.channel)
+    for service in (NODE_API, ""):
+        resp = stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=ctx.settings.timeout
+        )
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING, (
+            f"health of {service or 'the server'!r} is "
+            f"{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"
+        )
+
+
+def _reflect(
+    ctx: Context, request: reflection_pb2.ServerReflectionRequest
+) -> reflection_pb2.ServerReflectionResponse:
+    """One reflection exchange, over ``grpc.reflection.v1`` or else ``v1alpha`` (same wire)."""
+    for service in (
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ):
+        method = ctx.channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        try:
+            return next(iter(method(iter([request]), timeout=ctx.settings.timeout)))
+        except grpc.RpcError as error:
+            if error.code() != Code.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                raise
+    raise AssertionError("no server reflection service (neither v1 nor v1alpha)")
+
+
+@case(Case.REFLECTION_LISTS_NODE_API)
+def reflection_lists_node_api(ctx: Context) -> None:
+    """Server reflection lists eap.v1.NodeApi and describes it as node_api.proto does."""
+    listed = _reflect(ctx, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in listed.list_services_response.service}
+    assert NODE_API in names, f"reflection lists {sorted(names)}, not {NODE_API}"
+    found = _reflect(ctx, reflection_pb2.ServerReflectionRequest(file_containing_symbol=NODE_API))
+    assert not found.HasField("error_response"), (
+        f"file_containing_symbol({NODE_API}): {found.error_response.error_message}"
+    )
+    expected = api.DESCRIPTOR.services_by_name["NodeApi"]
+    for raw in found.file_descriptor_response.file_descriptor_proto:
+        fdp = descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for svc in fdp.service:
+            if fdp.package == "eap.v1" and svc.name == "NodeApi":
+                methods = {
+                    m.name: (m.input_type.lstrip("."), m.output_type.lstrip("."))
+                    for m in svc.method
+                }
+                for m in expected.methods:
+                    want = (m.input_type.full_name, m.output_type.full_name)
+                    assert methods.get(m.name) == want, (
+                        f"reflected NodeApi.{m.name} is {methods.get(m.name)}, expected {want}"
+                    )
+                return
+    raise AssertionError(f"file_containing_symbol({NODE_API}) returned no eap.v1 NodeApi")
+
+
+@case(Case.STATUS_IDENTITY)
+def status_identity(ctx: Context) -> None:
+    """GetStatus names the node, its protocol version and active key; counters are sane."""
+    st = ctx.status()
+    assert protocol.NODE_ID_RE.match(st.node_id), f"node_id {st.node_id!r} is not DNS-like"
+    assert st.protocol_version == "eap.v1", f"protocol_version {st.protocol_version!r}"
+    assert protocol.KEY_ID_RE.match(st.key_id), f"key_id {st.key_id!r} is not ed25519:<16 hex>"
+    assert 1 <= len(st.zone) <= 32, f"zone {st.zone!r}"
+    negative = {k: v for k, v in _counters(st).items() if v < 0}
+    assert not negative, f"negative counters: {negative}"
+    assert st.wh_active <= st.wh_issued + st.wh_imported, "more Wh active than ever held"
+
+
+@case(Case.UNAUTHENTICATED)
+def unauthenticated(ctx: Context) -> None:
+    """Calls without a bearer token, or with an unknown one, are UNAUTHENTICATED and change
+    nothing."""
+    before = ctx.status()
+    bogus = f"not-a-token-{ctx.run_id}"
+    for token, how in ((None, " without a token"), (bogus, " with an unknown token")):
+        ctx.fails(Code.UNAUTHENTICATED, "GetStatus", api.GetStatusRequest(), token=token, what=how)
+        ctx.fails(
+            Code.UNAUTHENTICATED,
+            "ListBundles",
+            api.ListBundlesRequest(purpose=api.READ_PURPOSE_TRANSPARENCY),
+            token=token,
+            what=how,
+        )
+        ctx.fails(
+            Code.UNAUTHENTICATED,
+            "CreateAccount",
+            api.CreateAccountRequest(request_id=ctx.rid("unauth")),
+            token=token,
+            what=how,
+        )
+    _unchanged(before, ctx.status(), "unauthenticated calls")
+
+
+@case(Case.READ_WITHOUT_PURPOSE)
+def read_without_purpose(ctx: Context) -> None:
+    """Every read without a purpose is INVALID_ARGUMENT with a violation on `purpose`."""
+    bundle = ctx.production([500]).bundles[0]
+    reads = [
+        ("ListBundles", api.ListBundlesRequest()),
+        ("ListDevices", api.ListDevicesRequest()),
+        ("ListAccounts", api.ListAccountsRequest()),
+        ("ListClaims", api.ListClaimsRequest()),
+        ("GetBundle", api.GetBundleRequest(id=bundle.id)),
+    ]
+    for method, request in reads:
+        err = ctx.fails(Code.INVALID_ARGUMENT, method, request, what=" without a purpose")
+        fields = violations(err)
+        assert "purpose" in fields, (
+            f"{method} without a purpose: BadRequest field violations {sorted(fields)} do not "
+            "name `purpose`"
+        )
+
+
+@case(Case.BAD_DEVICE_FIELD_VIOLATIONS)
+def bad_device_field_violations(ctx: Context) -> None:
+    """A device with several bad fields is INVALID_ARGUMENT naming each field, and changes
+    nothing."""
+    owner, _ = ctx.new_account("owner")
+    before = ctx.status()
+    good = ctx.device_message(owner.id)
+    bad = pb.Device()
+    bad.CopyFrom(good)
+    bad.capacity_w = -5
+    bad.source = pb.ENERGY_SOURCE_UNSPECIFIED
+    bad.zone = "nowhere"
+    err = ctx.fails(
+        Code.INVALID_ARGUMENT,
+        "RegisterDevice",
+        api.RegisterDeviceRequest(
+            request_id=ctx.rid("bad-device"), device=bad, attestation=ctx.attestation()
+        ),
+    )
+    fields = violations(err)
+    want = {"device.capacity_w", "device.source", "device.zone"}
+    assert want <= set(fields), (
+        f"BadRequest field violations {sorted(fields)} do not name all of {sorted(want)}"
+    )
+    empty = [f for f in want if not fields[f].strip()]
+    assert not empty, f"field violations without a description: {empty}"
+    _unchanged(before, ctx.status(), "a rejected RegisterDevice")
+    # Nothing was kept: the same device, fixed, registers under its reference and meter id.
+    dev = ctx.call(
+        "RegisterDevice",
+        api.RegisterDeviceRequest(
+            request_id=ctx.rid("good-device"), device=good, attestation=ctx.attestation()
+        ),
+    )
+    assert dev.id.startswith("dev_"), f"device id {dev.id!r} is not a dev_ pseudonym"
+
+
+@case(Case.UNKNOWN_BUNDLE_NOT_FOUND)
+def unknown_bundle_not_found(ctx: Context) -> None:
+    """Reading, transferring or retiring a bundle the node does not hold is NOT_FOUND."""
+    buyer, _ = ctx.new_account("buyer")
+    before = ctx.status()
+    ghost = f"{ctx.node_id}/{2**61}-{2**61 + 7}"
+    ctx.fails(Code.NOT_FOUND, "GetBundle", api.GetBundleRequest(id=ghost, purpose=OPERATIONS))
+    ctx.fails(
+        Code.NOT_FOUND,
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("ghost-transfer"), bundle_id=ghost, to_account=buyer.id
+        ),
+    )
+    ctx.fails(
+        Code.NOT_FOUND,
+        "RetireBundle",
+        api.RetireBundleRequest(
+            request_id=ctx.rid("ghost-retire"),
+            bundle_id=ghost,
+            beneficiary="interop",
+            purpose="scope2-market-based",
+        ),
+    )
+    _unchanged(before, ctx.status(), "requests on an unknown bundle")
+
+
+@case(Case.IDEMPOTENT_REPLAY)
+def idempotent_replay(ctx: Context) -> None:
+    """A replayed request id returns the first result and changes nothing; the same id with
+    other content is INVALID_ARGUMENT on `request_id`."""
+    bundle = ctx.production([800]).bundles[0]
+    buyer, _ = ctx.new_account("buyer")
+    rid = ctx.rid("transfer")
+    request = api.TransferBundleRequest(
+        request_id=rid, bundle_id=bundle.id, to_account=buyer.id, wh=100
+    )
+    first = ctx.call("TransferBundle", request)
+    after_first = ctx.status()
+    again = ctx.call("TransferBundle", request)
+    assert again == first, f"the replay answered\n{again}\nnot the first result\n{first}"
+    _unchanged(after_first, ctx.status(), "a replayed TransferBundle")
+    held = [b.id for b in ctx.list_bundles(owner=buyer.id)]
+    assert held == [first.transferred.id], f"buyer holds {held} after a replay"
+    for method, what, other in (
+        (
+            "TransferBundle",
+            " with another amount",
+            api.TransferBundleRequest(
+                request_id=rid, bundle_id=bundle.id, to_account=buyer.id, wh=200
+            ),
+        ),
+        (
+            "RetireBundle",
+            " as another operation",
+            api.RetireBundleRequest(
+                request_id=rid,
+                bundle_id=first.remainder.id,
+                beneficiary="interop",
+                purpose="scope2-market-based",
+            ),
+        ),
+    ):
+        err = ctx.fails(Code.INVALID_ARGUMENT, method, other, what=f" reusing a request id{what}")
+        assert "request_id" in violations(err), (
+            f"reused request id{what}: field violations {sorted(violations(err))} do not name "
+            "`request_id`"
+        )
+    _unchanged(after_first, ctx.status(), "a reused request id")
+    # CreateAccount: the replay names the same account and does not return its token again.
+    create = api.CreateAccountRequest(request_id=ctx.rid("account"), label="interop replay")
+    one = ctx.call("CreateAccount", create)
+    two = ctx.call("CreateAccount", create)
+    assert one.token and two.account.id == one.account.id, "CreateAccount replay: other account"
+    assert not two.token, "CreateAccount replay returned the account token a second time"
+
+
+@case(Case.ISSUE_AND_CONSERVATION)
+def issue_and_conservation(ctx: Context) -> None:
+    """Readings imported through the API are issued once, as bundles that add up; GetStatus
+    conserves Wh through issuance, a claim and a transfer."""
+    s0 = ctx.status()
+    _conserved(s0, "before")
+    owner, _ = ctx.new_account("owner")
+    device = ctx.new_device(owner.id)
+    whs = [700, 810, 920, 1030, 640, 555]
+    total = sum(whs)
+    imp = ctx.import_readings(device.meter_id, whs)
+    assert (imp.readings, imp.wh, list(imp.unknown_meters)) == (len(whs), total, []), (
+        f"ImportReadings: {imp.readings} readings / {imp.wh} Wh / unknown "
+        f"{list(imp.unknown_meters)}, expected {len(whs)} / {total} / []"
+    )
+    s1 = ctx.status()
+    assert s1.readings - s0.readings == len(whs), "GetStatus.readings did not count the import"
+    assert s1.wh_metered - s0.wh_metered == total, "GetStatus.wh_metered did not add the import"
+    assert s1.wh_issued == s0.wh_issued, "importing readings issued records"
+    again = ctx.import_readings(device.meter_id, whs)
+    assert (again.readings, again.unchanged) == (0, len(whs)), (
+        f"re-importing the same readings: {again.readings} new, {again.unchanged} unchanged"
+    )
+    issued = ctx.issue(device.id)
+    assert (issued.bundles, issued.wh) == (len(whs), total), (
+        f"IssueRecords: {issued.bundles} bundles / {issued.wh} Wh, expected {len(whs)} / {total}"
+    )
+    assert issued.batch_seq >= 1 and len(issued.merkle_root) == 32, (
+        f"IssueRecords: batch_seq {issued.batch_seq}, merkle_root {len(issued.merkle_root)} B"
+    )
+    s2 = ctx.status()
+    for name, delta in (
+        ("wh_issued", total),
+        ("wh_active", total),
+        ("bundles_active", len(whs)),
+        ("wh_retired", 0),
+    ):
+        got = getattr(s2, name) - getattr(s1, name)
+        assert got == delta, f"GetStatus.{name} moved by {got} on issuance, expected {delta}"
+    _conserved(s2, "after issuance")
+    bundles = sorted(ctx.list_bundles(device=device.id), key=lambda b: b.serial_start)
+    spans = sorted(
+        (b.attributes.interval.start_unix, b.attributes.interval.end_unix, _wh(b)) for b in bundles
+    )
+    want = [(T0 + i * HOUR, T0 + (i + 1) * HOUR, wh) for i, wh in enumerate(whs)]
+    assert spans == want, f"bundles (interval, Wh) {spans}, expected {want}"
+    for b in bundles:
+        assert b.id == f"{ctx.node_id}/{b.serial_start}-{b.serial_end}", f"bundle id {b.id}"
+        assert (b.issuer, b.owner, b.status) == (ctx.node_id, owner.id, ACTIVE), (
+            f"bundle {b.id}: issuer {b.issuer}, owner {b.owner}, status {b.status}"
+        )
+        a = b.attributes
+        assert (a.device_id, a.zone, a.source, a.technology) == (
+            device.id,
+            device.zone,
+            device.source,
+            device.technology,
+        ), f"bundle {b.id} attributes {a} do not match device {device.id}"
+    serials = [(b.serial_start, b.serial_end) for b in bundles]
+    assert all(e1 <= s2_ for (_, e1), (s2_, _) in itertools.pairwise(serials)), (
+        f"serial ranges overlap: {serials}"
+    )
+    nothing = ctx.issue(device.id)
+    assert (nothing.bundles, nothing.wh) == (0, 0), (
+        f"issuing the same readings again issued {nothing.bundles} bundles / {nothing.wh} Wh"
+    )
+    s3 = ctx.status()
+    assert s3.wh_issued == s2.wh_issued, "a second IssueRecords issued Wh again"
+    # A claim moves Wh from active to retired; a local transfer moves none.
+    buyer, _ = ctx.new_account("buyer")
+    ctx.call(
+        "RetireBundle",
+        api.RetireBundleRequest(
+            request_id=ctx.rid("retire"),
+            bundle_id=bundles[0].id,
+            wh=100,
+            beneficiary="interop",
+            purpose="scope2-market-based",
+        ),
+    )
+    s4 = ctx.status()
+    assert (s4.wh_retired - s3.wh_retired, s4.wh_active - s3.wh_active) == (100, -100), (
+        f"a 100 Wh claim moved retired by {s4.wh_retired - s3.wh_retired}, active by "
+        f"{s4.wh_active - s3.wh_active}"
+    )
+    ctx.call(
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("transfer"), bundle_id=bundles[1].id, to_account=buyer.id, wh=10
+        ),
+    )
+    s5 = ctx.status()
+    assert (s5.wh_active, s5.wh_retired, s5.wh_issued) == (
+        s4.wh_active,
+        s4.wh_retired,
+        s4.wh_issued,
+    ), "a local transfer changed Wh totals"
+    _conserved(s5, "after a claim and a transfer")
+
+
+def _check_lineage(bundle: pb.RecordBundle, parent_lineage: bytes) -> None:
+    want = protocol.lineage(parent_lineage, bundle.id)
+    assert bundle.lineage_hash == want, (
+        f"lineage_hash of {bundle.id} is {bundle.lineage_hash}, SHA-256(0x03 || parent || id) "
+        f"is {want}"
+    )
+
+
+@case(Case.SPLIT_LINEAGE)
+def split_lineage(ctx: Context) -> None:
+    """Splits yield children that sum to the parent, with lineage hashes that recompute from
+    the batch leaf down, as docs/protocol.md says."""
+    parent = ctx.production([1000]).bundles[0]
+    issuer, start, end = parent.issuer, parent.serial_start, parent.serial_end
+    assert not parent.parent_id, f"issued bundle {parent.id} has parent {parent.parent_id}"
+    _check_lineage(parent, protocol.bundle_leaf(parent))
+    buyer, _ = ctx.new_account("buyer")
+    res = ctx.call(
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("split"), bundle_id=parent.id, to_account=buyer.id, wh=300
+        ),
+    )
+    moved, rest = res.transferred, res.remainder
+    assert moved.id == f"{issuer}/{start}-{start + 300}", f"moved child is {moved.id}"
+    assert rest.id == f"{issuer}/{start + 300}-{end}", f"remainder is {rest.id}"
+    for child, owner in ((moved, buyer.id), (rest, parent.owner)):
+        assert (child.parent_id, child.owner, child.status) == (parent.id, owner, ACTIVE), (
+            f"{child.id}: parent {child.parent_id!r}, owner {child.owner}, status {child.status}"
+        )
+        assert child.attributes == parent.attributes, f"{child.id} attributes differ"
+        _check_lineage(child, bytes.fromhex(parent.lineage_hash))
+        assert ctx.get_bundle(child.id).lineage_hash == child.lineage_hash
+    now = ctx.get_bundle(parent.id)
+    assert now.status == SPLIT, f"split parent is {pb.BundleStatus.Name(now.status)}"
+    assert now.lineage_hash == parent.lineage_hash, "the parent's lineage hash changed"
+    # A second generation, by a partial claim of the remainder.
+    receipt = ctx.call(
+        "RetireBundle",
+        api.RetireBundleRequest(
+            request_id=ctx.rid("claim"),
+            bundle_id=rest.id,
+            wh=200,
+            beneficiary="interop",
+            purpose="scope2-market-based",
+        ),
+    )
+    claimed = receipt.bundle
+    assert claimed.id == f"{issuer}/{start + 300}-{start + 500}", f"claimed child {claimed.id}"
+    assert (claimed.parent_id, claimed.status) == (rest.id, RETIRED)
+    _check_lineage(claimed, bytes.fromhex(rest.lineage_hash))
+    last = ctx.get_bundle(f"{issuer}/{start + 500}-{end}")
+    assert (last.parent_id, last.status) == (rest.id, ACTIVE)
+    _check_lineage(last, bytes.fromhex(rest.lineage_hash))
+    assert _wh(moved) + _wh(claimed) + _wh(last) == _wh(parent), "children do not sum"
+
+
+@case(Case.RETIRE_THEN_TRANSFER)
+def retire_then_transfer(ctx: Context) -> None:
+    """A retired bundle never moves again: transfer and a second claim are
+    FAILED_PRECONDITION and change nothing."""
+    bundle = ctx.production([500]).bundles[0]
+    buyer, _ = ctx.new_account("buyer")
+    beneficiary = f"interop beneficiary {ctx.run_id}"
+    receipt = ctx.call(
+        "RetireBundle",
+        api.RetireBundleRequest(
+            request_id=ctx.rid("retire"),
+            bundle_id=bundle.id,
+            beneficiary=beneficiary,
+            purpose="scope2-market-based",
+        ),
+    )
+    b = receipt.bundle
+    assert (b.id, b.status, _wh(b)) == (bundle.id, RETIRED, 500), (
+        f"receipt bundle {b.id} {pb.BundleStatus.Name(b.status)} {_wh(b)} Wh"
+    )
+    assert (receipt.beneficiary, receipt.purpose) == (beneficiary, "scope2-market-based")
+    assert receipt.id and len(receipt.digest) == 32 and len(receipt.signature) == 64, (
+        f"receipt id {receipt.id!r}, digest {len(receipt.digest)} B, signature "
+        f"{len(receipt.signature)} B"
+    )
+    assert protocol.KEY_ID_RE.match(receipt.key_id), f"receipt key_id {receipt.key_id!r}"
+    before = ctx.status()
+    ctx.fails(
+        Code.FAILED_PRECONDITION,
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("transfer"), bundle_id=bundle.id, to_account=buyer.id
+        ),
+        what=" of a retired bundle",
+    )
+    ctx.fails(
+        Code.FAILED_PRECONDITION,
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("transfer-part"), bundle_id=bundle.id, to_account=buyer.id, wh=10
+        ),
+        what=" of part of a retired bundle",
+    )
+    ctx.fails(
+        Code.FAILED_PRECONDITION,
+        "RetireBundle",
+        api.RetireBundleRequest(
+            request_id=ctx.rid("retire-again"),
+            bundle_id=bundle.id,
+            beneficiary=beneficiary,
+            purpose="scope2-market-based",
+        ),
+        what=" of a retired bundle",
+    )
+    _unchanged(before, ctx.status(), "moving a retired bundle")
+    now = ctx.get_bundle(bundle.id)
+    assert (now.status, now.owner) == (RETIRED, bundle.owner), "the retired bundle changed"
+    claims = ctx.call(
+        "ListClaims",
+        api.ListClaimsRequest(purpose=OPERATIONS, beneficiary=beneficiary, page_size=100),
+    ).claims
+    assert [c.id for c in claims] == [receipt.id], (
+        f"ListClaims for the beneficiary: {[c.id for c in claims]}"
+    )
+
+
+@case(Case.OVERSPEND_CHANGES_NOTHING)
+def overspend_changes_nothing(ctx: Context) -> None:
+    """Spending more Wh than a bundle holds is FAILED_PRECONDITION and changes nothing."""
+    bundle = ctx.production([400]).bundles[0]
+    buyer, _ = ctx.new_account("buyer")
+    before = ctx.status()
+    ctx.fails(
+        Code.FAILED_PRECONDITION,
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("over-transfer"), bundle_id=bundle.id, to_account=buyer.id, wh=401
+        ),
+        what=" of 401 Wh from a 400 Wh bundle",
+    )
+    ctx.fails(
+        Code.FAILED_PRECONDITION,
+        "RetireBundle",
+        api.RetireBundleRequest(
+            request_id=ctx.rid("over-retire"),
+            bundle_id=bundle.id,
+            wh=401,
+            beneficiary="interop",
+            purpose="scope2-market-based",
+        ),
+        what=" of 401 Wh from a 400 Wh bundle",
+    )
+    _unchanged(before, ctx.status(), "an over-spend")
+    assert ctx.get_bundle(bundle.id) == bundle, "the over-spent bundle changed"
+    assert ctx.list_bundles(owner=buyer.id) == [], "the buyer received something"
+    # Exactly what it holds is allowed, and moves the bundle whole.
+    whole = ctx.call(
+        "TransferBundle",
+        api.TransferBundleRequest(
+            request_id=ctx.rid("exact"), bundle_id=bundle.id, to_account=buyer.id, wh=400
+        ),
+    )
+    assert whole.transferred.id == bundle.id and not whole.HasField("remainder"), (
+        f"moving all 400 Wh gave {whole.transferred.id} + remainder {whole.remainder.id!r}"
+    )
+
+
+# -- federation -----------------------------------------------------------------------------------
+
+
+@case(Case.FED_HELLO, "federation")
+def fed_hello(ctx: Context) -> None:
+    """Hello negotiates the highest common version and the common capabilities, in a sealed
+    answer whose keys and descriptor verify."""
+    f = ctx.federation()
+    versions = ["eap.v0", "eap.v1"]
+    offered = ["batches.v1", "transfer.v1", "x-interop-unknown.v1"]
+    _, resp = f.hello(versions=versions, capabilities=offered)
+    assert resp.node_id == ctx.node_id, f"HelloResponse.node_id {resp.node_id!r}"
+    desc = protocol.parse_descriptor(resp.descriptor)
+    assert desc.node_id == ctx.node_id, f"descriptor is for {desc.node_id!r}"
+    assert desc.active_key_id == ctx.node.key_id, (
+        f"descriptor's active key {desc.active_key_id} is not GetStatus.key_id {ctx.node.key_id}"
+    )
+    for kid, raw in resp.public_keys.items():
+        assert desc.keys.get(kid) == raw, f"Hello key {kid} is not in the descriptor"
+    assert ctx.node.key_id in resp.public_keys, "HelloResponse lacks the node's active key"
+    common = [v for v in versions if v in desc.doc["protocol_versions"]]
+    assert common, f"the node speaks {desc.doc['protocol_versions']}, none of {versions}"
+    best = max(common, key=protocol.version_rank)
+    assert resp.protocol_version == best, (
+        f"negotiated {resp.protocol_version!r}, the highest common version is {best!r}"
+    )
+    want = set(offered) & set(desc.doc["capabilities"])
+    assert set(resp.capabilities) == want, (
+        f"negotiated capabilities {sorted(resp.capabilities)}, expected the common {sorted(want)}"
+    )
+    assert resp.max_batch_records > 0, "HelloResponse.max_batch_records is 0"
+    # Leave the suite's trust-list entry with its real capabilities (none: it serves nothing).
+    _, resp = f.hello(capabilities=())
+    assert list(resp.capabilities) == [], f"nothing offered, got {list(resp.capabilities)}"
+
+
+@case(Case.FED_HELLO_NO_COMMON_VERSION, "federation")
+def fed_hello_no_common_version(ctx: Context) -> None:
+    """A Hello offering no protocol version the node speaks is FAILED_PRECONDITION."""
+    f = ctx.federation()
+    f.fails(
+        Code.FAILED_PRECONDITION,
+        "Hello",
+        f.seal(f.hello_payload(versions=["eap.v0"])),
+        what=" offering only eap.v0",
+    )
+    f.hello()  # and the peer can still handshake
+
+
+@case(Case.FED_PULL_BATCHES, "federation")
+def fed_pull_batches(ctx: Context) -> None:
+    """PullBatches streams consecutive signed batches whose signature, Merkle root and
+    records verify; the batch of an IssueRecords call holds exactly its bundles."""
+    f = ctx.federation()
+    keys = f.node_keys()
+    prod = ctx.production([610, 720, 830, 940])
+    seq = prod.issued.batch_seq
+    cursor = max(0, seq - 4)
+    previous_end: int | None = None
+    mine = None
+    while cursor < seq:
+        got = list(f.pull(cursor, seq - cursor))
+        assert got, f"PullBatches(cursor={cursor}) streamed nothing; batch {seq} exists"
+        for batch in got:
+            cursor += 1
+            assert batch.seq == cursor, f"batch seq {batch.seq} streamed after {cursor - 1}"
+            cols = _verify_batch(ctx, batch, keys)
+            first, last = protocol.serial_span(cols)
+            assert previous_end is None or first >= previous_end, (
+                f"batch {batch.seq} starts at serial {first}, before the previous batch's "
+                f"end {previous_end}"
+            )
+            previous_end = last
+            if batch.seq == seq:
+                mine = (batch, cols)
+            if cursor >= seq:
+                break
+    assert mine is not None
+    batch, cols = mine
+    assert batch.merkle_root == prod.issued.merkle_root, (
+        "the streamed batch's Merkle root is not the one IssueRecords returned"
+    )
+    assert batch.count == prod.issued.bundles, (
+        f"batch {seq} holds {batch.count} records, IssueRecords issued {prod.issued.bundles}"
+    )
+    records = {}
+    for i in range(batch.count):
+        records[(cols["serial_start"][i], cols["serial_end"][i])] = (
+            cols["interval_start"][i],
+            cols["interval_end"][i],
+            batch.devices[cols["device"][i]],
+            batch.zones[cols["zone"][i]],
+            batch.owners[cols["owner"][i]],
+            cols["source"][i],
+            cols["technology"][i],
+            cols["renewable_ppm"][i],
+            cols["carbon_mg"][i],
+        )
+    bundles = {}
+    for b in prod.bundles:
+        a = b.attributes
+        bundles[(b.serial_start, b.serial_end)] = (
+            a.interval.start_unix,
+            a.interval.end_unix,
+            a.device_id,
+            a.zone,
+            b.owner,
+            a.source,
+            a.technology,
+            a.renewable_ppm,
+            a.carbon_mg_per_kwh,
+        )
+    assert records == bundles, (
+        f"batch {seq} records\n{records}\ndo not match the issued bundles\n{bundles}"
+    )
+    one = list(f.pull(seq - 1, 1))
+    assert [b.seq for b in one] == [seq], (
+        f"PullBatches(cursor={seq - 1}, max_batches=1) streamed seqs {[b.seq for b in one]}"
+    )
+
+
+def _verify_batch(
+    ctx: Context, batch: pb.RecordBatch, keys: dict[str, bytes]
+) -> dict[str, list[int]]:
+    """docs/federation.md §6 steps 1, 3-6 for one streamed batch."""
+    where = f"batch {batch.seq}"
+    assert batch.issuer == ctx.node_id, f"{where}: issuer {batch.issuer!r}"
+    assert batch.count > 0, f"{where}: empty"
+    assert batch.key_id in keys, f"{where}: key {batch.key_id} is not a key of the node"
+    header = protocol.batch_header(batch.issuer, batch.seq, batch.count, batch.merkle_root)
+    assert protocol.verify_ed25519(keys[batch.key_id], batch.signature, header), (
+        f"{where}: signature does not verify over the batch header bytes"
+    )
+    cols = protocol.decode_columns(batch)
+    problems = protocol.batch_rule_problems(batch, cols)
+    assert not problems, f"{where} breaks record rules: {problems}"
+    root = protocol.merkle_root(protocol.batch_leaves(batch, cols))
+    assert root == batch.merkle_root, (
+        f"{where}: Merkle root recomputed from the columns is {root.hex()}, signed root is "
+        f"{batch.merkle_root.hex()}"
+    )
+    return cols
+
+
+@case(Case.FED_PULL_NAMES_CALLER, "federation")
+def fed_pull_names_caller(ctx: Context) -> None:
+    """PullBatches naming a node other than the TLS caller is PERMISSION_DENIED."""
+    f = ctx.federation()
+    f.hello()
+    f.pull_fails(
+        Code.PERMISSION_DENIED, node_id=f"someone-else.{f.me.node_id}", what=" naming another node"
+    )
+
+
+@case(Case.FED_UNKNOWN_PEER, "federation")
+def fed_unknown_peer(ctx: Context) -> None:
+    """A caller with a valid federation certificate but not on the trust list is
+    PERMISSION_DENIED, for Hello and PullBatches."""
+    f = ctx.federation()
+    kit = ctx.settings.kit
+    stranger = kit.stranger if kit else None
+    if stranger is None or not (stranger.tls_cert and stranger.tls_key):
+        raise Skip("no stranger identity with a TLS certificate in the kit")
+    f.hello()  # the enrolled identity is accepted: the refusal below is about the caller
+    f.fails(
+        Code.PERMISSION_DENIED,
+        "Hello",
+        f.seal(f.hello_payload(ident=stranger), ident=stranger),
+        ident=stranger,
+        what=f" from {stranger.node_id} (not on the trust list)",
+    )
+    f.pull_fails(
+        Code.PERMISSION_DENIED,
+        ident=stranger,
+        what=f" from {stranger.node_id} (not on the trust list)",
+    )
+
+
+@case(Case.FED_WRONG_DESTINATION, "federation")
+def fed_wrong_destination(ctx: Context) -> None:
+    """An envelope sealed to another node is PERMISSION_DENIED."""
+    f = ctx.federation()
+    f.hello()
+    f.fails(
+        Code.PERMISSION_DENIED,
+        "Hello",
+        f.seal(f.hello_payload(), destination=f"elsewhere.{ctx.node_id}"),
+        what=" to another node",
+    )
+
+
+@case(Case.FED_EXPIRED_ENVELOPE, "federation")
+def fed_expired_envelope(ctx: Context) -> None:
+    """An envelope past its expiry, or expiring too far ahead, is UNAUTHENTICATED."""
+    f = ctx.federation()
+    f.hello()
+    now = protocol.now_ms()
+    f.fails(
+        Code.UNAUTHENTICATED,
+        "Hello",
+        f.seal(f.hello_payload(), expires_at_ms=now - 5 * 60_000),
+        what=" expired 5 minutes ago",
+    )
+    f.fails(
+        Code.UNAUTHENTICATED,
+        "Hello",
+        f.seal(f.hello_payload(), expires_at_ms=now + 60 * 60_000),
+        what=" expiring in an hour",
+    )
+
+
+@case(Case.FED_BAD_SIGNATURE, "federation")
+def fed_bad_signature(ctx: Context) -> None:
+    """Envelopes with a broken signature, altered payload or unknown key are
+    UNAUTHENTICATED."""
+    f = ctx.federation()
+    f.hello()
+    env = f.seal(f.hello_payload())
+    flipped = bytearray(env.signature)
+    flipped[10] ^= 0x01
+    bad = pb.SignedEnvelope()
+    bad.CopyFrom(env)
+    bad.signature = bytes(flipped)
+    f.fails(Code.UNAUTHENTICATED, "Hello", bad, what=" with a flipped signature bit")
+    altered = pb.SignedEnvelope()
+    altered.CopyFrom(f.seal(f.hello_payload()))
+    altered.payload = f.hello_payload(capabilities=["batches.v1"])
+    f.fails(Code.UNAUTHENTICATED, "Hello", altered, what=" with a payload altered after signing")
+    other = Ed25519PrivateKey.generate()
+    f.fails(
+        Code.UNAUTHENTICATED,
+        "Hello",
+        f.seal(f.hello_payload(), key=other),
+        what=" signed by a key the node does not know",
+    )
+    f.fails(
+        Code.UNAUTHENTICATED,
+        "Hello",
+        f.seal(f.hello_payload(), key=other, key_id=f.me.key_id),
+        what=" signed by another key under the enrolled key id",
+    )
+
+
+@case(Case.FED_REPLAYED_ENVELOPE, "federation")
+def fed_replayed_envelope(ctx: Context) -> None:
+    """The same envelope delivered twice is accepted once, then UNAUTHENTICATED."""
+    f = ctx.federation()
+    env = f.seal(f.hello_payload())
+    try:
+        f.call("Hello", env)
+    except grpc.RpcError as error:
+        raise AssertionError(f"first delivery refused: {describe_error(error)}") from None
+    f.fails(Code.UNAUTHENTICATED, "Hello", env, what=" replaying an accepted envelope")
+
+
+@case(Case.FED_WRONG_PAYLOAD_TYPE, "federation")
+def fed_wrong_payload_type(ctx: Context) -> None:
+    """A Hello whose envelope names another payload type is INVALID_ARGUMENT."""
+    f = ctx.federation()
+    f.hello()
+    f.fails(
+        Code.INVALID_ARGUMENT,
+        "Hello",
+        f.seal(f.hello_payload(), fed.TransferPrepare.DESCRIPTOR.full_name),
+        what=" carrying an eap.v1.TransferPrepare payload type",
+    )
+
+
+assert set(CASES) == set(Case), f"cases without a function: {set(Case) - set(CASES)}"
