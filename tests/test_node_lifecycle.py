@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import itertools
 
 import pytest
@@ -224,6 +225,23 @@ def test_retired_never_moves_and_claim_is_signed(node, solar, meter_csv):
     )
     assert rec.bundle.wh == 30 and rec.bundle.status == Status.RETIRED
     node.keys.verify(rec.key_id, rec.digest, rec.signature)
+    # Anyone can recompute the digest from the receipt's own fields (docs/protocol.md).
+    body = {
+        "id": rec.id,
+        "bundle": rec.bundle.id,
+        "lineage": rec.bundle.lineage_hash,
+        "wh": rec.bundle.wh,
+        "beneficiary": rec.beneficiary,
+        "purpose": rec.purpose,
+        "consumption": [rec.consumption_start, rec.consumption_end],
+        "zone": rec.consumption_zone,
+        "claimed_at_ms": rec.claimed_at_ms,
+        "generation": [rec.bundle.interval_start, rec.bundle.interval_end],
+        "source": rec.bundle.source,
+        "carbon_mg": rec.bundle.carbon_mg,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    assert hashlib.sha256(b"EAP-CLAIM-v1\x00" + canonical).digest() == rec.digest
     with pytest.raises(FailedPrecondition):
         node.transfer(rec.bundle.id, to_account=buyer, request_id="t")
     with pytest.raises(FailedPrecondition):
