@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+import json
 
 import pytest
 from sqlalchemy import func, select
