@@ -33,6 +33,56 @@ cdef inline int bit_length(uint64_t x) noexcept nogil:
     return b
 
 
+cdef inline int radix_digits(size_t n, int bits, int* width) noexcept nogil:
+    """Passes needed to sort ``n`` keys on ``bits`` bits (digits of at most 13 bits, 11 for
+    more than 65536 keys); sets ``width`` to the bits of one digit."""
+    cdef int max_bits = RADIX_SMALL_BITS if n <= RADIX_SMALL_N else RADIX_LARGE_BITS
+    cdef int passes
+    if bits <= 0:
+        width[0] = 0
+        return 0
+    passes = (bits + max_bits - 1) // max_bits
+    width[0] = (bits + passes - 1) // passes
+    return passes
+
+
+cdef inline uint64_t* radix_scatter(uint64_t* keys, uint64_t* kbuf, size_t n, int lo, int width,
+                                    int passes, uint32_t* counts) noexcept nogil:
+    """The scatter passes of an LSD sort of ``keys[0:n]`` on digits of ``width`` bits from bit
+    ``lo`` up, whose histograms the caller has already counted: ``counts[p << width | d]`` is
+    the number of keys whose digit ``p`` is ``d``.  No index moves alongside (pack it into the
+    low bits).  A pass whose digit every key shares is skipped.  Returns the buffer holding the
+    sorted keys, ``keys`` or ``kbuf``."""
+    cdef size_t size = (<size_t>1) << width
+    cdef uint64_t mask = size - 1
+    cdef uint64_t k
+    cdef size_t i, j, c, total
+    cdef int p, shift
+    cdef uint32_t* cnt
+    cdef uint64_t* sk = keys
+    cdef uint64_t* dk = kbuf
+    cdef uint64_t* tk
+    for p in range(passes):
+        shift = lo + p * width
+        cnt = counts + p * size
+        if cnt[(sk[0] >> shift) & mask] == n:
+            continue
+        total = 0
+        for j in range(size):
+            c = cnt[j]
+            cnt[j] = <uint32_t>total
+            total += c
+        for i in range(n):
+            k = sk[i]
+            c = (k >> shift) & mask
+            dk[cnt[c]] = k
+            cnt[c] += 1
+        tk = sk
+        sk = dk
+        dk = tk
+    return sk
+
+
 cdef inline void radix_passes(uint64_t* keys, uint64_t* kbuf, uint32_t* idx, uint32_t* ibuf,
                               size_t n, int lo, int bits, int passes,
                               uint32_t* counts) noexcept nogil:
@@ -56,6 +106,11 @@ cdef inline void radix_passes(uint64_t* keys, uint64_t* kbuf, uint32_t* idx, uin
         k = keys[i] >> lo
         for p in range(passes):
             counts[p * size + ((k >> (p * width)) & mask)] += 1
+    if si == NULL:
+        sk = radix_scatter(keys, kbuf, n, lo, width, passes, counts)
+        if sk != keys:
+            memcpy(keys, sk, n * sizeof(uint64_t))
+        return
     for p in range(passes):
         shift = lo + p * width
         cnt = counts + p * size
@@ -66,30 +121,22 @@ cdef inline void radix_passes(uint64_t* keys, uint64_t* kbuf, uint32_t* idx, uin
             c = cnt[j]
             cnt[j] = <uint32_t>total
             total += c
-        if si == NULL:
-            for i in range(n):
-                k = sk[i]
-                c = (k >> shift) & mask
-                dk[cnt[c]] = k
-                cnt[c] += 1
-        else:
-            for i in range(n):
-                k = sk[i]
-                c = (k >> shift) & mask
-                j = cnt[c]
-                cnt[c] = <uint32_t>(j + 1)
-                dk[j] = k
-                di[j] = si[i]
-            ti = si
-            si = di
-            di = ti
+        for i in range(n):
+            k = sk[i]
+            c = (k >> shift) & mask
+            j = cnt[c]
+            cnt[c] = <uint32_t>(j + 1)
+            dk[j] = k
+            di[j] = si[i]
+        ti = si
+        si = di
+        di = ti
         tk = sk
         sk = dk
         dk = tk
     if sk != keys:
         memcpy(keys, sk, n * sizeof(uint64_t))
-        if si != NULL:
-            memcpy(idx, si, n * sizeof(uint32_t))
+        memcpy(idx, si, n * sizeof(uint32_t))
 
 
 cdef inline int radix_sort(uint64_t* keys, uint32_t* idx, uint64_t* kbuf, uint32_t* ibuf,
@@ -98,15 +145,14 @@ cdef inline int radix_sort(uint64_t* keys, uint32_t* idx, uint64_t* kbuf, uint32
 
     ``kbuf`` and ``ibuf`` are scratch space of ``n`` entries; the result is left in ``keys`` and
     ``idx``.  Only the bits below the highest set bit of any key are sorted on, in as few
-    passes of at most 13 bits (11 for more than 65536 keys) as cover them, and a digit every key shares is skipped, so
-    callers should subtract the minimum key first.  When key and index fit one 64-bit word
-    together they are sorted as one (half the memory traffic).  Returns -1 when the counters
-    cannot be allocated, else 0.
+    passes of at most 13 bits (11 for more than 65536 keys) as cover them, and a digit every
+    key shares is skipped, so callers should subtract the minimum key first.  When key and
+    index fit one 64-bit word together they are sorted as one (half the memory traffic).
+    Returns -1 when the counters cannot be allocated, else 0.
     """
     cdef uint64_t kor = 0
     cdef size_t i
     cdef int bits, ibits, passes, width
-    cdef int max_bits = RADIX_SMALL_BITS if n <= RADIX_SMALL_N else RADIX_LARGE_BITS
     cdef uint32_t* counts
     if n < 2:
         return 0
@@ -115,8 +161,7 @@ cdef inline int radix_sort(uint64_t* keys, uint32_t* idx, uint64_t* kbuf, uint32
     bits = bit_length(kor)
     if bits == 0:
         return 0
-    passes = (bits + max_bits - 1) // max_bits
-    width = (bits + passes - 1) // passes
+    passes = radix_digits(n, bits, &width)
     counts = <uint32_t*>calloc(<size_t>passes << width, sizeof(uint32_t))
     if counts == NULL:
         return -1

@@ -1,6 +1,5 @@
 # C-level layout of the validation kernel: result codes and rule bounds (the same numbers as
-# eap._core.codes), the per-record flags of the cross-record pass and the compact record the
-# device-interval sweep reads.
+# eap._core.codes) and the per-record flags of the cross-record rules.
 
 cdef enum:
     C_OK = 0
@@ -25,19 +24,11 @@ cdef enum:
     C_RENEWABLE_PPM_MAX = 1000000
     C_CARBON_MG_MAX = 2000000
 
+# While the kernel runs, a valid record's code (0) carries the cross-record rules it breaks as
+# flags above the codes of rules 1-9 (which fit the low four bits); a last pass turns them into
+# the code of the first such rule.
 cdef enum:
-    FLAG_INTERVAL_OVERLAP = 1
-    FLAG_SERIAL_OVERLAP = 2
-    FLAG_EXCEEDS_METERED = 4
-
-from libc.stdint cimport int32_t, int64_t
-
-
-# What the device-interval sweep reads of one valid record, 32 bytes so that one cache line
-# holds it whole (the array is 64-byte aligned): gathered in sorted order after the sort.
-ctypedef struct DevRec:
-    int64_t start
-    int64_t wh
-    int64_t metered
-    int32_t device
-    int32_t duration
+    CODE_MASK = 0x0F
+    FLAG_INTERVAL_OVERLAP = 0x10
+    FLAG_SERIAL_OVERLAP = 0x20
+    FLAG_EXCEEDS_METERED = 0x40

@@ -465,3 +465,280 @@ def test_threads_share_nothing():
         results = list(pool.map(lambda cols: validate_c.validate(*cols), work * 3))
     for got, want in zip(results, expected * 3, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+# --- the kernel's strategies: (device, period) table, sorts, serial order ---------------------
+# The kernel groups valid records by device and hour (or by device and duration when all
+# durations agree) in a table when that table is dense, sorts them by (device, start) when it is
+# not, and looks for ascending serials in device order before it sorts by serial.  The batches
+# below are dense in devices and hours, mostly valid, issued in order and then reordered, so
+# that every one of those paths runs, with and without the cross-record rules firing.
+
+
+@st.composite
+def dense_records(draw, duration: int | None) -> list[dict[str, int]]:
+    """Mostly valid records of few devices and hours; serials issued in device order, some
+    records repeated (bundles of one device-interval) or given another serial range."""
+    count = draw(st.integers(1, 30))
+    recs = []
+    serial = draw(st.sampled_from([0, 1000, 2**40]))
+    for _ in range(count):
+        dur = duration or draw(st.sampled_from([3600, 3600, 1800, 900, 600, 1]))
+        start = HOUR + draw(st.integers(-2, 3)) * 3600 + draw(st.integers(0, 3600 // dur - 1)) * dur
+        wh = draw(st.integers(1, 20))
+        recs.append(
+            record(
+                device=draw(st.integers(0, 3)),
+                interval_start=start,
+                interval_end=start + dur,
+                serial_start=serial,
+                serial_end=serial + wh,
+                capacity_w=10**9,
+                metered_wh=draw(st.sampled_from([-1, -1, 0, 5, 20, 40, 100])),
+                source=draw(st.sampled_from([1, 1, 1, 1, 1, 1, 1, 1, 1, 0])),
+            )
+        )
+        serial += wh + draw(st.sampled_from([0, 0, 0, 1, 50]))
+    recs.sort(key=lambda r: (r["device"], r["interval_start"]))
+    serial = recs[0]["serial_start"]
+    for r in recs:  # serials ascend in device order, as issued
+        wh = r["serial_end"] - r["serial_start"]
+        r["serial_start"], r["serial_end"] = serial, serial + wh
+        serial += wh
+    for i in draw(st.lists(st.integers(0, count - 1), max_size=4)):
+        recs.append(dict(recs[i]))  # same serials: overlap
+    for i in draw(st.lists(st.integers(0, count - 1), max_size=3)):
+        recs.append({**recs[i], "serial_start": serial, "serial_end": serial + 3})  # a bundle
+        serial += 3
+    for i in draw(st.lists(st.integers(0, len(recs) - 1), max_size=2)):
+        recs[i] = {**recs[i], "serial_start": recs[i]["serial_start"] + 1}  # overlap a neighbour
+    return recs
+
+
+@st.composite
+def dense_batches(draw) -> list[dict[str, int]]:
+    recs = draw(dense_records(draw(st.sampled_from([None, None, 3600, 900]))))
+    order = draw(st.sampled_from(["issued", "hour", "shuffled"]))
+    if order == "hour":
+        recs.sort(key=lambda r: (r["interval_start"], r["device"]))
+    elif order == "shuffled":
+        recs = draw(st.permutations(recs))
+    return recs
+
+
+@needs_ext
+@PROPERTY
+@given(dense_batches())
+def test_kernel_matches_twin_on_dense_batches(recs):
+    assert run(validate_c, recs) == run(validate_py, recs)
+
+
+@PROPERTY
+@given(dense_batches())
+def test_twin_matches_oracle_on_dense_batches(recs):
+    assert run(validate_py, recs) == oracle(recs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(PROPERTY, max_examples=80)
+@given(recs=dense_batches(), seed=st.integers(0, 2**32 - 1))
+def test_dense_result_does_not_depend_on_record_order(impl, recs, seed):
+    perm = np.random.default_rng(seed).permutation(len(recs))
+    shuffled = [recs[i] for i in perm]
+    assert run(impl, shuffled) == [run(impl, recs)[i] for i in perm]
+
+
+def issued_batch(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """A batch as a node issues it: devices x hours (or quarter hours), serials consecutive in
+    (device, start) order, then some bundles, overlaps and bad records, in one of several
+    orders; device ids dense or spread out (a sparse table)."""
+    per_device = int(rng.choice([1, 4, 24, 96]))
+    quarter = rng.random() < 0.3
+    ndev = max(1, n // per_device)
+    dev = np.repeat(np.arange(ndev), per_device)[:n]
+    dev = np.concatenate([dev, rng.integers(0, ndev, n - len(dev))])
+    slots = 96 if quarter else 24
+    period = np.tile(np.arange(per_device), ndev)[:n] % slots
+    period = np.concatenate([period, rng.integers(0, slots, n - len(period))])
+    dur = np.full(n, 900 if quarter else 3600)
+    if rng.random() < 0.2:  # some records of another duration (overlaps, mixed periods)
+        pick = rng.random(n) < 0.05
+        dur[pick] = rng.choice([1800, 900, 3600], int(pick.sum()))
+    base = HOUR if rng.random() < 0.8 else -HOUR
+    start = base + period * (900 if quarter else 3600)
+    start -= start % dur
+    if rng.random() < 0.3:  # second bundles of a device-interval
+        pick = rng.random(n) < rng.choice([0.02, 0.2, 0.6])
+        pick[0] = False
+        src = np.nonzero(pick)[0]
+        dev[src], start[src], dur[src] = dev[src - 1], start[src - 1], dur[src - 1]
+    order = np.lexsort((start, dev))
+    dev, start, dur = dev[order], start[order], dur[order]
+    wh = rng.integers(1, 50, n)
+    ends = np.cumsum(wh) + int(rng.integers(0, 10**6))
+    ss = ends - wh
+    if rng.random() < 0.3:  # a serial overlap somewhere
+        i, j = rng.integers(0, n, 2)
+        ss[i] = ss[j] + int(rng.integers(0, wh[j]))
+    if rng.random() < 0.2:
+        dev = dev * int(rng.choice([7, 1000, 2**20]))
+    cols = {
+        "serial_start": ss,
+        "serial_end": ss + wh,
+        "device": dev,
+        "interval_start": start,
+        "interval_end": start + dur,
+        "source": np.where(rng.random(n) < 0.02, 0, 1),
+        "technology": np.ones(n),
+        "renewable_ppm": np.zeros(n),
+        "carbon_mg": np.zeros(n),
+        "capacity_w": np.full(n, 10**6),
+        "metered_wh": np.where(rng.random(n) < 0.5, wh + rng.integers(-2, 30, n), -1),
+    }
+    out = [np.asarray(cols[c]).astype(RECORD_DTYPES[c]) for c in COLUMNS]
+    kind = rng.integers(0, 4)
+    if kind == 0:
+        perm = rng.permutation(n)
+    elif kind == 1:
+        perm = np.lexsort((out[2], out[3]))  # hour-major
+    elif kind == 2:
+        perm = np.arange(n)
+    else:  # in order but for one swap
+        perm = np.arange(n)
+        k = int(rng.integers(0, n))
+        perm[[0, k]] = perm[[k, 0]]
+    return [c[perm] for c in out]
+
+
+def _fuzz_issued(rounds: int, max_n: int) -> None:
+    rng = np.random.default_rng(20240612)
+    for _ in range(rounds):
+        cols = issued_batch(rng, int(rng.integers(1, max_n)))
+        np.testing.assert_array_equal(validate_c.validate(*cols), validate_py.validate(*cols))
+
+
+@needs_ext
+def test_fuzz_issued_batches_bounded():
+    _fuzz_issued(rounds=150, max_n=3000)
+
+
+@needs_ext
+@pytest.mark.slow
+def test_fuzz_issued_batches_long():
+    _fuzz_issued(rounds=1000, max_n=20_000)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_many_records_in_one_device_hour(impl):
+    # 100 intervals of 36 s in one hour, some as two bundles, plus a record overlapping a few,
+    # among 300 records of other devices
+    recs = [
+        record(
+            interval_start=HOUR + 36 * k,
+            interval_end=HOUR + 36 * (k + 1),
+            serial_start=10 * k,
+            serial_end=10 * k + 1,
+            metered_wh=1 if k % 7 else 0,
+        )
+        for k in range(100)
+    ]
+    recs += [
+        {**recs[k], "serial_start": 5000 + k, "serial_end": 5001 + k} for k in range(0, 100, 3)
+    ]
+    recs.append(record(interval_start=HOUR + 1800, interval_end=HOUR + 2700, serial_start=9000))
+    recs[-1]["serial_end"] = 9001
+    recs += [
+        record(device=d, serial_start=10**5 + d, serial_end=10**5 + d + 1) for d in range(1, 301)
+    ]
+    expected = oracle(recs)
+    assert {codes.OK, codes.INTERVAL_OVERLAP, codes.EXCEEDS_METERED} <= set(expected)
+    assert run(impl, recs) == expected
+    assert run(impl, recs[::-1]) == expected[::-1]
+    # on a device spread far from the others, the records take the sort instead of the table
+    far = [record(device=2**31 - 1, serial_start=10**6, serial_end=10**6 + 1)]
+    assert run(impl, recs + far) == [*expected, codes.OK]
+    assert run(impl, far + recs[::-1]) == [codes.OK, *expected[::-1]]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("metered", [-1, 70 * 5, 70 * 5 - 1])
+def test_many_bundles_of_one_device_interval(impl, metered):
+    bundles = [
+        record(serial_start=5 * k, serial_end=5 * k + 5, metered_wh=metered) for k in range(70)
+    ]
+    others = [
+        record(device=d, serial_start=10**4 + d, serial_end=10**4 + d + 1) for d in range(1, 200)
+    ]
+    far = [record(device=2**31 - 1, serial_start=10**6, serial_end=10**6 + 1)]
+    for recs in (bundles + others, bundles[::-1] + others, others + bundles[::-1] + far):
+        assert run(impl, recs) == oracle(recs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_keys_wider_than_64_bits(impl):
+    # devices and starts at both ends of their ranges: (device, hour, second) needs ~97 bits
+    lo = (I64_MIN // 3600 + 1) * 3600
+    hi = (I64_MAX // 3600 - 1) * 3600
+    big = {"capacity_w": 10**6}
+    recs = [
+        record(
+            device=2**31 - 1,
+            interval_start=lo,
+            interval_end=lo + 3600,
+            serial_start=0,
+            serial_end=10,
+            **big,
+        ),
+        record(
+            device=-(2**31),
+            interval_start=hi,
+            interval_end=hi + 3600,
+            serial_start=10,
+            serial_end=20,
+            **big,
+        ),
+        record(
+            device=-(2**31),
+            interval_start=lo,
+            interval_end=lo + 900,
+            serial_start=20,
+            serial_end=30,
+            **big,
+        ),
+        record(
+            device=-(2**31),
+            interval_start=lo + 1800,
+            interval_end=lo + 3600,
+            serial_start=25,
+            serial_end=40,
+            **big,
+        ),
+        record(
+            device=2**31 - 1,
+            interval_start=lo,
+            interval_end=lo + 1800,
+            serial_start=100,
+            serial_end=110,
+            **big,
+        ),
+    ]
+    for perm in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 3, 4, 0, 1]):
+        batch_ = [recs[i] for i in perm]
+        assert run(impl, batch_) == oracle(batch_)
+    # serial ranges across all of int64, in no useful order: serial and row do not fit a word
+    wide = [
+        record(device=1, serial_start=I64_MAX - 10, serial_end=I64_MAX, capacity_w=I64_MAX),
+        record(device=0, serial_start=0, serial_end=10),
+        record(device=2, serial_start=I64_MAX - 20, serial_end=I64_MAX - 9, capacity_w=I64_MAX),
+        record(
+            device=0,
+            interval_start=HOUR + 3600,
+            interval_end=HOUR + 7200,
+            serial_start=5,
+            serial_end=6,
+        ),
+        record(device=3, serial_start=100, serial_end=110),
+    ]
+    for perm in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 2, 3, 4, 0]):
+        batch_ = [wide[i] for i in perm]
+        assert run(impl, batch_) == oracle(batch_)
