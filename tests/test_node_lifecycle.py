@@ -87,7 +87,25 @@ def test_reading_conflicting_with_stored_one_is_rejected(node, solar, tmp_path):
     )
     with pytest.raises(InvalidArgument, match="overlaps"):
         node.import_readings(overlapping, request_id="c")
+    last_quarter = write_csv(
+        tmp_path / "d.csv", [("2024-01-01 00:45:00", "2024-01-01 01:00:00", "1", 10)]
+    )
+    with pytest.raises(InvalidArgument, match="overlaps"):
+        node.import_readings(last_quarter, request_id="d")
     assert node.status().wh_metered == 100
+    # Adjacent intervals touch but do not overlap; a file mixing stored and new rows keeps the
+    # stored ones unchanged and adds the new ones.
+    mixed = write_csv(
+        tmp_path / "e.csv",
+        [
+            ("2023-12-31 23:00:00", "2024-01-01 00:00:00", "1", 7),
+            ("2024-01-01 00:00:00", "2024-01-01 01:00:00", "1", 100),
+            ("2024-01-01 01:00:00", "2024-01-01 02:00:00", "1", 9),
+        ],
+    )
+    res = node.import_readings(mixed, request_id="e")
+    assert (res.readings, res.unchanged, res.wh) == (2, 1, 16)
+    assert node.status().wh_metered == 116
 
 
 @pytest.mark.parametrize(

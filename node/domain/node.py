@@ -453,30 +453,37 @@ class Node:
         existing = repos.readings_in_range(
             conn, sorted(set(dev_ids)), int(start.min()), int(end.max())
         )
-        stored = {(r.device_id, r.interval_start): (r.interval_end, r.wh) for r in existing}
-        spans: dict[str, list[tuple[int, int]]] = {}
-        for r in existing:
-            spans.setdefault(r.device_id, []).append((r.interval_start, r.interval_end))
         new = np.ones(len(start), dtype=bool)
         check = Checker("meter readings conflict with stored readings")
-        for i, key in enumerate(zip(dev_ids.tolist(), start.tolist(), strict=True)):
-            if key not in stored and key[0] not in spans:
-                continue
-            prior = stored.get(key)
-            if prior == (int(end[i]), int(wh[i])):
-                new[i] = False
-            elif prior is not None:
-                check.fail(
-                    f"readings[{rd.meters[meter_idx[i]]}@{key[1]}]",
-                    f"stored reading has {prior[1]} Wh, file has {int(wh[i])}",
-                )
-            elif any(s < end[i] and e > start[i] for s, e in spans[key[0]]):
-                check.fail(
-                    f"readings[{rd.meters[meter_idx[i]]}@{key[1]}]",
-                    "overlaps a stored reading of another interval",
-                )
-            if len(check.violations) >= 50:
-                break
+        by_device: dict[str, list] = {}
+        for r in existing:
+            by_device.setdefault(r.device_id, []).append(r)
+        for device_id, rows in by_device.items():
+            # Stored intervals of one device never overlap: sorted by start, ends are sorted too.
+            rows.sort(key=lambda r: r.interval_start)
+            ex_start = np.fromiter((r.interval_start for r in rows), np.int64, len(rows))
+            ex_end = np.fromiter((r.interval_end for r in rows), np.int64, len(rows))
+            ex_wh = np.fromiter((r.wh for r in rows), np.int64, len(rows))
+            idx = np.flatnonzero(dev_ids == device_id)
+            s_new, e_new, w_new = start[idx], end[idx], wh[idx]
+            pos = np.minimum(np.searchsorted(ex_start, s_new), len(rows) - 1)
+            same_start = ex_start[pos] == s_new
+            identical = same_start & (ex_end[pos] == e_new) & (ex_wh[pos] == w_new)
+            new[idx[identical]] = False
+            last_before_end = np.searchsorted(ex_start, e_new) - 1
+            overlaps = (last_before_end >= 0) & (ex_end[np.maximum(last_before_end, 0)] > s_new)
+            for k in np.flatnonzero((same_start & ~identical) | (overlaps & ~same_start))[:50]:
+                name = f"readings[{rd.meters[meter_idx[idx[k]]]}@{int(s_new[k])}]"
+                if same_start[k]:
+                    p = pos[k]
+                    check.fail(
+                        name,
+                        f"stored reading has {int(ex_wh[p])} Wh over "
+                        f"{int(ex_end[p] - ex_start[p])} s, file has {int(w_new[k])} Wh "
+                        f"over {int(e_new[k] - s_new[k])} s",
+                    )
+                else:
+                    check.fail(name, "overlaps a stored reading of another interval")
         check.done()
         n = int(new.sum())
         bulk_insert(
