@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = {"sqlite": 100_000, "postgresql": 150_000}
-CLI = [sys.executable, "-m", "eap.node"]
 
 
 def _free_port() -> int:
@@ -52,8 +50,9 @@ def _home(root: Path, name: str, node_id: str, db: str | None, ca: Path):
     from eap.node.domain.node import Node
     from eap.node.federation.settings import update_settings
 
-    cfg = create_home(root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}",
-                      f"127.0.0.1:{_free_port()}")
+    cfg = create_home(
+        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    )
     update_settings(root / name, sync_interval_s=0, rate_per_s=1000.0, burst=1000)
     node = Node.initialise(cfg)
     issue_node_cert(ca, node_id, root / name / "tls")
@@ -67,19 +66,13 @@ def _trust(a, b) -> None:
     TrustList(a.store, a.node_id).add_descriptor(describe(b))
 
 
-def _start(home: Path) -> subprocess.Popen:
-    log = open(home / "serve.log", "w")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([*CLI, "serve", "--home", str(home)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "serving eap.v1.Federation" in (home / "serve.log").read_text():
-            return proc
-        if proc.poll() is not None:
-            raise SystemExit(f"source node exited:\n{(home / 'serve.log').read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("source node did not start")
+def _start(home: Path):
+    """Start ``eap-node serve`` on ``home`` and wait until it serves (shared local-net code)."""
+    from eap.node.federation.localnet import LocalNode
+
+    node = LocalNode.from_home(home).start()
+    node.wait_ready()
+    return node
 
 
 def _raw_stream(dst, src_id: str, expect: int) -> float:
@@ -108,17 +101,23 @@ def _raw_insert(node, raws: list[bytes]) -> float:
         msg = types_pb2.RecordBatch.FromString(raw)
         cols = batches.from_proto(msg)
         a, n = cols.arrays, len(cols)
-        prepared.append({
-            "issuer": [msg.issuer] * n, "serial_start": a["serial_start"],
-            "serial_end": a["serial_end"],
-            "device_id": np.asarray(cols.devices, dtype=object)[a["device"]],
-            "interval_start": a["interval_start"], "interval_end": a["interval_end"],
-            "source": a["source"].astype(np.int64), "technology": a["technology"].astype(np.int64),
-            "renewable_ppm": a["renewable_ppm"].astype(np.int64),
-            "carbon_mg": a["carbon_mg"].astype(np.int64),
-            "zone": np.asarray(cols.zones, dtype=object)[a["zone"]],
-            "owner": np.asarray(cols.owners, dtype=object)[a["owner"]],
-            "batch_seq": np.full(n, msg.seq, np.int64)})
+        prepared.append(
+            {
+                "issuer": [msg.issuer] * n,
+                "serial_start": a["serial_start"],
+                "serial_end": a["serial_end"],
+                "device_id": np.asarray(cols.devices, dtype=object)[a["device"]],
+                "interval_start": a["interval_start"],
+                "interval_end": a["interval_end"],
+                "source": a["source"].astype(np.int64),
+                "technology": a["technology"].astype(np.int64),
+                "renewable_ppm": a["renewable_ppm"].astype(np.int64),
+                "carbon_mg": a["carbon_mg"].astype(np.int64),
+                "zone": np.asarray(cols.zones, dtype=object)[a["zone"]],
+                "owner": np.asarray(cols.owners, dtype=object)[a["owner"]],
+                "batch_seq": np.full(n, msg.seq, np.int64),
+            }
+        )
     t0 = time.perf_counter()
     for rows in prepared:
         with node.store.transaction() as conn:
@@ -167,8 +166,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--per-batch", type=int, default=10_000)
-    parser.add_argument("--pg", default=os.environ.get(
-        "EAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("EAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
     parser.add_argument("--no-pg", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -183,21 +184,33 @@ def main() -> None:
     from eap.v1 import types_pb2
 
     n_records = args.batches * args.per_batch
-    results: dict = {"records": n_records, "batches": args.batches,
-                     "per_batch": args.per_batch, "kernels": kernels.backend}
+    results: dict = {
+        "records": n_records,
+        "batches": args.batches,
+        "per_batch": args.per_batch,
+        "kernels": kernels.backend,
+    }
     with tempfile.TemporaryDirectory(prefix="eap-bench-fed-") as tmp:
         root = Path(tmp)
         create_ca(root / "ca")
         src = _home(root, "src", "src.example", None, root / "ca")
-        raws = craft_batches(src.keys, src.node_id, args.batches, args.per_batch,
-                             devices=min(1000, args.per_batch))
+        raws = craft_batches(
+            src.keys, src.node_id, args.batches, args.per_batch, devices=min(1000, args.per_batch)
+        )
         results["wire_bytes_per_record"] = round(sum(map(len, raws)) / n_records, 1)
         with src.store.transaction() as conn:
             for raw in raws:
                 m = types_pb2.RecordBatch.FromString(raw)
-                repos.insert_batch(conn, seq=m.seq, count=m.count, wh=0,
-                                   merkle_root=m.merkle_root, key_id=m.key_id, payload=raw,
-                                   created_at_ms=m.created_at_ms)
+                repos.insert_batch(
+                    conn,
+                    seq=m.seq,
+                    count=m.count,
+                    wh=0,
+                    merkle_root=m.merkle_root,
+                    key_id=m.key_id,
+                    payload=raw,
+                    created_at_ms=m.created_at_ms,
+                )
         targets = [("sqlite", None)]
         pg_url = None if args.no_pg else _pg_database(args.pg)
         if pg_url:
@@ -226,8 +239,7 @@ def main() -> None:
                 }
                 dst.close()
         finally:
-            proc.terminate()
-            proc.wait(15)
+            proc.stop()
             src.close()
             if pg_url:
                 _drop(args.pg, pg_url)
@@ -239,21 +251,29 @@ def main() -> None:
 
 def _print(r: dict) -> None:
     kinds = [k for k in ("sqlite", "postgresql") if k in r]
-    print(f"federation import: {r['records']:,} records in {r['batches']} batches of "
-          f"{r['per_batch']:,} ({r['wire_bytes_per_record']} B/record on the wire), "
-          f"kernels: {r['kernels']}")
+    print(
+        f"federation import: {r['records']:,} records in {r['batches']} batches of "
+        f"{r['per_batch']:,} ({r['wire_bytes_per_record']} B/record on the wire), "
+        f"kernels: {r['kernels']}"
+    )
     print(f"{'':44}" + "".join(f"{k:>16}" for k in kinds))
-    print(f"{'raw gRPC streaming (records/s)':44}"
-          + "".join(f"{r['raw_grpc_stream_rps']:>16,}" for _ in kinds))
-    rows = [("raw bulk insert (records/s)", "raw_bulk_insert_rps", "{:>16,}"),
-            ("import: stream+verify+validate+persist", "import_rps", "{:>16,}"),
-            ("import / raw streaming", "import_vs_raw_stream", "{:>16.2f}"),
-            ("import / raw bulk insert", "import_vs_raw_insert", "{:>16.2f}"),
-            ("target (records/s)", "target_rps", "{:>16,}")]
+    print(
+        f"{'raw gRPC streaming (records/s)':44}"
+        + "".join(f"{r['raw_grpc_stream_rps']:>16,}" for _ in kinds)
+    )
+    rows = [
+        ("raw bulk insert (records/s)", "raw_bulk_insert_rps", "{:>16,}"),
+        ("import: stream+verify+validate+persist", "import_rps", "{:>16,}"),
+        ("import / raw streaming", "import_vs_raw_stream", "{:>16.2f}"),
+        ("import / raw bulk insert", "import_vs_raw_insert", "{:>16.2f}"),
+        ("target (records/s)", "target_rps", "{:>16,}"),
+    ]
     for label, key, fmt in rows:
         print(f"{label:44}" + "".join(fmt.format(r[k][key]) for k in kinds))
-    print(f"{'meets target':44}"
-          + "".join(f"{'yes' if r[k]['meets_target'] else 'NO':>16}" for k in kinds))
+    print(
+        f"{'meets target':44}"
+        + "".join(f"{'yes' if r[k]['meets_target'] else 'NO':>16}" for k in kinds)
+    )
 
 
 if __name__ == "__main__":

@@ -29,14 +29,11 @@ import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "eap.node"]
 TARGET_P50_MS = 20.0
 
 
@@ -51,8 +48,9 @@ def _home(root: Path, name: str, node_id: str, db: str | None, ca: Path | None):
     from eap.node.crypto import issue_node_cert
     from eap.node.domain.node import Node
 
-    cfg = create_home(root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}",
-                      f"127.0.0.1:{_free_port()}")
+    cfg = create_home(
+        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    )
     node = Node.initialise(cfg)
     if ca is not None:
         from eap.node.federation.settings import update_settings
@@ -76,13 +74,24 @@ def _issue(node, hours: int, tmp: Path) -> tuple[str, list[str]]:
     from eap.node.domain.enums import Purpose, Status
 
     owner = node.create_account(request_id="owner").account.id
-    node.register_device(request_id="dev", local_ref="farm", capacity_w=10_000_000,
-                         source="wind", technology="onshore_wind", commissioned_on="2020-01-01",
-                         latitude=41.4, longitude=2.2, zone="ES", owner=owner, meter_id="m1",
-                         attestation_evidence="grid connection agreement")
+    node.register_device(
+        request_id="dev",
+        local_ref="farm",
+        capacity_w=10_000_000,
+        source="wind",
+        technology="onshore_wind",
+        commissioned_on="2020-01-01",
+        latitude=41.4,
+        longitude=2.2,
+        zone="ES",
+        owner=owner,
+        meter_id="m1",
+        attestation_evidence="grid connection agreement",
+    )
     t0 = dt.datetime(2024, 1, 1)
-    lines = ["interval_start_datetime,interval_end_datetime,device_id,interval_usage,"
-             "gross_net_indicator"]
+    lines = [
+        "interval_start_datetime,interval_end_datetime,device_id,interval_usage,gross_net_indicator"
+    ]
     for h in range(hours + 1):
         s, e = t0 + dt.timedelta(hours=h), t0 + dt.timedelta(hours=h + 1)
         wh = 5_000 if h < hours else 9_000_000
@@ -93,8 +102,13 @@ def _issue(node, hours: int, tmp: Path) -> tuple[str, list[str]]:
     node.issue(request_id="iss")
     items, token = [], ""
     while True:
-        page = node.list_bundles(purpose=Purpose.OPERATIONS, owner=owner,
-                                 status=int(Status.ACTIVE), page_size=1000, page_token=token)
+        page = node.list_bundles(
+            purpose=Purpose.OPERATIONS,
+            owner=owner,
+            status=int(Status.ACTIVE),
+            page_size=1000,
+            page_token=token,
+        )
         items += page.items
         if not page.next_token:
             break
@@ -103,26 +117,23 @@ def _issue(node, hours: int, tmp: Path) -> tuple[str, list[str]]:
     return items[-1].id, [b.id for b in items[:-1]]
 
 
-def _start(home: Path) -> subprocess.Popen:
-    log = open(home / "serve.log", "w")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([*CLI, "serve", "--home", str(home)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "serving eap.v1.Federation" in (home / "serve.log").read_text():
-            return proc
-        if proc.poll() is not None:
-            raise SystemExit(f"node exited:\n{(home / 'serve.log').read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("node did not start")
+def _start(home: Path):
+    """Start ``eap-node serve`` on ``home`` and wait until it serves (shared local-net code)."""
+    from eap.node.federation.localnet import LocalNode
+
+    node = LocalNode.from_home(home).start()
+    node.wait_ready()
+    return node
 
 
 def _stats(samples: list[float]) -> dict:
     ms = sorted(x * 1000 for x in samples)
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 2),
-            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
-            "mean_ms": round(statistics.fmean(ms), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
 
 
 class _Sender:
@@ -136,11 +147,9 @@ class _Sender:
 
         t = time.perf_counter()
         if mode == "whole":
-            _, rec = self.engine.send(self.whole.pop(), to=self.to,
-                                      request_id=str(uuid.uuid4()))
+            _, rec = self.engine.send(self.whole.pop(), to=self.to, request_id=str(uuid.uuid4()))
         else:
-            first, rec = self.engine.send(self.big, to=self.to, wh=10,
-                                          request_id=str(uuid.uuid4()))
+            first, rec = self.engine.send(self.big, to=self.to, wh=10, request_id=str(uuid.uuid4()))
             self.big = first.remainder.id
         took = time.perf_counter() - t
         assert rec.state == COMMITTED and rec.settled, rec
@@ -171,8 +180,15 @@ def _in_process(root: Path, db: tuple[str | None, str | None], count: int):
         net.attach(e)
     for a, b in ((src, dst), (dst, src)):
         with a.store.transaction() as conn:
-            peer_repos.insert_peer(conn, {"node_id": b.node_id, "endpoint": "in-process:0",
-                                          "status": "active", "added_at_ms": 0})
+            peer_repos.insert_peer(
+                conn,
+                {
+                    "node_id": b.node_id,
+                    "endpoint": "in-process:0",
+                    "status": "active",
+                    "added_at_ms": 0,
+                },
+            )
     big, whole = _issue(src, count, root / "ip-src")
     buyer = dst.create_account(request_id="buyer").account.id
     return _Sender(engines[src.node_id], f"{dst.node_id}/{buyer}", whole, big), (src, dst)
@@ -215,8 +231,9 @@ def _run(root: Path, urls: list[str | None], n: int, warm: int) -> dict:
     dst.close()
     local, local_nodes = _in_process(root, (urls[2], urls[3]), count)
     procs = [_start(root / "src"), _start(root / "dst")]
-    samples: dict[str, list[float]] = {k: [] for k in (
-        "rpc", "whole", "partial", "in_process_whole", "in_process_partial")}
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("rpc", "whole", "partial", "in_process_whole", "in_process_partial")
+    }
     try:
         with PeerClient(src) as client:
             remote = _Sender(Transfers(src, client), f"{dst.node_id}/{buyer}", whole, big)
@@ -229,9 +246,7 @@ def _run(root: Path, urls: list[str | None], n: int, warm: int) -> dict:
                         samples[f"in_process_{mode}"].append(got[2])
     finally:
         for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(15)
+            p.stop()
         src.close()
         for node in local_nodes:
             node.close()
@@ -239,8 +254,9 @@ def _run(root: Path, urls: list[str | None], n: int, warm: int) -> dict:
     whole_p50 = result["whole"]["p50_ms"]
     result["whole_vs_rpc"] = round(whole_p50 / result["rpc"]["p50_ms"], 2)
     result["whole_vs_in_process"] = round(whole_p50 / result["in_process_whole"]["p50_ms"], 2)
-    result["meets_target"] = (whole_p50 < TARGET_P50_MS
-                              and result["partial"]["p50_ms"] < TARGET_P50_MS)
+    result["meets_target"] = (
+        whole_p50 < TARGET_P50_MS and result["partial"]["p50_ms"] < TARGET_P50_MS
+    )
     return result
 
 
@@ -248,8 +264,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="samples per measurement")
     parser.add_argument("--warm", type=int, default=10, help="warm-up calls per measurement")
-    parser.add_argument("--pg", default=os.environ.get(
-        "EAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("EAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
     parser.add_argument("--no-pg", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -277,23 +295,35 @@ def main() -> None:
 
 def _print(r: dict) -> None:
     kinds = [k for k in ("sqlite", "postgresql") if k in r]
-    print(f"cross-node transfer latency on loopback, {r['n']} samples each "
-          f"(target p50 < {r['target_p50_ms']:g} ms)")
+    print(
+        f"cross-node transfer latency on loopback, {r['n']} samples each "
+        f"(target p50 < {r['target_p50_ms']:g} ms)"
+    )
     print(f"{'':44}" + "".join(f"{k + ' p50':>17}{k + ' p99':>17}" for k in kinds))
-    rows = [("signed RPC round trip (baseline)", lambda x: x["rpc"]),
-            ("in-process transfer, whole (baseline)", lambda x: x["in_process_whole"]),
-            ("in-process transfer, partial (baseline)", lambda x: x["in_process_partial"]),
-            ("cross-node transfer, whole", lambda x: x["whole"]),
-            ("cross-node transfer, partial (split)", lambda x: x["partial"])]
+    rows = [
+        ("signed RPC round trip (baseline)", lambda x: x["rpc"]),
+        ("in-process transfer, whole (baseline)", lambda x: x["in_process_whole"]),
+        ("in-process transfer, partial (baseline)", lambda x: x["in_process_partial"]),
+        ("cross-node transfer, whole", lambda x: x["whole"]),
+        ("cross-node transfer, partial (split)", lambda x: x["partial"]),
+    ]
     for label, get in rows:
-        print(f"{label + ' (ms)':44}" + "".join(
-            f"{get(r[k])['p50_ms']:>17.2f}{get(r[k])['p99_ms']:>17.2f}" for k in kinds))
-    print(f"{'whole transfer p50 / signed RPC p50':44}"
-          + "".join(f"{r[k]['whole_vs_rpc']:>17.2f}{'':>17}" for k in kinds))
-    print(f"{'whole transfer p50 / in-process p50':44}"
-          + "".join(f"{r[k]['whole_vs_in_process']:>17.2f}{'':>17}" for k in kinds))
-    print(f"{'meets target':44}"
-          + "".join(f"{'yes' if r[k]['meets_target'] else 'NO':>17}{'':>17}" for k in kinds))
+        print(
+            f"{label + ' (ms)':44}"
+            + "".join(f"{get(r[k])['p50_ms']:>17.2f}{get(r[k])['p99_ms']:>17.2f}" for k in kinds)
+        )
+    print(
+        f"{'whole transfer p50 / signed RPC p50':44}"
+        + "".join(f"{r[k]['whole_vs_rpc']:>17.2f}{'':>17}" for k in kinds)
+    )
+    print(
+        f"{'whole transfer p50 / in-process p50':44}"
+        + "".join(f"{r[k]['whole_vs_in_process']:>17.2f}{'':>17}" for k in kinds)
+    )
+    print(
+        f"{'meets target':44}"
+        + "".join(f"{'yes' if r[k]['meets_target'] else 'NO':>17}{'':>17}" for k in kinds)
+    )
 
 
 if __name__ == "__main__":

@@ -110,6 +110,14 @@ class LocalNode:
     _store: Any = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)
 
+    @classmethod
+    def from_home(cls, home: Path) -> LocalNode:
+        """A node for an existing home, with the ports its configuration listens on."""
+        cfg = NodeConfig.load(home)
+        host, api = cfg.api_listen.rsplit(":", 1)
+        fed = cfg.federation_listen.rsplit(":", 1)[1]
+        return cls(cfg.node_id, cfg.zone, Path(home), int(api), int(fed), host)
+
     @property
     def api_address(self) -> str:
         return f"{self.host}:{self.api_port}"
