@@ -9,7 +9,6 @@ import uuid
 import pytest
 from test_transfers_support import Federation
 
-from eap.node.api import convert
 from eap.node.crypto import VerifiedEnvelope
 from eap.node.domain.enums import Status
 from eap.node.federation import transfers as T
@@ -97,14 +96,13 @@ def test_concurrent_senders_of_one_bundle_lock_it_once(ab):
 
 def test_concurrent_prepares_of_overlapping_ranges_prepare_one(ab):
     a, b = ab["a"], ab["b"]
-    bundle = ab.bundle("a", a.bundles[2])
-    wire = convert.bundle(bundle)
-    wire.held_by, wire.owner = a.node_id, ""
+    wire, proof = ab.wire("a", a.bundles[2])
     now = int(ab.clock() * 1000)
 
     def prepare(i: int):
         msg = fed.TransferPrepare(transfer_id=f"{a.node_id}/dup-{i}", bundle=wire,
-                                  to_account=b.account, expires_at_ms=now + 60_000)
+                                  to_account=b.account, expires_at_ms=now + 60_000,
+                                  proof=proof)
         reply = b.engine.on_prepare(_env(a.node_id, msg.SerializeToString(), T.PT_PREPARE))
         return fed.TransferStatus.FromString(reply[1]).state
 

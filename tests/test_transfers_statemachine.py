@@ -325,14 +325,10 @@ def test_source_answers_status_of_an_expired_undecided_transfer_by_aborting(ab):
 
 def test_source_without_record_means_presumed_abort(ab):
     a, b = ab["a"], ab["b"]
-    bundle = ab.bundle("a", a.bundles[0])
-    from eap.node.api import convert
-
-    wire = convert.bundle(bundle)
-    wire.held_by, wire.owner = a.node_id, ""
+    wire, proof = ab.wire("a", a.bundles[0])
     tid = f"{a.node_id}/forged-0001"
     msg = fed.TransferPrepare(transfer_id=tid, bundle=wire, to_account=b.account,
-                              expires_at_ms=int(ab.clock() * 1000) + 60_000)
+                              expires_at_ms=int(ab.clock() * 1000) + 60_000, proof=proof)
     assert _status(b.engine.on_prepare(
         _env(a.node_id, msg.SerializeToString(), T.PT_PREPARE))).state == \
         fed.TRANSFER_STATE_PREPARED
@@ -362,13 +358,10 @@ def test_status_is_only_told_to_the_other_party(abc):
 
 def _prepare_from(fedn, src_key, bundle_id, *, tid="x-1", mutate=None, to_key="b", origin=None):
     src, dst = fedn[src_key], fedn[to_key]
-    from eap.node.api import convert
-
-    wire = convert.bundle(fedn.bundle(src_key, bundle_id))
-    wire.held_by, wire.owner = src.node_id, ""
+    wire, proof = fedn.wire(src_key, bundle_id)
     msg = fed.TransferPrepare(transfer_id=f"{src.node_id}/{tid}", bundle=wire,
                               to_account=dst.account,
-                              expires_at_ms=int(fedn.clock() * 1000) + 60_000)
+                              expires_at_ms=int(fedn.clock() * 1000) + 60_000, proof=proof)
     if mutate:
         mutate(msg)
     reply = dst.engine.on_prepare(_env(origin or src.node_id, msg.SerializeToString(),
@@ -415,21 +408,23 @@ def test_destination_refuses_its_own_serials_unless_it_exported_them(ab):
 
     own = ab.bundle("b", b.bundles[0])
 
+    _, proof = ab.wire("b", b.bundles[0])
+
     def offer(tid, start, end):
         wire = convert.bundle(own)
         wire.serial_start, wire.serial_end = start, end
         wire.id = f"{b.node_id}/{start}-{end}"
         wire.held_by, wire.owner = ab["a"].node_id, ""
         msg = fed.TransferPrepare(transfer_id=f"{ab['a'].node_id}/{tid}", bundle=wire,
-                                  to_account=b.account,
+                                  to_account=b.account, proof=proof,
                                   expires_at_ms=int(ab.clock() * 1000) + 60_000)
         return _status(b.engine.on_prepare(_env(ab["a"].node_id, msg.SerializeToString(),
                                                 T.PT_PREPARE)))
 
     held = offer("held", own.serial_start, own.serial_end)  # B holds these itself
-    assert held.state == fed.TRANSFER_STATE_ABORTED and "already held" in held.reason
+    assert held.state == fed.TRANSFER_STATE_ABORTED and "not held by" in held.reason
     minted = offer("mint", 90_000, 90_010)  # B never issued (so never exported) these
-    assert minted.state == fed.TRANSFER_STATE_ABORTED and "never exported" in minted.reason
+    assert minted.state == fed.TRANSFER_STATE_ABORTED and "provenance" in minted.reason
     ab.assert_conserved()
 
 

@@ -20,6 +20,7 @@ from eap.node.domain.enums import Purpose, Status
 from eap.node.domain.node import Node
 from eap.node.federation import conservation
 from eap.node.federation.inprocess import Faults, InProcessNetwork
+from eap.node.federation.peers import keys_json
 from eap.node.federation.transfers import FINAL, Transfers, TransferSettings
 from eap.node.store import peer_repos
 
@@ -78,13 +79,14 @@ class Federation:
             self.cities[key] = city
             self.net.attach(city.engine)
             self._issue(city, zone, lat, lon, hours)
-        with_ids = [c.node_id for c in self.cities.values()]
+        keys = {c.node_id: keys_json(c.node.keys.public_keys()) for c in self.cities.values()}
         for city in self.cities.values():
             with city.node.store.transaction() as conn:
-                for other in with_ids:
+                for other, other_keys in keys.items():
                     if other != city.node_id:
                         peer_repos.insert_peer(conn, {
                             "node_id": other, "endpoint": "in-process:0", "status": "active",
+                            "public_keys": other_keys,
                             "added_at_ms": int(self.clock() * 1000)})
 
     def _engine(self, node: Node) -> Transfers:
@@ -108,6 +110,20 @@ class Federation:
         city.bundles = [b.id for b in self.active(city.key, city.owner)]
 
     # -- access ----------------------------------------------------------------------------------
+
+    def wire(self, key: str, bundle_id: str):
+        """What a source announces in a prepare: the bundle (owner hidden, held by the
+        source) and its provenance proof."""
+        from eap.node.api import convert
+        from eap.node.domain import ledger
+
+        city = self.cities[key]
+        bundle = self.bundle(key, bundle_id)
+        with city.node.store.read() as conn:
+            proof, _ = ledger.proof(conn, city.node_id, bundle)
+        wire = convert.bundle(bundle)
+        wire.held_by, wire.owner = city.node_id, ""
+        return wire, proof
 
     def __getitem__(self, key: str) -> City:
         return self.cities[key]

@@ -23,8 +23,9 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import idempotency
+from eap.node.domain import custody, idempotency, ledger
 from eap.node.domain.enums import Purpose, Source, Status, Technology
+from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.models import (
     Account,
     Bundle,
@@ -60,26 +61,13 @@ from eap.node.errors import (
     invalid,
 )
 from eap.node.meters import MeterReadings, reader_for
-from eap.node.store import Store, open_store, repos
+from eap.node.store import Store, custody_repos, open_store, repos
 from eap.node.store import schema as t
 from eap.node.store.engine import bulk_insert
 from eap.plugins.manager import get_plugin_manager
 
 MAX_PAGE = 1000
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def bundle_id(issuer: str, start: int, end: int) -> str:
-    return f"{issuer}/{start}-{end}"
-
-
-def lineage(parent: bytes, child_id: str) -> str:
-    """Lineage hash of a bundle: SHA-256(0x03 || parent lineage (or batch leaf) || id)."""
-    return hashlib.sha256(b"\x03" + parent + child_id.encode()).hexdigest()
 
 
 def coarse_cell(lat: float, lon: float) -> str:
@@ -706,6 +694,7 @@ class Node:
         )
         repos.mark_issued(conn, reading_id, metered)
         wh = int(remaining[live].sum())
+        custody_repos.add_range(conn, int(base), int(base) + wh, self.node_id, at)
         repos.journal(
             conn,
             [
@@ -808,7 +797,7 @@ class Node:
         sellers: list[str] = []
 
         def op(conn: Connection) -> TransferResult:
-            bundle, version = self._spendable(conn, bundle_ref, principal, wh)
+            bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
             sellers.append(bundle.owner)
             if repos.get_account(conn, to_account) is None:
                 raise NotFound(f"no account {to_account}", [_fv("to_account", "unknown account")])
@@ -820,13 +809,13 @@ class Node:
                     conn, bundle.id, version, expect_status=Status.ACTIVE, owner=to_account
                 ):
                     raise Aborted(f"bundle {bundle.id} changed concurrently; retry")
-                self._journal(
+                ledger.journal(
                     conn, "transfer", bundle.id, bundle.owner, to_account, amount, request_id
                 )
                 bundle.owner = to_account
                 return TransferResult(bundle)
-            moved, rest = self._split(conn, bundle, version, amount, to_account, Status.ACTIVE)
-            self._journal(conn, "transfer", moved.id, bundle.owner, to_account, amount, request_id)
+            moved, rest = ledger.split(conn, bundle, version, amount, to_account, Status.ACTIVE)
+            ledger.journal(conn, "transfer", moved.id, bundle.owner, to_account, amount, request_id)
             return TransferResult(moved, rest)
 
         def trade(conn: Connection) -> TransferResult:
@@ -885,7 +874,7 @@ class Node:
         check.done()
 
         def op(conn: Connection) -> ClaimReceipt:
-            bundle, version = self._spendable(conn, bundle_ref, principal, wh)
+            bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
             c_start = consumption_start or bundle.interval_start
             c_end = consumption_end or bundle.interval_end
             if not (c_start < bundle.interval_end and c_end > bundle.interval_start):
@@ -903,7 +892,7 @@ class Node:
                 bundle.status = int(Status.RETIRED)
                 claimed = bundle
             else:
-                claimed, _ = self._split(
+                claimed, _ = ledger.split(
                     conn, bundle, version, amount, bundle.owner, Status.RETIRED
                 )
             seq = repos.bump(conn, "claim") + 1
@@ -911,7 +900,9 @@ class Node:
                 seq, claimed, beneficiary, purpose, c_start, c_end, consumption_zone or bundle.zone
             )
             repos.insert_claim(conn, seq, receipt)
-            self._journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
+            ledger.journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
+            if claimed.issuer != self.node_id:
+                custody.report_retirement(conn, receipt.id, claimed, receipt.claimed_at_ms)
             return receipt
 
         return idempotency.run(
@@ -957,66 +948,6 @@ class Node:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _spendable(
-        self, conn: Connection, ref: str, principal: Principal, wh: int
-    ) -> tuple[Bundle, int]:
-        found = repos.get_bundle(conn, ref, lock=True)
-        if found is None:
-            raise NotFound(f"no bundle {ref}", [_fv("bundle_id", "unknown bundle")])
-        bundle, version = found
-        if not principal.may_act_for(bundle.owner):
-            raise PermissionDenied(f"bundle {ref} is not held by the calling account")
-        if bundle.status != Status.ACTIVE:
-            raise FailedPrecondition(
-                f"bundle {ref} is {Status(bundle.status).name}; only ACTIVE bundles can move"
-            )
-        if wh > bundle.wh:
-            raise FailedPrecondition(
-                f"bundle {ref} holds {bundle.wh} Wh; {wh} Wh requested",
-                [_fv("wh", f"at most {bundle.wh}")],
-            )
-        return bundle, version
-
-    def _split(
-        self,
-        conn: Connection,
-        parent: Bundle,
-        version: int,
-        amount: int,
-        new_owner: str,
-        new_status: Status,
-    ) -> tuple[Bundle, Bundle]:
-        """Split ``parent`` into ``[start, start+amount)`` (to ``new_owner`` with ``new_status``)
-        and the remainder (unchanged owner, ACTIVE).  Lineage hashes chain to the parent."""
-        if not repos.set_bundle_state(
-            conn, parent.id, version, expect_status=Status.ACTIVE, status=int(Status.SPLIT)
-        ):
-            raise Aborted(f"bundle {parent.id} changed concurrently; retry")
-        cut = parent.serial_start + amount
-        parent_lineage = bytes.fromhex(parent.lineage_hash)
-        at = now_ms()
-
-        def child(start: int, end: int, owner: str, status: Status) -> Bundle:
-            cid = bundle_id(parent.issuer, start, end)
-            return Bundle(
-                **{
-                    **parent.to_dict(),
-                    "id": cid,
-                    "serial_start": start,
-                    "serial_end": end,
-                    "owner": owner,
-                    "status": int(status),
-                    "parent_id": parent.id,
-                    "lineage_hash": lineage(parent_lineage, cid),
-                    "issued_at_ms": at,
-                }
-            )
-
-        first = child(parent.serial_start, cut, new_owner, new_status)
-        rest = child(cut, parent.serial_end, parent.owner, Status.ACTIVE)
-        repos.insert_bundles(conn, [first, rest])
-        return first, rest
-
     def _receipt(
         self,
         seq: int,
@@ -1059,23 +990,6 @@ class Node:
             digest=digest,
             signature=sig,
             key_id=key_id,
-        )
-
-    @staticmethod
-    def _journal(conn, action, bundle, frm, to, wh, request_id) -> None:
-        repos.journal(
-            conn,
-            [
-                {
-                    "at_ms": now_ms(),
-                    "action": action,
-                    "bundle_id": bundle,
-                    "from_owner": frm,
-                    "to_owner": to,
-                    "wh": wh,
-                    "request_id": request_id,
-                }
-            ],
         )
 
     @staticmethod

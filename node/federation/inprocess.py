@@ -21,7 +21,8 @@ from eap.node.federation.crashpoints import SimulatedCrash
 
 #: Federation RPC → handler method of the transfer engine.
 HANDLERS = {"PrepareTransfer": "on_prepare", "DecideTransfer": "on_decision",
-            "GetTransferStatus": "on_status"}
+            "GetTransferStatus": "on_status", "MoveCustody": "on_move_custody",
+            "ReportRetirement": "on_report_retirement"}
 
 
 @dataclass

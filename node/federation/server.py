@@ -83,6 +83,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "PrepareTransfer": Endpoint("envelope", handler="on_prepare"),
     "DecideTransfer": Endpoint("envelope", handler="on_decision"),
     "GetTransferStatus": Endpoint("envelope", handler="on_status"),
+    "MoveCustody": Endpoint("envelope", handler="on_move_custody"),
+    "ReportRetirement": Endpoint("envelope", handler="on_report_retirement"),
 }
 
 

@@ -49,7 +49,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from eap.node.api import convert
-from eap.node.domain import idempotency
+from eap.node.domain import custody, idempotency, ledger, provenance
 from eap.node.domain.enums import Source, Status, Technology
 from eap.node.domain.models import Bundle, Principal, Serialisable
 from eap.node.domain.rules import (
@@ -72,6 +72,15 @@ from eap.node.errors import (
     invalid,
 )
 from eap.node.federation import crashpoints
+from eap.node.federation.custody import (
+    PT_CUSTODY_ANSWER,
+    PT_CUSTODY_REQUEST,
+    PT_RETIREMENT,
+    PT_RETIREMENT_ACK,
+    CustodyService,
+)
+from eap.node.federation.peers import TrustList
+from eap.node.store import custody_repos as cr
 from eap.node.store import peer_repos, repos
 from eap.node.store import transfer_repos as tr
 from eap.v1 import federation_pb2 as fed
@@ -88,15 +97,23 @@ COMMITTED = "committed"
 ABORTED = "aborted"
 FINAL = (COMMITTED, ABORTED)
 
-# Message kinds (outbox and inbox).
+# Message kinds (outbox and inbox); CUSTODY asks the issuer to move its custody, RETIRE
+# reports a retirement to the issuer.
 PREPARE, COMMIT, ABORT = "prepare", "commit", "abort"
+CUSTODY, RETIRE = custody.CUSTODY, custody.RETIRE
+#: custody_state of an outgoing transfer of a third party's serials.
+REQUESTED = "requested"
 
 PT_PREPARE = fed.TransferPrepare.DESCRIPTOR.full_name
 PT_DECISION = fed.TransferDecision.DESCRIPTOR.full_name
 PT_STATUS = fed.TransferStatus.DESCRIPTOR.full_name
 
-_RPC = {PREPARE: "PrepareTransfer", COMMIT: "DecideTransfer", ABORT: "DecideTransfer"}
-_PAYLOAD = {PREPARE: PT_PREPARE, COMMIT: PT_DECISION, ABORT: PT_DECISION}
+_RPC = {PREPARE: "PrepareTransfer", COMMIT: "DecideTransfer", ABORT: "DecideTransfer",
+        CUSTODY: "MoveCustody", RETIRE: "ReportRetirement"}
+_PAYLOAD = {PREPARE: PT_PREPARE, COMMIT: PT_DECISION, ABORT: PT_DECISION,
+            CUSTODY: PT_CUSTODY_REQUEST, RETIRE: PT_RETIREMENT}
+#: Errors of the issuer that mean it recorded nothing and never will for this request.
+_DEFINITE = (InvalidArgument, PermissionDenied, NotFound, FailedPrecondition)
 _WIRE = {
     PREPARING: fed.TRANSFER_STATE_PREPARING,
     PREPARED: fed.TRANSFER_STATE_PREPARED,
@@ -228,12 +245,14 @@ class Transfers:
 
     #: Payload type each handler accepts (the federation servicer checks it when opening).
     payload_types = {"on_prepare": PT_PREPARE, "on_decision": PT_DECISION,
-                     "on_status": PT_STATUS}
+                     "on_status": PT_STATUS, "on_move_custody": PT_CUSTODY_REQUEST,
+                     "on_report_retirement": PT_RETIREMENT}
 
     def __init__(self, node: Any, transport: Transport | None = None, *,
                  settings: TransferSettings | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 trust: TrustList | None = None) -> None:
         self.node = node
         self.store = node.store
         self.me: str = node.node_id
@@ -243,9 +262,27 @@ class Transfers:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._local = threading.local()  # what the current thread's start() just wrote
+        self.trust = trust or TrustList(self.store, self.me)
+        self.custody = CustodyService(node, self.trust, clock=clock)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    def signatures(self) -> provenance.SignatureCheck:
+        """Checks signatures by this node or a trusted peer, with the trust list as it is now.
+
+        Taken before a transaction opens: reading the trust list inside a SQLite write
+        transaction would wait for that transaction.
+        """
+        return provenance.signature_check(self.me, self.node.keys, self.trust.peer_keys)
+
+    def on_move_custody(self, envelope: Any) -> tuple[str, bytes]:
+        """MoveCustody (this node is the issuer): see :class:`CustodyService`."""
+        return self.custody.on_move_custody(envelope)
+
+    def on_report_retirement(self, envelope: Any) -> tuple[str, bytes]:
+        """ReportRetirement (this node is the issuer): see :class:`CustodyService`."""
+        return self.custody.on_report_retirement(envelope)
 
     # == source ===================================================================================
 
@@ -279,7 +316,7 @@ class Transfers:
             if peer is None:
                 raise FailedPrecondition(f"{to_node} is not on this node's trust list",
                                          [_fv("to.node", "not a peer")])
-            bundle, version = self.node._spendable(conn, bundle_ref, principal, wh)
+            bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
             now = self.now_ms()
             amount = wh or bundle.wh
             if amount == bundle.wh:
@@ -291,8 +328,8 @@ class Transfers:
                 moved, rest = bundle, None
                 parent_lineage = _lineage_of(conn, bundle.parent_id)
             else:
-                moved, rest = self.node._split(conn, bundle, version, amount, bundle.owner,
-                                               Status.EXPORT_PENDING)
+                moved, rest = ledger.split(conn, bundle, version, amount, bundle.owner,
+                                           Status.EXPORT_PENDING)
                 parent_lineage = bundle.lineage_hash
             tid = f"{self.me}/{uuid.uuid4()}"
             expires = now + int(ttl * 1000)
@@ -308,14 +345,15 @@ class Transfers:
             wire = convert.bundle(moved)
             wire.owner = ""  # the source account stays private; the holder is this node
             wire.held_by = self.me
+            proof, _ = ledger.proof(conn, self.me, moved)
             prepare = fed.TransferPrepare(transfer_id=tid, bundle=wire, to_account=to_account,
                                           expires_at_ms=expires,
-                                          parent_lineage_hash=parent_lineage or "")
+                                          parent_lineage_hash=parent_lineage or "", proof=proof)
             payload = prepare.SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=tid, peer=to_node, kind=PREPARE,
                                 payload=payload, now_ms=now,
                                 next_attempt_at_ms=now + self._lease_ms())
-            self.node._journal(conn, "export_prepare", moved.id, bundle.owner,
+            ledger.journal(conn, "export_prepare", moved.id, bundle.owner,
                                f"{to_node}/{to_account}", amount, request_id)
             crashpoints.hit("source.in_prepare_txn")
             self._local.created = _Msg(mid, tid, to_node, PREPARE, payload, 0)
@@ -360,8 +398,7 @@ class Transfers:
             if rec is None:
                 raise NotFound(f"no transfer {transfer_id}", [_fv("transfer_id", "unknown")])
             now = self.now_ms()
-            if rec.direction == OUT and rec.state == PREPARING and now >= rec.expires_at_ms:
-                self._expire(transfer_id)
+            if _expirable(rec, now) and self._expire(transfer_id):
                 continue
             due = [m for m in msgs if m.attempts == 0 or m.next_attempt_at_ms <= now]
             if due:
@@ -371,7 +408,7 @@ class Transfers:
                 return _record(rec, msgs)
             left = deadline - time.monotonic()
             wake = min(m.next_attempt_at_ms for m in msgs)
-            if rec.state == PREPARING:
+            if _expirable(rec):
                 wake = min(wake, rec.expires_at_ms)
             self._sleep(min(left, max(0.001, (wake - now) / 1000)))
 
@@ -386,7 +423,7 @@ class Transfers:
         """
         msg = _parse(fed.TransferPrepare, envelope.payload)
         _check_transfer_id(msg.transfer_id, source=envelope.origin)
-        reply = self._record_prepare(envelope.origin, msg)
+        reply = self._record_prepare(envelope.origin, msg, self.signatures())
         crashpoints.hit("dest.after_prepared_commit")
         return PT_STATUS, reply.SerializeToString()
 
@@ -400,7 +437,8 @@ class Transfers:
             kind = ABORT
         else:
             raise invalid("decision", "must be COMMITTED or ABORTED")
-        reply = self._record_decision(envelope.origin, msg.transfer_id, kind)
+        reply = self._record_decision(envelope.origin, msg.transfer_id, kind,
+                                      msg.custody if msg.HasField("custody") else None)
         crashpoints.hit("dest.after_commit_commit" if kind == COMMIT else "dest.after_abort_commit")
         return PT_STATUS, reply.SerializeToString()
 
@@ -422,7 +460,7 @@ class Transfers:
                 reason=f"{self.me} has no record of this transfer").SerializeToString()
         if rec.peer != envelope.origin:
             raise PermissionDenied(f"{envelope.origin} is not a party to transfer {tid}")
-        if rec.direction == OUT and rec.state == PREPARING and self.now_ms() >= rec.expires_at_ms:
+        if _expirable(rec, self.now_ms()):
             self._expire(tid)
             with self.store.read() as conn:
                 rec = tr.get_transfer(conn, tid)
@@ -504,6 +542,8 @@ class Transfers:
             whether the peer answered, and the messages its answer made owed (written by this
             call, hence owned by it: the caller sends them next).
         """
+        if m.kind in (CUSTODY, RETIRE):
+            return self._deliver_to_issuer(m)
         try:
             if self.transport is None:
                 raise Unavailable("no federation transport on this node process")
@@ -536,6 +576,92 @@ class Transfers:
         if decided:
             crashpoints.hit("source.after_decision_commit")
         return True, follow
+
+    def _deliver_to_issuer(self, m: Any) -> tuple[bool, list]:
+        """Send a CUSTODY or RETIRE message to the issuer and record its answer."""
+        expected = PT_CUSTODY_ANSWER if m.kind == CUSTODY else PT_RETIREMENT_ACK
+        try:
+            if self.transport is None:
+                raise Unavailable("no federation transport on this node process")
+            rtype, data = self.transport.call(
+                m.peer, _RPC[m.kind], _PAYLOAD[m.kind], bytes(m.payload),
+                timeout=self.settings.rpc_timeout_s, attempts=self.settings.rpc_attempts)
+            if rtype != expected:
+                raise InvalidArgument(f"{m.peer} answered {_RPC[m.kind]} with {rtype}")
+            if m.kind == CUSTODY:
+                answer: Any = fed.CustodyAnswer.FromString(data)
+                if answer.transfer_id != m.transfer_id:
+                    raise InvalidArgument(f"{m.peer} answered about another transfer")
+            else:
+                answer = fed.RetirementAck.FromString(data)
+        except _DEFINITE as exc:  # the issuer recorded nothing and never will for this
+            why = f"{m.peer} refused {_RPC[m.kind]}: {exc.message}"[:500]
+            answer = (fed.CustodyAnswer(transfer_id=m.transfer_id,
+                                        outcome=fed.CUSTODY_OUTCOME_REFUSED, reason=why)
+                      if m.kind == CUSTODY else fed.RetirementAck(claim_id=m.transfer_id,
+                                                                   reason=why))
+        except Exception as exc:  # unreachable or in doubt: ask again (never abort here)
+            return False, self._failed(m, exc)
+        crashpoints.hit(f"source.after_send_{m.kind}")
+        now = self.now_ms()
+        if m.kind == RETIRE:
+            note = None if answer.recorded else f"not recorded by {m.peer}: {answer.reason}"
+            if note:
+                log.warning("retirement %s: %s", m.transfer_id, note)
+            with tr.lazy_transaction(self.store) as conn:
+                tr.outbox_ack(conn, m.id, now, note[:500] if note else None)
+            return True, []
+        follow: list = []
+        sig = self.signatures()
+        with self.store.transaction() as conn:  # the answer decides the transfer: forced
+            tr.outbox_ack(conn, m.id, now, answer.reason[:500] or None)
+            rec = tr.get_transfer(conn, m.transfer_id, lock=True)
+            if rec is None or rec.direction != OUT or rec.state != PREPARING:
+                return True, []
+            msg = self._apply_custody(conn, rec, answer, sig)
+            follow = [msg] if msg else []
+        crashpoints.hit("source.after_decision_commit")
+        return True, follow
+
+    def _apply_custody(self, conn: Connection, rec: Any, answer: fed.CustodyAnswer,
+                       sig: provenance.SignatureCheck) -> _Msg | None:
+        """The issuer's answer decides: MOVED (with a record that verifies) commits, anything
+        else aborts."""
+        if answer.outcome == fed.CUSTODY_OUTCOME_MOVED:
+            try:
+                cust = provenance.custody_record(answer.custody, sig,
+                                                 issuer=rec.issuer)
+                why = custody.check_record(cust, tid=rec.id, issuer=rec.issuer,
+                                           start=rec.serial_start, end=rec.serial_end,
+                                           frm=self.me, to=rec.peer)
+            except provenance.ProofError as exc:
+                why = exc.reason
+            if why is None:
+                signed = answer.custody.SerializeToString()
+                tr.update_transfer(conn, rec.id, custody_state=cr.MOVED, custody=signed)
+                return self._decide(conn, rec, COMMITTED, None, notify=True,
+                                    prepare_acked=True, signed_custody=answer.custody)
+            reason = f"the issuer {rec.issuer}'s custody record does not verify: {why}"
+            log.error("transfer %s: %s", rec.id, reason)
+        else:
+            reason = f"the issuer {rec.issuer} refused custody: {answer.reason}"
+        tr.update_transfer(conn, rec.id, custody_state=cr.REFUSED)
+        return self._decide(conn, rec, ABORTED, reason[:500], notify=True, prepare_acked=True)
+
+    def _request_custody(self, conn: Connection, rec: Any) -> _Msg:
+        """D is PREPARED and the serials are a third party's: ask their issuer to move the
+        custody; from now on only its answer decides (no abort at the expiry)."""
+        now = self.now_ms()
+        tr.update_transfer(conn, rec.id, custody_state=REQUESTED)
+        payload = fed.CustodyRequest(
+            transfer_id=rec.id, issuer=rec.issuer, serial_start=rec.serial_start,
+            serial_end=rec.serial_end, to_node=rec.peer,
+            expires_at_ms=rec.expires_at_ms).SerializeToString()
+        mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.issuer, kind=CUSTODY,
+                            payload=payload, now_ms=now, next_attempt_at_ms=now + self._lease_ms())
+        log.info("transfer %s: %s PREPARED; asking the issuer %s to move custody", rec.id,
+                 rec.peer, rec.issuer)
+        return _Msg(mid, rec.id, rec.issuer, CUSTODY, payload, 0)
 
     def _failed(self, m: Any, exc: BaseException) -> list:
         """Record a failed delivery (retry with backoff); returns messages it made owed."""
@@ -570,6 +696,8 @@ class Transfers:
         if rec is None or rec.direction != OUT or rec.state != PREPARING:
             return False, []
         if reply.state == fed.TRANSFER_STATE_PREPARED:
+            if self.now_ms() < rec.expires_at_ms and rec.issuer not in (self.me, rec.peer):
+                return False, [self._request_custody(conn, rec)]
             if self.now_ms() < rec.expires_at_ms:
                 msg = self._decide(conn, rec, COMMITTED, None, notify=True, prepare_acked=True)
             else:
@@ -587,12 +715,20 @@ class Transfers:
         return True, [msg] if msg else []
 
     def _decide(self, conn: Connection, rec: Any, state: str, reason: str | None, *,
-                notify: bool, prepare_acked: bool = False) -> _Msg | None:
+                notify: bool, prepare_acked: bool = False,
+                signed_custody: pb.Signed | None = None) -> _Msg | None:
         """The source's decision, in the caller's transaction: state, bundle, outbox.
 
+        A commit carries the issuer's signed custody record: the one ``signed_custody`` the
+        issuer answered, or, when this node is the issuer, one it makes here (a local move).
         Returns the COMMIT / ABORT message it put in the outbox (None when D need not hear).
         """
         now = self.now_ms()
+        if state == COMMITTED and rec.issuer == self.me:
+            signed_custody = custody.move_local(
+                conn, me=self.me, keys=self.node.keys, tid=rec.id, start=rec.serial_start,
+                end=rec.serial_end, to=rec.peer, now_ms=now)
+            tr.update_transfer(conn, rec.id, custody=signed_custody.SerializeToString())
         if not tr.set_transfer_state(conn, rec.id, expect=PREPARING, state=state,
                                      decided_at_ms=now, reason=reason):
             raise Aborted(f"transfer {rec.id} was decided concurrently")
@@ -613,8 +749,8 @@ class Transfers:
             action, to_owner = "export_abort", bundle.owner
         if not ok:
             raise EapError(f"transfer {rec.id}: bundle {bundle.id} is not locked for it")
-        self.node._journal(conn, action, bundle.id, rec.from_account, to_owner, rec.wh,
-                           rec.request_id)
+        ledger.journal(conn, action, bundle.id, rec.from_account, to_owner, rec.wh,
+                       rec.request_id)
         if not prepare_acked:
             for m in tr.outbox_unacked(conn, rec.id):
                 if m.kind == PREPARE:  # the decision supersedes it
@@ -622,8 +758,9 @@ class Transfers:
         msg = None
         if state == COMMITTED or notify:
             kind = COMMIT if state == COMMITTED else ABORT
-            payload = fed.TransferDecision(transfer_id=rec.id,
-                                           decision=_WIRE[state]).SerializeToString()
+            payload = fed.TransferDecision(
+                transfer_id=rec.id, decision=_WIRE[state],
+                custody=signed_custody if state == COMMITTED else None).SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.peer, kind=kind,
                                 payload=payload, now_ms=now,
                                 next_attempt_at_ms=now + self._lease_ms())
@@ -640,8 +777,7 @@ class Transfers:
         decided = False
         with self.store.transaction() as conn:
             rec = tr.get_transfer(conn, tid, lock=True)
-            if (rec is not None and rec.direction == OUT and rec.state == PREPARING
-                    and self.now_ms() >= rec.expires_at_ms):
+            if rec is not None and _expirable(rec, self.now_ms()):
                 self._decide(conn, rec, ABORTED,
                              "expired before the destination's PREPARED answer arrived",
                              notify=True)
@@ -664,7 +800,8 @@ class Transfers:
 
     # == destination internals ====================================================================
 
-    def _record_prepare(self, origin: str, msg: fed.TransferPrepare) -> fed.TransferStatus:
+    def _record_prepare(self, origin: str, msg: fed.TransferPrepare,
+                        sig: provenance.SignatureCheck) -> fed.TransferStatus:
         tid = msg.transfer_id
         for _ in range(3):
             try:
@@ -678,7 +815,7 @@ class Transfers:
                             return fed.TransferStatus.FromString(stored)
                         reply = _status(rec)  # an ABORT overtook this PREPARE
                     else:
-                        reply = self._prepare_new(conn, origin, msg, now)
+                        reply = self._prepare_new(conn, origin, msg, now, sig)
                     tr.inbox_put(conn, transfer_id=tid, kind=PREPARE, origin=origin,
                                  response=reply.SerializeToString(), now_ms=now)
                     crashpoints.hit("dest.in_prepare_txn")
@@ -688,10 +825,10 @@ class Transfers:
         raise Aborted(f"transfer {tid}: concurrent duplicates; retry")
 
     def _prepare_new(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
-                     now: int) -> fed.TransferStatus:
+                     now: int, sig: provenance.SignatureCheck) -> fed.TransferStatus:
         b = msg.bundle
         tr.lock_range_issuer(conn, b.issuer[:253])
-        reason = self._refusal(conn, origin, msg, now)
+        reason = self._refusal(conn, origin, msg, now, sig)
         row: dict[str, Any] = {
             "id": msg.transfer_id, "direction": IN, "peer": origin,
             "bundle_id": b.id[:200], "issuer": b.issuer[:253], "wh": 0,
@@ -700,7 +837,13 @@ class Transfers:
         }
         if reason is None:
             bundle = _bundle_from_wire(b, owner=msg.to_account, at_ms=now)
+            if b.issuer != self.me:
+                h = msg.proof.batch
+                cr.remember_header(conn, issuer=h.issuer, seq=h.seq,
+                                   merkle_root=bytes(h.merkle_root), count=h.count,
+                                   key_id=h.key_id, signature=bytes(h.signature))
             row.update(state=PREPARED, serial_start=b.serial_start, serial_end=b.serial_end,
+                       proof=msg.proof.SerializeToString(),
                        wh=bundle.wh, bundle_data=json.dumps(bundle.to_dict(), sort_keys=True),
                        next_check_at_ms=now + int(self.settings.inquire_after_s * 1000))
             tr.insert_transfer(conn, row)
@@ -717,7 +860,7 @@ class Transfers:
                                   reason=reason[:500])
 
     def _refusal(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
-                 now: int) -> str | None:
+                 now: int, sig: provenance.SignatureCheck) -> str | None:
         """Why this node refuses the import, or None (DESIGN §3 rules, range, account)."""
         if not msg.HasField("bundle"):
             return "no bundle"
@@ -739,10 +882,9 @@ class Transfers:
             return "malformed destination account"
         if not tr.account_exists(conn, msg.to_account):
             return f"no account {msg.to_account} on {self.me}"
-        if b.issuer != self.me:
-            published = tr.peer_record_covering(conn, b.issuer, b.serial_start, b.serial_end)
-            if published is not None and not _matches_record(b, published):
-                return "attributes differ from the issuer's published record"
+        why = self._provenance_refusal(conn, origin, msg, sig)
+        if why:
+            return why
         # Every row of these serials here: live/final ones hold them; an exported copy may
         # come back (same id revived); issued-here serials must have left through an export.
         rows = tr.overlapping(conn, b.issuer, b.serial_start, b.serial_end)
@@ -753,16 +895,61 @@ class Transfers:
         same = [r for r in rows if r.id == b.id and r.status != Status.EXPORTED]
         if same:
             return f"bundle {b.id} is already on {self.me} ({Status(same[0].status).name})"
-        if b.issuer == self.me and not any(
-                r.status == Status.EXPORTED and r.serial_start <= b.serial_start
-                and b.serial_end <= r.serial_end for r in rows):
-            return f"serials issued by {self.me} that it never exported"
         busy = tr.importing(conn, b.issuer, b.serial_start, b.serial_end, PREPARED)
         if busy:
             return f"serials already being imported by transfer {busy[0].id}"
         return None
 
-    def _record_decision(self, origin: str, tid: str, kind: str) -> fed.TransferStatus:
+    def _provenance_refusal(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
+                            sig: provenance.SignatureCheck) -> str | None:
+        """Why the range's provenance does not convince this node, or None (docs/custody.md).
+
+        The proof must verify with the issuer's key from the trust list (or this node's own,
+        for serials coming home), prove exactly the announced bundle, and name a batch that
+        does not contradict one this node knows; serials of this node must be in its custody
+        at the sender.
+        """
+        b = msg.bundle
+        if not msg.HasField("proof"):
+            return "no provenance: a prepare must carry the range's RecordProof"
+        try:
+            v = provenance.verify(msg.proof, sig, bundle=b)
+        except provenance.ProofError as exc:
+            return f"provenance: {exc.reason}"
+        root = bytes(msg.proof.batch.merkle_root)
+        if b.issuer == self.me:
+            own = cr.own_batch(conn, v.seq)
+            if own is None or bytes(own.merkle_root) != root:
+                return f"provenance: batch #{v.seq} is not one this node issued"
+            return custody.check_return(conn, me=self.me, origin=origin, start=b.serial_start,
+                                        end=b.serial_end)
+        known = cr.known_root(conn, b.issuer, v.seq)
+        if known is not None and known != root:
+            return (f"provenance: {b.issuer} signed two different batches #{v.seq} "
+                    "(equivocation); refusing both")
+        return None
+
+    def _check_custody(self, rec: Any, signed: pb.Signed | None,
+                       sig: provenance.SignatureCheck) -> pb.CustodyRecord:
+        """The issuer's custody record of an import's move, verified (FailedPrecondition
+        otherwise: the import stays PREPARED)."""
+        if signed is None:
+            raise FailedPrecondition(f"transfer {rec.id}: COMMIT without the issuer "
+                                     f"{rec.issuer}'s custody record; staying PREPARED")
+        try:
+            cust = provenance.custody_record(signed, sig, issuer=rec.issuer)
+        except provenance.ProofError as exc:
+            raise FailedPrecondition(f"transfer {rec.id}: custody record: {exc.reason}") from exc
+        why = custody.check_record(cust, tid=rec.id, issuer=rec.issuer,
+                                   start=rec.serial_start, end=rec.serial_end, frm=rec.peer,
+                                   to=self.me)
+        if why:
+            raise FailedPrecondition(f"transfer {rec.id}: {why}")
+        return cust
+
+    def _record_decision(self, origin: str, tid: str, kind: str,
+                         signed_custody: pb.Signed | None = None) -> fed.TransferStatus:
+        sig = self.signatures()
         # Not forced to disk before answering: the PREPARED record is, and should this commit
         # be lost with the machine's power, the import is PREPARED again and resolved by
         # asking the source, whose decision is durable (presumed-abort two-phase commit).
@@ -793,7 +980,7 @@ class Transfers:
                         _require_party(rec, origin, IN)
                         reply = self._finish_import(
                             conn, rec, COMMITTED if kind == COMMIT else ABORTED,
-                            "aborted by the source")
+                            "aborted by the source", signed_custody, sig)
                     tr.inbox_put(conn, transfer_id=tid, kind=kind, origin=origin,
                                  response=reply.SerializeToString(), now_ms=now)
                     if kind == COMMIT:
@@ -804,15 +991,36 @@ class Transfers:
         raise Aborted(f"transfer {tid}: concurrent duplicates; retry")
 
     def _finish_import(self, conn: Connection, rec: Any, decision: str,
-                       reason: str | None) -> fed.TransferStatus:
-        """Apply the source's decision to a PREPARED import (idempotent)."""
+                       reason: str | None, signed_custody: pb.Signed | None = None,
+                       sig: provenance.SignatureCheck | None = None) -> fed.TransferStatus:
+        """Apply the source's decision to a PREPARED import (idempotent).
+
+        A commit of another issuer's serials needs that issuer's custody record of the move
+        (:meth:`_check_custody`); serials of this node come home into its own custody.
+        """
         if rec.state == PREPARED:
             now = self.now_ms()
             if decision == COMMITTED:
                 bundle = Bundle(**json.loads(rec.bundle_data))  # plain JSON fields
+                kept = None
+                if rec.issuer == self.me:
+                    why = custody.check_return(conn, me=self.me, origin=rec.peer,
+                                               start=rec.serial_start, end=rec.serial_end)
+                    if why:
+                        raise FailedPrecondition(f"transfer {rec.id}: {why}")
+                    cr.assign(conn, rec.serial_start, rec.serial_end, holder=self.me,
+                              retired=False, ref=rec.id, at_ms=now)
+                    bundle.cell = cr.issued_cell(conn, self.me, rec.serial_start,
+                                                 rec.serial_end) or bundle.cell
+                else:
+                    bundle.cell = self._check_custody(rec, signed_custody, sig).cell
+                    kept = signed_custody.SerializeToString()  # type: ignore[union-attr]
+                    tr.update_transfer(conn, rec.id, custody=kept)
                 self._materialise(conn, bundle)
-                self.node._journal(conn, "import", bundle.id, rec.peer, rec.to_account,
-                                   bundle.wh, rec.id[:128])
+                if rec.proof is not None:
+                    cr.put_provenance(conn, bundle.id, bytes(rec.proof), kept)
+                ledger.journal(conn, "import", bundle.id, rec.peer, rec.to_account,
+                               bundle.wh, rec.id[:128])
                 ok = tr.set_transfer_state(conn, rec.id, expect=PREPARED, state=COMMITTED,
                                            decided_at_ms=now)
                 log.info("transfer %s COMMITTED: %s is live on %s for %s", rec.id, bundle.id,
@@ -873,11 +1081,18 @@ class Transfers:
             else:
                 self._inquire_later(rec, "the source has not decided yet")
                 continue
-            with self.store.transaction() as conn:
-                fresh = tr.get_transfer(conn, rec.id, lock=True)
-                if fresh is not None and fresh.state == PREPARED:
-                    self._finish_import(conn, fresh, decision, reason)
-                    done += 1
+            sig = self.signatures()
+            try:
+                with self.store.transaction() as conn:
+                    fresh = tr.get_transfer(conn, rec.id, lock=True)
+                    if fresh is not None and fresh.state == PREPARED:
+                        self._finish_import(conn, fresh, decision, reason,
+                                            reply.custody if reply.HasField("custody") else None,
+                                            sig)
+                        done += 1
+            except FailedPrecondition as exc:  # COMMITTED without a custody record: wait
+                log.error("transfer %s: %s", rec.id, exc.message)
+                self._inquire_later(rec, exc.message)
         return done
 
     def _inquire_later(self, rec: Any, why: str) -> None:
@@ -963,7 +1178,20 @@ def _require_party(rec: Any, origin: str, direction: str) -> None:
 
 
 def _status(rec: Any) -> fed.TransferStatus:
-    return fed.TransferStatus(transfer_id=rec.id, state=_WIRE[rec.state], reason=rec.reason or "")
+    custody = getattr(rec, "custody", None)
+    return fed.TransferStatus(
+        transfer_id=rec.id, state=_WIRE[rec.state], reason=rec.reason or "",
+        custody=pb.Signed.FromString(bytes(custody))
+        if custody is not None and rec.state == COMMITTED else None)
+
+
+def _expirable(rec: Any, now_ms: int | None = None) -> bool:
+    """An outgoing transfer the source may still abort at its expiry (and, with ``now_ms``,
+    past it): undecided, and not waiting for the issuer's custody answer, which alone decides
+    once asked."""
+    return (rec.direction == OUT and rec.state == PREPARING
+            and getattr(rec, "custody_state", None) != REQUESTED
+            and (now_ms is None or now_ms >= rec.expires_at_ms))
 
 
 def _record(row: Any, msgs: Any = ()) -> TransferRecord:
@@ -1032,14 +1260,6 @@ def _bundle_violation(b: pb.RecordBundle) -> str | None:
                 <= int(p.group("end")) or b.parent_id == b.id):
             return "parent must be a larger range of the same issuer"
     return None
-
-
-def _matches_record(b: pb.RecordBundle, rec: Any) -> bool:
-    a = b.attributes
-    return (rec.device_id == a.device_id and rec.interval_start == a.interval.start_unix
-            and rec.interval_end == a.interval.end_unix and rec.source == a.source
-            and rec.technology == a.technology and rec.renewable_ppm == a.renewable_ppm
-            and rec.carbon_mg == a.carbon_mg_per_kwh and rec.zone == a.zone)
 
 
 def _bundle_from_wire(b: pb.RecordBundle, *, owner: str, at_ms: int) -> Bundle:

@@ -277,6 +277,13 @@ transfers = Table(
     Column("reason", String(512)),
     Column("bundle_data", Text),
     Column("request_id", String(128)),
+    #: ``in``: the serialised RecordProof that came with the prepare (kept with the bundle).
+    Column("proof", LargeBinary),
+    #: Custody step (transfers of serials issued elsewhere, docs/custody.md): ``requested``
+    #: (source asked the issuer; its answer decides), ``moved`` or ``refused``.
+    Column("custody_state", String(16)),
+    #: The issuer's signed CustodyRecord (serialised ``Signed``) once the range moved.
+    Column("custody", LargeBinary),
     #: ``in``: in-doubt resolution (GetTransferStatus to the source) attempts and next time.
     Column("checks", Integer, nullable=False, server_default="0"),
     Column("next_check_at_ms", BigInteger),
@@ -338,4 +345,77 @@ obligations = Table(
     Column("request_id", String(128), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Index("ix_obligations_period", "period", "currency"),
+)
+
+
+#: Issuer side: where each range of this node's own serials is held (docs/custody.md).  Rows
+#: are disjoint and cover every serial issued; a move splits a row.  ``holder`` is this node for
+#: what never left (its ``bundles`` say active or retired), else the node holding it now.
+custody = Table(
+    "custody",
+    metadata,
+    Column("serial_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("serial_end", BigInteger, nullable=False),
+    Column("holder", String(253), nullable=False),
+    #: The (remote) holder reported the range retired.
+    Column("retired", Boolean, nullable=False, server_default="0"),
+    #: Transfer that last moved it, or the claim that retired it.
+    Column("ref", String(200)),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+#: Issuer side: every MoveCustody asked of this node, by transfer id, with its final answer
+#: (the inbox of the custody step: a replay gets the same answer).
+custody_moves = Table(
+    "custody_moves",
+    metadata,
+    Column("transfer_id", String(200), primary_key=True),
+    Column("origin", String(253), nullable=False),
+    Column("to_node", String(253), nullable=False),
+    Column("serial_start", BigInteger, nullable=False),
+    Column("serial_end", BigInteger, nullable=False),
+    #: ``moved`` or ``refused``.
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(512)),
+    #: The signed CustodyRecord (serialised ``Signed``) for ``moved``.
+    Column("record", LargeBinary),
+    Column("at_ms", BigInteger, nullable=False),
+)
+
+#: Issuer side: retirements of its serials reported by the nodes holding them.
+retirement_reports = Table(
+    "retirement_reports",
+    metadata,
+    Column("claim_id", String(200), primary_key=True),
+    Column("origin", String(253), nullable=False),
+    Column("serial_start", BigInteger, nullable=False),
+    Column("serial_end", BigInteger, nullable=False),
+    Column("recorded", Boolean, nullable=False),
+    Column("reason", String(512)),
+    Column("at_ms", BigInteger, nullable=False),
+)
+
+#: Holder side: the proof (and issuer's custody record) of each bundle that came from another
+#: node; proofs of its descendants extend its lineage.
+provenance = Table(
+    "provenance",
+    metadata,
+    Column("bundle_id", String(200), primary_key=True),
+    #: Serialised RecordProof whose lineage ends at ``bundle_id``.
+    Column("proof", LargeBinary, nullable=False),
+    #: Serialised ``Signed`` CustodyRecord of the move that brought it here (None coming home).
+    Column("custody", LargeBinary),
+)
+
+#: Verifier side: batch headers of other issuers met in proofs, so that an issuer signing two
+#: different batches under one seq (equivocation) is caught.
+proof_headers = Table(
+    "proof_headers",
+    metadata,
+    Column("issuer", String(253), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("merkle_root", LargeBinary, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
 )

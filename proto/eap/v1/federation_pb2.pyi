@@ -16,12 +16,21 @@ class TransferState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSFER_STATE_COMMITTED: _ClassVar[TransferState]
     TRANSFER_STATE_ABORTED: _ClassVar[TransferState]
     TRANSFER_STATE_PREPARING: _ClassVar[TransferState]
+
+class CustodyOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CUSTODY_OUTCOME_UNSPECIFIED: _ClassVar[CustodyOutcome]
+    CUSTODY_OUTCOME_MOVED: _ClassVar[CustodyOutcome]
+    CUSTODY_OUTCOME_REFUSED: _ClassVar[CustodyOutcome]
 TRANSFER_STATE_UNSPECIFIED: TransferState
 TRANSFER_STATE_UNKNOWN: TransferState
 TRANSFER_STATE_PREPARED: TransferState
 TRANSFER_STATE_COMMITTED: TransferState
 TRANSFER_STATE_ABORTED: TransferState
 TRANSFER_STATE_PREPARING: TransferState
+CUSTODY_OUTCOME_UNSPECIFIED: CustodyOutcome
+CUSTODY_OUTCOME_MOVED: CustodyOutcome
+CUSTODY_OUTCOME_REFUSED: CustodyOutcome
 
 class HelloRequest(_message.Message):
     __slots__ = ("node_id", "protocol_versions", "capabilities", "public_keys", "max_batch_records", "descriptor")
@@ -80,33 +89,97 @@ class PullBatchesRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cursor: _Optional[int] = ..., max_batches: _Optional[int] = ...) -> None: ...
 
 class TransferPrepare(_message.Message):
-    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms", "parent_lineage_hash")
+    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms", "parent_lineage_hash", "proof")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PARENT_LINEAGE_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     bundle: _types_pb2.RecordBundle
     to_account: str
     expires_at_ms: int
     parent_lineage_hash: str
-    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., parent_lineage_hash: _Optional[str] = ...) -> None: ...
+    proof: _types_pb2.RecordProof
+    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., parent_lineage_hash: _Optional[str] = ..., proof: _Optional[_Union[_types_pb2.RecordProof, _Mapping]] = ...) -> None: ...
 
 class TransferDecision(_message.Message):
-    __slots__ = ("transfer_id", "decision")
+    __slots__ = ("transfer_id", "decision", "custody")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    CUSTODY_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     decision: TransferState
-    def __init__(self, transfer_id: _Optional[str] = ..., decision: _Optional[_Union[TransferState, str]] = ...) -> None: ...
+    custody: _types_pb2.Signed
+    def __init__(self, transfer_id: _Optional[str] = ..., decision: _Optional[_Union[TransferState, str]] = ..., custody: _Optional[_Union[_types_pb2.Signed, _Mapping]] = ...) -> None: ...
 
 class TransferStatus(_message.Message):
-    __slots__ = ("transfer_id", "state", "reason")
+    __slots__ = ("transfer_id", "state", "reason", "custody")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CUSTODY_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     state: TransferState
     reason: str
-    def __init__(self, transfer_id: _Optional[str] = ..., state: _Optional[_Union[TransferState, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    custody: _types_pb2.Signed
+    def __init__(self, transfer_id: _Optional[str] = ..., state: _Optional[_Union[TransferState, str]] = ..., reason: _Optional[str] = ..., custody: _Optional[_Union[_types_pb2.Signed, _Mapping]] = ...) -> None: ...
+
+class CustodyRequest(_message.Message):
+    __slots__ = ("transfer_id", "issuer", "serial_start", "serial_end", "to_node", "expires_at_ms")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_START_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_END_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    issuer: str
+    serial_start: int
+    serial_end: int
+    to_node: str
+    expires_at_ms: int
+    def __init__(self, transfer_id: _Optional[str] = ..., issuer: _Optional[str] = ..., serial_start: _Optional[int] = ..., serial_end: _Optional[int] = ..., to_node: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class CustodyAnswer(_message.Message):
+    __slots__ = ("transfer_id", "outcome", "custody", "reason")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CUSTODY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    outcome: CustodyOutcome
+    custody: _types_pb2.Signed
+    reason: str
+    def __init__(self, transfer_id: _Optional[str] = ..., outcome: _Optional[_Union[CustodyOutcome, str]] = ..., custody: _Optional[_Union[_types_pb2.Signed, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RetirementReport(_message.Message):
+    __slots__ = ("claim_id", "issuer", "serial_start", "serial_end", "retired_at_ms")
+    CLAIM_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_START_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_END_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    claim_id: str
+    issuer: str
+    serial_start: int
+    serial_end: int
+    retired_at_ms: int
+    def __init__(self, claim_id: _Optional[str] = ..., issuer: _Optional[str] = ..., serial_start: _Optional[int] = ..., serial_end: _Optional[int] = ..., retired_at_ms: _Optional[int] = ...) -> None: ...
+
+class RetirementAck(_message.Message):
+    __slots__ = ("claim_id", "recorded", "reason")
+    CLAIM_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    claim_id: str
+    recorded: bool
+    reason: str
+    def __init__(self, claim_id: _Optional[str] = ..., recorded: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class HoldingsRequest(_message.Message):
+    __slots__ = ("nonce",)
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...

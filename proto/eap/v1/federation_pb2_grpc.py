@@ -66,6 +66,21 @@ class FederationStub:
                 request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
                 _registered_method=True)
+        self.MoveCustody = channel.unary_unary(
+                '/eap.v1.Federation/MoveCustody',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
+        self.ReportRetirement = channel.unary_unary(
+                '/eap.v1.Federation/ReportRetirement',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
+        self.GetHoldings = channel.unary_unary(
+                '/eap.v1.Federation/GetHoldings',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -121,6 +136,33 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveCustody(self, request, context):
+        """Custody step of a transfer of a third party's serials, called by the source on the issuer
+        (docs/custody.md). Payloads: CustodyRequest in, CustodyAnswer out. The issuer moves its
+        custody of the range from the caller to the destination (MOVED, with the signed
+        CustodyRecord) if the caller holds it and the request has not expired, else REFUSED.
+        Idempotent by transfer id: the first answer is final and replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportRetirement(self, request, context):
+        """Tells the issuer that the caller retired (claimed) a range of the issuer's serials.
+        Payloads: RetirementReport in, RetirementAck out. Idempotent by claim id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHoldings(self, request, context):
+        """The answering node's signed statement of what it holds of every issuer (and, of its own
+        serials, its custody). Payloads: HoldingsRequest in, Signed (HoldingsStatement body) out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +188,21 @@ def add_FederationServicer_to_server(servicer, server):
             ),
             'GetTransferStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTransferStatus,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'MoveCustody': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveCustody,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'ReportRetirement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportRetirement,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'GetHoldings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHoldings,
                     request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
                     response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
             ),
@@ -289,6 +346,87 @@ class Federation:
             request,
             target,
             '/eap.v1.Federation/GetTransferStatus',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveCustody(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/MoveCustody',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportRetirement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/ReportRetirement',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHoldings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/GetHoldings',
             eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
             eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
             options,

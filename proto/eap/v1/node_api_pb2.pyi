@@ -279,3 +279,97 @@ class ListClaimsResponse(_message.Message):
     claims: _containers.RepeatedCompositeFieldContainer[_types_pb2.ClaimReceipt]
     next_page_token: str
     def __init__(self, claims: _Optional[_Iterable[_Union[_types_pb2.ClaimReceipt, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetIdentityRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PublicKey(_message.Message):
+    __slots__ = ("key_id", "public_key", "active", "not_after_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key: bytes
+    active: bool
+    not_after_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., active: _Optional[bool] = ..., not_after_ms: _Optional[int] = ...) -> None: ...
+
+class NodeIdentity(_message.Message):
+    __slots__ = ("node_id", "zone", "protocol_versions", "keys", "descriptor")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    zone: str
+    protocol_versions: _containers.RepeatedScalarFieldContainer[str]
+    keys: _containers.RepeatedCompositeFieldContainer[PublicKey]
+    descriptor: bytes
+    def __init__(self, node_id: _Optional[str] = ..., zone: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., descriptor: _Optional[bytes] = ...) -> None: ...
+
+class GetBundleProofRequest(_message.Message):
+    __slots__ = ("bundle_id",)
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    bundle_id: str
+    def __init__(self, bundle_id: _Optional[str] = ...) -> None: ...
+
+class RunAuditRequest(_message.Message):
+    __slots__ = ("skip_peers",)
+    SKIP_PEERS_FIELD_NUMBER: _ClassVar[int]
+    skip_peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, skip_peers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AuditStatement(_message.Message):
+    __slots__ = ("node_id", "digest", "key_id", "verified", "error")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    digest: str
+    key_id: str
+    verified: bool
+    error: str
+    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., key_id: _Optional[str] = ..., verified: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class IssuerAudit(_message.Message):
+    __slots__ = ("issuer", "issued_wh", "active_wh", "retired_wh", "in_flight_wh", "missing_wh", "conflicting_wh", "ok", "problems")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_WH_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_WH_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_WH_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_WH_FIELD_NUMBER: _ClassVar[int]
+    MISSING_WH_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_WH_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    issued_wh: int
+    active_wh: int
+    retired_wh: int
+    in_flight_wh: int
+    missing_wh: int
+    conflicting_wh: int
+    ok: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, issuer: _Optional[str] = ..., issued_wh: _Optional[int] = ..., active_wh: _Optional[int] = ..., retired_wh: _Optional[int] = ..., in_flight_wh: _Optional[int] = ..., missing_wh: _Optional[int] = ..., conflicting_wh: _Optional[int] = ..., ok: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AuditReport(_message.Message):
+    __slots__ = ("ok", "at_ms", "auditor", "statements", "issuers", "problems")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    AUDITOR_FIELD_NUMBER: _ClassVar[int]
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    ISSUERS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    at_ms: int
+    auditor: str
+    statements: _containers.RepeatedCompositeFieldContainer[AuditStatement]
+    issuers: _containers.RepeatedCompositeFieldContainer[IssuerAudit]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., at_ms: _Optional[int] = ..., auditor: _Optional[str] = ..., statements: _Optional[_Iterable[_Union[AuditStatement, _Mapping]]] = ..., issuers: _Optional[_Iterable[_Union[IssuerAudit, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -97,6 +97,21 @@ class NodeApiStub:
                 request_serializer=eap_dot_v1_dot_node__api__pb2.ListClaimsRequest.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_node__api__pb2.ListClaimsResponse.FromString,
                 _registered_method=True)
+        self.GetIdentity = channel.unary_unary(
+                '/eap.v1.NodeApi/GetIdentity',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.GetIdentityRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.NodeIdentity.FromString,
+                _registered_method=True)
+        self.GetBundleProof = channel.unary_unary(
+                '/eap.v1.NodeApi/GetBundleProof',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.GetBundleProofRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.BundleProof.FromString,
+                _registered_method=True)
+        self.RunAudit = channel.unary_unary(
+                '/eap.v1.NodeApi/RunAudit',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.RunAuditRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.AuditReport.FromString,
+                _registered_method=True)
 
 
 class NodeApiServicer:
@@ -194,6 +209,34 @@ class NodeApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIdentity(self, request, context):
+        """This node's identity: node id, zone, public signing keys (current and retired) and its
+        signed node descriptor, so an independent client can verify what the node signs (batches,
+        receipts, proofs, custody records). Any valid token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBundleProof(self, request, context):
+        """Self-contained proof of a bundle held, retired or exported here (BundleProof): verifiable
+        offline with the issuer's public key. NOT_FOUND for an unknown bundle; FAILED_PRECONDITION
+        for a SPLIT parent (prove its children). Any valid token (TRANSPARENCY view).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunAudit(self, request, context):
+        """Federation-wide reconciliation: gathers the signed holdings statements of this node and
+        every trusted peer, and the issuers' custody, and checks per issuer that issued = active +
+        retired + in flight with no serial in two places. Operator only; needs the federation
+        (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +299,21 @@ def add_NodeApiServicer_to_server(servicer, server):
                     servicer.ListClaims,
                     request_deserializer=eap_dot_v1_dot_node__api__pb2.ListClaimsRequest.FromString,
                     response_serializer=eap_dot_v1_dot_node__api__pb2.ListClaimsResponse.SerializeToString,
+            ),
+            'GetIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentity,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.GetIdentityRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.NodeIdentity.SerializeToString,
+            ),
+            'GetBundleProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBundleProof,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.GetBundleProofRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.BundleProof.SerializeToString,
+            ),
+            'RunAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunAudit,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.RunAuditRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.AuditReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -584,6 +642,87 @@ class NodeApi:
             '/eap.v1.NodeApi/ListClaims',
             eap_dot_v1_dot_node__api__pb2.ListClaimsRequest.SerializeToString,
             eap_dot_v1_dot_node__api__pb2.ListClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/GetIdentity',
+            eap_dot_v1_dot_node__api__pb2.GetIdentityRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.NodeIdentity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBundleProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/GetBundleProof',
+            eap_dot_v1_dot_node__api__pb2.GetBundleProofRequest.SerializeToString,
+            eap_dot_v1_dot_types__pb2.BundleProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/RunAudit',
+            eap_dot_v1_dot_node__api__pb2.RunAuditRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.AuditReport.FromString,
             options,
             channel_credentials,
             insecure,

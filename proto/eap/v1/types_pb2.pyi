@@ -305,3 +305,153 @@ class SignedEnvelope(_message.Message):
     signature: bytes
     nonce: bytes
     def __init__(self, payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., origin: _Optional[str] = ..., destination: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class BatchHeader(_message.Message):
+    __slots__ = ("issuer", "seq", "count", "merkle_root", "created_at_ms", "key_id", "signature")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    seq: int
+    count: int
+    merkle_root: bytes
+    created_at_ms: int
+    key_id: str
+    signature: bytes
+    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., count: _Optional[int] = ..., merkle_root: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class IssuedRecord(_message.Message):
+    __slots__ = ("serial_start", "serial_end", "interval", "source", "technology", "renewable_ppm", "carbon_mg_per_kwh", "device_id", "zone", "owner")
+    SERIAL_START_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_END_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TECHNOLOGY_FIELD_NUMBER: _ClassVar[int]
+    RENEWABLE_PPM_FIELD_NUMBER: _ClassVar[int]
+    CARBON_MG_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    serial_start: int
+    serial_end: int
+    interval: Interval
+    source: EnergySource
+    technology: Technology
+    renewable_ppm: int
+    carbon_mg_per_kwh: int
+    device_id: str
+    zone: str
+    owner: str
+    def __init__(self, serial_start: _Optional[int] = ..., serial_end: _Optional[int] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ..., source: _Optional[_Union[EnergySource, str]] = ..., technology: _Optional[_Union[Technology, str]] = ..., renewable_ppm: _Optional[int] = ..., carbon_mg_per_kwh: _Optional[int] = ..., device_id: _Optional[str] = ..., zone: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class RecordProof(_message.Message):
+    __slots__ = ("batch", "index", "record", "path", "lineage")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    batch: BatchHeader
+    index: int
+    record: IssuedRecord
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    lineage: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batch: _Optional[_Union[BatchHeader, _Mapping]] = ..., index: _Optional[int] = ..., record: _Optional[_Union[IssuedRecord, _Mapping]] = ..., path: _Optional[_Iterable[bytes]] = ..., lineage: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BundleProof(_message.Message):
+    __slots__ = ("bundle", "proof", "cell")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    bundle: RecordBundle
+    proof: RecordProof
+    cell: str
+    def __init__(self, bundle: _Optional[_Union[RecordBundle, _Mapping]] = ..., proof: _Optional[_Union[RecordProof, _Mapping]] = ..., cell: _Optional[str] = ...) -> None: ...
+
+class Signed(_message.Message):
+    __slots__ = ("body", "signer", "key_id", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signer: str
+    key_id: str
+    signature: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signer: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class CustodyRecord(_message.Message):
+    __slots__ = ("issuer", "serial_start", "serial_end", "transfer_id", "from_node", "to_node", "cell", "moved_at_ms")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_START_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_END_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    MOVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    serial_start: int
+    serial_end: int
+    transfer_id: str
+    from_node: str
+    to_node: str
+    cell: str
+    moved_at_ms: int
+    def __init__(self, issuer: _Optional[str] = ..., serial_start: _Optional[int] = ..., serial_end: _Optional[int] = ..., transfer_id: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., cell: _Optional[str] = ..., moved_at_ms: _Optional[int] = ...) -> None: ...
+
+class SerialRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class CustodyRange(_message.Message):
+    __slots__ = ("start", "end", "holder", "retired")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    holder: str
+    retired: bool
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., holder: _Optional[str] = ..., retired: _Optional[bool] = ...) -> None: ...
+
+class IssuerHoldings(_message.Message):
+    __slots__ = ("issuer", "active", "retired", "exporting", "importing", "issued_wh", "custody")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    EXPORTING_FIELD_NUMBER: _ClassVar[int]
+    IMPORTING_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_WH_FIELD_NUMBER: _ClassVar[int]
+    CUSTODY_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    active: _containers.RepeatedCompositeFieldContainer[SerialRange]
+    retired: _containers.RepeatedCompositeFieldContainer[SerialRange]
+    exporting: _containers.RepeatedCompositeFieldContainer[SerialRange]
+    importing: _containers.RepeatedCompositeFieldContainer[SerialRange]
+    issued_wh: int
+    custody: _containers.RepeatedCompositeFieldContainer[CustodyRange]
+    def __init__(self, issuer: _Optional[str] = ..., active: _Optional[_Iterable[_Union[SerialRange, _Mapping]]] = ..., retired: _Optional[_Iterable[_Union[SerialRange, _Mapping]]] = ..., exporting: _Optional[_Iterable[_Union[SerialRange, _Mapping]]] = ..., importing: _Optional[_Iterable[_Union[SerialRange, _Mapping]]] = ..., issued_wh: _Optional[int] = ..., custody: _Optional[_Iterable[_Union[CustodyRange, _Mapping]]] = ...) -> None: ...
+
+class HoldingsStatement(_message.Message):
+    __slots__ = ("node_id", "at_ms", "issuers", "audience", "nonce")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ISSUERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    at_ms: int
+    issuers: _containers.RepeatedCompositeFieldContainer[IssuerHoldings]
+    audience: str
+    nonce: bytes
+    def __init__(self, node_id: _Optional[str] = ..., at_ms: _Optional[int] = ..., issuers: _Optional[_Iterable[_Union[IssuerHoldings, _Mapping]]] = ..., audience: _Optional[str] = ..., nonce: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,176 @@
+"""Repository of custody and provenance (docs/custody.md).
+
+Issuer side: ``custody`` (where each range of this node's serials is held), ``custody_moves``
+(every MoveCustody asked, with its final answer) and ``retirement_reports``.  Holder side:
+``provenance`` (the proof of each bundle that came from another node).  Verifier side:
+``proof_headers`` (batch headers met in proofs).  Every function takes an open connection in
+the caller's unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
+from sqlalchemy.engine import Row
+
+from eap.node.store import schema as t
+
+MOVED, REFUSED = "moved", "refused"
+#: Advisory lock serialising custody changes on PostgreSQL (SQLite writers are serial).
+_CUSTODY_LOCK = 0x4541505F43555354  # "EAP_CUST"
+
+
+# -- custody (issuer side) -----------------------------------------------------------------------
+
+
+def add_range(conn: Connection, start: int, end: int, holder: str, at_ms: int) -> None:
+    """Custody of freshly issued serials ``[start, end)``: held by ``holder`` (the issuer)."""
+    if start < end:
+        conn.execute(insert(t.custody).values(serial_start=start, serial_end=end, holder=holder,
+                                              retired=False, ref=None, updated_at_ms=at_ms))
+
+
+def overlapping(conn: Connection, start: int, end: int, *, lock: bool = False) -> list[Row]:
+    """Custody rows meeting ``[start, end)``, by start."""
+    c = t.custody.c
+    if lock and conn.dialect.name == "postgresql":
+        # Moves delete and re-insert rows: a row lock would let a waiter find its row gone.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CUSTODY_LOCK})
+    first = select(c.serial_start).where(c.serial_start <= start).order_by(
+        c.serial_start.desc()).limit(1).scalar_subquery()
+    q = select(t.custody).where(
+        or_(c.serial_start == first, and_(c.serial_start > start, c.serial_start < end))
+    ).order_by(c.serial_start)
+    return [r for r in conn.execute(q).all() if r.serial_end > start]
+
+
+def holder_of(conn: Connection, start: int, end: int, *,
+              lock: bool = False) -> tuple[str, bool] | None:
+    """``(holder, retired)`` when one holder has all of ``[start, end)`` in one state, else None
+    (serials never issued, or split among holders)."""
+    rows = overlapping(conn, start, end, lock=lock)
+    if not rows or rows[0].serial_start > start:
+        return None
+    at, found = rows[0].serial_start, {(r.holder, bool(r.retired)) for r in rows}
+    for r in rows:
+        if r.serial_start != at:
+            return None
+        at = r.serial_end
+    if at < end or len(found) != 1:
+        return None
+    return found.pop()
+
+
+def assign(conn: Connection, start: int, end: int, *, holder: str, retired: bool, ref: str,
+           at_ms: int) -> None:
+    """Set holder and state of ``[start, end)`` (covered by custody rows), splitting rows at the
+    ends; the caller has checked :func:`holder_of`."""
+    c = t.custody.c
+    for r in overlapping(conn, start, end, lock=True):
+        lo, hi = r.serial_start, r.serial_end
+        conn.execute(delete(t.custody).where(c.serial_start == lo))
+        parts = [(lo, max(lo, start), r.holder, bool(r.retired), r.ref),
+                 (max(lo, start), min(hi, end), holder, retired, ref),
+                 (min(hi, end), hi, r.holder, bool(r.retired), r.ref)]
+        for a, b, h, ret, why in parts:
+            if a < b:
+                conn.execute(insert(t.custody).values(
+                    serial_start=a, serial_end=b, holder=h, retired=ret, ref=why,
+                    updated_at_ms=at_ms))
+
+
+def all_ranges(conn: Connection) -> Sequence[Row]:
+    """Every custody row, by start."""
+    return conn.execute(select(t.custody).order_by(t.custody.c.serial_start)).all()
+
+
+def issued_cell(conn: Connection, issuer: str, start: int, end: int) -> str | None:
+    """Cell of the issued record (an issued bundle, no parent) covering ``[start, end)``."""
+    b = t.bundles.c
+    row = conn.execute(
+        select(b.cell).where(b.issuer == issuer, b.parent_id.is_(None), b.batch_seq.is_not(None),
+                             b.serial_start <= start, b.serial_end >= end)
+        .order_by(b.serial_start.desc()).limit(1)).first()
+    return row.cell if row else None
+
+
+# -- custody moves and retirement reports (issuer side inboxes) ----------------------------------
+
+
+def get_move(conn: Connection, transfer_id: str) -> Row | None:
+    return conn.execute(select(t.custody_moves).where(
+        t.custody_moves.c.transfer_id == transfer_id)).first()
+
+
+def put_move(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(t.custody_moves).values(**values))
+
+
+def get_report(conn: Connection, claim_id: str) -> Row | None:
+    return conn.execute(select(t.retirement_reports).where(
+        t.retirement_reports.c.claim_id == claim_id)).first()
+
+
+def put_report(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(t.retirement_reports).values(**values))
+
+
+def conflicting_reports(conn: Connection) -> Sequence[Row]:
+    """Retirement reports that did not match the custody (kept for the audit)."""
+    r = t.retirement_reports.c
+    return conn.execute(select(t.retirement_reports).where(r.recorded.is_(False))
+                        .order_by(r.at_ms)).all()
+
+
+# -- provenance (holder side) ----------------------------------------------------------------------
+
+
+def get_provenance(conn: Connection, bundle_id: str) -> Row | None:
+    return conn.execute(select(t.provenance).where(
+        t.provenance.c.bundle_id == bundle_id)).first()
+
+
+def put_provenance(conn: Connection, bundle_id: str, proof: bytes,
+                   custody: bytes | None) -> None:
+    p = t.provenance.c
+    if get_provenance(conn, bundle_id) is None:
+        conn.execute(insert(t.provenance).values(bundle_id=bundle_id, proof=proof,
+                                                 custody=custody))
+    else:  # the bundle came back: its newest provenance
+        conn.execute(update(t.provenance).where(p.bundle_id == bundle_id)
+                     .values(proof=proof, custody=custody))
+
+
+# -- batch headers met in proofs (verifier side) ---------------------------------------------------
+
+
+def known_root(conn: Connection, issuer: str, seq: int) -> bytes | None:
+    """The Merkle root this node knows for an issuer's batch seq (synced or met in a proof)."""
+    pb_ = t.peer_batches.c
+    row = conn.execute(select(pb_.merkle_root).where(pb_.issuer == issuer, pb_.seq == seq)).first()
+    if row is None:
+        h = t.proof_headers.c
+        row = conn.execute(select(h.merkle_root).where(h.issuer == issuer, h.seq == seq)).first()
+    return bytes(row.merkle_root) if row else None
+
+
+def remember_header(conn: Connection, *, issuer: str, seq: int, merkle_root: bytes, count: int,
+                    key_id: str, signature: bytes) -> None:
+    h = t.proof_headers.c
+    if conn.execute(select(h.seq).where(h.issuer == issuer, h.seq == seq)).first() is None:
+        conn.execute(insert(t.proof_headers).values(
+            issuer=issuer, seq=seq, merkle_root=merkle_root, count=count, key_id=key_id,
+            signature=signature))
+
+
+def batch_seq_of(conn: Connection, bundle_id: str) -> int | None:
+    """The issuance batch of a bundle issued here (None for splits and imports)."""
+    b = t.bundles.c
+    seq = conn.execute(select(b.batch_seq).where(b.id == bundle_id)).scalar()
+    return int(seq) if seq is not None else None
+
+
+def own_batch(conn: Connection, seq: int) -> Row | None:
+    return conn.execute(select(t.batches).where(t.batches.c.seq == seq)).first()
