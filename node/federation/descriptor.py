@@ -86,7 +86,9 @@ KEY_FIELDS: tuple[str, ...] = (
 _ENDPOINT_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):([1-9][0-9]{0,4})")
 _TOKEN_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{16}")
-_PEM_CHARS_RE = re.compile(r"[\n\r\x20-\x7e]+")
+#: One or more PEM certificate blocks and nothing else (no text around them), LF or CRLF lines.
+_PEM_RE = re.compile(r"(?:-----BEGIN CERTIFICATE-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+"
+                     r"-----END CERTIFICATE-----\r?\n)+")
 
 
 def canonical_json(body: Any) -> bytes:
@@ -154,6 +156,16 @@ def ca_fingerprint(pem: bytes) -> str:
         raise invalid("tls_ca_pem", "is not a PEM certificate") from exc
     der = cert.public_bytes(serialization.Encoding.DER)
     return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
+
+
+def pem_certificates(pem: bytes) -> bytes:
+    """The certificates of ``pem`` re-encoded as bare PEM blocks (comments and other text
+    around them dropped, LF line ends): the form a descriptor's ``tls_ca_pem`` must have."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise invalid("tls_ca_pem", "is not a PEM certificate") from exc
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
 def version_rank(version: str) -> int:
@@ -305,8 +317,9 @@ class NodeDescriptor:
         pem = get("tls_ca_pem", str)
         fpr = get("tls_ca_fingerprint", str)
         if pem:
-            if not _PEM_CHARS_RE.fullmatch(pem):
-                raise invalid("descriptor.tls_ca_pem", "must be ASCII PEM (LF or CRLF lines)")
+            if not _PEM_RE.fullmatch(pem):
+                raise invalid("descriptor.tls_ca_pem",
+                              "must be PEM CERTIFICATE blocks only, lines ended by LF or CRLF")
             if ca_fingerprint(pem.encode("ascii")) != fpr:
                 raise invalid("descriptor.tls_ca_fingerprint", "does not match tls_ca_pem")
         elif fpr:
@@ -407,7 +420,7 @@ def describe(node: Any, *, endpoint: str | None = None, tls_dir: Path | None = N
     tls_dir = tls_dir or node.config.home / "tls"
     pem = b""
     if (tls_dir / "ca.crt").exists():
-        pem = (tls_dir / "ca.crt").read_bytes()
+        pem = pem_certificates((tls_dir / "ca.crt").read_bytes())
     desc = NodeDescriptor(
         node_id=node.node_id,
         zone=node.config.zone,
@@ -435,5 +448,6 @@ __all__ = [
     "canonical_json",
     "check_endpoint",
     "describe",
+    "pem_certificates",
     "version_rank",
 ]
