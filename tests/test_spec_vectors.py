@@ -33,6 +33,7 @@ from eap.node.federation.descriptor import (
     NodeDescriptor,
     ca_fingerprint,
     canonical_json,
+    pem_certificates,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "docs" / "test-vectors"
@@ -218,6 +219,14 @@ def test_descriptor_refused(case):
         NodeDescriptor.from_json(case["document"])
     with pytest.raises((InvalidArgument, Unauthenticated)):
         NodeDescriptor.from_json(case["document"].encode("utf-8"))
+
+
+def test_published_ca_pem_is_bare_certificate_blocks():
+    pem = load("descriptor.json")["body"]["tls_ca_pem"].encode("ascii")
+    bundle = b"# Federation CA\r\n" + pem.replace(b"\n", b"\r\n") + b"trailing text\n" + pem
+    assert pem_certificates(bundle) == pem + pem
+    with pytest.raises(InvalidArgument):
+        pem_certificates(b"no certificate here")
 
 
 def test_descriptor_refuses_non_utf8_encodings():
