@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 
 import grpc
@@ -21,11 +22,12 @@ from eap.node.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
-from eap.node.federation.auth import RateLimiter
+from eap.node.federation.auth import RateLimiter, describe_caller
 from eap.node.federation.client import PeerClient, backoff_delays
 from eap.node.federation.descriptor import (
     DESCRIPTOR_DOMAIN,
@@ -34,7 +36,7 @@ from eap.node.federation.descriptor import (
     describe,
 )
 from eap.node.federation.peers import ACTIVE, PENDING, TRUSTED, TrustList
-from eap.node.federation.server import build_server, negotiate
+from eap.node.federation.server import _log_refusal, build_server, negotiate
 from eap.node.federation.settings import FederationSettings
 from eap.node.federation.testing import craft_columns, descriptor_for
 from eap.node.store import peer_repos
@@ -252,6 +254,52 @@ def test_transfer_rpcs_unimplemented_without_a_handler(served):
     with pytest.raises(FailedPrecondition) as err:
         client.call("a.example", "DecideTransfer", "eap.v1.TransferDecision", b"x", timeout=5)
     assert err.value.grpc_code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_refusals_are_logged_with_the_callers_node_id(served, caplog):
+    servicer, client, _ = served
+    servicer.set_transfers(None)
+    caplog.set_level(logging.INFO, logger="eap.node.federation.server")
+    with pytest.raises(FailedPrecondition):
+        client.call("a.example", "DecideTransfer", "eap.v1.TransferDecision", b"x", timeout=5)
+    refusals = [r.getMessage() for r in caplog.records if "refused Federation/" in r.getMessage()]
+    assert refusals, caplog.text
+    assert refusals[-1].startswith("refused Federation/DecideTransfer from node b.example (")
+    assert "127.0.0.1" in refusals[-1] and "UNIMPLEMENTED" in refusals[-1]
+
+
+class _Context:
+    """A servicer context stand-in: a socket address and a TLS auth context."""
+
+    def __init__(self, auth: dict) -> None:
+        self._auth = auth
+
+    def peer(self) -> str:
+        return "ipv4:10.0.0.9:51234"
+
+    def auth_context(self) -> dict:
+        return self._auth
+
+
+def test_refusal_log_names_an_untrusted_node_or_says_the_id_is_unknown(caplog):
+    caplog.set_level(logging.INFO, logger="eap.node.federation.server")
+    # A certificate from the federation CA naming a node not on the trust list: named.
+    cert = _Context({"transport_security_type": [b"ssl"], "x509_common_name": [b"x.example"],
+                     "x509_subject_alternative_name": [b"x.example"]})
+    assert describe_caller(cert) == "node x.example (ipv4:10.0.0.9:51234)"
+    _log_refusal("Hello", cert, PermissionDenied("x.example is not a trusted peer"))
+    # No client certificate: only the address is known, and the log says so.
+    for auth in ({}, {"transport_security_type": [b"ssl"]}):
+        who = describe_caller(_Context(auth))
+        assert who.startswith("unauthenticated ipv4:10.0.0.9:51234 (node id unknown: ")
+        _log_refusal("PullBatches", _Context(auth), Unauthenticated("no client certificate"))
+    assert describe_caller(object()).startswith("unauthenticated unknown address (node id")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("refused Federation/Hello from node x.example (ipv4:10.0.0.9:51234): "
+                        "PERMISSION_DENIED x.example is not a trusted peer")
+    assert all(line.startswith("refused Federation/PullBatches from unauthenticated "
+                               "ipv4:10.0.0.9:51234 (node id unknown: ") for line in lines[1:])
+    assert "UNAUTHENTICATED" in lines[1]
 
 
 def test_hello_to_a_pinned_peer_learns_and_checks_its_keys(served, tmp_path):

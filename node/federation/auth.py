@@ -29,7 +29,7 @@ from eap.node.crypto import (
     open_envelope,
     peer_node_id_from_auth_context,
 )
-from eap.node.errors import FailedPrecondition, ResourceExhausted
+from eap.node.errors import EapError, FailedPrecondition, ResourceExhausted
 from eap.node.federation.peers import PENDING, Peer, TrustList
 
 
@@ -60,6 +60,23 @@ class RateLimiter:
                 err.retry_after = round((cost - tokens) / self.rate, 3)
                 raise err
             self._buckets[key] = (tokens - cost, now)
+
+
+def describe_caller(context) -> str:
+    """Who is calling, for the log: ``node <id> (<address>)`` when the client certificate
+    names a node id (whether or not that node is trusted), else the socket address, saying
+    that the node id is unknown and why.  Never raises."""
+    try:
+        address = context.peer()
+    except Exception:  # a context without a transport (tests, a closed call)
+        address = "unknown address"
+    try:
+        node_id = peer_node_id_from_auth_context(context)
+    except EapError as exc:
+        return f"unauthenticated {address} (node id unknown: {exc.message})"
+    except Exception:
+        return f"unauthenticated {address} (node id unknown: no TLS auth context)"
+    return f"node {node_id} ({address})"
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from eap.node.errors import (
     Unavailable,
     invalid,
 )
-from eap.node.federation.auth import Authenticator, Caller, RateLimiter
+from eap.node.federation.auth import Authenticator, Caller, RateLimiter, describe_caller
 from eap.node.federation.descriptor import PROTOCOL_VERSIONS, describe, version_rank
 from eap.node.federation.peers import PENDING, TrustList
 from eap.node.federation.settings import FederationSettings, local_capabilities
@@ -262,8 +262,10 @@ def _identity(data: bytes) -> bytes:
 
 
 def _log_refusal(rpc: str, context: grpc.ServicerContext, exc: EapError) -> None:
+    """``refused Federation/<rpc> from node <id> (<address>): <CODE> <message>``; the caller is
+    named by the node id of its client certificate, or by its address when it has none."""
     level = logging.INFO if isinstance(exc, Unavailable) else logging.WARNING
-    log.log(level, "refused Federation/%s from %s: %s %s", rpc, context.peer(),
+    log.log(level, "refused Federation/%s from %s: %s %s", rpc, describe_caller(context),
             exc.status.name, exc)
 
 
