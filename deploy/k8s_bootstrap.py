@@ -15,9 +15,8 @@ Installed in the image as ``/usr/local/bin/eap-k8s-bootstrap``; run by the Job i
     ``ca.crt``: the layout cert-manager writes too), for the federation and for the local API
     (``[api] tls_cert``): ``--tls-host`` adds the names clients dial (the API Services).
     Issued here only with ``--demo-ca-secret CA``, from the demo CA kept in Secret CA (created
-    on first use by
-    ``eap-node certs init-ca``); without it a missing Secret is an error: the operator brings
-    the certificate of the federation's own CA.
+    on first use by ``eap-node certs init-ca``); without it a missing Secret is an error: the
+    operator brings the certificate of the federation's own CA.
 
 A Secret that exists is never changed (only the demo CA's is read), so the Job may run any
 number of times.  Only the standard library talks to the API server, with the
