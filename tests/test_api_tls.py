@@ -9,12 +9,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import make_node
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eap.node.api import tls as api_tls
 from eap.node.api.server import _build, build_health_server, build_server
-from eap.node.config import NodeConfig
+from eap.node.config import NodeConfig, create_home
 from eap.node.crypto import create_ca, issue_node_cert
 from eap.node.errors import ConfigError
 from eap.node.federation.localnet import LocalNode, free_ports, merge_settings
@@ -22,6 +21,12 @@ from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
 
 NODE_ID = "medellin.example"
+
+
+def make_node(home: Path, db: str | None, node_id: str):
+    from eap.node.domain.node import Node
+
+    return Node.initialise(create_home(home, node_id, "CO-ANT", db))
 
 
 @pytest.fixture(scope="module")
