@@ -13,6 +13,12 @@
 #     else of EAP_NODE_ID, EAP_ZONE, EAP_DB_URL (default: SQLite in the home),
 #     EAP_API_LISTEN (0.0.0.0:7443), EAP_FEDERATION_LISTEN (0.0.0.0:7444) and
 #     EAP_FEDERATION_ENDPOINT (what the descriptor advertises; default: the listen address).
+#   Without EAP_CONFIG_FILE, a local API on a non-loopback address (the image's 0.0.0.0:7443)
+#   is configured for TLS with the node's certificate: [api] tls_cert = "tls/node.crt",
+#   tls_key = "tls/node.key" (installed from EAP_TLS_DIR, or issued by `eap-node certs issue`
+#   as the compose `pki` service does); `eap-node serve` refuses to start until they exist.
+#   EAP_API_ALLOW_PLAINTEXT=1 writes [api] allow_plaintext_remote = true instead (tokens in
+#   clear: only behind a network that encrypts, such as a service mesh).
 #   The new home is made in <home>/.init and moved into place when complete, eap-node.toml
 #   last, so an interrupted first start (database not reachable yet...) is simply retried.
 #   Without EAP_SEED_DIR, EAP_CONFIG_FILE or EAP_NODE_ID no home is created: `eap-node`
@@ -89,6 +95,30 @@ NodeConfig(home=Path(home), node_id=node_id, zone=zone, database=database,
 PY
 }
 
+# Adds the TLS settings of the local API to the config of the new home $1 when its [api]
+# listen address is not loopback (see the header).
+api_tls_config() {
+    python3 - "$1" "${EAP_API_ALLOW_PLAINTEXT:-}" <<'PY'
+import sys
+import tomllib
+from pathlib import Path
+
+import tomli_w
+
+from eap.node.api.tls import is_loopback
+
+path, plaintext = Path(sys.argv[1]) / "eap-node.toml", sys.argv[2] in ("1", "true", "yes")
+data = tomllib.loads(path.read_text())
+api = data.setdefault("api", {})
+if not is_loopback(api.get("listen", "127.0.0.1:7443")) and not api.get("tls_cert"):
+    if plaintext:
+        api["allow_plaintext_remote"] = True
+    else:
+        api.update(tls_cert="tls/node.crt", tls_key="tls/node.key")
+    path.write_text(tomli_w.dumps(data))
+PY
+}
+
 create_home() {
     local stage="$home/$stage_name" node_id zone db api fed endpoint="" values
     if [[ -n "${EAP_CONFIG_FILE:-}" ]]; then
@@ -130,6 +160,7 @@ create_home() {
             eap-node init --home "$stage" --node-id "$node_id" --zone "$zone" --db "$db" \
                 --api-listen "$api" --federation-listen "$fed" >&2
         fi
+        [[ -n "${EAP_CONFIG_FILE:-}" ]] || api_tls_config "$stage"
         if [[ -n "$endpoint" ]]; then
             python3 -c 'import sys; from eap.node.federation.settings import update_settings
 update_settings(sys.argv[1], endpoint=sys.argv[2])' "$stage" "$endpoint"

@@ -3,9 +3,12 @@
 
 Installed in the image as ``/usr/local/bin/eap-healthcheck`` (Docker ``HEALTHCHECK``, compose).
 Exits 0 when the node's local API answers ``SERVING`` for ``eap.v1.NodeApi``, 1 otherwise.
-The address is the home's ``[api] listen`` (home: ``$EAP_NODE_HOME``), a wildcard host
-(``0.0.0.0``, ``::``) replaced by loopback.  Kubernetes does not need this script: its
-``grpc:`` probes call the same service.
+The address is the home's ``[api] health_listen`` (the plaintext health-only port) when set,
+else ``[api] listen`` (home: ``$EAP_NODE_HOME``), a wildcard host (``0.0.0.0``, ``::``)
+replaced by loopback.  Over TLS (``[api] tls_cert``) it trusts the ``ca.crt`` beside the
+certificate and, when the API requires client certificates, presents the API's own
+(``eap.node.api.tls.local_api_channel``).  Kubernetes does not need this script: its
+``grpc:`` probes call the health-only port.
 """
 
 from __future__ import annotations
@@ -28,26 +31,36 @@ def probe_address(listen: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eap-healthcheck", description=__doc__.splitlines()[0])
-    parser.add_argument("--address", help="host:port to probe (default: the home's [api] listen)")
+    parser.add_argument("--address", help="host:port to probe in plaintext (default: the "
+                        "home's [api] health_listen, else its [api] listen)")
     parser.add_argument("--service", default=SERVICE, help=f"health service (default {SERVICE})")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = parser.parse_args(argv)
 
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     address = args.address
     if address is None:
+        from eap.node.api.tls import local_api_channel
         from eap.node.config import NodeConfig, default_home
         from eap.node.errors import EapError
 
         try:
-            address = probe_address(NodeConfig.load(default_home()).api_listen)
+            config = NodeConfig.load(default_home())
+            if config.api_health_listen:
+                address = probe_address(config.api_health_listen)
+                channel = grpc.insecure_channel(address)
+            else:
+                address = probe_address(config.api_listen)
+                channel = local_api_channel(config, address=address)
         except EapError as exc:
             print(f"unhealthy: {exc}", file=sys.stderr)
             return 1
+    else:
+        channel = grpc.insecure_channel(address)
 
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout

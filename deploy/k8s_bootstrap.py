@@ -11,11 +11,12 @@ Installed in the image as ``/usr/local/bin/eap-k8s-bootstrap``; run by the Job i
     ``ed25519_<hex>.pem``, which the node pods install with ``EAP_SEED_DIR`` (every replica is
     the same node).
 ``--tls-secret NAME``
-    The node's federation TLS certificate as a ``kubernetes.io/tls`` Secret (``tls.crt``,
-    ``tls.key``, ``ca.crt``: the layout cert-manager writes too).  Issued here only with
-    ``--demo-ca-secret CA``, from the demo CA kept in Secret CA (created on first use by
-    ``eap-node certs init-ca``); without it a missing Secret is an error: the operator brings
-    the certificate of the federation's own CA.
+    The node's TLS certificate as a ``kubernetes.io/tls`` Secret (``tls.crt``, ``tls.key``,
+    ``ca.crt``: the layout cert-manager writes too), for the federation and for the local API
+    (``[api] tls_cert``): ``--tls-host`` adds the names clients dial (the API Services).
+    Issued here only with ``--demo-ca-secret CA``, from the demo CA kept in Secret CA (created
+    on first use by ``eap-node certs init-ca``); without it a missing Secret is an error: the
+    operator brings the certificate of the federation's own CA.
 
 A Secret that exists is never changed (only the demo CA's is read), so the Job may run any
 number of times.  Only the standard library talks to the API server, with the

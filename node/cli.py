@@ -665,12 +665,28 @@ def keys_rotate(retire_after_days, home, as_json) -> None:
 
 @main.command()
 @click.option("--listen", default=None, help="host:port for the local API (default: config).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None,
+              help="PEM certificate of the local API (default: [api] tls_cert).")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None,
+              help="Its private key, mode 0600 (default: [api] tls_key).")
+@click.option("--client-ca", type=click.Path(path_type=Path), default=None,
+              help="CA(s) of accepted client certificates (default: [api] client_ca).")
+@click.option("--require-client-cert/--no-require-client-cert", default=None,
+              help="Refuse API clients without a certificate from --client-ca.")
+@click.option("--allow-plaintext-remote", is_flag=True, default=None,
+              help="Serve a non-loopback API without TLS (tokens in clear): an explicit opt-out.")
 @_home_option
-def serve(listen, home) -> None:
-    """Serve the local gRPC API (eap.v1.NodeApi, grpc.health.v1, reflection) until stopped."""
+def serve(listen, tls_cert, tls_key, client_ca, require_client_cert, allow_plaintext_remote,
+          home) -> None:
+    """Serve the local gRPC API (eap.v1.NodeApi, grpc.health.v1, reflection) until stopped.
+
+    A non-loopback API needs TLS ([api] tls_cert / tls_key, docs/operator-guide.md).
+    """
     from eap.node.api.server import serve_forever
 
-    serve_forever(_open(home), listen=listen)
+    serve_forever(_open(home), listen=listen, tls_cert=tls_cert, tls_key=tls_key,
+                  client_ca=client_ca, require_client_cert=require_client_cert,
+                  allow_plaintext_remote=allow_plaintext_remote or None)
 
 
 def _all_pages(fetch, limit: int = 0) -> list:

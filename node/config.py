@@ -36,6 +36,21 @@ class NodeConfig:
     database: str
     api_listen: str = "127.0.0.1:7443"
     federation_listen: str = "127.0.0.1:7444"
+    #: ``[api] tls_cert`` / ``tls_key``: PEM certificate (chain) and private key (0600) of the
+    #: local API; relative paths are relative to the home.  Empty: the API is plaintext, which
+    #: ``serve`` allows on loopback only (``eap.node.api.tls``).
+    api_tls_cert: str = ""
+    api_tls_key: str = ""
+    #: ``[api] client_ca``: CA certificate(s) that sign client certificates the API accepts.
+    api_client_ca: str = ""
+    #: ``[api] require_client_cert``: refuse TLS clients without a certificate from client_ca.
+    api_require_client_cert: bool = False
+    #: ``[api] allow_plaintext_remote``: the operator's explicit opt-out of TLS on a
+    #: non-loopback API address (bearer tokens then cross the network in clear).
+    api_allow_plaintext_remote: bool = False
+    #: ``[api] health_listen``: optional plaintext port serving ``grpc.health.v1`` only (no
+    #: NodeApi, no tokens), for probes that cannot speak TLS (Kubernetes ``grpc:`` probes).
+    api_health_listen: str = ""
     #: Largest request/response message accepted, bytes.
     max_message_bytes: int = 32 * 1024 * 1024
     #: Upper bound of records in one issued or imported batch.
@@ -60,6 +75,27 @@ class NodeConfig:
     def api_token(self) -> str:
         return _read_private(self.token_path)
 
+    def home_path(self, value: str) -> Path | None:
+        """``value`` (a setting naming a file) as a path, relative ones under the home."""
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.home / path
+
+    def _api_table(self) -> dict:
+        table: dict = {"listen": self.api_listen}
+        for key, value in (
+            ("tls_cert", self.api_tls_cert),
+            ("tls_key", self.api_tls_key),
+            ("client_ca", self.api_client_ca),
+            ("require_client_cert", self.api_require_client_cert),
+            ("allow_plaintext_remote", self.api_allow_plaintext_remote),
+            ("health_listen", self.api_health_listen),
+        ):
+            if value:
+                table[key] = value
+        return table
+
     @classmethod
     def load(cls, home: Path) -> NodeConfig:
         path = Path(home) / CONFIG_NAME
@@ -68,12 +104,19 @@ class NodeConfig:
         try:
             data = tomllib.loads(path.read_text())
             node = data["node"]
+            api = data.get("api", {})
             return cls(
                 home=Path(home),
                 node_id=node["id"],
                 zone=node["zone"],
                 database=data["database"]["url"],
-                api_listen=data.get("api", {}).get("listen", cls.api_listen),
+                api_listen=api.get("listen", cls.api_listen),
+                api_tls_cert=_text(api, "tls_cert", path),
+                api_tls_key=_text(api, "tls_key", path),
+                api_client_ca=_text(api, "client_ca", path),
+                api_require_client_cert=_flag(api, "require_client_cert", path),
+                api_allow_plaintext_remote=_flag(api, "allow_plaintext_remote", path),
+                api_health_listen=_text(api, "health_listen", path),
                 federation_listen=data.get("federation", {}).get("listen", cls.federation_listen),
                 max_message_bytes=data.get("limits", {}).get(
                     "max_message_bytes", cls.max_message_bytes
@@ -94,7 +137,7 @@ class NodeConfig:
         data = {
             "node": {"id": self.node_id, "zone": self.zone},
             "database": {"url": self.database},
-            "api": {"listen": self.api_listen},
+            "api": self._api_table(),
             "federation": {"listen": self.federation_listen},
             "limits": {
                 "max_message_bytes": self.max_message_bytes,
@@ -143,6 +186,20 @@ def create_home(
     _write_private(cfg.token_path, secrets.token_urlsafe(32))
     cfg.save()
     return cfg
+
+
+def _text(table: dict, key: str, path: Path) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"invalid {path}: api.{key} must be a string, not {value!r}")
+    return value
+
+
+def _flag(table: dict, key: str, path: Path) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"invalid {path}: api.{key} must be true or false, not {value!r}")
+    return value
 
 
 def _write_private(path: Path, text: str) -> None:

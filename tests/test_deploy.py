@@ -41,6 +41,7 @@ HEALTHCHECK = DEPLOY / "healthcheck.py"
 BOOTSTRAP = DEPLOY / "k8s_bootstrap.py"
 BIN = Path(sys.executable).parent  # eap-node and python3 of the environment under test
 API_PORT, FED_PORT = 7443, 7444  # the image's [api] / [federation] listen ports
+HEALTH_PORT = 7445  # Kubernetes: [api] health_listen, plaintext grpc.health.v1 for probes
 HOME_MOUNT = "/var/lib/eap"
 UID = 10001
 
@@ -455,7 +456,22 @@ def test_kubernetes_mode_is_consistent(folder):
     assert NODE_ID_RE.match(toml["node"]["id"]) and ZONE_RE.match(toml["node"]["zone"])
     api_port, fed_port = port_of(toml["api"]["listen"]), port_of(toml["federation"]["listen"])
     assert (api_port, fed_port) == (API_PORT, FED_PORT)
-    assert toml["api"]["listen"].startswith("0.0.0.0:")  # probes and Services reach the pod IP
+    assert toml["api"]["listen"].startswith("0.0.0.0:")  # Services reach the pod IP
+    # not loopback, so TLS with the node's certificate (where EAP_TLS_DIR is installed); the
+    # kubelet's grpc: probes cannot speak TLS: they call the plaintext health-only port
+    assert (toml["api"]["tls_cert"], toml["api"]["tls_key"]) == ("tls/node.crt", "tls/node.key")
+    assert "allow_plaintext_remote" not in toml["api"]
+    assert port_of(toml["api"]["health_listen"]) == HEALTH_PORT
+    from eap.node.api.tls import resolve
+    from eap.node.config import NodeConfig
+
+    settings = resolve(NodeConfig(home=Path(HOME_MOUNT), node_id=toml["node"]["id"],
+                                  zone=toml["node"]["zone"], database=toml["database"]["url"],
+                                  api_listen=toml["api"]["listen"],
+                                  api_tls_cert=toml["api"]["tls_cert"],
+                                  api_tls_key=toml["api"]["tls_key"],
+                                  api_health_listen=toml["api"]["health_listen"]))
+    assert settings.tls and settings.tls_cert == Path(HOME_MOUNT, "tls", "node.crt")
     from eap.node.federation.descriptor import check_endpoint
 
     check_endpoint(toml["federation"]["endpoint"])
@@ -509,14 +525,18 @@ def test_kubernetes_mode_is_consistent(folder):
         assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "eap-node-db"
     # ports: container, probes, Services, NetworkPolicy
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc-api": api_port, "federation": fed_port}
+    assert ports == {"grpc-api": api_port, "federation": fed_port, "health": HEALTH_PORT}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == api_port, probe
+        assert c[probe]["grpc"]["port"] == HEALTH_PORT, probe
     assert c["readinessProbe"]["grpc"]["service"] == "eap.v1.NodeApi"
+    assert Path(env["EAP_TLS_DIR"]["value"]) != Path(HOME_MOUNT) / "tls"  # copied, not mounted
     for svc in by_kind["Service"].values():
         assert svc["spec"]["selector"].items() <= labels.items()
         for p in svc["spec"]["ports"]:
             assert ports[p["targetPort"]] == p["port"]
+            assert p["targetPort"] != "health", "the health-only port is for the kubelet only"
+            if p["targetPort"] == "grpc-api":
+                assert p.get("appProtocol") != "kubernetes.io/h2c", "the API is TLS, not h2c"
     assert by_kind["Service"]["eap-node-federation"]["spec"]["ports"][0]["port"] == fed_port
     (policy,) = by_kind["NetworkPolicy"].values()
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
@@ -533,6 +553,12 @@ def test_kubernetes_mode_is_consistent(folder):
             name = job_args[job_args.index(flag) + 1]
             assert name in role_names
     assert pod_secrets <= role_names and pod_secrets <= examples
+    # the certificate the Job issues names the Services in-cluster API clients dial
+    hosts = {job_args[i + 1] for i, a in enumerate(job_args) if a == "--tls-host"}
+    for svc in ("eap-node-api", "eap-node-headless"):
+        assert by_kind["Service"][svc]
+    assert {"eap-node-api.eap.svc", "eap-node-api.eap.svc.cluster.local",
+            "eap-node-headless.eap.svc.cluster.local"} <= hosts
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "eap-bootstrap"
 
 
@@ -669,6 +695,53 @@ def test_entrypoint_serves_and_the_health_probe_sees_it(served_home):
     assert down.returncode == 1 and "unhealthy" in down.stderr
 
 
+def test_entrypoint_gives_a_remote_api_tls(tmp_path):
+    """A home the entrypoint creates for the image's 0.0.0.0 API is configured for TLS:
+    `serve` refuses to start (exit 12) until the certificate exists, then serves TLS only,
+    and the health probe follows; EAP_API_ALLOW_PLAINTEXT=1 is the explicit opt-out."""
+    api, fed = free_ports(2)
+    home = tmp_path / "home"
+    env = script_env(tmp_path, EAP_NODE_HOME=str(home), EAP_NODE_ID="medellin.example",
+                     EAP_ZONE="CO-ANT", EAP_API_LISTEN=f"0.0.0.0:{api}",
+                     EAP_FEDERATION_LISTEN=f"127.0.0.1:{fed}")
+    refused = run([ENTRYPOINT, "serve"], env)
+    assert refused.returncode == 12, refused.stdout + refused.stderr
+    assert "node.crt" in refused.stderr
+    config = tomllib.loads((home / "eap-node.toml").read_text())
+    assert config["api"] == {"listen": f"0.0.0.0:{api}", "tls_cert": "tls/node.crt",
+                             "tls_key": "tls/node.key"}
+    ca = tmp_path / "ca"
+    for cmd in (["certs", "init-ca", "--dir", ca], ["certs", "issue", "--ca", ca]):
+        done = run([BIN / "eap-node", *cmd], env)
+        assert done.returncode == 0, done.stderr
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["bash", str(ENTRYPOINT)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving eap.v1.NodeApi" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert "(TLS)" in log.read_text()
+        ok = run([sys.executable, HEALTHCHECK], env)
+        assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stderr
+        plaintext = run([sys.executable, HEALTHCHECK, "--address", f"127.0.0.1:{api}",
+                         "--timeout", "2"], env)
+        assert plaintext.returncode == 1, plaintext.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    # the opt-out, for a network that encrypts by itself (a mesh)
+    other = tmp_path / "plain"
+    made = run([ENTRYPOINT, "status"], {**env, "EAP_NODE_HOME": str(other),
+                                        "EAP_API_ALLOW_PLAINTEXT": "1"})
+    assert made.returncode == 0, made.stderr
+    plain = tomllib.loads((other / "eap-node.toml").read_text())["api"]
+    assert plain == {"listen": f"0.0.0.0:{api}", "allow_plaintext_remote": True}
+
+
 def test_health_probe_address():
     import importlib.util
 
@@ -695,7 +768,7 @@ def test_demo_pki_sets_up_a_federation(tmp_path):
         EAP_DEMO_HOMES=str(tmp_path / "homes"),
         EAP_DEMO_OWNER=f"{os.getuid()}:{os.getgid()}",
         EAP_DEMO_NODES="".join(f"  {n} {i} {z} {n}:{FED_PORT}\n" for n, i, z in nodes),
-        EAP_API_LISTEN="127.0.0.1:7443",  # as the image's ENV; nothing is served here
+        EAP_API_LISTEN=f"0.0.0.0:{API_PORT}",  # the image's ENV; nothing is served here
     )
     first = run(["eap-demo-pki"], env, timeout=180)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -708,6 +781,19 @@ def test_demo_pki_sets_up_a_federation(tmp_path):
         home = homes[node_id]
         assert identity_snapshot(home) == snapshots[node_id]  # idempotent
         assert (home / "tls" / "node.key").stat().st_mode & 0o777 == 0o600
+        # the API listens on all interfaces in the container: TLS with the node's certificate,
+        # which names the service (and loopback, for the health probe)
+        from cryptography import x509
+
+        from eap.node.api.tls import resolve
+        from eap.node.config import NodeConfig
+
+        api = resolve(NodeConfig.load(home))
+        assert api.tls and api.tls_cert == home / "tls" / "node.crt"
+        api.server_credentials()  # the files pass the server's checks
+        cert = x509.load_pem_x509_certificate(api.tls_cert.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert {name, node_id, "localhost"} <= set(sans.get_values_for_type(x509.DNSName))
         desc = NodeDescriptor.from_json((descriptors / f"{node_id}.json").read_bytes())
         assert desc.endpoint == f"{name}:{FED_PORT}" and desc.tls_ca_pem
         fingerprint = (descriptors / f"{node_id}.fingerprint").read_text().strip()

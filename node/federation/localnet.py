@@ -143,8 +143,14 @@ class LocalNode:
         return (("authorization", f"Bearer {self.config.api_token()}"),)
 
     def channel(self) -> grpc.Channel:
+        """A channel to the local API as the home's ``[api]`` serves it (plaintext on
+        loopback by default; TLS with the CA beside the API certificate when configured)."""
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.api_address)
+            from eap.node.api.tls import local_api_channel, probe_address
+
+            self._channel = local_api_channel(
+                self.config, address=probe_address(self.api_address)
+            )
         return self._channel
 
     def api(self, timeout: float = 30.0) -> _AuthorizedStub:
