@@ -20,9 +20,10 @@ from eap.node.domain.enums import Purpose, Status
 from eap.node.domain.node import Node
 from eap.node.federation import conservation
 from eap.node.federation.inprocess import Faults, InProcessNetwork
-from eap.node.federation.peers import keys_json
+from eap.node.federation.peers import TrustList, keys_json
+from eap.node.federation.sync import BatchImporter
 from eap.node.federation.transfers import FINAL, Transfers, TransferSettings
-from eap.node.store import peer_repos
+from eap.node.store import peer_repos, repos
 
 FAST = TransferSettings(ttl_s=30.0, lease_s=2.0, rpc_timeout_s=1.0, rpc_attempts=1,
                         backoff_base_s=0.2, backoff_cap_s=5.0, inquire_after_s=5.0,
@@ -30,7 +31,8 @@ FAST = TransferSettings(ttl_s=30.0, lease_s=2.0, rpc_timeout_s=1.0, rpc_attempts
 
 CITIES = {"a": ("medellin.example", "CO-ANT", 6.2, -75.5),
           "b": ("barcelona.example", "ES", 41.4, 2.2),
-          "c": ("amsterdam.example", "NL", 52.4, 4.9)}
+          "c": ("amsterdam.example", "NL", 52.4, 4.9),
+          "d": ("lisboa.example", "PT", 38.7, -9.1)}
 
 
 class Clock:
@@ -88,6 +90,22 @@ class Federation:
                             "node_id": other, "endpoint": "in-process:0", "status": "active",
                             "public_keys": other_keys,
                             "added_at_ms": int(self.clock() * 1000)})
+        self.sync_all()
+
+    def sync_all(self) -> None:
+        """Every node imports every peer's batches it has not yet (what PullBatches would
+        give it), verified like a sync."""
+        for city in self.cities.values():
+            importer = BatchImporter(city.node, TrustList(city.node.store, city.node_id))
+            for other in self.cities.values():
+                if other is city:
+                    continue
+                with city.node.store.read() as conn:
+                    cursor = peer_repos.get_peer(conn, other.node_id).cursor
+                with other.node.store.read() as conn:
+                    rows = repos.batches_after(conn, cursor, 10_000)
+                for row in rows:
+                    importer.import_batch(other.node_id, bytes(row.payload), int(row.seq))
 
     def _engine(self, node: Node) -> Transfers:
         return Transfers(node, self.net.transport(node.node_id), settings=self.settings,

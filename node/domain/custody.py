@@ -124,7 +124,7 @@ def report_retirement(conn: Connection, claim_id: str, bundle: Any, at_ms: int) 
                                   serial_start=bundle.serial_start,
                                   serial_end=bundle.serial_end, retired_at_ms=at_ms)
     tr.outbox_put(conn, transfer_id=claim_id, peer=bundle.issuer, kind=RETIRE,
-                  payload=report.SerializeToString(), now_ms=at_ms, next_attempt_at_ms=at_ms)
+                  payload=report.SerializeToString(), now_ms=at_ms, next_attempt_at_ms=0)
 
 
 def record_retirement(conn: Connection, *, origin: str, report: fed.RetirementReport,

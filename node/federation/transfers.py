@@ -264,6 +264,8 @@ class Transfers:
         self._local = threading.local()  # what the current thread's start() just wrote
         self.trust = trust or TrustList(self.store, self.me)
         self.custody = CustodyService(node, self.trust, clock=clock)
+        #: ``fetch_batches(issuer)``: syncs that peer's batches now (set by the runtime).
+        self.fetch_batches: Callable[[str], Any] | None = None
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -423,6 +425,7 @@ class Transfers:
         """
         msg = _parse(fed.TransferPrepare, envelope.payload)
         _check_transfer_id(msg.transfer_id, source=envelope.origin)
+        self._catch_up(msg)
         reply = self._record_prepare(envelope.origin, msg, self.signatures())
         crashpoints.hit("dest.after_prepared_commit")
         return PT_STATUS, reply.SerializeToString()
@@ -800,6 +803,23 @@ class Transfers:
 
     # == destination internals ====================================================================
 
+    def _catch_up(self, msg: fed.TransferPrepare) -> None:
+        """Pull the issuer's batches first when the proof names one not synced yet, so a
+        transfer right after issuance need not wait for the periodic sync.  A failure here
+        only means the prepare is refused as unpublished."""
+        h = msg.proof.batch
+        if (self.fetch_batches is None or not msg.HasField("proof") or h.issuer == self.me
+                or self.trust.get(h.issuer) is None):
+            return
+        with self.store.read() as conn:
+            if cr.known_root(conn, h.issuer, h.seq) is not None:
+                return
+        try:
+            self.fetch_batches(h.issuer)
+        except Exception as exc:  # the issuer may be down: the prepare is refused below
+            log.info("transfer %s: could not sync %s first: %s", msg.transfer_id[:200],
+                     h.issuer, exc)
+
     def _record_prepare(self, origin: str, msg: fed.TransferPrepare,
                         sig: provenance.SignatureCheck) -> fed.TransferStatus:
         tid = msg.transfer_id
@@ -837,11 +857,6 @@ class Transfers:
         }
         if reason is None:
             bundle = _bundle_from_wire(b, owner=msg.to_account, at_ms=now)
-            if b.issuer != self.me:
-                h = msg.proof.batch
-                cr.remember_header(conn, issuer=h.issuer, seq=h.seq,
-                                   merkle_root=bytes(h.merkle_root), count=h.count,
-                                   key_id=h.key_id, signature=bytes(h.signature))
             row.update(state=PREPARED, serial_start=b.serial_start, serial_end=b.serial_end,
                        proof=msg.proof.SerializeToString(),
                        wh=bundle.wh, bundle_data=json.dumps(bundle.to_dict(), sort_keys=True),
@@ -924,7 +939,10 @@ class Transfers:
             return custody.check_return(conn, me=self.me, origin=origin, start=b.serial_start,
                                         end=b.serial_end)
         known = cr.known_root(conn, b.issuer, v.seq)
-        if known is not None and known != root:
+        if known is None:
+            return (f"provenance: batch {b.issuer}#{v.seq} is not one {b.issuer} has published "
+                    f"to {self.me} (not served by its PullBatches)")
+        if known != root:
             return (f"provenance: {b.issuer} signed two different batches #{v.seq} "
                     "(equivocation); refusing both")
         return None
@@ -1111,7 +1129,8 @@ def install(runtime: Any) -> Transfers:
     The first round after start is :meth:`Transfers.recover` (leases and backoff ignored), so
     a restarted node finishes or aborts what it began at once.
     """
-    engine = Transfers(runtime.node, runtime.client)
+    engine = Transfers(runtime.node, runtime.client, trust=runtime.trust)
+    engine.fetch_batches = runtime.syncer.sync_peer
     runtime.servicer.set_transfers(engine)
     runtime.transfers = engine
     first = [True]

@@ -2,9 +2,8 @@
 
 Issuer side: ``custody`` (where each range of this node's serials is held), ``custody_moves``
 (every MoveCustody asked, with its final answer) and ``retirement_reports``.  Holder side:
-``provenance`` (the proof of each bundle that came from another node).  Verifier side:
-``proof_headers`` (batch headers met in proofs).  Every function takes an open connection in
-the caller's unit of work.
+``provenance`` (the proof of each bundle that came from another node).  Every function takes
+an open connection in the caller's unit of work.
 """
 
 from __future__ import annotations
@@ -143,26 +142,14 @@ def put_provenance(conn: Connection, bundle_id: str, proof: bytes,
                      .values(proof=proof, custody=custody))
 
 
-# -- batch headers met in proofs (verifier side) ---------------------------------------------------
+# -- batches ---------------------------------------------------------------------------------------
 
 
 def known_root(conn: Connection, issuer: str, seq: int) -> bytes | None:
-    """The Merkle root this node knows for an issuer's batch seq (synced or met in a proof)."""
+    """The Merkle root of an issuer's batch seq as this node synced it (None if not synced)."""
     pb_ = t.peer_batches.c
     row = conn.execute(select(pb_.merkle_root).where(pb_.issuer == issuer, pb_.seq == seq)).first()
-    if row is None:
-        h = t.proof_headers.c
-        row = conn.execute(select(h.merkle_root).where(h.issuer == issuer, h.seq == seq)).first()
     return bytes(row.merkle_root) if row else None
-
-
-def remember_header(conn: Connection, *, issuer: str, seq: int, merkle_root: bytes, count: int,
-                    key_id: str, signature: bytes) -> None:
-    h = t.proof_headers.c
-    if conn.execute(select(h.seq).where(h.issuer == issuer, h.seq == seq)).first() is None:
-        conn.execute(insert(t.proof_headers).values(
-            issuer=issuer, seq=seq, merkle_root=merkle_root, count=count, key_id=key_id,
-            signature=signature))
 
 
 def batch_seq_of(conn: Connection, bundle_id: str) -> int | None:

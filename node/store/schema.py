@@ -406,16 +406,3 @@ provenance = Table(
     #: Serialised ``Signed`` CustodyRecord of the move that brought it here (None coming home).
     Column("custody", LargeBinary),
 )
-
-#: Verifier side: batch headers of other issuers met in proofs, so that an issuer signing two
-#: different batches under one seq (equivocation) is caught.
-proof_headers = Table(
-    "proof_headers",
-    metadata,
-    Column("issuer", String(253), primary_key=True),
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("merkle_root", LargeBinary, nullable=False),
-    Column("count", Integer, nullable=False),
-    Column("key_id", String(64), nullable=False),
-    Column("signature", LargeBinary, nullable=False),
-)

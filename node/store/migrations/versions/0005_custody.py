@@ -64,16 +64,6 @@ def upgrade() -> None:
         sa.Column("custody", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("bundle_id"),
     )
-    op.create_table(
-        "proof_headers",
-        sa.Column("issuer", sa.String(length=253), nullable=False),
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("merkle_root", sa.LargeBinary(), nullable=False),
-        sa.Column("count", sa.Integer(), nullable=False),
-        sa.Column("key_id", sa.String(length=64), nullable=False),
-        sa.Column("signature", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("issuer", "seq"),
-    )
     _backfill_custody(op.get_bind())
 
 
@@ -107,7 +97,7 @@ def _backfill_custody(conn) -> None:
 
 
 def downgrade() -> None:
-    for name in ("proof_headers", "provenance", "retirement_reports", "custody_moves",
+    for name in ("provenance", "retirement_reports", "custody_moves",
                  "custody"):
         op.drop_table(name)
     with op.batch_alter_table("transfers") as batch:
