@@ -29,8 +29,17 @@ COMMIT_POINTS = ("source.in_prepare_txn", "source.after_prepare_commit", "dest.i
 EXPIRED_POINTS = ("dest.after_prepared_commit", "source.after_decision_commit",
                   "dest.after_abort_commit", "source.after_send_abort")
 INQUIRY_POINTS = ("dest.after_status_reply", "dest.in_commit_txn")
+#: A third party's serials (issuer a, source b, destination c): the custody hop.
+CUSTODY_POINTS = ("source.after_prepare_commit", "dest.after_prepared_commit",
+                  "source.after_send_prepare", "issuer.in_custody_txn",
+                  "issuer.after_custody_commit", "source.after_send_custody",
+                  "source.after_decision_commit", "dest.in_commit_txn",
+                  "dest.after_commit_commit", "source.after_send_commit")
 SCENARIOS = {"commit": COMMIT_POINTS, "partial": COMMIT_POINTS, "expired": EXPIRED_POINTS,
-             "inquiry": INQUIRY_POINTS}
+             "inquiry": INQUIRY_POINTS, "custody": CUSTODY_POINTS}
+#: Who plays which part in a scenario (node keys of the Federation).
+ROLES = {"custody": {"issuer": "a", "source": "b", "dest": "c"}}
+DEFAULT_ROLES = {"source": "a", "dest": "b"}
 #: Seconds the crashed node stays down (0 = restarted at once; 45 > the prepare's 30 s TTL).
 DOWNTIMES = (0, 5, 45)
 
@@ -77,6 +86,10 @@ def _drive(f: Federation, scenario: str) -> None:
             f.net.faults = Faults()
         f.clock.advance(FAST.ttl_s + 1)
         _settle_unless_crashed(f)
+    elif scenario == "custody":
+        b = f["b"]
+        b.engine.send(f.bundle("b", a.bundles[1]).id, to=f.to("c"), wh=321, request_id="t")
+        _settle_unless_crashed(f)
     elif scenario == "inquiry":
         real = a.engine.transport
         a.engine.transport = _LoseDecisions(real)
@@ -92,17 +105,21 @@ def _drive(f: Federation, scenario: str) -> None:
 
 
 def run_case(tmp_path, scenario: str, point: str, downtime: float, seed: int = 0) -> Federation:
-    f = Federation(tmp_path, "ab")
+    roles = ROLES.get(scenario, DEFAULT_ROLES)
+    f = Federation(tmp_path, "abc" if scenario == "custody" else "ab")
     try:
         rng = random.Random(seed)
+        if scenario == "custody":  # b first buys a's bundle (no crash): a is the issuer
+            f["a"].engine.send(f["a"].bundles[1], to=f.to("b"), request_id="buy")
         crashpoints.arm(point)
         crashed = None
         try:
             _drive(f, scenario)
         except SimulatedCrash as crash:
-            crashed = "a" if crash.point.startswith("source") else "b"
+            crashed = roles[crash.point.split(".")[0]]
         if f.net.crashed:
-            crashed = "b"
+            node_id = f.net.crashed[0][0]
+            crashed = next(k for k, c in f.cities.items() if c.node_id == node_id)
         assert crashed, f"{scenario} never reached {point}"
         # the crashed node is down; the other one keeps retrying / resolving
         f.down(crashed)
@@ -121,10 +138,27 @@ def run_case(tmp_path, scenario: str, point: str, downtime: float, seed: int = 0
         f.settle()
         f.assert_conserved()
         f.assert_agree()
+        if scenario == "custody":  # the issuer's custody agrees with where the Wh ended up
+            _assert_custody_follows(f)
         return f
     except BaseException:
         f.close()
         raise
+
+
+def _assert_custody_follows(f: Federation) -> None:
+    from eap.node.store import custody_repos as cr
+
+    a = f["a"]
+    with a.node.store.read() as conn:
+        custody = cr.all_ranges(conn)
+    for key, city in f.cities.items():
+        for bundle in f.active(key):
+            if bundle.issuer != a.node_id:
+                continue
+            with a.node.store.read() as conn:
+                held = cr.holder_of(conn, bundle.serial_start, bundle.serial_end)
+            assert held == (city.node_id, False), (bundle.id, key, custody)
 
 
 def _final(f: Federation) -> set[str]:
@@ -140,7 +174,8 @@ _rng = random.Random(20260101)
 #: Default run: every point of the commit and abort paths restarted at once, plus a seeded
 #: sample of partial transfers and longer downtimes.
 DEFAULT_CASES = ([(s, p, 0) for s in ("commit", "expired", "inquiry") for p in SCENARIOS[s]]
-                 + _rng.sample([c for c in ALL_CASES if c[0] == "partial" or c[2]], 6))
+                 + _rng.sample([c for c in ALL_CASES if c[0] == "partial" or c[2]], 6)
+                 + _rng.sample([c for c in ALL_CASES if c[0] == "custody"], 8))
 SLOW_CASES = [c for c in ALL_CASES if c not in DEFAULT_CASES]
 
 
@@ -149,7 +184,7 @@ def test_crash_point_default(tmp_path, case):
     scenario, point, downtime = case
     f = run_case(tmp_path, scenario, point, downtime)
     try:
-        if downtime == 0 and scenario in ("commit", "partial", "inquiry"):
+        if downtime == 0 and scenario in ("commit", "partial", "inquiry", "custody"):
             assert _final(f) == {T.COMMITTED}
         if scenario == "expired":
             assert _final(f) == {T.ABORTED}

@@ -44,6 +44,12 @@ POINTS: tuple[str, ...] = (
     "source.after_send_abort",
     # destination: the source's answer to GetTransferStatus received, not applied
     "dest.after_status_reply",
+    # issuer (third party's serials): inside the MoveCustody transaction (rolled back)
+    "issuer.in_custody_txn",
+    # issuer: custody moved and the signed record stored, answer not sent
+    "issuer.after_custody_commit",
+    # source: the issuer's custody answer received, not recorded
+    "source.after_send_custody",
 )
 
 

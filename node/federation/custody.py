@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from eap.node.domain import custody
 from eap.node.errors import Aborted, PermissionDenied, invalid
+from eap.node.federation import crashpoints
 from eap.node.federation.peers import TrustList
 from eap.node.store import custody_repos as cr
 from eap.node.store import transfer_repos as tr
@@ -90,6 +91,8 @@ class CustodyService:
                                  envelope.origin, req.to_node,
                                  fed.CustodyOutcome.Name(answer.outcome),
                                  f" ({answer.reason})" if answer.reason else "")
+                        crashpoints.hit("issuer.in_custody_txn")
+                crashpoints.hit("issuer.after_custody_commit")
                 return PT_CUSTODY_ANSWER, answer.SerializeToString()
             except IntegrityError:  # a concurrent duplicate recorded it first: replay it
                 continue
