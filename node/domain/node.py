@@ -45,6 +45,8 @@ from eap.node.domain.rules import (
     LOCAL_REF_RE,
     MAX_CAPACITY_W,
     MAX_CARBON_MG,
+    MAX_INTERVAL_S,
+    MAX_READING_WH,
     MAX_RENEWABLE_PPM,
     ZONE_RE,
     Checker,
@@ -161,7 +163,7 @@ class Node:
             bundles_active=tot["bundles_active"],
             wh_metered=tot["wh_metered"],
             wh_issued=tot["wh_issued"],
-            wh_active=tot.get("wh_active", 0) + tot.get("wh_export_pending", 0),
+            wh_active=min(tot.get("wh_active", 0) + tot.get("wh_export_pending", 0), 2**63 - 1),
             wh_retired=tot.get("wh_retired", 0),
             wh_exported=tot.get("wh_exported", 0),
             wh_imported=tot.get("wh_imported", 0),
@@ -509,8 +511,10 @@ class Node:
         bad_interval = (
             (duration <= 0) | (duration > 3600) | (3600 % safe != 0) | (start % safe != 0)
         )
-        bad_wh = wh < 0
-        over = wh * 3600 > capacity * duration
+        bad_wh = (wh < 0) | (wh > MAX_READING_WH)
+        # Wh * 3600 > cap * dur <=> Wh > floor(cap * dur / 3600): no int64 overflow on huge Wh
+        cap_dur = np.minimum(capacity, MAX_CAPACITY_W) * np.clip(duration, 0, MAX_INTERVAL_S)
+        over = ~bad_wh & (wh > cap_dur // MAX_INTERVAL_S)
         order = np.lexsort((start, meter_idx))
         same = meter_idx[order][1:] == meter_idx[order][:-1]
         overlap = np.zeros(len(start), dtype=bool)
@@ -527,7 +531,7 @@ class Node:
                 if mask is bad_interval:
                     text = interval_violation(int(start[i]), int(end[i])) or "invalid interval"
                 elif mask is bad_wh:
-                    text = "must be non-negative"
+                    text = f"{int(wh[i])} Wh is outside 0..{MAX_READING_WH} Wh"
                 elif mask is over:
                     text = (
                         f"{int(wh[i])} Wh exceeds capacity "

@@ -22,6 +22,8 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 LOCAL_REF_RE = re.compile(r"^[\w.:-]{1,64}$")
 
 MAX_CAPACITY_W = 10**12  # 1 TW: larger is not a device
+#: Largest Wh of one meter reading: a 1 TW device over a full hour (far below 2**53).
+MAX_READING_WH = MAX_CAPACITY_W
 MAX_RENEWABLE_PPM = 1_000_000
 MAX_CARBON_MG = 2_000_000  # 2000 g CO2e/kWh, above the dirtiest lignite
 MAX_INTERVAL_S = 3600
