@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from eap.node.api.guard import MalformedRequestGuard
 from eap.node.api.servicer import NodeApiServicer
 from eap.node.domain.node import Node
 from eap.v1 import node_api_pb2, node_api_pb2_grpc
@@ -34,6 +35,7 @@ def build_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
+        interceptors=(MalformedRequestGuard(),),
     )
     node_api_pb2_grpc.add_NodeApiServicer_to_server(servicer or NodeApiServicer(node), server)
     health_servicer = health.HealthServicer()
