@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -11,16 +14,20 @@ from sqlalchemy import insert
 
 from eap.node.api.guard import ThrottledLog
 from eap.node.api.server import build_server
+from eap.node.api.servicer import NodeApiServicer
 from eap.node.api.status import field_violations
 from eap.node.crypto import load_tls_material, peer_channel_options
+from eap.node.domain.enums import Purpose
 from eap.node.domain.rules import MAX_READING_WH
 from eap.node.federation.server import build_server as build_fed_server
 from eap.node.federation.settings import FederationSettings
+from eap.node.federation.transfers import split_destination
 from eap.node.store import schema as t
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
 
 INT64_MAX = 2**63 - 1
+OPS = api.READ_PURPOSE_OPERATIONS
 CSV_HEADER = (
     "interval_start_datetime,interval_end_datetime,device_id,interval_usage,gross_net_indicator"
 )
@@ -73,7 +80,7 @@ def test_out_of_range_meter_reading_is_invalid_argument_and_changes_nothing(serv
                                     filename="m.csv")
     err = _refused(call, "ImportReadings", req)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [f for f, _ in field_violations(err)] == ["readings[1@1704070800].wh"]
+    assert [f for f, _ in field_violations(err)] == ["content.readings[1@1704070800].wh"]
     after = call("GetStatus", api.GetStatusRequest())
     assert after == before and after.readings == 0 and after.wh_metered == 0
 
@@ -192,3 +199,120 @@ def test_federation_answers_malformed_bodies_with_invalid_argument(fed_pair, cap
     lines = [r for r in caplog.records if "malformed" in r.getMessage() or r.exc_info]
     assert len(lines) == 2 and not any(r.exc_info for r in lines), lines
     assert not [r for r in caplog.records if r.name.startswith("grpc")]
+
+
+# -- 4. field violations name the request's own fields; page tokens are checked ------------------
+
+
+def _fields(err: grpc.RpcError) -> list[str]:
+    return [f for f, _ in field_violations(err)]
+
+
+def _roots_are_request_fields(request, err: grpc.RpcError) -> bool:
+    fields = request.DESCRIPTOR.fields_by_name
+    return all(re.split(r"[.\[]", f)[0] in fields for f in _fields(err))
+
+
+class _Transfers:
+    """The cross-node engine as far as the servicer needs it: the real destination rules."""
+
+    settings = SimpleNamespace(inline_wait_s=1.0)
+
+    def send(self, bundle_ref, *, to, **_):
+        split_destination(to)
+        raise AssertionError("a malformed destination must not get here")
+
+
+@pytest.fixture
+def wired(node):
+    servicer = NodeApiServicer(node, transfers=_Transfers())
+    server, port = build_server(node, "127.0.0.1:0", servicer=servicer)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield node, _call(channel, node.config.api_token())
+    channel.close()
+    server.stop(0).wait()
+
+
+BAD_REQUESTS = [
+    ("IssueRecords", api.IssueRecordsRequest(request_id="s", since_unix=-1), ["since_unix"]),
+    ("ImportReadings", api.ImportReadingsRequest(request_id="i"), ["content"]),
+    ("ImportReadings", api.ImportReadingsRequest(request_id="i", format="nope"), ["format"]),
+    ("GetBundle", api.GetBundleRequest(id="medellin.example/1-2", purpose=OPS), ["id"]),
+    ("ListBundles", api.ListBundlesRequest(purpose=99), ["purpose"]),
+    ("GetBundle", api.GetBundleRequest(id="x", purpose=77), ["purpose"]),
+    ("TransferBundle",
+     api.TransferBundleRequest(request_id="t", bundle_id="b", to_account="Bad Node/acct"),
+     ["to_account", "to_account"]),
+    ("TransferBundle", api.TransferBundleRequest(request_id="t", bundle_id="b", to_account="x"),
+     ["to_account"]),
+    ("RetireBundle", api.RetireBundleRequest(request_id="r", bundle_id="b", wh=-1),
+     ["beneficiary", "purpose", "wh"]),
+    ("RegisterDevice", api.RegisterDeviceRequest(request_id="d"), None),
+    ("CreateAccount", api.CreateAccountRequest(request_id="a", identity="x"), ["identity"]),
+]
+
+
+@pytest.mark.parametrize(("method", "request_", "expected"), BAD_REQUESTS,
+                         ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(BAD_REQUESTS)])
+def test_violations_name_the_request_fields(wired, method, request_, expected):
+    _node, call = wired
+    err = _refused(call, method, request_)
+    assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert _roots_are_request_fields(request_, err), _fields(err)
+    if expected is not None:
+        assert _fields(err) == expected
+
+
+@pytest.mark.parametrize("filename", ["", "readings.csv"])
+def test_import_errors_never_show_a_server_path(served, filename):
+    node, channel = served
+    call = _call(channel, node.config.api_token())
+    err = _refused(call, "ImportReadings",
+                   api.ImportReadingsRequest(request_id="i", filename=filename))
+    (field, description), = field_violations(err)
+    assert field == "content" and "no meter-data reader recognises" in description
+    assert tempfile.gettempdir() not in err.details() + description
+    assert "upload" not in description
+    assert description.startswith(f"{filename or 'content'}: ")
+
+
+PAGE_TOKENS = {
+    "ListAccounts": ("acct_nope", api.ListAccountsRequest),
+    "ListDevices": ("dev_", api.ListDevicesRequest),
+    "ListBundles": ("not a bundle id", api.ListBundlesRequest),
+    "ListClaims": ("12abc", api.ListClaimsRequest),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PAGE_TOKENS))
+@pytest.mark.parametrize("token", ["bad", "-1", "' OR 1=1 --", "9" * 40])
+def test_malformed_page_token_is_invalid_argument(served, method, token):
+    node, channel = served
+    call = _call(channel, node.config.api_token())
+    own_bad, request_type = PAGE_TOKENS[method]
+    for bad in (token, own_bad):
+        err = _refused(call, method, request_type(purpose=OPS, page_token=bad))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _fields(err) == ["page_token"]
+
+
+def test_page_tokens_handed_out_still_page(served, solar, meter_csv):
+    node, channel = served
+    call = _call(channel, node.config.api_token())
+    node.import_readings(meter_csv, request_id="i")
+    node.issue(request_id="s")
+    for k in range(3):  # with the owner: 4 accounts
+        node.create_account(request_id=f"a{k}")
+    for b in node.list_bundles(purpose=Purpose.OPERATIONS, page_size=3).items:
+        node.retire(b.id, beneficiary="Metro", purpose="scope2", request_id=f"r-{b.id}")
+    for method, (_, request_type) in PAGE_TOKENS.items():
+        seen, token = [], ""
+        for _ in range(4):
+            page = call(method, request_type(purpose=OPS, page_size=2, page_token=token))
+            seen += list(getattr(page, page.DESCRIPTOR.fields[0].name))
+            token = page.next_page_token
+            if not token:
+                break
+        expected = {"ListAccounts": 4, "ListDevices": 1, "ListBundles": 8, "ListClaims": 3}
+        assert len({m.SerializeToString() for m in seen}) == expected[method], method

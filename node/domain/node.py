@@ -41,7 +41,10 @@ from eap.node.domain.models import (
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
     ACCOUNT_RE,
+    BUNDLE_ID_RE,
+    CLAIM_SEQ_RE,
     CURRENCY_RE,
+    DEVICE_ID_RE,
     LOCAL_REF_RE,
     MAX_CAPACITY_W,
     MAX_CARBON_MG,
@@ -52,6 +55,7 @@ from eap.node.domain.rules import (
     Checker,
     interval_violation,
 )
+from eap.node.domain.rules import page_token as check_page_token
 from eap.node.errors import (
     Aborted,
     AlreadyExists,
@@ -236,6 +240,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
+        page_token = check_page_token(page_token, ACCOUNT_RE)
         with self.store.transaction() as conn:
             if principal.kind == "account":
                 own = repos.get_account(conn, principal.account_id or "")
@@ -380,6 +385,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
+        page_token = check_page_token(page_token, DEVICE_ID_RE)
         with self.store.transaction() as conn:
             items = repos.list_devices(conn, page_token, _page(page_size))
             if principal.kind == "account":
@@ -425,7 +431,12 @@ class Node:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(content)
-            return self.import_readings(path, request_id=request_id, fmt=fmt, principal=principal)
+            try:
+                return self.import_readings(
+                    path, request_id=request_id, fmt=fmt, principal=principal
+                )
+            except InvalidArgument as exc:  # never show the server's temporary path
+                raise _hide_path(exc, str(path), filename or "content") from None
 
     def _store_readings(self, conn: Connection, rd: MeterReadings) -> ImportResult:
         if rd.kind != "production":
@@ -759,6 +770,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
+        page_token = check_page_token(page_token, BUNDLE_ID_RE)
         if purpose == Purpose.HOLDINGS:
             owner = principal.account_id or owner
         with self.store.read() as conn:
@@ -946,7 +958,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
-        after = int(page_token) if page_token.isdigit() else 0
+        after = int(check_page_token(page_token, CLAIM_SEQ_RE) or 0)
         with self.store.read() as conn:
             rows = repos.list_claims(conn, beneficiary or None, after, _page(page_size))
         items = [
@@ -1117,6 +1129,15 @@ def _period(at_ms: int) -> str:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _hide_path(exc: InvalidArgument, path: str, shown: str) -> InvalidArgument:
+    from eap.node.errors import FieldViolation
+
+    exc.violations = [
+        FieldViolation(v.field, v.description.replace(path, shown)) for v in exc.violations
+    ]
+    return exc
 
 
 def _fv(field: str, description: str):
