@@ -1,4 +1,4 @@
-"""Findings of the attacker's review (issue #7) against the local gRPC API and the CLI."""
+"""Findings of the attacker's review (issue #7): local gRPC API, federation server, node home."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from eap.node.api.guard import ThrottledLog
 from eap.node.api.server import build_server
 from eap.node.api.servicer import NodeApiServicer
 from eap.node.api.status import field_violations
+from eap.node.config import create_home
 from eap.node.crypto import load_tls_material, peer_channel_options
 from eap.node.domain.enums import Purpose
 from eap.node.domain.rules import MAX_READING_WH
+from eap.node.errors import ConfigError
 from eap.node.federation.server import build_server as build_fed_server
 from eap.node.federation.settings import FederationSettings
 from eap.node.federation.transfers import split_destination
@@ -316,3 +318,30 @@ def test_page_tokens_handed_out_still_page(served, solar, meter_csv):
                 break
         expected = {"ListAccounts": 4, "ListDevices": 1, "ListBundles": 8, "ListClaims": 3}
         assert len({m.SerializeToString() for m in seen}) == expected[method], method
+
+
+# -- 5. secrets of the node home ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["api-token", "node-secret"])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_loose_home_secrets_are_refused_naming_file_and_fix(tmp_path, name, mode):
+    cfg = create_home(tmp_path / "home", "medellin.example", "CO-ANT")
+    read = {"api-token": cfg.api_token, "node-secret": cfg.node_secret}[name]
+    assert read()  # created 0600: fine
+    path = tmp_path / "home" / name
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as err:
+        read()
+    assert str(path) in str(err.value) and f"chmod 600 {path}" in str(err.value)
+    path.chmod(0o400)
+    assert read()
+
+
+def test_loose_api_token_fails_the_call_not_the_process(served):
+    """A token loosened while the server runs: calls fail cleanly, nothing is accepted."""
+    node, channel = served
+    token = node.config.api_token()
+    node.config.token_path.chmod(0o644)
+    err = _refused(_call(channel, token), "GetStatus", api.GetStatusRequest())
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -53,6 +53,9 @@ def build_server(
 
 def serve_forever(node: Node, listen: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Refuse to start on loose secrets (ConfigError: one line from the CLI), not on first use.
+    node.config.api_token()
+    node.config.node_secret()
     address = listen or node.config.api_listen
     servicer = NodeApiServicer(node)
     server, port = build_server(node, address, servicer=servicer)
