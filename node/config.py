@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tomli_w
 
+from eap.node.crypto._files import read_private_file
 from eap.node.domain.rules import NODE_ID_RE, ZONE_RE, Checker
 from eap.node.errors import AlreadyExists, ConfigError
 
@@ -70,7 +71,10 @@ class NodeConfig:
         return self.home / "api-token"
 
     def node_secret(self) -> bytes:
-        return bytes.fromhex(_read_private(self.secret_path))
+        try:
+            return bytes.fromhex(_read_private(self.secret_path))
+        except ValueError as exc:
+            raise ConfigError(f"{self.secret_path} must hold 64 hex characters") from exc
 
     def api_token(self) -> str:
         return _read_private(self.token_path)
@@ -209,7 +213,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _read_private(path: Path) -> str:
+    """A secret of the home (node secret, API token), refused like a private key when group or
+    others may read it, when it is a symbolic link or when another user owns it."""
+    data = read_private_file(path)
     try:
-        return path.read_text().strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"missing {path}") from exc
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text secret written by `eap-node init`") from exc

@@ -163,3 +163,43 @@ def test_key_rotation_keeps_old_receipts_verifiable(home: Path):
 
     ring = KeyRing.load(home / "keys")
     assert rotated["retired"] in ring.public_keys()
+
+
+def test_meter_value_past_int64_arithmetic_is_refused_in_one_line(home: Path, tmp_path: Path):
+    owner = js(home, "account", "create")["account"]["id"]
+    register = ["device", "register", "--ref", "roof-1", "--capacity-w", "250", "--source",
+                "solar", "--technology", "photovoltaic", "--commissioned", "2020-05-01", "--lat",
+                "6.2", "--lon", "-75.5", "--zone", "CO-ANT", "--owner", owner, "--meter-id", "1",
+                "--attestation", "doc-1"]
+    run(home, *register)
+    csv = tmp_path / "huge.csv"
+    csv.write_text(
+        "interval_start_datetime,interval_end_datetime,device_id,interval_usage,"
+        "gross_net_indicator\n"
+        "2024-01-01 00:00:00,2024-01-01 01:00:00,1,9223372036854775807,NET\n"
+    )
+    bad = run(home, "meter", "import", str(csv), ok=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:"), bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and ".wh" in bad.stderr
+    st = js(home, "status")
+    assert st["readings"] == 0 and st["wh_metered"] == 0
+
+
+@pytest.mark.parametrize("secret", ["api-token", "node-secret"])
+def test_group_or_world_readable_home_secrets_are_refused(home: Path, secret: str):
+    owner = js(home, "account", "create")["account"]["id"]
+    path = home / secret
+    path.chmod(0o644)
+    for args in (["serve", "--listen", "127.0.0.1:0"],
+                 ["device", "register", "--ref", "r", "--capacity-w", "250", "--source", "solar",
+                  "--technology", "photovoltaic", "--commissioned", "2020-05-01", "--lat", "6.2",
+                  "--lon", "-75.5", "--zone", "CO-ANT", "--owner", owner,
+                  "--meter-id", "1", "--attestation", "doc-1"]):
+        if secret == "api-token" and args[0] == "device":
+            continue  # the operator's token is read by the API server only
+        bad = run(home, *args, ok=False)
+        assert bad.returncode == 12, bad.stderr
+        assert str(path) in bad.stderr and f"chmod 600 {path}" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    path.chmod(0o400)  # owner-only is fine, read-only too
+    assert js(home, "status")["node_id"] == "medellin.example"

@@ -89,3 +89,31 @@ def test_concurrent_replays_of_one_request_id(node, solar, meter_csv):
     res = _race([lambda: node.transfer(b.id, to_account=buyer, wh=1, request_id="same")] * 3)
     assert not any(isinstance(x, Exception) for x in res), res
     assert len({x.transferred.id for x in res}) == 1
+
+
+@pytest.mark.parametrize("wh", [0, 1], ids=["whole", "split"])
+def test_racing_copies_of_an_account_transfer_all_get_the_first_result(node, solar, meter_csv, wh):
+    """Copies of one holder's transfer (same request id) racing: every copy answers with the
+    first result, none with PERMISSION_DENIED because the winner moved the bundle away."""
+    owner, _ = solar
+    node.import_readings(meter_csv, request_id="i")
+    node.issue(request_id="s")
+    buyer = node.create_account(request_id="b").account.id
+    holder = Principal("account", owner)
+    bundles = node.list_bundles(
+        purpose=Purpose.OPERATIONS, owner=owner, status=int(Status.ACTIVE), page_size=10
+    ).items
+    for r, b in enumerate(bundles[:6]):
+        res = _race(
+            [
+                lambda b=b, r=r: node.transfer(
+                    b.id, to_account=buyer, wh=wh, principal=holder, request_id=f"same-{r}"
+                )
+            ]
+            * 8
+        )
+        assert not any(isinstance(x, Exception) for x in res), res
+        assert len({x.transferred.id for x in res}) == 1
+        assert {x.transferred.owner for x in res} == {buyer}
+    st = node.status()
+    assert st.wh_active == st.wh_issued

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from eap.node.api.guard import MalformedRequestGuard
 from eap.node.api.servicer import NodeApiServicer
 from eap.node.api.tls import ApiSettings, resolve
 from eap.node.domain.node import Node
@@ -62,6 +63,7 @@ def _build(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
+        interceptors=(MalformedRequestGuard(),),
     )
     node_api_pb2_grpc.add_NodeApiServicer_to_server(servicer or NodeApiServicer(node), server)
     health_servicer = health.HealthServicer()
@@ -105,6 +107,9 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
         ConfigError: unusable API settings, e.g. a non-loopback address without TLS.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Refuse to start on loose secrets (ConfigError: one line from the CLI), not on first use.
+    node.config.api_token()
+    node.config.node_secret()
     settings = resolve(node.config, listen=listen, **api_options)
     address = settings.listen
     servicer = NodeApiServicer(node)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Any
 
 import grpc
@@ -13,7 +14,13 @@ from eap.node.api.status import abort_with
 from eap.node.domain.enums import Purpose
 from eap.node.domain.models import Principal
 from eap.node.domain.node import Node
-from eap.node.errors import EapError, FailedPrecondition, Unauthenticated
+from eap.node.errors import (
+    EapError,
+    FailedPrecondition,
+    FieldViolation,
+    Unauthenticated,
+    invalid,
+)
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
@@ -29,6 +36,48 @@ _TRANSFER_STATES = {
 }
 
 
+#: Per RPC: field names the domain reports -> the request's own (proto) field names.
+_WIRE_NAMES: dict[str, dict[str, str]] = {
+    "ImportReadings": {"path": "content", "file": "content"},
+    "IssueRecords": {"since": "since_unix"},
+    "GetBundle": {"bundle_id": "id"},
+    "TransferBundle": {"to": "to_account", "to.node": "to_account", "to.account": "to_account"},
+}
+#: Per RPC carrying a file: violations located inside it are named under this request field.
+_INNER_FIELD = {"ImportReadings": "content"}
+
+
+def _wire_name(rpc: str, request, name: str) -> str:
+    """``name`` as a path into ``request``: renamed per :data:`_WIRE_NAMES`, or put under the
+    file field for a location inside an uploaded file (``content.readings[m@t].wh``)."""
+    renames = _WIRE_NAMES.get(rpc, {})
+    if name in renames:
+        return renames[name]
+    root, rest = re.match(r"([^.\[]*)(.*)", name).groups()
+    if root in renames:
+        return renames[root] + rest
+    inner = _INNER_FIELD.get(rpc)
+    if inner and root not in request.DESCRIPTOR.fields_by_name:
+        return f"{inner}.{name}"
+    return name
+
+
+def _on_the_wire(rpc: str, request, exc: EapError) -> EapError:
+    """``exc`` with every field violation named after the request's own fields."""
+    exc.violations = [
+        FieldViolation(_wire_name(rpc, request, v.field), v.description) for v in exc.violations
+    ]
+    return exc
+
+
+def _purpose(value: int) -> Purpose:
+    """A read purpose off the wire; an unknown number is INVALID_ARGUMENT, not INTERNAL."""
+    try:
+        return Purpose(value)
+    except ValueError:
+        raise invalid("purpose", f"unknown read purpose {value}") from None
+
+
 def _rpc(method):
     """Authenticate the caller, run the method, map node errors to status at the edge."""
 
@@ -38,7 +87,7 @@ def _rpc(method):
             principal = self.authenticate(context)
             return method(self, request, context, principal)
         except EapError as exc:
-            abort_with(context, exc)
+            abort_with(context, _on_the_wire(method.__name__, request, exc))
         except Exception:
             log.exception("internal error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
@@ -82,7 +131,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def ListAccounts(self, request, context, principal):
         page = self.node.list_accounts(
-            purpose=Purpose(request.purpose),
+            purpose=_purpose(request.purpose),
             principal=principal,
             page_size=request.page_size,
             page_token=request.page_token,
@@ -117,7 +166,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def ListDevices(self, request, context, principal):
         page = self.node.list_devices(
-            purpose=Purpose(request.purpose),
+            purpose=_purpose(request.purpose),
             principal=principal,
             page_size=request.page_size,
             page_token=request.page_token,
@@ -157,7 +206,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def ListBundles(self, request, context, principal):
         page = self.node.list_bundles(
-            purpose=Purpose(request.purpose),
+            purpose=_purpose(request.purpose),
             principal=principal,
             owner=request.owner,
             status=request.status,
@@ -171,7 +220,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
     @_rpc
     def GetBundle(self, request, context, principal):
-        purpose = Purpose(request.purpose) if request.purpose else Purpose.UNSPECIFIED
+        purpose = _purpose(request.purpose)
         from eap.node.domain.policy import require_purpose
 
         require_purpose(purpose, principal)
@@ -247,7 +296,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def ListClaims(self, request, context, principal):
         page = self.node.list_claims(
-            purpose=Purpose(request.purpose),
+            purpose=_purpose(request.purpose),
             principal=principal,
             beneficiary=request.beneficiary,
             page_size=request.page_size,

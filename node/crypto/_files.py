@@ -94,7 +94,7 @@ def read_private_file(path: Path) -> bytes:
             raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to this user")
         if _POSIX and st.st_mode & 0o077:
             raise ConfigError(
-                f"permissions {stat.S_IMODE(st.st_mode):04o} for private key file {path} are "
+                f"permissions {stat.S_IMODE(st.st_mode):04o} for secret file {path} are "
                 f"too open: it must not be accessible by group or others; "
                 f"run `chmod 600 {path}`"
             )

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from eap.node.domain.models import Principal, Serialisable
 from eap.node.domain.rules import REQUEST_ID_RE, Checker
-from eap.node.errors import Aborted, FailedPrecondition, InvalidArgument, invalid
+from eap.node.errors import EapError, invalid
 from eap.node.store import Store, repos
 
 R = TypeVar("R", bound=Serialisable)
@@ -72,8 +72,10 @@ def run(
                 conn, request_id, operation, digest, result.to_dict(), int(time.time() * 1000)
             )
         return result
-    except (InvalidArgument, Aborted, FailedPrecondition):
-        # A concurrent request with the same id may have committed first: answer with its result.
+    except EapError:
+        # A concurrent copy of this request may have committed first, and its effect made this
+        # one fail (whatever the error: the bundle moved away, was split, changed owner, or
+        # the id raced on insert): every copy answers with the first result.
         first = stored()
         if first is not None:
             return first

@@ -42,15 +42,21 @@ from eap.node.domain.models import (
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
     ACCOUNT_RE,
+    BUNDLE_ID_RE,
+    CLAIM_SEQ_RE,
     CURRENCY_RE,
+    DEVICE_ID_RE,
     LOCAL_REF_RE,
     MAX_CAPACITY_W,
     MAX_CARBON_MG,
+    MAX_INTERVAL_S,
+    MAX_READING_WH,
     MAX_RENEWABLE_PPM,
     ZONE_RE,
     Checker,
     interval_violation,
 )
+from eap.node.domain.rules import page_token as check_page_token
 from eap.node.errors import (
     Aborted,
     AlreadyExists,
@@ -149,7 +155,7 @@ class Node:
             bundles_active=tot["bundles_active"],
             wh_metered=tot["wh_metered"],
             wh_issued=tot["wh_issued"],
-            wh_active=tot.get("wh_active", 0) + tot.get("wh_export_pending", 0),
+            wh_active=min(tot.get("wh_active", 0) + tot.get("wh_export_pending", 0), 2**63 - 1),
             wh_retired=tot.get("wh_retired", 0),
             wh_exported=tot.get("wh_exported", 0),
             wh_imported=tot.get("wh_imported", 0),
@@ -222,6 +228,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
+        page_token = check_page_token(page_token, ACCOUNT_RE)
         with self.store.transaction() as conn:
             if principal.kind == "account":
                 own = repos.get_account(conn, principal.account_id or "")
@@ -366,6 +373,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
+        page_token = check_page_token(page_token, DEVICE_ID_RE)
         with self.store.transaction() as conn:
             items = repos.list_devices(conn, page_token, _page(page_size))
             if principal.kind == "account":
@@ -411,7 +419,12 @@ class Node:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(content)
-            return self.import_readings(path, request_id=request_id, fmt=fmt, principal=principal)
+            try:
+                return self.import_readings(
+                    path, request_id=request_id, fmt=fmt, principal=principal
+                )
+            except InvalidArgument as exc:  # never show the server's temporary path
+                raise _hide_path(exc, str(path), filename or "content") from None
 
     def _store_readings(self, conn: Connection, rd: MeterReadings) -> ImportResult:
         if rd.kind != "production":
@@ -497,8 +510,10 @@ class Node:
         bad_interval = (
             (duration <= 0) | (duration > 3600) | (3600 % safe != 0) | (start % safe != 0)
         )
-        bad_wh = wh < 0
-        over = wh * 3600 > capacity * duration
+        bad_wh = (wh < 0) | (wh > MAX_READING_WH)
+        # Wh * 3600 > cap * dur <=> Wh > floor(cap * dur / 3600): no int64 overflow on huge Wh
+        cap_dur = np.minimum(capacity, MAX_CAPACITY_W) * np.clip(duration, 0, MAX_INTERVAL_S)
+        over = ~bad_wh & (wh > cap_dur // MAX_INTERVAL_S)
         order = np.lexsort((start, meter_idx))
         same = meter_idx[order][1:] == meter_idx[order][:-1]
         overlap = np.zeros(len(start), dtype=bool)
@@ -515,7 +530,7 @@ class Node:
                 if mask is bad_interval:
                     text = interval_violation(int(start[i]), int(end[i])) or "invalid interval"
                 elif mask is bad_wh:
-                    text = "must be non-negative"
+                    text = f"{int(wh[i])} Wh is outside 0..{MAX_READING_WH} Wh"
                 elif mask is over:
                     text = (
                         f"{int(wh[i])} Wh exceeds capacity "
@@ -744,6 +759,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
+        page_token = check_page_token(page_token, BUNDLE_ID_RE)
         if purpose == Purpose.HOLDINGS:
             owner = principal.account_id or owner
         with self.store.read() as conn:
@@ -933,7 +949,7 @@ class Node:
     ) -> Page:
         principal = principal or Principal.operator()
         require_purpose(purpose, principal)
-        after = int(page_token) if page_token.isdigit() else 0
+        after = int(check_page_token(page_token, CLAIM_SEQ_RE) or 0)
         with self.store.read() as conn:
             rows = repos.list_claims(conn, beneficiary or None, after, _page(page_size))
         items = [
@@ -1027,6 +1043,15 @@ def _period(at_ms: int) -> str:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _hide_path(exc: InvalidArgument, path: str, shown: str) -> InvalidArgument:
+    from eap.node.errors import FieldViolation
+
+    exc.violations = [
+        FieldViolation(v.field, v.description.replace(path, shown)) for v in exc.violations
+    ]
+    return exc
 
 
 def _fv(field: str, description: str):

@@ -20,8 +20,14 @@ ACCOUNT_RE = re.compile(r"^acct_[a-z2-7]{26}$")
 REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 LOCAL_REF_RE = re.compile(r"^[\w.:-]{1,64}$")
+DEVICE_ID_RE = re.compile(r"^dev_[a-z2-7]{26}$")
+BUNDLE_ID_RE = re.compile(r"^[a-z0-9.-]{1,128}/[0-9]{1,19}-[0-9]{1,19}$")
+#: A claim sequence number as a page token (18 digits stay below 2**63).
+CLAIM_SEQ_RE = re.compile(r"^[0-9]{1,18}$")
 
 MAX_CAPACITY_W = 10**12  # 1 TW: larger is not a device
+#: Largest Wh of one meter reading: a 1 TW device over a full hour (far below 2**53).
+MAX_READING_WH = MAX_CAPACITY_W
 MAX_RENEWABLE_PPM = 1_000_000
 MAX_CARBON_MG = 2_000_000  # 2000 g CO2e/kWh, above the dirtiest lignite
 MAX_INTERVAL_S = 3600
@@ -37,6 +43,20 @@ def interval_violation(start: int, end: int) -> str | None:
     if MAX_INTERVAL_S % duration or start % duration:
         return f"interval of {duration} s must divide the hour and start on a multiple of it"
     return None
+
+
+def page_token(token: str, pattern: re.Pattern[str]) -> str:
+    """``token`` when empty (first page) or well-formed for its listing, else INVALID_ARGUMENT.
+
+    Tokens are keys of the listing's order (an id, a sequence number); anything else was not
+    handed out by this node and would silently restart or skip the listing.
+    """
+    if token and not pattern.match(token):
+        raise InvalidArgument(
+            "invalid request",
+            [FieldViolation("page_token", "malformed; pass the previous next_page_token")],
+        )
+    return token
 
 
 class Checker:

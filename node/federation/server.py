@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from eap.node.api.guard import MalformedRequestGuard, ThrottledLog
 from eap.node.api.status import abort_with
 from eap.node.crypto import VerifiedEnvelope, load_tls_material, seal
 from eap.node.errors import (
@@ -290,6 +291,7 @@ def build_server(node: Any, *, settings: FederationSettings | None = None,
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eap-fed"),
         options=[("grpc.max_receive_message_length", limit),
                  ("grpc.max_send_message_length", limit)],
+        interceptors=(MalformedRequestGuard(ThrottledLog(log)),),
     )
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health.HealthServicer()

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from eap.node.domain.enums import Status
 from eap.node.domain.models import Account, Bundle, ClaimReceipt, Device
@@ -383,18 +383,44 @@ def put_idempotent(
 # -- statistics --------------------------------------------------------------------------------
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _saturated(value) -> int:
+    """A sum as a non-negative int64 (the wire type of every total), saturating, never raising."""
+    return max(0, min(int(value or 0), INT64_MAX))
+
+
+def _sum(conn: Connection, expr, *where, group_by=None) -> list[tuple]:
+    """``SUM(expr)`` (per ``group_by`` if given) that survives values past int64.
+
+    PostgreSQL sums BIGINT as NUMERIC; SQLite's SUM raises "integer overflow", so it falls back
+    to TOTAL (a float: exact below 2**53, saturated afterwards).  Never raises on big values.
+    """
+
+    def run(agg):
+        cols = (agg(expr),) if group_by is None else (group_by, agg(expr))
+        q = select(*cols).where(*where)
+        return conn.execute(q if group_by is None else q.group_by(group_by)).all()
+
+    try:
+        rows = run(func.sum)
+    except OperationalError:  # SQLite only; a failed SELECT leaves its transaction usable
+        rows = run(func.total)
+    return [(*row[:-1], _saturated(row[-1])) for row in rows]
+
+
 def totals(conn: Connection) -> dict[str, int]:
     c = t.bundles.c
-    wh = func.coalesce(func.sum(c.serial_end - c.serial_start), 0)
-    by_status = dict(conn.execute(select(c.status, wh).group_by(c.status)).all())
-    issued = conn.execute(
-        select(wh).where(
-            c.parent_id.is_(None),
-            c.issuer == select(t.meta.c.value).where(t.meta.c.key == "node_id").scalar_subquery(),
-        )
-    ).scalar()
-    r = t.readings.c
-    metered = conn.execute(select(func.coalesce(func.sum(r.wh), 0))).scalar()
+    wh = c.serial_end - c.serial_start
+    by_status = dict(_sum(conn, wh, group_by=c.status))
+    [(issued,)] = _sum(
+        conn,
+        wh,
+        c.parent_id.is_(None),
+        c.issuer == select(t.meta.c.value).where(t.meta.c.key == "node_id").scalar_subquery(),
+    )
+    [(metered,)] = _sum(conn, t.readings.c.wh)
     count = lambda tbl: conn.execute(select(func.count()).select_from(tbl)).scalar()  # noqa: E731
     active_n = conn.execute(select(func.count()).where(c.status == int(Status.ACTIVE))).scalar()
     return {
@@ -402,9 +428,9 @@ def totals(conn: Connection) -> dict[str, int]:
         "accounts": count(t.accounts),
         "readings": count(t.readings),
         "bundles_active": int(active_n),
-        "wh_metered": int(metered),
-        "wh_issued": int(issued or 0),
-        **{f"wh_{Status(s).name.lower()}": int(v) for s, v in by_status.items()},
+        "wh_metered": metered,
+        "wh_issued": issued,
+        **{f"wh_{Status(s).name.lower()}": v for s, v in by_status.items()},
         # Cumulative Wh moved by committed cross-node transfers (a bundle may come back).
         **transfer_repos.totals(conn),
     }
