@@ -7,6 +7,7 @@ Errors print one line on stderr and exit non-zero (see ``eap.node.errors`` for t
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import sys
@@ -738,6 +739,227 @@ def demo(workdir, keep, seed, day, as_json) -> None:
             + ("conservation broken" if not report.conserved else "see the summary above")
         )
         sys.exit(1)
+
+
+# -- identity and proofs -----------------------------------------------------------------------
+
+#: Exit code of `eap-node proof verify` when the proof does not verify (tampered, wrong key).
+PROOF_REJECTED_EXIT = 13
+
+
+@main.command()
+@_home_option
+@_json_option
+def identity(home, as_json) -> None:
+    """Print this node's public identity: node id, zone, protocol versions, signing keys.
+
+    `--json` writes the protobuf JSON of eap.v1.NodeIdentity (as GetIdentity returns it),
+    which `eap-node proof verify --identity FILE` reads.
+    """
+    from google.protobuf import json_format
+
+    from eap.node.api import convert
+
+    ident = convert.node_identity(_open(home))
+    if as_json:
+        click.echo(json_format.MessageToJson(ident, indent=2, sort_keys=True))
+        return
+    table = Table("key id", "public key (base64)", "active", "not after (ms)",
+                  title=f"{ident.node_id} ({ident.zone}), {', '.join(ident.protocol_versions)}")
+    for k in ident.keys:
+        table.add_row(k.key_id, base64.b64encode(k.public_key).decode(),
+                      "yes" if k.active else "", str(k.not_after_ms or ""))
+    console.print(table)
+
+
+class _DefaultCommandGroup(click.Group):
+    """A group whose first argument, when not a subcommand, goes to a default subcommand:
+    `eap-node proof BUNDLE` is `eap-node proof get BUNDLE`."""
+
+    default_command = "get"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_DefaultCommandGroup)
+def proof() -> None:
+    """Self-contained bundle proofs, checked offline with the issuer's public key.
+
+    \b
+    eap-node proof BUNDLE [--out FILE]      write the proof of a bundle (JSON)
+    eap-node proof verify FILE --key ...    check a proof offline
+
+    `proof verify` exits 0 when the proof holds, 13 when it does not (one line says what
+    failed), 2 on bad usage (no key, malformed --key).
+    """
+
+
+@proof.command("get")
+@click.argument("bundle")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the proof to FILE (default: stdout).")
+@_home_option
+@_json_option
+def proof_get(bundle, out, home, as_json) -> None:
+    """Write the proof of BUNDLE (held, retired or exported here) as JSON.
+
+    The file is {"issuer": ..., "bundle_proof": <protobuf JSON of eap.v1.BundleProof>}: the
+    bundle (TRANSPARENCY view), the issuer's signed batch header, the issued record, its
+    inclusion path and the split lineage.  "issuer" is a convenience; the verifier trusts only
+    what the signature covers.  With --out, --json prints a summary as JSON.
+    """
+    from google.protobuf import json_format
+
+    from eap.node.api import convert
+    from eap.node.domain import proofs
+
+    bp = convert.bundle_proof(proofs.bundle_proof(_open(home), bundle))
+    doc = {"issuer": bp.proof.batch.issuer,
+           "bundle_proof": json_format.MessageToDict(bp)}
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text)
+    summary = {"bundle": bp.bundle.id, "issuer": bp.proof.batch.issuer,
+               "batch_seq": bp.proof.batch.seq, "out": str(out)}
+    _emit(summary, as_json, text=f"wrote the proof of {bp.bundle.id} (issuer "
+          f"{bp.proof.batch.issuer}, batch #{bp.proof.batch.seq}) to {out}")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read {what} {path}: {exc}") from None
+
+
+def _verify_keys(descriptor_file, identity_file) -> tuple[dict, str | None]:
+    """``({node id: {key id: raw}}, node id or None)`` from the key options."""
+    from eap.node.crypto.keys import key_id_for
+
+    out: dict[str, dict[str, bytes]] = {}
+    node_id = None
+    if descriptor_file is not None:
+        from eap.node.federation.descriptor import NodeDescriptor
+
+        try:
+            desc = NodeDescriptor.from_json(descriptor_file.read_bytes())
+            desc.verify()
+        except (OSError, EapError) as exc:
+            raise click.BadParameter(f"{descriptor_file}: {exc}",
+                                     param_hint="--descriptor") from None
+        node_id = desc.node_id
+        out.setdefault(node_id, {}).update(
+            {k.key_id: k.public_key for k in desc.public_keys.values()})
+    if identity_file is not None:
+        from google.protobuf import json_format
+
+        from eap.v1 import node_api_pb2 as api
+
+        try:
+            ident = json_format.ParseDict(_read_json(identity_file, "identity"),
+                                          api.NodeIdentity(), ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise click.BadParameter(f"{identity_file}: {exc}", param_hint="--identity") from None
+        for k in ident.keys:
+            if len(k.public_key) != 32 or key_id_for(k.public_key) != k.key_id:
+                raise click.BadParameter(f"{identity_file}: key {k.key_id} does not match "
+                                         "its public key", param_hint="--identity")
+        if node_id is not None and ident.node_id != node_id:
+            raise click.BadParameter("--identity and --descriptor name different nodes")
+        node_id = ident.node_id
+        out.setdefault(node_id, {}).update({k.key_id: k.public_key for k in ident.keys})
+    return out, node_id
+
+
+@proof.command("verify")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key", "key_args", multiple=True, metavar="KEYID=BASE64",
+              help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
+              "(repeatable; `eap-node identity` prints them).")
+@click.option("--descriptor", "descriptor_file", type=click.Path(path_type=Path, exists=True),
+              default=None, help="The issuer's signed node descriptor (JSON); its keys are used.")
+@click.option("--identity", "identity_file", type=click.Path(path_type=Path, exists=True),
+              default=None, help="The issuer's identity (`eap-node identity --json`, GetIdentity).")
+@click.option("--issuer", default=None,
+              help="Expected issuer node id (default: the descriptor's or identity's; with "
+              "--key only, the proof's own issuer).")
+@_json_option
+def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json) -> None:
+    """Check the proof in FILE offline, with only the issuer's public key(s).
+
+    Checks the batch header's Ed25519 signature, the record's inclusion path up to the signed
+    Merkle root, the record rules, the lineage hash recomputed from the record's leaf to the
+    bundle, the bundle's id and serial range, and that its attributes equal the issued
+    record's.  Exit 0 and print what was proved; exit 13 with one line saying what failed; 2
+    on bad usage.  Needs no node home and no network.
+    """
+    from google.protobuf import json_format
+
+    from eap.node.crypto.keys import key_id_for
+    from eap.node.domain import proofs
+    from eap.node.domain.provenance import ProofError
+    from eap.v1 import types_pb2 as pb
+
+    if not (key_args or descriptor_file or identity_file):
+        raise click.UsageError("give the issuer's key(s): --key, --descriptor or --identity")
+    keys, named = _verify_keys(descriptor_file, identity_file)
+    issuer = issuer or named
+    raw_keys: dict[str, bytes] = {}
+    for arg in key_args:
+        kid, sep, b64 = arg.partition("=")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+            ok = sep == "=" and len(raw) == 32 and key_id_for(raw) == kid
+        except (ValueError, EapError):
+            ok = False
+        if not ok:
+            raise click.BadParameter(f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key "
+                                     "whose key id is KEYID", param_hint="--key")
+        raw_keys[kid] = raw
+
+    def reject(reason: str) -> None:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "reason": reason}, sort_keys=True))
+        err_console.print(f"[red]proof rejected:[/red] {reason}", highlight=False,
+                          soft_wrap=True)
+        sys.exit(PROOF_REJECTED_EXIT)
+
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        body = doc.get("bundle_proof", doc) if isinstance(doc, dict) else doc
+        bp = json_format.ParseDict(body, pb.BundleProof())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError,
+            json_format.ParseError) as exc:
+        reject(f"not a bundle proof file: {str(exc)[:200]}")
+        return
+    if raw_keys:  # --key names keys of the expected issuer, else of the proof's issuer
+        keys.setdefault(issuer or bp.proof.batch.issuer, {}).update(raw_keys)
+    try:
+        res = proofs.check_bundle_proof(bp, keys, issuer=issuer)
+    except ProofError as exc:
+        reject(exc.reason)
+        return
+    data = res.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    a = data["attributes"]
+    click.echo(
+        f"proof OK: bundle {data['bundle']} ({data['wh']:,} Wh)\n"
+        f"  issuer       {data['issuer']}, batch #{data['batch_seq']} signed by {data['key_id']}\n"
+        f"  record       {data['record']['id']} (serials "
+        f"{data['record']['serial_start']}-{data['record']['serial_end']})\n"
+        f"  lineage      {' -> '.join(data['lineage'])}\n"
+        f"  attributes   {a['source']}, {a['technology']}, zone {a['zone']}, device "
+        f"{a['device_id']}, {_time(a['interval'][0])}-{_time(a['interval'][1])[11:]} UTC, "
+        f"renewable {a['renewable_ppm']} ppm, carbon {a['carbon_mg_per_kwh']} mg/kWh\n"
+        f"  cell         {data['cell'] or '-'} (attested by the issuer's custody record, "
+        "not by the proof)")
 
 
 # Federation commands (certs, descriptor, peer, sync) live with the federation package.

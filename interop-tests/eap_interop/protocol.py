@@ -535,3 +535,91 @@ def serial_span(cols: Mapping[str, list[int]]) -> tuple[int, int]:
 
 def wh_of(bundles: Iterable[types_pb2.RecordBundle]) -> int:
     return sum(b.serial_end - b.serial_start for b in bundles)
+
+
+# -- proofs (docs/protocol.md "Proofs") --------------------------------------------------------
+
+CLAIM_DOMAIN = b"EAP-CLAIM-v1\x00"
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes],
+                     root: bytes) -> bool:
+    """RFC 9162 §2.1.3.2: does ``path`` lead from ``leaf`` at ``index`` of ``size`` to ``root``."""
+    if index >= size or any(len(p) != 32 for p in path):
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def record_proof_problem(proof: types_pb2.RecordProof, bundle: types_pb2.RecordBundle,
+                         keys: Mapping[str, bytes]) -> str | None:
+    """The first step of docs/protocol.md "Proofs" that ``proof`` of ``bundle`` fails, with
+    ``keys`` (key id -> raw key) of the issuer; None when it holds."""
+    h, r = proof.batch, proof.record
+    if not h.count or proof.index >= h.count or len(h.merkle_root) != 32:
+        return "malformed batch header or index"
+    header = batch_header(h.issuer, h.seq, h.count, h.merkle_root)
+    if h.key_id not in keys or not verify_ed25519(keys[h.key_id], h.signature, header):
+        return f"batch header signature by {h.key_id!r} does not verify"
+    if not 0 <= r.serial_start < r.serial_end or interval_problem(
+            r.interval.start_unix, r.interval.end_unix):
+        return "issued record breaks the record rules"
+    leaf = leaf_hash(serial_start=r.serial_start, serial_end=r.serial_end,
+                     interval_start=r.interval.start_unix, interval_end=r.interval.end_unix,
+                     source=r.source, technology=r.technology, renewable_ppm=r.renewable_ppm,
+                     carbon_mg=r.carbon_mg_per_kwh, device=r.device_id, zone=r.zone,
+                     owner=r.owner)
+    if not verify_inclusion(leaf, proof.index, h.count, list(proof.path), h.merkle_root):
+        return "inclusion path does not lead to the signed Merkle root"
+    ids = list(proof.lineage)
+    if not 1 <= len(ids) <= 128 or ids[0] != f"{h.issuer}/{r.serial_start}-{r.serial_end}":
+        return "lineage does not start at the issued record's id"
+    lo, hi = r.serial_start, r.serial_end
+    lin = lineage(leaf, ids[0])
+    for cid in ids[1:]:
+        who, _, span = cid.rpartition("/")
+        s, _, e = span.partition("-")
+        if who != h.issuer or not (s.isdigit() and e.isdigit()):
+            return f"malformed lineage id {cid!r}"
+        if not lo <= int(s) < int(e) <= hi or (int(s), int(e)) == (lo, hi):
+            return f"lineage id {cid!r} is not a strict sub-range of {lo}-{hi}"
+        lo, hi = int(s), int(e)
+        lin = lineage(bytes.fromhex(lin), cid)
+    parent = ids[-2] if len(ids) > 1 else ""
+    if (bundle.id, bundle.lineage_hash, bundle.parent_id, bundle.issuer) != (
+            ids[-1], lin, parent, h.issuer):
+        return "bundle id, lineage hash, parent or issuer differ from the lineage"
+    if (bundle.serial_start, bundle.serial_end) != (lo, hi):
+        return "bundle serial range differs from its id"
+    a = bundle.attributes
+    if (a.device_id, a.interval, a.source, a.technology, a.renewable_ppm,
+            a.carbon_mg_per_kwh, a.zone) != (r.device_id, r.interval, r.source, r.technology,
+                                              r.renewable_ppm, r.carbon_mg_per_kwh, r.zone):
+        return "bundle attributes differ from the issued record"
+    return None
+
+
+def claim_body(receipt: types_pb2.ClaimReceipt) -> dict[str, Any]:
+    """The signed body of a claim receipt (docs/protocol.md "Claim receipts")."""
+    b, a = receipt.bundle, receipt.bundle.attributes
+    return {
+        "id": receipt.id, "bundle": b.id, "lineage": b.lineage_hash,
+        "wh": b.serial_end - b.serial_start, "beneficiary": receipt.beneficiary,
+        "purpose": receipt.purpose,
+        "consumption": [receipt.consumption.start_unix, receipt.consumption.end_unix],
+        "zone": receipt.consumption_zone, "claimed_at_ms": receipt.claimed_at_ms,
+        "generation": [a.interval.start_unix, a.interval.end_unix], "source": a.source,
+        "carbon_mg": a.carbon_mg_per_kwh,
+    }

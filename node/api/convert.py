@@ -86,3 +86,38 @@ def claim(c: models.ClaimReceipt) -> pb.ClaimReceipt:
 
 def status(s: models.NodeStatus) -> api.NodeStatus:
     return api.NodeStatus(**s.to_dict())
+
+
+def bundle_proof(p) -> pb.BundleProof:
+    """A :class:`~eap.node.domain.proofs.ProvenBundle` as ``BundleProof``."""
+    return pb.BundleProof(bundle=bundle(p.bundle), proof=p.proof, cell=p.cell)
+
+
+def identity(ident, descriptor: bytes = b"") -> api.NodeIdentity:
+    """A :class:`~eap.node.domain.proofs.Identity` as ``NodeIdentity``."""
+    return api.NodeIdentity(
+        node_id=ident.node_id,
+        zone=ident.zone,
+        protocol_versions=list(ident.protocol_versions),
+        keys=[
+            api.PublicKey(key_id=k.key_id, public_key=k.public_key,
+                          active=k.key_id == ident.active_key_id,
+                          not_after_ms=k.valid_until_ms or 0)
+            for k in ident.keys
+        ],
+        descriptor=descriptor,
+    )
+
+
+def node_identity(node) -> api.NodeIdentity:
+    """The ``NodeIdentity`` of ``node``, with its signed descriptor when it federates (TLS
+    material in its home, as ``eap-node serve`` decides), else an empty one."""
+    from eap.node.domain import proofs
+    from eap.node.federation.runtime import tls_configured
+
+    descriptor = b""
+    if tls_configured(node):
+        from eap.node.federation.descriptor import describe
+
+        descriptor = describe(node).to_json().encode()
+    return identity(proofs.identity(node), descriptor)

@@ -305,3 +305,13 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         return api.ListClaimsResponse(
             claims=[convert.claim(c) for c in page.items], next_page_token=page.next_token
         )
+
+    @_rpc
+    def GetIdentity(self, request, context, principal):
+        return convert.node_identity(self.node)
+
+    @_rpc
+    def GetBundleProof(self, request, context, principal):
+        from eap.node.domain import proofs
+
+        return convert.bundle_proof(proofs.bundle_proof(self.node, request.bundle_id))
