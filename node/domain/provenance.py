@@ -197,6 +197,8 @@ def check_bundle(b: pb.RecordBundle, v: VerifiedProof) -> None:
     """``b`` is the proved bundle: same id, lineage hash, parent, and exactly its attributes."""
     if b.id != v.lineage[-1]:
         raise ProofError(f"the proof is for {v.lineage[-1]}, not {b.id[:200]}")
+    if b.id != f"{b.issuer}/{b.serial_start}-{b.serial_end}":
+        raise ProofError("the bundle's serial range differs from its id")
     if b.issuer != v.issuer:
         raise ProofError("issuer differs from the proof's")
     if b.lineage_hash != v.lineage_hash:
