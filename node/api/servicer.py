@@ -13,7 +13,7 @@ from eap.node.api.status import abort_with
 from eap.node.domain.enums import Purpose
 from eap.node.domain.models import Principal
 from eap.node.domain.node import Node
-from eap.node.errors import EapError, FailedPrecondition, Unauthenticated
+from eap.node.errors import EapError, FailedPrecondition, PermissionDenied, Unauthenticated
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
@@ -256,3 +256,17 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         return api.ListClaimsResponse(
             claims=[convert.claim(c) for c in page.items], next_page_token=page.next_token
         )
+
+    @_rpc
+    def RunAudit(self, request, context, principal):
+        """Federation-wide reconciliation (``eap.node.federation.audit``): operator only."""
+        if principal.kind != "operator":
+            raise PermissionDenied("RunAudit is reserved to the node operator")
+        if self.transfers is None:
+            raise FailedPrecondition(
+                "the audit needs the federation of `eap-node serve` "
+                "(TLS material in the node home)"
+            )
+        from eap.node.federation.audit import Auditor
+
+        return Auditor.from_engine(self.transfers).run(skip_peers=request.skip_peers)
