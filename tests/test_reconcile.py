@@ -95,7 +95,7 @@ def test_a_duplicate_is_found(fed, data):
     live = [p for p in pieces if p[3] != "importing"]
     if not live:
         return
-    issuer, s, e, state, holder, other = data.draw(st.sampled_from(live))
+    issuer, s, e, *_ = data.draw(st.sampled_from(live))
     lo = data.draw(st.integers(s, e - 1))
     hi = data.draw(st.integers(lo + 1, e))
     where = data.draw(st.sampled_from(NODES))  # the same node twice is a duplicate too

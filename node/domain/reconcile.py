@@ -79,9 +79,11 @@ class _Item:
     kind: str = ""
 
 
-def reconcile(statements: Mapping[str, Any]) -> dict[str, IssuerBooks]:
-    """The books of every issuer the statements name, by issuer id (sorted)."""
-    items: dict[str, list[_Item]] = {}
+def reconcile(statements: Mapping[str, Any], *,
+              expected: Iterable[str] = ()) -> dict[str, IssuerBooks]:
+    """The books of every issuer the statements name, and of every ``expected`` node (asked
+    for a statement, which may be missing), by issuer id (sorted)."""
+    items: dict[str, list[_Item]] = {node_id: [] for node_id in expected}
     stated_issued: dict[str, int] = {}
     bad: dict[str, list[str]] = {}
     for node_id, stmt in statements.items():

@@ -156,7 +156,8 @@ class Auditor:
             if g.statement is None:
                 report.problems.append(f"no verified statement from {g.node_id}: {g.error}")
         books = reconcile.reconcile(
-            {g.node_id: g.statement for g in gathered if g.statement is not None})
+            {g.node_id: g.statement for g in gathered if g.statement is not None},
+            expected=[g.node_id for g in gathered])
         for b in books.values():
             report.issuers.add(issuer=b.issuer, issued_wh=b.issued_wh, active_wh=b.active_wh,
                                retired_wh=b.retired_wh, in_flight_wh=b.in_flight_wh,
