@@ -720,7 +720,8 @@ def demo(workdir, keep, seed, day, as_json) -> None:
     from a demo CA, mutual trust).  Driven through each node's gRPC API: real Green Button
     consumption, synthetic solar and wind issued as signed batches, sync between nodes,
     local and cross-border trades (exactly-once transfers), hourly claims.  Ends with a
-    summary per node and a federation-wide conservation check (exit 1 if it fails).
+    summary per node and a federation-wide audit through one node's RunAudit (exit 1 if the
+    books do not close).
     """
     from eap.node.demo_report import run_with_progress
 
@@ -736,7 +737,7 @@ def demo(workdir, keep, seed, day, as_json) -> None:
     if not report.ok:
         err_console.print(
             "[red]demo check failed:[/red] "
-            + ("conservation broken" if not report.conserved else "see the summary above")
+            + ("the federation audit failed" if not report.conserved else "see the summary above")
         )
         sys.exit(1)
 

@@ -21,9 +21,12 @@ token of each home), as a city's own systems would:
   retailer claims, hour by hour, what it holds for that hour (its own city's and imported
   records) for its customer (24/7 matching, beneficiary = the customer's pseudonym).
 
-The run ends with a summary per node and a federation-wide conservation check: for every
-issuer, the Wh it issued equal the Wh active, retired or in flight for its serials across all
-nodes, and no serial is held in two places.
+The run ends with a summary per node and a federation-wide audit, through the protocol only:
+the first city's node runs ``RunAudit`` (its local API), which gathers every node's signed
+holdings statement (``GetHoldings``) and checks, for every issuer, that the Wh it issued equal
+the Wh active, retired or in flight for its serials across all nodes, that no serial is held in
+two places, and that every holding matches the issuer's custody.  The demo fails (exit 1) when
+the books do not close.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ CLAIM_PURPOSE = "scope2-market-based/24-7-hourly"
 FEDERATION_SETTINGS = {"sync_interval_s": 0.3}
 TRANSFER_SETTINGS = {"worker_interval_s": 0.3, "inline_wait_s": 15.0}
 #: Steps reported to ``progress``: set-up, start, handshakes, 5 per quarter, settle, checks.
-TOTAL_STEPS = 3 + 5 * QUARTERS + 2
+TOTAL_STEPS = 3 + 5 * QUARTERS + 3
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,8 @@ class DemoReport:
     day: str
     seed: int
     nodes: list[NodeReport]
-    conservation: dict[str, Any]
+    #: ``eap.node.federation.audit.report_dict`` of the RunAudit at the end of the run.
+    audit: dict[str, Any]
     replays: dict[str, int]
     unsettled: list[str]
     seconds: float = 0.0
@@ -287,7 +291,7 @@ class DemoReport:
 
     @property
     def conserved(self) -> bool:
-        return bool(self.conservation["ok"]) and all(n.balanced for n in self.nodes)
+        return bool(self.audit["ok"]) and all(n.balanced for n in self.nodes)
 
     @property
     def ok(self) -> bool:
@@ -306,7 +310,7 @@ class DemoReport:
             "ok": self.ok,
             "conserved": self.conserved,
             "nodes": [n.to_dict() for n in self.nodes],
-            "conservation": self.conservation,
+            "audit": self.audit,
             "replays": self.replays,
             "unsettled": self.unsettled,
         }
@@ -626,37 +630,13 @@ def unsettled_transfers(net: LocalFederation) -> list[str]:
     return out
 
 
-def conservation_report(net: LocalFederation) -> dict[str, Any]:
-    """Per issuer: Wh issued, and where its serials are (node → status → Wh); the verdict."""
-    from eap.node.domain.enums import Status
-    from eap.node.federation import conservation
-    from eap.node.store import transfer_repos as tr
+def audit_report(node: LocalNode) -> dict[str, Any]:
+    """The federation audit run by ``node`` through its local API (``RunAudit``): every node's
+    signed holdings statement, gathered over the federation protocol and reconciled."""
+    from eap.node.federation.audit import report_dict
+    from eap.v1 import node_api_pb2
 
-    verdict = conservation.check({n.node_id: n.store() for n in net})
-    where: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
-    for n in net:
-        with n.store().read() as conn:
-            rows = tr.held_ranges(conn)
-        for issuer, start, end, status, _ in rows:
-            name = Status(int(status)).name.lower()
-            slot = where[issuer][n.node_id]
-            slot[name] = slot.get(name, 0) + int(end) - int(start)
-    issuers = {
-        issuer: {
-            "issued_wh": wh,
-            "held_wh": verdict.held.get(issuer, 0),
-            "by_node": {k: dict(v) for k, v in where.get(issuer, {}).items()},
-        }
-        for issuer, wh in sorted(verdict.issued.items())
-    }
-    return {
-        "ok": verdict.ok,
-        "issuers": issuers,
-        "verdict": verdict.describe(),
-        "duplicated": len(verdict.duplicated),
-        "unknown": len(verdict.unknown),
-        "lost": verdict.lost,
-    }
+    return report_dict(node.api().RunAudit(node_api_pb2.RunAuditRequest()))
 
 
 def node_reports(run: DemoRun, statuses: dict[str, Any]) -> list[NodeReport]:
@@ -760,13 +740,17 @@ def run_demo(
         run = DemoRun(net, plans, progress=step)
         run.run()
         statuses = run.statuses()
-        step("stopping the nodes; checking conservation across the federation")
+        auditor = net[cities[0].node_id]
+        step(f"auditing the federation's books: RunAudit on {auditor.node_id} (signed holdings "
+             "statements of every node)")
+        audit = audit_report(auditor)
+        step("stopping the nodes")
         net.stop()
         report = DemoReport(
             day=day,
             seed=seed,
             nodes=node_reports(run, statuses),
-            conservation=conservation_report(net),
+            audit=audit,
             replays=run.replays,
             unsettled=unsettled_transfers(net),
             workdir=str(root) if (keep or not own) else None,

@@ -174,31 +174,32 @@ def render(report: DemoReport, console: Console) -> None:
     console.print()
     console.print(flows)
 
-    cons = report.conservation
+    audit = report.audit
     check = Table(
         "issuer",
         Column("issued", justify="right"),
-        *[f"at {n.node_id.split('.')[0]}" for n in nodes],
-        Column("Σ held", justify="right"),
+        Column("active", justify="right"),
+        Column("retired", justify="right"),
+        Column("in flight", justify="right"),
+        Column("missing", justify="right"),
+        Column("conflicting", justify="right"),
         "",
-        title="conservation: where every issued Wh is",
+        title=f"audit by {audit['auditor']}: signed holdings statements of "
+        f"{sum(1 for x in audit['statements'] if x['verified'])}/{len(audit['statements'])} "
+        "nodes verified and reconciled (Wh)",
         title_justify="left",
         **_STYLE,
     )
-    for issuer, info in cons["issuers"].items():
-        cells = []
-        for n in nodes:
-            held = info["by_node"].get(n.node_id, {})
-            cells.append(
-                "\n".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(held.items())) or "-"
-            )
-        ok = info["issued_wh"] == info["held_wh"]
+    for i in audit["issuers"]:
         check.add_row(
-            issuer,
-            f"{info['issued_wh']:,}",
-            *cells,
-            f"{info['held_wh']:,}",
-            "[green]✓[/green]" if ok else "[red]✗[/red]",
+            i["issuer"],
+            f"{i['issued_wh']:,}",
+            f"{i['active_wh']:,}",
+            f"{i['retired_wh']:,}",
+            f"{i['in_flight_wh']:,}",
+            f"{i['missing_wh']:,}",
+            f"{i['conflicting_wh']:,}",
+            "[green]✓[/green]" if i["ok"] else "[red]✗[/red]",
         )
     console.print()
     console.print(check)
@@ -210,14 +211,20 @@ def render(report: DemoReport, console: Console) -> None:
         highlight=False,
     )
     if report.conserved:
+        issued = sum(i["issued_wh"] for i in audit["issuers"])
         console.print(
-            f"[green]{cons['verdict']}[/green]: every serial is live in exactly one "
-            "place or retired, and on every node issued + imported = active + retired "
-            "+ exported",
+            f"[green]the books close[/green]: {issued:,} Wh of {len(audit['issuers'])} "
+            "issuers, every serial live in exactly one place or retired, as the issuer's "
+            "custody says; on every node issued + imported = active + retired + exported",
             highlight=False,
         )
     else:
-        console.print(f"[red]NOT conserved:[/red] {cons['verdict']}", highlight=False)
+        problems = [*audit["problems"], *(p for i in audit["issuers"] for p in i["problems"])]
+        console.print(
+            "[red]the books do NOT close:[/red] " + ("; ".join(problems[:5]) or "a node is "
+                                                    "unbalanced (see the summary above)"),
+            highlight=False,
+        )
     if report.unsettled:
         console.print(f"[red]unsettled transfers:[/red] {', '.join(report.unsettled[:5])}")
     if report.workdir:

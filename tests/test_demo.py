@@ -35,19 +35,37 @@ def run(tmp_path_factory):
 def test_three_nodes_conserve_every_wh(run):
     data, _, _ = run
     assert data["ok"] and data["conserved"] and not data["unsettled"]
-    cons = data["conservation"]
-    assert cons["ok"] and not cons["lost"] and cons["duplicated"] == 0 and cons["unknown"] == 0
     nodes = {n["node_id"]: n for n in data["nodes"]}
     assert set(nodes) == {"medellin.example", "barcelona.example", "amsterdam.example"}
-    for node_id, n in nodes.items():
-        info = cons["issuers"][node_id]
-        assert info["issued_wh"] == info["held_wh"] == n["issued_wh"] > 0
-        held = sum(sum(where.values()) for where in info["by_node"].values())
-        assert held == n["issued_wh"]
+    for n in nodes.values():
         assert n["balanced"]
         assert (
             n["issued_wh"] + n["imported_wh"] == n["active_wh"] + n["retired_wh"] + n["exported_wh"]
         )
+
+
+def test_the_federation_audit_closes_the_books(run):
+    """The run ends with RunAudit on one node: every node's signed statement, over the
+    federation protocol, reconciled per issuer."""
+    data, _, stderr = run
+    audit = data["audit"]
+    nodes = {n["node_id"]: n for n in data["nodes"]}
+    assert audit["ok"] and not audit["problems"]
+    assert audit["auditor"] == "medellin.example"
+    assert audit["statements"][0]["node_id"] == "medellin.example"
+    assert {s["node_id"] for s in audit["statements"]} == set(nodes)
+    assert all(s["verified"] and len(s["digest"]) == 64 for s in audit["statements"])
+    issuers = {i["issuer"]: i for i in audit["issuers"]}
+    assert set(issuers) == set(nodes)
+    for node_id, i in issuers.items():
+        assert i["ok"] and not i["problems"]
+        assert i["missing_wh"] == i["conflicting_wh"] == i["in_flight_wh"] == 0
+        assert i["issued_wh"] == nodes[node_id]["issued_wh"] > 0
+        assert i["issued_wh"] == i["active_wh"] + i["retired_wh"]
+    assert sum(i["retired_wh"] for i in issuers.values()) == sum(
+        n["retired_wh"] for n in nodes.values()
+    )
+    assert "auditing the federation's books" in stderr
 
 
 def test_exports_arrive_exactly_once(run):

@@ -18,6 +18,7 @@ from eap.node.errors import (
     EapError,
     FailedPrecondition,
     FieldViolation,
+    PermissionDenied,
     Unauthenticated,
     invalid,
 )
@@ -315,3 +316,17 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         from eap.node.domain import proofs
 
         return convert.bundle_proof(proofs.bundle_proof(self.node, request.bundle_id))
+
+    @_rpc
+    def RunAudit(self, request, context, principal):
+        """Federation-wide reconciliation (``eap.node.federation.audit``): operator only."""
+        if principal.kind != "operator":
+            raise PermissionDenied("RunAudit is reserved to the node operator")
+        if self.transfers is None:
+            raise FailedPrecondition(
+                "the audit needs the federation of `eap-node serve` "
+                "(TLS material in the node home)"
+            )
+        from eap.node.federation.audit import Auditor
+
+        return Auditor.from_engine(self.transfers).run(skip_peers=request.skip_peers)

@@ -1,4 +1,4 @@
-"""``eap-node certs | descriptor | peer | sync``: operating a node's federation.
+"""``eap-node certs | descriptor | peer | sync | audit``: operating a node's federation.
 
 Registered on the main command group by :func:`register`.  Like every command, errors print
 one line on stderr and exit with the error's code; ``--json`` prints machine-readable output.
@@ -263,7 +263,58 @@ def sync(peer_id, max_batches, home, as_json) -> None:
         sys.exit(first.exit_code)
 
 
+# -- audit ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--skip", "skip_peers", multiple=True, metavar="PEER",
+              help="Leave this peer out (repeatable); its issuer's books then cannot close.")
+@_home_option
+@_json_option
+def audit(skip_peers, home, as_json) -> None:
+    """Check the federation's books: gather every node's signed holdings statement (through
+    the protocol), verify them and reconcile every issuer (exit 5 when they do not close)."""
+    from eap.node.errors import FailedPrecondition
+    from eap.node.federation.audit import Auditor, report_dict
+    from eap.node.federation.client import PeerClient
+
+    node, trust = _trust(home)
+    with PeerClient(node, trust=trust) as client:
+        report = Auditor(node, client, trust).run(skip_peers=skip_peers)
+    if as_json:
+        _emit(report_dict(report), True)
+    else:
+        _print_audit(report)
+    if not report.ok:
+        sys.exit(FailedPrecondition.exit_code)
+
+
+def _print_audit(report) -> None:
+    from eap.node.cli import console
+
+    table = Table("issuer", "issued Wh", "active", "retired", "in flight", "missing",
+                  "conflicting", "books", title=f"audit by {report.auditor} at "
+                  f"{_ms(report.at_ms)} UTC")
+    for i in report.issuers:
+        table.add_row(i.issuer, f"{i.issued_wh:,}", f"{i.active_wh:,}", f"{i.retired_wh:,}",
+                      f"{i.in_flight_wh:,}", f"{i.missing_wh:,}", f"{i.conflicting_wh:,}",
+                      "[green]close[/green]" if i.ok else "[red]DO NOT CLOSE[/red]")
+    console.print(table)
+    stmts = Table("node", "statement (SHA-256)", "key", "verified", title="statements")
+    for s in report.statements:
+        stmts.add_row(s.node_id, s.digest[:16] or "-", s.key_id or "-",
+                      "yes" if s.verified else f"[red]no[/red]: {s.error}")
+    console.print(stmts)
+    for line in report.problems:
+        console.print(f"[red]problem:[/red] {line}", highlight=False)
+    for i in report.issuers:
+        for line in i.problems:
+            console.print(f"[red]{i.issuer}:[/red] {line}", highlight=False)
+    console.print("[green]the books close[/green]" if report.ok
+                  else "[red]the books do NOT close[/red]")
+
+
 def register(main: click.Group) -> None:
     """Add the federation commands to the ``eap-node`` group."""
-    for command in (certs, descriptor, peer, sync):
+    for command in (certs, descriptor, peer, sync, audit):
         main.add_command(command)

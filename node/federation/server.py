@@ -86,6 +86,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "GetTransferStatus": Endpoint("envelope", handler="on_status"),
     "MoveCustody": Endpoint("envelope", handler="on_move_custody"),
     "ReportRetirement": Endpoint("envelope", handler="on_report_retirement"),
+    # A whole statement of the node's holdings: costlier than one transfer message.
+    "GetHoldings": Endpoint("envelope", cost=5.0, handler="on_get_holdings"),
 }
 
 

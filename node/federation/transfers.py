@@ -72,6 +72,7 @@ from eap.node.errors import (
     invalid,
 )
 from eap.node.federation import crashpoints
+from eap.node.federation.audit import PT_HOLDINGS_REQUEST, HoldingsService
 from eap.node.federation.custody import (
     PT_CUSTODY_ANSWER,
     PT_CUSTODY_REQUEST,
@@ -246,7 +247,8 @@ class Transfers:
     #: Payload type each handler accepts (the federation servicer checks it when opening).
     payload_types = {"on_prepare": PT_PREPARE, "on_decision": PT_DECISION,
                      "on_status": PT_STATUS, "on_move_custody": PT_CUSTODY_REQUEST,
-                     "on_report_retirement": PT_RETIREMENT}
+                     "on_report_retirement": PT_RETIREMENT,
+                     "on_get_holdings": PT_HOLDINGS_REQUEST}
 
     def __init__(self, node: Any, transport: Transport | None = None, *,
                  settings: TransferSettings | None = None,
@@ -266,6 +268,7 @@ class Transfers:
         self.custody = CustodyService(node, self.trust, clock=clock)
         #: ``fetch_batches(issuer)``: syncs that peer's batches now (set by the runtime).
         self.fetch_batches: Callable[[str], Any] | None = None
+        self.holdings = HoldingsService(node, clock=clock)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -285,6 +288,10 @@ class Transfers:
     def on_report_retirement(self, envelope: Any) -> tuple[str, bytes]:
         """ReportRetirement (this node is the issuer): see :class:`CustodyService`."""
         return self.custody.on_report_retirement(envelope)
+
+    def on_get_holdings(self, envelope: Any) -> tuple[str, bytes]:
+        """GetHoldings (any trusted peer): see :class:`~.audit.HoldingsService`."""
+        return self.holdings.on_get_holdings(envelope)
 
     # == source ===================================================================================
 
