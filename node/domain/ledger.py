@@ -140,6 +140,19 @@ def proof(conn: Connection, me: str, bundle: Bundle) -> tuple[pb.RecordProof, by
     Raises:
         EapError: the lineage is broken in this store (an ancestor is missing).
     """
+    made, custody = _walk(conn, me, bundle)
+    parent = made.lineage[-2] if len(made.lineage) > 1 else None
+    if parent is not None and cr.get_provenance(conn, parent) is None:
+        # Memo for the next proof below the same (SPLIT, never changing) parent: a bundle
+        # sold piece by piece grows a long lineage, and each piece would walk all of it.
+        cut = pb.RecordProof()
+        cut.CopyFrom(made)
+        del cut.lineage[-1]
+        cr.put_provenance(conn, parent, cut.SerializeToString(), custody)
+    return made, custody
+
+
+def _walk(conn: Connection, me: str, bundle: Bundle) -> tuple[pb.RecordProof, bytes | None]:
     ids: list[str] = []
     cur = bundle
     for _ in range(provenance.MAX_LINEAGE + 1):

@@ -39,8 +39,9 @@ from eap.v1 import types_pb2 as pb
 CUSTODY_TAG = b"EAP-CUSTODY-v1\x00"
 HOLDINGS_TAG = b"EAP-HOLDINGS-v1\x00"
 
-#: Longest lineage a proof may carry (a split per step; 64 halvings exhaust any range).
-MAX_LINEAGE = 128
+#: Longest lineage a proof may carry: one id per split between the issued record and the
+#: bundle (a bundle sold piece by piece is split once per piece).
+MAX_LINEAGE = 10_000
 #: Longest inclusion path (a tree of at most 2**32 leaves).
 MAX_PATH = 32
 
@@ -175,7 +176,7 @@ def verify(proof: pb.RecordProof, verify_sig: SignatureCheck, *,
                          "(inclusion path does not lead to the signed root)")
     ids = tuple(proof.lineage)
     if not 1 <= len(ids) <= MAX_LINEAGE:
-        raise ProofError("lineage must name 1..128 bundle ids")
+        raise ProofError(f"lineage must name 1..{MAX_LINEAGE} bundle ids")
     if ids[0] != record_id(h.issuer, rec):
         raise ProofError("lineage must start at the issued record's id")
     lin = lineage_step(leaf, ids[0])
