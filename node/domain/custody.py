@@ -83,18 +83,20 @@ def replay(row: Any) -> fed.CustodyAnswer:
 
 
 def move_local(conn: Connection, *, me: str, keys: Any, tid: str, start: int, end: int,
-               to: str, now_ms: int) -> pb.Signed:
-    """The issuer is the source: move its own serials to ``to`` inside its commit decision.
+               to: str, cell: str, now_ms: int) -> pb.Signed:
+    """The issuer is the source: move its own serials to ``to`` inside its commit decision
+    (``cell``: the exported bundle's, which is its record's).
 
     Raises:
         EapError: its custody does not have the range here (the store is inconsistent).
     """
-    held = cr.holder_of(conn, start, end, lock=True)
+    rows = cr.overlapping(conn, start, end, lock=True)
+    held = cr.holding(rows, start, end)
     if held != (me, False):
         raise EapError(f"custody of {me}/{start}-{end} is {held}, not held here; "
                        "refusing to export it")
     return _move_and_sign(conn, me=me, keys=keys, tid=tid, start=start, end=end, frm=me, to=to,
-                          now_ms=now_ms)
+                          now_ms=now_ms, cell=cell, rows=rows)
 
 
 def check_return(conn: Connection, *, me: str, origin: str, start: int, end: int) -> str | None:
@@ -147,12 +149,13 @@ def record_retirement(conn: Connection, *, origin: str, report: fed.RetirementRe
 
 
 def _move_and_sign(conn: Connection, *, me: str, keys: Any, tid: str, start: int, end: int,
-                   frm: str, to: str, now_ms: int) -> pb.Signed:
-    cr.assign(conn, start, end, holder=to, retired=False, ref=tid, at_ms=now_ms)
+                   frm: str, to: str, now_ms: int, cell: str | None = None,
+                   rows: Any = None) -> pb.Signed:
+    cr.assign(conn, start, end, holder=to, retired=False, ref=tid, at_ms=now_ms, rows=rows)
+    if cell is None:
+        cell = cr.issued_cell(conn, me, start, end) or ""
     record = pb.CustodyRecord(issuer=me, serial_start=start, serial_end=end, transfer_id=tid,
-                              from_node=frm, to_node=to,
-                              cell=cr.issued_cell(conn, me, start, end) or "",
-                              moved_at_ms=now_ms)
+                              from_node=frm, to_node=to, cell=cell, moved_at_ms=now_ms)
     return provenance.sign(keys, me, provenance.CUSTODY_TAG, record.SerializeToString())
 
 

@@ -268,6 +268,7 @@ class Transfers:
         self.custody = CustodyService(node, self.trust, clock=clock)
         #: ``fetch_batches(issuer)``: syncs that peer's batches now (set by the runtime).
         self.fetch_batches: Callable[[str], Any] | None = None
+        self._synced: set[tuple[str, int]] = set()
         self.holdings = HoldingsService(node, clock=clock)
 
     def now_ms(self) -> int:
@@ -734,18 +735,20 @@ class Transfers:
         Returns the COMMIT / ABORT message it put in the outbox (None when D need not hear).
         """
         now = self.now_ms()
-        if state == COMMITTED and rec.issuer == self.me:
-            signed_custody = custody.move_local(
-                conn, me=self.me, keys=self.node.keys, tid=rec.id, start=rec.serial_start,
-                end=rec.serial_end, to=rec.peer, now_ms=now)
-            tr.update_transfer(conn, rec.id, custody=signed_custody.SerializeToString())
-        if not tr.set_transfer_state(conn, rec.id, expect=PREPARING, state=state,
-                                     decided_at_ms=now, reason=reason):
-            raise Aborted(f"transfer {rec.id} was decided concurrently")
         found = repos.get_bundle(conn, rec.bundle_id, lock=True)
         if found is None:
             raise EapError(f"transfer {rec.id}: bundle {rec.bundle_id} is missing")
         bundle, version = found
+        kept = None
+        if state == COMMITTED and rec.issuer == self.me:
+            signed_custody = custody.move_local(
+                conn, me=self.me, keys=self.node.keys, tid=rec.id, start=rec.serial_start,
+                end=rec.serial_end, to=rec.peer, cell=bundle.cell, now_ms=now)
+            kept = signed_custody.SerializeToString()
+        if not tr.set_transfer_state(conn, rec.id, expect=PREPARING, state=state,
+                                     decided_at_ms=now, reason=reason,
+                                     **({"custody": kept} if kept else {})):
+            raise Aborted(f"transfer {rec.id} was decided concurrently")
         if state == COMMITTED:
             ok = repos.set_bundle_state(conn, bundle.id, version,
                                         expect_status=Status.EXPORT_PENDING,
@@ -816,10 +819,11 @@ class Transfers:
         only means the prepare is refused as unpublished."""
         h = msg.proof.batch
         if (self.fetch_batches is None or not msg.HasField("proof") or h.issuer == self.me
-                or self.trust.get(h.issuer) is None):
+                or (h.issuer, h.seq) in self._synced or self.trust.get(h.issuer) is None):
             return
         with self.store.read() as conn:
             if cr.known_root(conn, h.issuer, h.seq) is not None:
+                self._synced.add((h.issuer, h.seq))  # synced batches never change
                 return
         try:
             self.fetch_batches(h.issuer)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 
 from eap.node.store import schema as t
@@ -49,7 +49,11 @@ def holder_of(conn: Connection, start: int, end: int, *,
               lock: bool = False) -> tuple[str, bool] | None:
     """``(holder, retired)`` when one holder has all of ``[start, end)`` in one state, else None
     (serials never issued, or split among holders)."""
-    rows = overlapping(conn, start, end, lock=lock)
+    return holding(overlapping(conn, start, end, lock=lock), start, end)
+
+
+def holding(rows: Sequence[Row], start: int, end: int) -> tuple[str, bool] | None:
+    """:func:`holder_of` over rows :func:`overlapping` returned."""
     if not rows or rows[0].serial_start > start:
         return None
     at, found = rows[0].serial_start, {(r.holder, bool(r.retired)) for r in rows}
@@ -63,21 +67,26 @@ def holder_of(conn: Connection, start: int, end: int, *,
 
 
 def assign(conn: Connection, start: int, end: int, *, holder: str, retired: bool, ref: str,
-           at_ms: int) -> None:
-    """Set holder and state of ``[start, end)`` (covered by custody rows), splitting rows at the
-    ends; the caller has checked :func:`holder_of`."""
+           at_ms: int, rows: Sequence[Row] | None = None) -> None:
+    """Set holder and state of ``[start, end)`` (covered by custody rows, as :func:`holder_of`
+    checked), splitting rows at the ends.  ``rows``: :func:`overlapping`'s, if just read."""
     c = t.custody.c
-    for r in overlapping(conn, start, end, lock=True):
+    new: list[dict[str, Any]] = []
+    for r in rows if rows is not None else overlapping(conn, start, end, lock=True):
         lo, hi = r.serial_start, r.serial_end
-        conn.execute(delete(t.custody).where(c.serial_start == lo))
-        parts = [(lo, max(lo, start), r.holder, bool(r.retired), r.ref),
-                 (max(lo, start), min(hi, end), holder, retired, ref),
-                 (min(hi, end), hi, r.holder, bool(r.retired), r.ref)]
-        for a, b, h, ret, why in parts:
-            if a < b:
-                conn.execute(insert(t.custody).values(
-                    serial_start=a, serial_end=b, holder=h, retired=ret, ref=why,
-                    updated_at_ms=at_ms))
+        a, b = max(lo, start), min(hi, end)
+        if lo < a:  # the row keeps its left part in place; the moved part is a new row
+            conn.execute(update(t.custody).where(c.serial_start == lo).values(serial_end=a))
+            new.append({"serial_start": a, "serial_end": b, "holder": holder, "retired": retired,
+                        "ref": ref, "updated_at_ms": at_ms})
+        else:  # the row starts the moved part: it becomes it
+            conn.execute(update(t.custody).where(c.serial_start == lo).values(
+                serial_end=b, holder=holder, retired=retired, ref=ref, updated_at_ms=at_ms))
+        if b < hi:
+            new.append({"serial_start": b, "serial_end": hi, "holder": r.holder,
+                        "retired": bool(r.retired), "ref": r.ref, "updated_at_ms": at_ms})
+    if new:
+        conn.execute(insert(t.custody), new)
 
 
 def all_ranges(conn: Connection) -> Sequence[Row]:
