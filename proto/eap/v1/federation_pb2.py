@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from eap.v1 import types_pb2 as eap_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x61p/v1/federation.proto\x12\x06\x65\x61p.v1\x1a\x12\x65\x61p/v1/types.proto\"\xed\x01\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x19\n\x11protocol_versions\x18\x02 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\x39\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32$.eap.v1.HelloRequest.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x12\x12\n\ndescriptor\x18\x06 \x01(\x0c\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xee\x01\n\rHelloResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12:\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32%.eap.v1.HelloResponse.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x12\x12\n\ndescriptor\x18\x06 \x01(\x0c\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"J\n\x12PullBatchesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x13\n\x0bmax_batches\x18\x03 \x01(\r\"\xb8\x01\n\x0fTransferPrepare\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12\x1b\n\x13parent_lineage_hash\x18\x05 \x01(\t\x12\"\n\x05proof\x18\x06 \x01(\x0b\x32\x13.eap.v1.RecordProof\"q\n\x10TransferDecision\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x1f\n\x07\x63ustody\x18\x03 \x01(\x0b\x32\x0e.eap.v1.Signed\"|\n\x0eTransferStatus\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1f\n\x07\x63ustody\x18\x04 \x01(\x0b\x32\x0e.eap.v1.Signed\"\x87\x01\n\x0e\x43ustodyRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x14\n\x0cserial_start\x18\x03 \x01(\x03\x12\x12\n\nserial_end\x18\x04 \x01(\x03\x12\x0f\n\x07to_node\x18\x05 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\"~\n\rCustodyAnswer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x07outcome\x18\x02 \x01(\x0e\x32\x16.eap.v1.CustodyOutcome\x12\x1f\n\x07\x63ustody\x18\x03 \x01(\x0b\x32\x0e.eap.v1.Signed\x12\x0e\n\x06reason\x18\x04 \x01(\t\"u\n\x10RetirementReport\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x14\n\x0cserial_start\x18\x03 \x01(\x03\x12\x12\n\nserial_end\x18\x04 \x01(\x03\x12\x15\n\rretired_at_ms\x18\x05 \x01(\x03\"C\n\rRetirementAck\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x10\n\x08recorded\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x0fHoldingsRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c*\xc0\x01\n\rTransferState\x12\x1e\n\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRANSFER_STATE_UNKNOWN\x10\x01\x12\x1b\n\x17TRANSFER_STATE_PREPARED\x10\x02\x12\x1c\n\x18TRANSFER_STATE_COMMITTED\x10\x03\x12\x1a\n\x16TRANSFER_STATE_ABORTED\x10\x04\x12\x1c\n\x18TRANSFER_STATE_PREPARING\x10\x05*i\n\x0e\x43ustodyOutcome\x12\x1f\n\x1b\x43USTODY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43USTODY_OUTCOME_MOVED\x10\x01\x12\x1b\n\x17\x43USTODY_OUTCOME_REFUSED\x10\x02\x32\x93\x04\n\nFederation\x12\x37\n\x05Hello\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0bPullBatches\x12\x1a.eap.v1.PullBatchesRequest\x1a\x13.eap.v1.RecordBatch0\x01\x12\x41\n\x0fPrepareTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0e\x44\x65\x63ideTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x43\n\x11GetTransferStatus\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12=\n\x0bMoveCustody\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x42\n\x10ReportRetirement\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12=\n\x0bGetHoldings\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelopeB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x61p/v1/federation.proto\x12\x06\x65\x61p.v1\x1a\x12\x65\x61p/v1/types.proto\"\xed\x01\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x19\n\x11protocol_versions\x18\x02 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\x39\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32$.eap.v1.HelloRequest.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x12\x12\n\ndescriptor\x18\x06 \x01(\x0c\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xee\x01\n\rHelloResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12:\n\x0bpublic_keys\x18\x04 \x03(\x0b\x32%.eap.v1.HelloResponse.PublicKeysEntry\x12\x19\n\x11max_batch_records\x18\x05 \x01(\r\x12\x12\n\ndescriptor\x18\x06 \x01(\x0c\x1a\x31\n\x0fPublicKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"J\n\x12PullBatchesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x13\n\x0bmax_batches\x18\x03 \x01(\r\"\xe6\x01\n\x0fTransferPrepare\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x14.eap.v1.RecordBundle\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12\x1b\n\x13parent_lineage_hash\x18\x05 \x01(\t\x12\"\n\x05proof\x18\x06 \x01(\x0b\x32\x13.eap.v1.RecordProof\x12\x1c\n\x05price\x18\x07 \x01(\x0b\x32\r.eap.v1.Price\x12\x0e\n\x06seller\x18\x08 \x01(\t\"q\n\x10TransferDecision\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x1f\n\x07\x63ustody\x18\x03 \x01(\x0b\x32\x0e.eap.v1.Signed\"|\n\x0eTransferStatus\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.eap.v1.TransferState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1f\n\x07\x63ustody\x18\x04 \x01(\x0b\x32\x0e.eap.v1.Signed\"\x87\x01\n\x0e\x43ustodyRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x14\n\x0cserial_start\x18\x03 \x01(\x03\x12\x12\n\nserial_end\x18\x04 \x01(\x03\x12\x0f\n\x07to_node\x18\x05 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\"~\n\rCustodyAnswer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x07outcome\x18\x02 \x01(\x0e\x32\x16.eap.v1.CustodyOutcome\x12\x1f\n\x07\x63ustody\x18\x03 \x01(\x0b\x32\x0e.eap.v1.Signed\x12\x0e\n\x06reason\x18\x04 \x01(\t\"u\n\x10RetirementReport\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x14\n\x0cserial_start\x18\x03 \x01(\x03\x12\x12\n\nserial_end\x18\x04 \x01(\x03\x12\x15\n\rretired_at_ms\x18\x05 \x01(\x03\"C\n\rRetirementAck\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x10\n\x08recorded\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x0fHoldingsRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"9\n\x15SettlementViewRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"X\n\x12SettlementProposal\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tstatement\x18\x02 \x01(\x0c\x12\x1d\n\x05views\x18\x03 \x03(\x0b\x32\x0e.eap.v1.Signed\"Z\n\x0fSettlementFinal\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x11\n\tstatement\x18\x02 \x01(\x0c\x12\"\n\nsignatures\x18\x03 \x03(\x0b\x32\x0e.eap.v1.Signed\"S\n\rSettlementAck\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x10\n\x08\x65xecuted\x18\x03 \x01(\x05\x12\x0f\n\x07pending\x18\x04 \x01(\x05*\xc0\x01\n\rTransferState\x12\x1e\n\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRANSFER_STATE_UNKNOWN\x10\x01\x12\x1b\n\x17TRANSFER_STATE_PREPARED\x10\x02\x12\x1c\n\x18TRANSFER_STATE_COMMITTED\x10\x03\x12\x1a\n\x16TRANSFER_STATE_ABORTED\x10\x04\x12\x1c\n\x18TRANSFER_STATE_PREPARING\x10\x05*i\n\x0e\x43ustodyOutcome\x12\x1f\n\x1b\x43USTODY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43USTODY_OUTCOME_MOVED\x10\x01\x12\x1b\n\x17\x43USTODY_OUTCOME_REFUSED\x10\x02\x32\xe0\x05\n\nFederation\x12\x37\n\x05Hello\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0bPullBatches\x12\x1a.eap.v1.PullBatchesRequest\x1a\x13.eap.v1.RecordBatch0\x01\x12\x41\n\x0fPrepareTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0e\x44\x65\x63ideTransfer\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x43\n\x11GetTransferStatus\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12=\n\x0bMoveCustody\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x42\n\x10ReportRetirement\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12=\n\x0bGetHoldings\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x43\n\x11GetSettlementView\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12@\n\x0eSignSettlement\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelope\x12\x44\n\x12\x46inalizeSettlement\x12\x16.eap.v1.SignedEnvelope\x1a\x16.eap.v1.SignedEnvelopeB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_options = b'8\001'
   _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._loaded_options = None
   _globals['_HELLORESPONSE_PUBLICKEYSENTRY']._serialized_options = b'8\001'
-  _globals['_TRANSFERSTATE']._serialized_start=1529
-  _globals['_TRANSFERSTATE']._serialized_end=1721
-  _globals['_CUSTODYOUTCOME']._serialized_start=1723
-  _globals['_CUSTODYOUTCOME']._serialized_end=1828
+  _globals['_TRANSFERSTATE']._serialized_start=1901
+  _globals['_TRANSFERSTATE']._serialized_end=2093
+  _globals['_CUSTODYOUTCOME']._serialized_start=2095
+  _globals['_CUSTODYOUTCOME']._serialized_end=2200
   _globals['_HELLOREQUEST']._serialized_start=56
   _globals['_HELLOREQUEST']._serialized_end=293
   _globals['_HELLOREQUEST_PUBLICKEYSENTRY']._serialized_start=244
@@ -52,21 +52,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PULLBATCHESREQUEST']._serialized_start=536
   _globals['_PULLBATCHESREQUEST']._serialized_end=610
   _globals['_TRANSFERPREPARE']._serialized_start=613
-  _globals['_TRANSFERPREPARE']._serialized_end=797
-  _globals['_TRANSFERDECISION']._serialized_start=799
-  _globals['_TRANSFERDECISION']._serialized_end=912
-  _globals['_TRANSFERSTATUS']._serialized_start=914
-  _globals['_TRANSFERSTATUS']._serialized_end=1038
-  _globals['_CUSTODYREQUEST']._serialized_start=1041
-  _globals['_CUSTODYREQUEST']._serialized_end=1176
-  _globals['_CUSTODYANSWER']._serialized_start=1178
-  _globals['_CUSTODYANSWER']._serialized_end=1304
-  _globals['_RETIREMENTREPORT']._serialized_start=1306
-  _globals['_RETIREMENTREPORT']._serialized_end=1423
-  _globals['_RETIREMENTACK']._serialized_start=1425
-  _globals['_RETIREMENTACK']._serialized_end=1492
-  _globals['_HOLDINGSREQUEST']._serialized_start=1494
-  _globals['_HOLDINGSREQUEST']._serialized_end=1526
-  _globals['_FEDERATION']._serialized_start=1831
-  _globals['_FEDERATION']._serialized_end=2362
+  _globals['_TRANSFERPREPARE']._serialized_end=843
+  _globals['_TRANSFERDECISION']._serialized_start=845
+  _globals['_TRANSFERDECISION']._serialized_end=958
+  _globals['_TRANSFERSTATUS']._serialized_start=960
+  _globals['_TRANSFERSTATUS']._serialized_end=1084
+  _globals['_CUSTODYREQUEST']._serialized_start=1087
+  _globals['_CUSTODYREQUEST']._serialized_end=1222
+  _globals['_CUSTODYANSWER']._serialized_start=1224
+  _globals['_CUSTODYANSWER']._serialized_end=1350
+  _globals['_RETIREMENTREPORT']._serialized_start=1352
+  _globals['_RETIREMENTREPORT']._serialized_end=1469
+  _globals['_RETIREMENTACK']._serialized_start=1471
+  _globals['_RETIREMENTACK']._serialized_end=1538
+  _globals['_HOLDINGSREQUEST']._serialized_start=1540
+  _globals['_HOLDINGSREQUEST']._serialized_end=1572
+  _globals['_SETTLEMENTVIEWREQUEST']._serialized_start=1574
+  _globals['_SETTLEMENTVIEWREQUEST']._serialized_end=1631
+  _globals['_SETTLEMENTPROPOSAL']._serialized_start=1633
+  _globals['_SETTLEMENTPROPOSAL']._serialized_end=1721
+  _globals['_SETTLEMENTFINAL']._serialized_start=1723
+  _globals['_SETTLEMENTFINAL']._serialized_end=1813
+  _globals['_SETTLEMENTACK']._serialized_start=1815
+  _globals['_SETTLEMENTACK']._serialized_end=1898
+  _globals['_FEDERATION']._serialized_start=2203
+  _globals['_FEDERATION']._serialized_end=2939
 # @@protoc_insertion_point(module_scope)

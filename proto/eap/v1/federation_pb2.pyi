@@ -89,20 +89,24 @@ class PullBatchesRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cursor: _Optional[int] = ..., max_batches: _Optional[int] = ...) -> None: ...
 
 class TransferPrepare(_message.Message):
-    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms", "parent_lineage_hash", "proof")
+    __slots__ = ("transfer_id", "bundle", "to_account", "expires_at_ms", "parent_lineage_hash", "proof", "price", "seller")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PARENT_LINEAGE_HASH_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    SELLER_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     bundle: _types_pb2.RecordBundle
     to_account: str
     expires_at_ms: int
     parent_lineage_hash: str
     proof: _types_pb2.RecordProof
-    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., parent_lineage_hash: _Optional[str] = ..., proof: _Optional[_Union[_types_pb2.RecordProof, _Mapping]] = ...) -> None: ...
+    price: _types_pb2.Price
+    seller: str
+    def __init__(self, transfer_id: _Optional[str] = ..., bundle: _Optional[_Union[_types_pb2.RecordBundle, _Mapping]] = ..., to_account: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., parent_lineage_hash: _Optional[str] = ..., proof: _Optional[_Union[_types_pb2.RecordProof, _Mapping]] = ..., price: _Optional[_Union[_types_pb2.Price, _Mapping]] = ..., seller: _Optional[str] = ...) -> None: ...
 
 class TransferDecision(_message.Message):
     __slots__ = ("transfer_id", "decision", "custody")
@@ -183,3 +187,43 @@ class HoldingsRequest(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     nonce: bytes
     def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
+
+class SettlementViewRequest(_message.Message):
+    __slots__ = ("round_id", "period")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    period: str
+    def __init__(self, round_id: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class SettlementProposal(_message.Message):
+    __slots__ = ("round_id", "statement", "views")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    statement: bytes
+    views: _containers.RepeatedCompositeFieldContainer[_types_pb2.Signed]
+    def __init__(self, round_id: _Optional[str] = ..., statement: _Optional[bytes] = ..., views: _Optional[_Iterable[_Union[_types_pb2.Signed, _Mapping]]] = ...) -> None: ...
+
+class SettlementFinal(_message.Message):
+    __slots__ = ("round_id", "statement", "signatures")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    statement: bytes
+    signatures: _containers.RepeatedCompositeFieldContainer[_types_pb2.Signed]
+    def __init__(self, round_id: _Optional[str] = ..., statement: _Optional[bytes] = ..., signatures: _Optional[_Iterable[_Union[_types_pb2.Signed, _Mapping]]] = ...) -> None: ...
+
+class SettlementAck(_message.Message):
+    __slots__ = ("round_id", "final", "executed", "pending")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    EXECUTED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    final: bool
+    executed: int
+    pending: int
+    def __init__(self, round_id: _Optional[str] = ..., final: _Optional[bool] = ..., executed: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...

@@ -81,6 +81,21 @@ class FederationStub:
                 request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
                 _registered_method=True)
+        self.GetSettlementView = channel.unary_unary(
+                '/eap.v1.Federation/GetSettlementView',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
+        self.SignSettlement = channel.unary_unary(
+                '/eap.v1.Federation/SignSettlement',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
+        self.FinalizeSettlement = channel.unary_unary(
+                '/eap.v1.Federation/FinalizeSettlement',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -163,6 +178,33 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettlementView(self, request, context):
+        """Settlement round, step 1: the answering node's signed view of the period's obligations
+        (docs/settlement.md). Payloads: SettlementViewRequest in, Signed (SettlementView body) out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignSettlement(self, request, context):
+        """Step 2: the coordinator proposes the statement with every view; the participant verifies
+        the views, recomputes the statement and signs it if the bytes are equal. Payloads:
+        SettlementProposal in, Signed (the statement body) out; FAILED_PRECONDITION when the
+        recomputed statement differs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeSettlement(self, request, context):
+        """Step 3: the final statement with every participant's signature; the participant stores
+        it and executes its side of the instructions through its settlement backend. Payloads:
+        SettlementFinal in, SettlementAck out. Idempotent by round id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +245,21 @@ def add_FederationServicer_to_server(servicer, server):
             ),
             'GetHoldings': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHoldings,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'GetSettlementView': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlementView,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'SignSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignSettlement,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'FinalizeSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeSettlement,
                     request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
                     response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
             ),
@@ -427,6 +484,87 @@ class Federation:
             request,
             target,
             '/eap.v1.Federation/GetHoldings',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlementView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/GetSettlementView',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/SignSettlement',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/FinalizeSettlement',
             eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
             eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
             options,

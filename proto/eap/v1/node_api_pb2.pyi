@@ -205,16 +205,20 @@ class GetBundleRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., purpose: _Optional[_Union[ReadPurpose, str]] = ...) -> None: ...
 
 class TransferBundleRequest(_message.Message):
-    __slots__ = ("request_id", "bundle_id", "to_account", "wh")
+    __slots__ = ("request_id", "bundle_id", "to_account", "wh", "price_minor", "currency")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
     TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     WH_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     bundle_id: str
     to_account: str
     wh: int
-    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., to_account: _Optional[str] = ..., wh: _Optional[int] = ...) -> None: ...
+    price_minor: int
+    currency: str
+    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., to_account: _Optional[str] = ..., wh: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class TransferBundleResponse(_message.Message):
     __slots__ = ("transferred", "remainder", "transfer")
@@ -373,3 +377,117 @@ class AuditReport(_message.Message):
     issuers: _containers.RepeatedCompositeFieldContainer[IssuerAudit]
     problems: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ok: _Optional[bool] = ..., at_ms: _Optional[int] = ..., auditor: _Optional[str] = ..., statements: _Optional[_Iterable[_Union[AuditStatement, _Mapping]]] = ..., issuers: _Optional[_Iterable[_Union[IssuerAudit, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetPeerLimitsRequest(_message.Message):
+    __slots__ = ("peer", "currency", "credit_limit_minor", "settle_threshold_minor")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_LIMIT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_THRESHOLD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    currency: str
+    credit_limit_minor: int
+    settle_threshold_minor: int
+    def __init__(self, peer: _Optional[str] = ..., currency: _Optional[str] = ..., credit_limit_minor: _Optional[int] = ..., settle_threshold_minor: _Optional[int] = ...) -> None: ...
+
+class ListPeerBalancesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PeerBalance(_message.Message):
+    __slots__ = ("peer", "currency", "credit_limit_minor", "settle_threshold_minor", "receivable_minor", "payable_minor", "balance_minor")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_LIMIT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_THRESHOLD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RECEIVABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PAYABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    currency: str
+    credit_limit_minor: int
+    settle_threshold_minor: int
+    receivable_minor: int
+    payable_minor: int
+    balance_minor: int
+    def __init__(self, peer: _Optional[str] = ..., currency: _Optional[str] = ..., credit_limit_minor: _Optional[int] = ..., settle_threshold_minor: _Optional[int] = ..., receivable_minor: _Optional[int] = ..., payable_minor: _Optional[int] = ..., balance_minor: _Optional[int] = ...) -> None: ...
+
+class ListPeerBalancesResponse(_message.Message):
+    __slots__ = ("balances",)
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    balances: _containers.RepeatedCompositeFieldContainer[PeerBalance]
+    def __init__(self, balances: _Optional[_Iterable[_Union[PeerBalance, _Mapping]]] = ...) -> None: ...
+
+class RunSettlementRequest(_message.Message):
+    __slots__ = ("request_id", "period")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    period: str
+    def __init__(self, request_id: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class GetSettlementRoundRequest(_message.Message):
+    __slots__ = ("round_id",)
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    def __init__(self, round_id: _Optional[str] = ...) -> None: ...
+
+class ListSettlementRoundsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class InstructionStatus(_message.Message):
+    __slots__ = ("instruction", "state", "backend", "receipt", "last_error", "attempts")
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    instruction: _types_pb2.SettlementInstruction
+    state: str
+    backend: str
+    receipt: str
+    last_error: str
+    attempts: int
+    def __init__(self, instruction: _Optional[_Union[_types_pb2.SettlementInstruction, _Mapping]] = ..., state: _Optional[str] = ..., backend: _Optional[str] = ..., receipt: _Optional[str] = ..., last_error: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class SettlementRound(_message.Message):
+    __slots__ = ("round_id", "period", "state", "statement", "digest", "signed_by", "currencies", "instructions", "held_out", "problems", "coordinator", "started_at_ms")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCIES_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    period: str
+    state: str
+    statement: bytes
+    digest: str
+    signed_by: _containers.RepeatedScalarFieldContainer[str]
+    currencies: _containers.RepeatedCompositeFieldContainer[_types_pb2.CurrencySummary]
+    instructions: _containers.RepeatedCompositeFieldContainer[InstructionStatus]
+    held_out: _containers.RepeatedCompositeFieldContainer[_types_pb2.Obligation]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    coordinator: str
+    started_at_ms: int
+    def __init__(self, round_id: _Optional[str] = ..., period: _Optional[str] = ..., state: _Optional[str] = ..., statement: _Optional[bytes] = ..., digest: _Optional[str] = ..., signed_by: _Optional[_Iterable[str]] = ..., currencies: _Optional[_Iterable[_Union[_types_pb2.CurrencySummary, _Mapping]]] = ..., instructions: _Optional[_Iterable[_Union[InstructionStatus, _Mapping]]] = ..., held_out: _Optional[_Iterable[_Union[_types_pb2.Obligation, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ..., coordinator: _Optional[str] = ..., started_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListSettlementRoundsResponse(_message.Message):
+    __slots__ = ("rounds", "next_page_token")
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rounds: _containers.RepeatedCompositeFieldContainer[SettlementRound]
+    next_page_token: str
+    def __init__(self, rounds: _Optional[_Iterable[_Union[SettlementRound, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -112,6 +112,31 @@ class NodeApiStub:
                 request_serializer=eap_dot_v1_dot_node__api__pb2.RunAuditRequest.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_node__api__pb2.AuditReport.FromString,
                 _registered_method=True)
+        self.SetPeerLimits = channel.unary_unary(
+                '/eap.v1.NodeApi/SetPeerLimits',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.SetPeerLimitsRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.PeerBalance.FromString,
+                _registered_method=True)
+        self.ListPeerBalances = channel.unary_unary(
+                '/eap.v1.NodeApi/ListPeerBalances',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.ListPeerBalancesRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.ListPeerBalancesResponse.FromString,
+                _registered_method=True)
+        self.RunSettlement = channel.unary_unary(
+                '/eap.v1.NodeApi/RunSettlement',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.RunSettlementRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.SettlementRound.FromString,
+                _registered_method=True)
+        self.GetSettlementRound = channel.unary_unary(
+                '/eap.v1.NodeApi/GetSettlementRound',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.GetSettlementRoundRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.SettlementRound.FromString,
+                _registered_method=True)
+        self.ListSettlementRounds = channel.unary_unary(
+                '/eap.v1.NodeApi/ListSettlementRounds',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.FromString,
+                _registered_method=True)
 
 
 class NodeApiServicer:
@@ -237,6 +262,44 @@ class NodeApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPeerLimits(self, request, context):
+        """Sets this node's credit limit and settlement threshold towards a peer node in a currency.
+        Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeerBalances(self, request, context):
+        """Running balances with every peer node per currency, with their limits. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunSettlement(self, request, context):
+        """Runs a settlement round for a period across the federation (this node coordinates) and
+        returns it; also answers for a round that already ran (idempotent by request id).
+        Operator only; needs the federation (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSettlementRound(self, request, context):
+        """One settlement round this node took part in. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSettlementRounds(self, request, context):
+        """Settlement rounds, newest first. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -314,6 +377,31 @@ def add_NodeApiServicer_to_server(servicer, server):
                     servicer.RunAudit,
                     request_deserializer=eap_dot_v1_dot_node__api__pb2.RunAuditRequest.FromString,
                     response_serializer=eap_dot_v1_dot_node__api__pb2.AuditReport.SerializeToString,
+            ),
+            'SetPeerLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPeerLimits,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.SetPeerLimitsRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.PeerBalance.SerializeToString,
+            ),
+            'ListPeerBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeerBalances,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.ListPeerBalancesRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.ListPeerBalancesResponse.SerializeToString,
+            ),
+            'RunSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunSettlement,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.RunSettlementRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.SettlementRound.SerializeToString,
+            ),
+            'GetSettlementRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlementRound,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.GetSettlementRoundRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.SettlementRound.SerializeToString,
+            ),
+            'ListSettlementRounds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSettlementRounds,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -723,6 +811,141 @@ class NodeApi:
             '/eap.v1.NodeApi/RunAudit',
             eap_dot_v1_dot_node__api__pb2.RunAuditRequest.SerializeToString,
             eap_dot_v1_dot_node__api__pb2.AuditReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPeerLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/SetPeerLimits',
+            eap_dot_v1_dot_node__api__pb2.SetPeerLimitsRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.PeerBalance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeerBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/ListPeerBalances',
+            eap_dot_v1_dot_node__api__pb2.ListPeerBalancesRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.ListPeerBalancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/RunSettlement',
+            eap_dot_v1_dot_node__api__pb2.RunSettlementRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.SettlementRound.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlementRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/GetSettlementRound',
+            eap_dot_v1_dot_node__api__pb2.GetSettlementRoundRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.SettlementRound.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSettlementRounds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/ListSettlementRounds',
+            eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -455,3 +455,103 @@ class HoldingsStatement(_message.Message):
     audience: str
     nonce: bytes
     def __init__(self, node_id: _Optional[str] = ..., at_ms: _Optional[int] = ..., issuers: _Optional[_Iterable[_Union[IssuerHoldings, _Mapping]]] = ..., audience: _Optional[str] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class Price(_message.Message):
+    __slots__ = ("amount_minor", "currency")
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    amount_minor: int
+    currency: str
+    def __init__(self, amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class Obligation(_message.Message):
+    __slots__ = ("id", "payer", "payee", "amount_minor", "currency", "period")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYER_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    payer: str
+    payee: str
+    amount_minor: int
+    currency: str
+    period: str
+    def __init__(self, id: _Optional[str] = ..., payer: _Optional[str] = ..., payee: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class SettlementView(_message.Message):
+    __slots__ = ("round_id", "node_id", "period", "obligations", "at_ms")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    node_id: str
+    period: str
+    obligations: _containers.RepeatedCompositeFieldContainer[Obligation]
+    at_ms: int
+    def __init__(self, round_id: _Optional[str] = ..., node_id: _Optional[str] = ..., period: _Optional[str] = ..., obligations: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class NetPosition(_message.Message):
+    __slots__ = ("party", "currency", "net_minor")
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    NET_MINOR_FIELD_NUMBER: _ClassVar[int]
+    party: str
+    currency: str
+    net_minor: int
+    def __init__(self, party: _Optional[str] = ..., currency: _Optional[str] = ..., net_minor: _Optional[int] = ...) -> None: ...
+
+class SettlementInstruction(_message.Message):
+    __slots__ = ("id", "payer", "payee", "amount_minor", "currency")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYER_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    payer: str
+    payee: str
+    amount_minor: int
+    currency: str
+    def __init__(self, id: _Optional[str] = ..., payer: _Optional[str] = ..., payee: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class CurrencySummary(_message.Message):
+    __slots__ = ("currency", "gross_minor", "net_minor", "efficiency", "obligations")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    GROSS_MINOR_FIELD_NUMBER: _ClassVar[int]
+    NET_MINOR_FIELD_NUMBER: _ClassVar[int]
+    EFFICIENCY_FIELD_NUMBER: _ClassVar[int]
+    OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    gross_minor: int
+    net_minor: int
+    efficiency: float
+    obligations: int
+    def __init__(self, currency: _Optional[str] = ..., gross_minor: _Optional[int] = ..., net_minor: _Optional[int] = ..., efficiency: _Optional[float] = ..., obligations: _Optional[int] = ...) -> None: ...
+
+class SettlementStatement(_message.Message):
+    __slots__ = ("round_id", "period", "coordinator", "participants", "obligations_digest", "obligations", "positions", "instructions", "currencies", "held_out")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    OBLIGATIONS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCIES_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    period: str
+    coordinator: str
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    obligations_digest: bytes
+    obligations: int
+    positions: _containers.RepeatedCompositeFieldContainer[NetPosition]
+    instructions: _containers.RepeatedCompositeFieldContainer[SettlementInstruction]
+    currencies: _containers.RepeatedCompositeFieldContainer[CurrencySummary]
+    held_out: _containers.RepeatedCompositeFieldContainer[Obligation]
+    def __init__(self, round_id: _Optional[str] = ..., period: _Optional[str] = ..., coordinator: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., obligations_digest: _Optional[bytes] = ..., obligations: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[NetPosition, _Mapping]]] = ..., instructions: _Optional[_Iterable[_Union[SettlementInstruction, _Mapping]]] = ..., currencies: _Optional[_Iterable[_Union[CurrencySummary, _Mapping]]] = ..., held_out: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ...) -> None: ...
