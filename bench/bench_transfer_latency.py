@@ -71,7 +71,7 @@ def _issue(node, hours: int, tmp: Path) -> tuple[str, list[str]]:
     """An owner with ``hours`` hourly bundles of 5,000 Wh, plus one big bundle for splits."""
     import datetime as dt
 
-    from eap.node.domain.enums import Purpose, Status
+    from eap.node.records.enums import Purpose, Status
 
     owner = node.create_account(request_id="owner").account.id
     node.register_device(

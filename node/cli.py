@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from eap.node.config import create_home, default_home
-from eap.node.domain.enums import Purpose, Source, Status, Technology
 from eap.node.errors import EapError, FailedPrecondition
+from eap.node.records.enums import Purpose, Source, Status, Technology
 
 # Piped output is for logs and scripts: do not squeeze tables into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)

@@ -18,12 +18,12 @@ from eap.node.api.servicer import NodeApiServicer
 from eap.node.api.status import field_violations
 from eap.node.config import create_home
 from eap.node.crypto import load_tls_material, peer_channel_options
-from eap.node.domain.enums import Purpose
 from eap.node.domain.rules import MAX_READING_WH
 from eap.node.errors import ConfigError
 from eap.node.federation.server import build_server as build_fed_server
 from eap.node.federation.settings import FederationSettings
 from eap.node.federation.transfers import split_destination
+from eap.node.records.enums import Purpose
 from eap.node.store import schema as t
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc

@@ -12,11 +12,11 @@ from test_transfers_support import Federation
 from eap.node.api.server import build_server
 from eap.node.api.servicer import NodeApiServicer
 from eap.node.crypto import VerifiedEnvelope
-from eap.node.domain.enums import Status
-from eap.node.domain.models import Principal
 from eap.node.errors import InvalidArgument
 from eap.node.federation import transfers as T
 from eap.node.federation.audit import PT_HOLDINGS_REQUEST, PT_SIGNED, Auditor, report_dict
+from eap.node.records.enums import Status
+from eap.node.records.models import Principal
 from eap.node.store import schema
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api

@@ -9,9 +9,9 @@ import pytest
 from test_transfers_support import Federation
 
 from eap.node.domain import provenance
-from eap.node.domain.enums import Status
-from eap.node.domain.models import Principal
 from eap.node.federation import transfers as T
+from eap.node.records.enums import Status
+from eap.node.records.models import Principal
 from eap.node.store import custody_repos as cr
 from eap.node.store import transfer_repos as tr
 from eap.v1 import types_pb2 as pb

@@ -17,9 +17,9 @@ from test_transfers_support import Federation
 from eap.node import batches, kernels
 from eap.node.crypto import KeyRing, VerifiedEnvelope
 from eap.node.domain import provenance
-from eap.node.domain.enums import Status
 from eap.node.errors import FailedPrecondition
 from eap.node.federation import transfers as T
+from eap.node.records.enums import Status
 from eap.node.store import custody_repos as cr
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2 as pb

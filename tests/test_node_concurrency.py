@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from eap.node.domain.enums import Purpose, Status
-from eap.node.domain.models import Principal
 from eap.node.errors import EapError
+from eap.node.records.enums import Purpose, Status
+from eap.node.records.models import Principal
 
 
 def _race(calls):

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import func, select
 from support import write_csv
 
-from eap.node.domain.enums import Purpose, Status
 from eap.node.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -18,6 +17,7 @@ from eap.node.errors import (
     NotFound,
     PermissionDenied,
 )
+from eap.node.records.enums import Purpose, Status
 from eap.node.store import schema as t
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from eap.node.domain.enums import Purpose, Status
 from eap.node.domain.settlement import net
 from eap.node.errors import InvalidArgument, OutOfRange
+from eap.node.records.enums import Purpose, Status
 
 
 @pytest.fixture

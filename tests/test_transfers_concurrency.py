@@ -10,8 +10,8 @@ import pytest
 from test_transfers_support import Federation
 
 from eap.node.crypto import VerifiedEnvelope
-from eap.node.domain.enums import Status
 from eap.node.federation import transfers as T
+from eap.node.records.enums import Status
 from eap.node.store import transfer_repos as tr
 from eap.v1 import federation_pb2 as fed
 

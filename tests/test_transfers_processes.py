@@ -15,10 +15,10 @@ import pytest
 from fednet import FedNet, write_settings
 from support import write_csv
 
-from eap.node.domain.enums import Purpose, Status
 from eap.node.federation import conservation
 from eap.node.federation import transfers as T
 from eap.node.federation.client import PeerClient
+from eap.node.records.enums import Purpose, Status
 from eap.node.store import transfer_repos as tr
 from eap.v1 import federation_pb2 as fed
 

@@ -12,11 +12,11 @@ import pytest
 from test_transfers_support import FAST, Federation
 
 from eap.node.crypto import VerifiedEnvelope
-from eap.node.domain.enums import Status
-from eap.node.domain.models import Principal
 from eap.node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from eap.node.federation import transfers as T
 from eap.node.federation.inprocess import Faults
+from eap.node.records.enums import Status
+from eap.node.records.models import Principal
 from eap.v1 import federation_pb2 as fed
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from support import write_csv
 
 from eap.node.config import create_home
-from eap.node.domain.enums import Purpose, Status
 from eap.node.domain.node import Node
 from eap.node.federation import conservation
 from eap.node.federation.inprocess import Faults, InProcessNetwork
 from eap.node.federation.peers import TrustList, keys_json
 from eap.node.federation.sync import BatchImporter
 from eap.node.federation.transfers import FINAL, Transfers, TransferSettings
+from eap.node.records.enums import Purpose, Status
 from eap.node.store import peer_repos, repos
 
 FAST = TransferSettings(ttl_s=30.0, lease_s=2.0, rpc_timeout_s=1.0, rpc_attempts=1,

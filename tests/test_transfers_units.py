@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import delete, update
 from test_transfers_support import Federation
 
-from eap.node.domain.enums import Status
 from eap.node.federation import crashpoints
 from eap.node.federation import transfers as T
+from eap.node.records.enums import Status
 from eap.node.store import open_store
 from eap.node.store import schema as t
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eap.node.domain import models
+from eap.node.records import models
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import types_pb2 as pb
 

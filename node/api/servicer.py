@@ -11,8 +11,6 @@ import grpc
 
 from eap.node.api import convert
 from eap.node.api.status import abort_with
-from eap.node.domain.enums import Purpose
-from eap.node.domain.models import Principal
 from eap.node.domain.node import Node
 from eap.node.errors import (
     EapError,
@@ -22,6 +20,8 @@ from eap.node.errors import (
     Unauthenticated,
     invalid,
 )
+from eap.node.records.enums import Purpose
+from eap.node.records.models import Principal
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc

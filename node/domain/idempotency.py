@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from eap.node.domain.models import Principal, Serialisable
 from eap.node.domain.rules import REQUEST_ID_RE, Checker
 from eap.node.errors import EapError, invalid
+from eap.node.records.models import Principal, Serialisable
 from eap.node.store import Store, repos
 
 R = TypeVar("R", bound=Serialisable)

@@ -19,9 +19,9 @@ from sqlalchemy import Connection
 
 from eap.node import batches
 from eap.node.domain import provenance
-from eap.node.domain.enums import Status
-from eap.node.domain.models import Bundle, Principal
 from eap.node.errors import Aborted, EapError, FailedPrecondition, NotFound, PermissionDenied
+from eap.node.records.enums import Status
+from eap.node.records.models import Bundle, Principal
 from eap.node.store import custody_repos as cr
 from eap.node.store import repos
 from eap.v1 import types_pb2 as pb

@@ -24,21 +24,7 @@ from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
 from eap.node.domain import custody, idempotency, ledger
-from eap.node.domain.enums import Purpose, Source, Status, Technology
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
-from eap.node.domain.models import (
-    Account,
-    Bundle,
-    ClaimReceipt,
-    CreatedAccount,
-    Device,
-    ImportResult,
-    IssueResult,
-    NodeStatus,
-    Page,
-    Principal,
-    TransferResult,
-)
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
     ACCOUNT_RE,
@@ -67,6 +53,20 @@ from eap.node.errors import (
     invalid,
 )
 from eap.node.meters import MeterReadings, reader_for
+from eap.node.records.enums import Purpose, Source, Status, Technology
+from eap.node.records.models import (
+    Account,
+    Bundle,
+    ClaimReceipt,
+    CreatedAccount,
+    Device,
+    ImportResult,
+    IssueResult,
+    NodeStatus,
+    Page,
+    Principal,
+    TransferResult,
+)
 from eap.node.store import Store, custody_repos, open_store, repos
 from eap.node.store import schema as t
 from eap.node.store.engine import bulk_insert

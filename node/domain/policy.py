@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from eap.node.domain.enums import Purpose
-from eap.node.domain.models import Account, Bundle, Device, Principal
 from eap.node.errors import PermissionDenied, invalid
+from eap.node.records.enums import Purpose
+from eap.node.records.models import Account, Bundle, Device, Principal
 
 
 def require_purpose(purpose: Purpose | int, principal: Principal) -> Purpose:

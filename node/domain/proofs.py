@@ -20,10 +20,10 @@ from typing import Any
 from eap.node.config import PROTOCOL_VERSION
 from eap.node.crypto.keys import PublicKeyInfo
 from eap.node.domain import ledger, provenance
-from eap.node.domain.enums import Purpose, Status
-from eap.node.domain.models import Bundle
 from eap.node.domain.policy import redact_bundle
 from eap.node.errors import FailedPrecondition, FieldViolation, NotFound
+from eap.node.records.enums import Purpose, Status
+from eap.node.records.models import Bundle
 from eap.node.store import repos
 from eap.v1 import types_pb2 as pb
 

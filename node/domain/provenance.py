@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from eap.node import batches, kernels
-from eap.node.domain.enums import Source, Technology
 from eap.node.domain.rules import MAX_CARBON_MG, MAX_RENEWABLE_PPM, ZONE_RE, interval_violation
 from eap.node.errors import EapError, InvalidArgument, Unauthenticated
+from eap.node.records.enums import Source, Technology
 from eap.v1 import types_pb2 as pb
 
 CUSTODY_TAG = b"EAP-CUSTODY-v1\x00"

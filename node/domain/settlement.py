@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eap.node import kernels
-from eap.node.domain.models import Serialisable
+from eap.node.records.models import Serialisable
 from eap.node.store import Store, repos
 
 

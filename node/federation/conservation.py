@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from eap.node.domain.enums import Status
+from eap.node.records.enums import Status
 from eap.node.store import Store
 from eap.node.store import transfer_repos as tr
 

@@ -50,8 +50,6 @@ from sqlalchemy.exc import IntegrityError
 
 from eap.node.api import convert
 from eap.node.domain import custody, idempotency, ledger, provenance
-from eap.node.domain.enums import Source, Status, Technology
-from eap.node.domain.models import Bundle, Principal, Serialisable
 from eap.node.domain.rules import (
     ACCOUNT_RE,
     MAX_CARBON_MG,
@@ -81,6 +79,8 @@ from eap.node.federation.custody import (
     CustodyService,
 )
 from eap.node.federation.peers import TrustList
+from eap.node.records.enums import Source, Status, Technology
+from eap.node.records.models import Bundle, Principal, Serialisable
 from eap.node.store import custody_repos as cr
 from eap.node.store import peer_repos, repos
 from eap.node.store import transfer_repos as tr

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Connection, select, text
 
-from eap.node.domain.enums import Status
+from eap.node.records.enums import Status
 from eap.node.store import schema as t
 from eap.node.store.transfer_repos import IN
 

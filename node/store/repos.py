@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from eap.node.domain.enums import Status
-from eap.node.domain.models import Account, Bundle, ClaimReceipt, Device
 from eap.node.errors import InvalidArgument
+from eap.node.records.enums import Status
+from eap.node.records.models import Account, Bundle, ClaimReceipt, Device
 from eap.node.store import schema as t
 from eap.node.store import transfer_repos
 

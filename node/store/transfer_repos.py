@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 
-from eap.node.domain.enums import Status
+from eap.node.records.enums import Status
 from eap.node.store import schema as t
 from eap.node.store.engine import Store
 
