@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import subprocess
 import sys
 import types
@@ -39,6 +40,12 @@ HERE = Path(__file__).resolve().parent
 RUN_PY = HERE / "run.py"
 NODE_ID = "iut.example"
 ZONE = "ES"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -67,7 +74,13 @@ def _inprocess(root: Path) -> Iterator[InProcess]:
     Node.initialise(create_home(home, NODE_ID, ZONE)).close()
     merge_settings(home, "federation", {"sync_interval_s": 0})
     issue_node_cert(root / "ca", NODE_ID, home / "tls", ["localhost", "127.0.0.1"])
-    kit = make_kit(root / "kit", ca_cert=ca.cert.read_bytes(), ca_key=ca.key.read_bytes())
+    peer_listen = f"127.0.0.1:{_free_port()}"
+    kit = make_kit(
+        root / "kit",
+        endpoint=peer_listen,
+        ca_cert=ca.cert.read_bytes(),
+        ca_key=ca.key.read_bytes(),
+    )
     node = Node.open(home)
     TrustList(node.store, NODE_ID, cache_s=0).add_descriptor(
         NodeDescriptor.from_json(kit.client.descriptor), fingerprint=kit.client.fingerprint
@@ -79,7 +92,11 @@ def _inprocess(root: Path) -> Iterator[InProcess]:
     )
     server.start()
     settings = Settings(
-        server_port=port, token=node.config.api_token(), federation_port=runtime.port, kit=kit
+        server_port=port,
+        token=node.config.api_token(),
+        federation_port=runtime.port,
+        kit=kit,
+        peer_listen=peer_listen,
     )
     try:
         yield InProcess(settings, node, runtime, root / "ca")
@@ -108,11 +125,14 @@ def _process(root: Path) -> Iterator[Settings]:
     )
     try:
         n = net[NODE_ID]
+        peer_listen = f"127.0.0.1:{_free_port()}"
         _cli(
             RUN_PY,
             "identity",
             "--out",
             root / "kit",
+            "--endpoint",
+            peer_listen,
             "--ca_cert",
             root / "ca" / "ca.crt",
             "--ca_key",
@@ -136,6 +156,7 @@ def _process(root: Path) -> Iterator[Settings]:
             token=(n.home / "api-token").read_text().strip(),
             federation_port=n.fed_port,
             kit=kit,
+            peer_listen=peer_listen,
         )
     finally:
         net.stop()
