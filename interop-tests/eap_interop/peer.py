@@ -19,6 +19,7 @@ import base64
 import hashlib
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -41,6 +42,10 @@ HOLDINGS_DOMAIN = b"EAP-HOLDINGS-v1\x00"
 CAPABILITIES = ("batches.v1", "transfer.v1")
 #: The cursor probe names a batch under this seq: no node has synced that far.
 PROBE_SEQ = 2**62
+#: How long the probe keeps trying when no pull arrives: a node that failed to reach the peer
+#: a moment ago (before the fake peer listened) may still be in its reconnect backoff.
+PROBE_WAIT_S = 6.0
+PROBE_INTERVAL_S = 0.75
 CELL = "N41E002"
 ZONE = "ZZ"
 PT_PREPARE = fed.TransferPrepare.DESCRIPTOR.full_name
@@ -435,12 +440,17 @@ class FakePeer:
             NoPull: the node never called PullBatches on this fake peer.
         """
         pub = self.sign_batch(self.records([10]), PROBE_SEQ)
-        before = len(self.pulls)
-        answer = self.send_prepare(self.prepare_message(self.offer(pub), to_account))
-        with self._lock:
-            cursors = self.pulls[before:]
-        if not cursors:
-            raise NoPull(answer)
+        deadline = time.monotonic() + PROBE_WAIT_S
+        while True:
+            before = len(self.pulls)
+            answer = self.send_prepare(self.prepare_message(self.offer(pub), to_account))
+            with self._lock:
+                cursors = self.pulls[before:]
+            if cursors:
+                break
+            if time.monotonic() + PROBE_INTERVAL_S > deadline:
+                raise NoPull(answer)
+            time.sleep(PROBE_INTERVAL_S)
         assert answer.state == fed.TRANSFER_STATE_ABORTED, (
             f"a prepare naming batch #{PROBE_SEQ}, never served, was answered "
             f"{fed.TransferState.Name(answer.state)}"
