@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import subprocess
 import sys
 import types
@@ -39,6 +40,12 @@ HERE = Path(__file__).resolve().parent
 RUN_PY = HERE / "run.py"
 NODE_ID = "iut.example"
 ZONE = "ES"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -67,7 +74,13 @@ def _inprocess(root: Path) -> Iterator[InProcess]:
     Node.initialise(create_home(home, NODE_ID, ZONE)).close()
     merge_settings(home, "federation", {"sync_interval_s": 0})
     issue_node_cert(root / "ca", NODE_ID, home / "tls", ["localhost", "127.0.0.1"])
-    kit = make_kit(root / "kit", ca_cert=ca.cert.read_bytes(), ca_key=ca.key.read_bytes())
+    peer_listen = f"127.0.0.1:{_free_port()}"
+    kit = make_kit(
+        root / "kit",
+        endpoint=peer_listen,
+        ca_cert=ca.cert.read_bytes(),
+        ca_key=ca.key.read_bytes(),
+    )
     node = Node.open(home)
     TrustList(node.store, NODE_ID, cache_s=0).add_descriptor(
         NodeDescriptor.from_json(kit.client.descriptor), fingerprint=kit.client.fingerprint
@@ -79,7 +92,11 @@ def _inprocess(root: Path) -> Iterator[InProcess]:
     )
     server.start()
     settings = Settings(
-        server_port=port, token=node.config.api_token(), federation_port=runtime.port, kit=kit
+        server_port=port,
+        token=node.config.api_token(),
+        federation_port=runtime.port,
+        kit=kit,
+        peer_listen=peer_listen,
     )
     try:
         yield InProcess(settings, node, runtime, root / "ca")
@@ -108,11 +125,14 @@ def _process(root: Path) -> Iterator[Settings]:
     )
     try:
         n = net[NODE_ID]
+        peer_listen = f"127.0.0.1:{_free_port()}"
         _cli(
             RUN_PY,
             "identity",
             "--out",
             root / "kit",
+            "--endpoint",
+            peer_listen,
             "--ca_cert",
             root / "ca" / "ca.crt",
             "--ca_key",
@@ -136,6 +156,7 @@ def _process(root: Path) -> Iterator[Settings]:
             token=(n.home / "api-token").read_text().strip(),
             federation_port=n.fed_port,
             kit=kit,
+            peer_listen=peer_listen,
         )
     finally:
         net.stop()
@@ -256,6 +277,46 @@ def test_catches_a_change_on_overspend(inprocess, monkeypatch):
     assert verdict == FAIL and "changed GetStatus counters" in detail, detail
 
 
+def test_catches_an_import_of_other_attributes(inprocess, monkeypatch):
+    """A destination that does not compare the announced attributes with the issued record
+    prepares the forged import; the case sees it."""
+    from eap.node.domain import provenance
+
+    monkeypatch.setattr(provenance, "check_bundle", lambda bundle, verified: None)
+    verdict, detail = _verdict(inprocess, Case.FED_TRANSFER_FORGERY_REFUSED)
+    assert verdict == FAIL, detail
+    assert "(b) attributes not the record's: TRANSFER_STATE_PREPARED" in detail, detail
+
+
+FAKE_PEER_CASES = [c for c in Case if c.value.startswith(("fed_transfer_", "fed_holdings_"))]
+
+
+def test_fake_peer_cases_skip_when_the_node_cannot_reach_the_peer(inprocess_env, tmp_path):
+    """No --peer_listen, a kit advertising the default endpoint, or a fake peer listening
+    where the node does not dial: the fake-peer cases are SKIP with the reason."""
+    target = inprocess_env.settings
+    kit_default = make_kit(
+        tmp_path / "kit",
+        "default-endpoint.example",
+        ca_cert=(inprocess_env.ca_dir / "ca.crt").read_bytes(),
+        ca_key=(inprocess_env.ca_dir / "ca.key").read_bytes(),
+    )
+    for settings, reason in (
+        (dataclasses.replace(target, peer_listen=None), "no --peer_listen"),
+        (dataclasses.replace(target, kit=kit_default), "serves nothing"),
+        (
+            dataclasses.replace(target, peer_listen=f"127.0.0.1:{_free_port()}"),
+            "did not pull from the fake peer",
+        ),
+    ):
+        ctx = Context(settings)
+        try:
+            r = run_case(ctx, FAKE_PEER_CASES[0])
+            assert r.verdict == SKIP and reason in r.detail, f"{r.verdict} {r.detail}"
+        finally:
+            ctx.close()
+
+
 def test_federation_cases_skip_without_a_federation_port(inprocess_target):
     ctx = Context(Settings(server_port=inprocess_target.server_port, token=inprocess_target.token))
     try:
@@ -347,11 +408,13 @@ def test_command_line_against_a_live_node(process_target, tmp_path):
         t.federation_port,
         "--identity",
         t.kit.path,
+        "--peer_listen",
+        t.peer_listen,
     ]
     proc = _cli(
         *base,
         "--cases",
-        "health_serving,fed_hello,fed_unknown_peer,status_identity",
+        "health_serving,fed_hello,fed_unknown_peer,status_identity,fed_transfer_in_whole",
         "--skip",
         "status_identity",
         "--skip_file",
@@ -367,8 +430,9 @@ def test_command_line_against_a_live_node(process_target, tmp_path):
         [PASS, "fed_hello"],
         [SKIP, "fed_unknown_peer"],
         [SKIP, "status_identity"],
+        [PASS, "fed_transfer_in_whole"],
     ], proc.stdout
-    assert "4 cases: 2 passed, 0 failed, 2 skipped" in proc.stdout
+    assert "5 cases: 3 passed, 0 failed, 2 skipped" in proc.stdout
     assert '"result": "SKIP"' in (tmp_path / "report.json").read_text()
     failing = _cli(
         RUN_PY,
@@ -434,6 +498,12 @@ def test_merkle_and_leaves_match_the_node_kernels():
         assert mine == [bytes(x) for x in leaves]
         assert protocol.merkle_root(mine) == bytes(kernels.merkle_root(leaves))
         assert protocol.batch_rule_problems(batch, decoded) == []
+        root = bytes(kernels.merkle_root(leaves))
+        for i, leaf in enumerate(mine):  # the fake peer's inclusion paths, checked by the node
+            path = protocol.inclusion_path(mine, i)
+            assert path == [bytes(x) for x in kernels.inclusion_proof(leaves, i)]
+            assert kernels.verify_inclusion(leaf, i, n, path, root)
+            assert protocol.verify_inclusion(leaf, i, n, path, root)
 
 
 def test_rule_checks_flag_broken_records():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import types_pb2 as pb
+from eap_interop import peer as fake
 from eap_interop import protocol
 from eap_interop.context import (
     HOUR,
@@ -80,6 +82,11 @@ class Case(enum.Enum):
     FED_BAD_SIGNATURE = "fed_bad_signature"
     FED_REPLAYED_ENVELOPE = "fed_replayed_envelope"
     FED_WRONG_PAYLOAD_TYPE = "fed_wrong_payload_type"
+    FED_TRANSFER_IN_WHOLE = "fed_transfer_in_whole"
+    FED_TRANSFER_IN_PARTIAL = "fed_transfer_in_partial"
+    FED_TRANSFER_REPLAYED_PREPARE = "fed_transfer_replayed_prepare"
+    FED_TRANSFER_FORGERY_REFUSED = "fed_transfer_forgery_refused"
+    FED_HOLDINGS_STATEMENT = "fed_holdings_statement"
 
 
 @dataclass(frozen=True)
@@ -1012,6 +1019,246 @@ def fed_wrong_payload_type(ctx: Context) -> None:
         f.seal(f.hello_payload(), fed.TransferPrepare.DESCRIPTOR.full_name),
         what=" carrying an eap.v1.TransferPrepare payload type",
     )
+
+
+
+# -- federation: the client as issuer and source (the fake peer) ----------------------------------
+
+PREPARED = fed.TRANSFER_STATE_PREPARED
+COMMITTED = fed.TRANSFER_STATE_COMMITTED
+ABORTED = fed.TRANSFER_STATE_ABORTED
+
+
+def _state(status: fed.TransferStatus, want: int, what: str) -> None:
+    assert status.state == want, (
+        f"{what}: {fed.TransferState.Name(status.state)} ({status.reason[:300]!r}), expected "
+        f"{fed.TransferState.Name(want)}"
+    )
+
+
+def _delta(before: api.NodeStatus, after: api.NodeStatus, what: str, **moved: int) -> None:
+    """``after`` - ``before`` is ``moved`` for those counters, 0 for the others."""
+    a, b = _counters(before), _counters(after)
+    got = {k: b[k] - a[k] for k in COUNTERS if b[k] != a[k] or k in moved}
+    want = {k: moved.get(k, 0) for k in got}
+    want.update({k: v for k, v in moved.items()})
+    assert got == want, f"{what}: GetStatus counters moved by {got}, expected {want}"
+
+
+def _pulled(peer: fake.FakePeer, since: int, pub: fake.Published) -> None:
+    cursors = peer.pulls[since:]
+    assert any(c < pub.batch.seq for c in cursors), (
+        f"the node did not pull batch #{pub.batch.seq} from the fake peer before its answer "
+        f"(PullBatches cursors {cursors})"
+    )
+
+
+def _import(
+    ctx: Context, peer: fake.FakePeer, offer: fake.Offer, pub: fake.Published
+) -> tuple[pb.Account, fed.TransferPrepare, api.NodeStatus]:
+    """An account, PrepareTransfer (must be PREPARED after pulling ``pub``), COMMIT with the
+    custody record (must be COMMITTED); returns the account, the prepare, GetStatus before."""
+    account, _ = ctx.new_account("import")
+    before = ctx.status()
+    since = len(peer.pulls)
+    msg = peer.prepare_message(offer, account.id)
+    _state(peer.send_prepare(msg), PREPARED, f"PrepareTransfer of {offer.bundle.id}")
+    _pulled(peer, since, pub)
+    _state(peer.commit(msg), COMMITTED, f"DecideTransfer(COMMITTED) of {offer.bundle.id}")
+    return account, msg, before
+
+
+def _check_imported(
+    ctx: Context, peer: fake.FakePeer, offer: fake.Offer, pub: fake.Published, owner: str
+) -> None:
+    """The import is ACTIVE with the record's attributes and proves with the issuer's key."""
+    want, me = offer.bundle, peer.me
+    got = ctx.get_bundle(want.id)
+    assert got.status == ACTIVE and got.owner == owner, (
+        f"{want.id}: {pb.BundleStatus.Name(got.status)} for {got.owner!r}, expected ACTIVE for "
+        f"{owner}"
+    )
+    assert (got.issuer, got.serial_start, got.serial_end, got.parent_id, got.lineage_hash) == (
+        want.issuer, want.serial_start, want.serial_end, want.parent_id, want.lineage_hash
+    ), f"{want.id}: issuer, serials, parent or lineage hash differ from what was sent: {got}"
+    record = pub.records[offer.proof.index].attributes(cell=fake.CELL)
+    assert got.attributes == record, (
+        f"{want.id}: attributes {got.attributes} are not the record's (cell from the custody "
+        f"record): {record}"
+    )
+    bp = ctx.call("GetBundleProof", api.GetBundleProofRequest(bundle_id=want.id))
+    assert bp.bundle.id == want.id, f"GetBundleProof({want.id}) proves {bp.bundle.id}"
+    problem = protocol.record_proof_problem(bp.proof, bp.bundle, {me.key_id: me.public_key})
+    assert problem is None, f"proof of {want.id} with the issuer's key: {problem}"
+    h = bp.proof.batch
+    assert (h.issuer, h.seq, h.merkle_root) == (me.node_id, pub.batch.seq, pub.batch.merkle_root), (
+        f"proof of {want.id} names batch {h.issuer}#{h.seq}, not the published one"
+    )
+    assert list(bp.proof.lineage) == list(offer.proof.lineage), (
+        f"proof lineage {list(bp.proof.lineage)}, expected {list(offer.proof.lineage)}"
+    )
+
+
+@case(Case.FED_TRANSFER_IN_WHOLE, "federation")
+def fed_transfer_in_whole(ctx: Context) -> None:
+    """A whole record of the client's published batch is imported: PREPARED, then COMMITTED
+    with the issuer's custody record; ACTIVE with the record's attributes, provable."""
+    with ctx.fake_peer() as peer:
+        pub = peer.publish([1000])
+        offer = peer.offer(pub)
+        account, _, before = _import(ctx, peer, offer, pub)
+        after = ctx.status()
+        _delta(before, after, "the import", wh_imported=1000, wh_active=1000, bundles_active=1)
+        _conserved(after, "after the import")
+        _check_imported(ctx, peer, offer, pub, account.id)
+
+
+@case(Case.FED_TRANSFER_IN_PARTIAL, "federation")
+def fed_transfer_in_partial(ctx: Context) -> None:
+    """A split child of a published record is imported with its lineage; the rest of the
+    record never arrives."""
+    with ctx.fake_peer() as peer:
+        pub = peer.publish([1000])
+        r = pub.records[0]
+        offer = peer.offer(pub, 0, (r.serial_start, r.serial_start + 400))
+        account, _, before = _import(ctx, peer, offer, pub)
+        after = ctx.status()
+        _delta(before, after, "the import", wh_imported=400, wh_active=400, bundles_active=1)
+        _conserved(after, "after the import")
+        assert len(offer.proof.lineage) == 2
+        _check_imported(ctx, peer, offer, pub, account.id)
+        rest = f"{peer.me.node_id}/{r.serial_start + 400}-{r.serial_end}"
+        ctx.fails(Code.NOT_FOUND, "GetBundle", api.GetBundleRequest(id=rest, purpose=OPERATIONS),
+                  what=" of the part never sent")
+
+
+@case(Case.FED_TRANSFER_REPLAYED_PREPARE, "federation")
+def fed_transfer_replayed_prepare(ctx: Context) -> None:
+    """A re-sent PREPARE or COMMIT (new envelope, same payload) gets the first answer and
+    changes nothing."""
+    with ctx.fake_peer() as peer:
+        pub = peer.publish([700])
+        offer = peer.offer(pub)
+        account, _ = ctx.new_account("import")
+        msg = peer.prepare_message(offer, account.id)
+        p1 = peer.send_prepare(msg)
+        _state(p1, PREPARED, "PrepareTransfer")
+        s1 = ctx.status()
+        p2 = peer.send_prepare(msg)
+        assert p2 == p1, f"the replayed prepare was answered {p2}, the first {p1}"
+        _unchanged(s1, ctx.status(), "the replayed prepare")
+        c1 = peer.commit(msg)
+        _state(c1, COMMITTED, "DecideTransfer(COMMITTED)")
+        s3 = ctx.status()
+        _delta(s1, s3, "the commit", wh_imported=700, wh_active=700, bundles_active=1)
+        decision = fed.TransferDecision(transfer_id=msg.transfer_id, decision=COMMITTED,
+                                        custody=peer.decisions[msg.transfer_id].custody)
+        c2 = peer.send_decision(decision)
+        assert c2 == c1, f"the replayed commit was answered {c2}, the first {c1}"
+        _unchanged(s3, ctx.status(), "the replayed commit")
+        got = ctx.get_bundle(offer.bundle.id)
+        assert got.status == ACTIVE and _wh(got) == 700 and got.owner == account.id, (
+            f"{got.id}: {pb.BundleStatus.Name(got.status)}, {_wh(got)} Wh, owner {got.owner}"
+        )
+        owned = ctx.list_bundles(owner=account.id)
+        assert [b.id for b in owned] == [offer.bundle.id], (
+            f"the account holds {[b.id for b in owned]}, expected the one import"
+        )
+
+
+@case(Case.FED_TRANSFER_FORGERY_REFUSED, "federation")
+def fed_transfer_forgery_refused(ctx: Context) -> None:
+    """Prepares without proof, with other attributes, with a record outside the signed batch
+    or from an equivocating batch are ABORTED; a COMMIT without custody is
+    FAILED_PRECONDITION; nothing is imported."""
+    with ctx.fake_peer() as peer:
+        account, _ = ctx.new_account("import")
+        pub = peer.publish([500, 600, 700])
+        _, r1, r2 = pub.records
+        before = ctx.status()
+        since = len(peer.pulls)
+        good = peer.prepare_message(peer.offer(pub, 0), account.id)
+        _state(peer.send_prepare(good), PREPARED, "PrepareTransfer of a genuine record")
+        _pulled(peer, since, pub)
+        # (b) the bundle announces attributes other than its record's
+        other = peer.offer(pub, 1)
+        other.bundle.attributes.carbon_mg_per_kwh += 1
+        # (c) a record not in the signed batch: B's header and R0's path
+        r3 = peer.records([300])[0]
+        outside = fake.Published(pub.batch, [r3, r1, r2], [r3.leaf(), *pub.leaves[1:]])
+        # (d) another batch signed under the seq the node synced
+        twin = peer.sign_batch([r2], pub.batch.seq)
+        forged = {
+            "(a) no proof": peer.prepare_message(peer.offer(pub, 1), account.id, proof=False),
+            "(b) attributes not the record's": peer.prepare_message(other, account.id),
+            "(c) record not in the signed batch": peer.prepare_message(
+                peer.offer(outside, 0), account.id
+            ),
+            "(d) equivocating batch": peer.prepare_message(peer.offer(twin, 0), account.id),
+        }
+        for what, msg in forged.items():
+            answer = peer.send_prepare(msg)
+            _state(answer, ABORTED, f"PrepareTransfer {what}")
+            assert answer.reason.strip(), f"PrepareTransfer {what}: ABORTED without a reason"
+        try:
+            peer.commit(good, custody=False)
+        except grpc.RpcError as error:
+            got = error.code()  # type: ignore[attr-defined]
+            assert got == Code.FAILED_PRECONDITION, (
+                f"COMMIT without custody: expected FAILED_PRECONDITION, got {describe_error(error)}"
+            )
+        else:
+            raise AssertionError("COMMIT without the issuer's custody record was accepted")
+        try:
+            held = ctx.get_bundle(good.bundle.id)
+        except grpc.RpcError as error:
+            assert error.code() == Code.NOT_FOUND, describe_error(error)  # type: ignore[attr-defined]
+        else:
+            assert held.status != ACTIVE, f"{held.id} is ACTIVE after a COMMIT without custody"
+        _state(peer.abort(good), ABORTED, "DecideTransfer(ABORTED) of the genuine prepare")
+        _unchanged(before, ctx.status(), "the refused prepares and commit")
+        for r in (r1, r2, r3):
+            ctx.fails(Code.NOT_FOUND, "GetBundle",
+                      api.GetBundleRequest(id=f"{peer.me.node_id}/{r.serial_start}-{r.serial_end}",
+                                           purpose=OPERATIONS), what=" of a refused import")
+
+
+@case(Case.FED_HOLDINGS_STATEMENT, "federation")
+def fed_holdings_statement(ctx: Context) -> None:
+    """GetHoldings answers a statement signed by the node, made for the caller and its nonce,
+    listing what the caller's issuer has there."""
+    with ctx.fake_peer() as peer:
+        pub = peer.publish([700])
+        offer = peer.offer(pub)
+        _import(ctx, peer, offer, pub)
+        nonce = secrets.token_bytes(32)
+        _, signed = peer.holdings(nonce)
+    assert signed.signer == ctx.node_id, f"statement signed by {signed.signer!r}"
+    key = peer.keys.get(signed.key_id)
+    assert key is not None, f"statement key {signed.key_id!r} is not one of {sorted(peer.keys)}"
+    assert protocol.verify_ed25519(key, signed.signature, fake.HOLDINGS_DOMAIN + signed.body), (
+        "the statement's signature does not verify over EAP-HOLDINGS-v1\\0 || body"
+    )
+    st = pb.HoldingsStatement.FromString(signed.body)
+    me = peer.me.node_id
+    assert (st.node_id, st.audience, st.nonce) == (ctx.node_id, me, nonce), (
+        f"statement of {st.node_id!r} for {st.audience!r} with nonce {st.nonce.hex()}, expected "
+        f"{ctx.node_id!r} for {me!r} with {nonce.hex()}"
+    )
+    assert abs(st.at_ms - protocol.now_ms()) < 600_000, f"statement taken at {st.at_ms}"
+    mine = [i for i in st.issuers if i.issuer == me]
+    assert len(mine) == 1, f"{len(mine)} IssuerHoldings for {me}"
+    h, b = mine[0], offer.bundle
+    assert any(r.start <= b.serial_start and b.serial_end <= r.end for r in h.active), (
+        f"{b.id} is not inside an active range of {me}: {[(r.start, r.end) for r in h.active]}"
+    )
+    spans = sorted(
+        (r.start, r.end, name)
+        for name in ("active", "retired", "exporting", "importing")
+        for r in getattr(h, name)
+    )
+    for (s1, e1, n1), (s2, e2, n2) in itertools.pairwise(spans):
+        assert s2 >= e1, f"{me}: {n1} {s1}-{e1} overlaps {n2} {s2}-{e2}"
 
 
 assert set(CASES) == set(Case), f"cases without a function: {set(Case) - set(CASES)}"

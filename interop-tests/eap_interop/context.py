@@ -8,6 +8,7 @@ unique to the run, so that the same node can be tested again and again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import secrets
@@ -24,7 +25,8 @@ from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
 from eap.v1 import types_pb2 as pb
 from eap_interop import protocol
-from eap_interop.identity import Identity, Kit
+from eap_interop.identity import DEFAULT_ENDPOINT, Identity, Kit
+from eap_interop.peer import CAPABILITIES, FakePeer, NoPull
 
 #: 2025-03-01T00:00:00Z: where the readings of the suite's devices start.
 T0 = 1_740_787_200
@@ -62,6 +64,9 @@ class Settings:
     federation_port: int | None = None
     #: The identity kit (``run.py identity``) enrolled on the node's trust list.
     kit: Kit | None = None
+    #: ``host:port`` where the fake peer listens (the kit's descriptor endpoint must lead
+    #: there); without it the transfer and holdings cases are skipped.
+    peer_listen: str | None = None
     timeout: float = 15.0
     attestation_scheme: str = "operator-signed"
     attestation_evidence: str = "eap interop conformance suite"
@@ -312,6 +317,44 @@ class Context:
                 )
             self._federation = Federation(self, ident)
         return self._federation
+
+    @contextlib.contextmanager
+    def fake_peer(self) -> Iterator[FakePeer]:
+        """The suite's fake peer, listening for the length of a case (SPEC.md, "Peer
+        set-up"): Hello with ``batches.v1``/``transfer.v1``, the cursor probe; at the end a
+        Hello offering nothing, and the server stops."""
+        f = self.federation()
+        listen = self.settings.peer_listen
+        if not listen:
+            raise Skip("no --peer_listen: the node has no fake peer to pull the suite's batches "
+                       "from")
+        endpoint = protocol.parse_descriptor(f.me.descriptor).doc["endpoint"]
+        if endpoint == DEFAULT_ENDPOINT:
+            raise Skip(f"the kit's descriptor advertises {endpoint}, which serves nothing: make "
+                       "the kit with `run.py identity --endpoint HOST:PORT` leading to "
+                       "--peer_listen")
+        f.hello(capabilities=CAPABILITIES)
+        peer = FakePeer(f, listen)
+        try:
+            peer.start()
+        except RuntimeError as exc:
+            raise Skip(str(exc)) from None
+        try:
+            account, _ = self.new_account("probe")
+            try:
+                peer.probe(account.id)
+            except NoPull as np:
+                raise Skip(
+                    f"the node did not pull from the fake peer ({listen}, advertised as "
+                    f"{endpoint}) before answering a prepare "
+                    f"({fed.TransferState.Name(np.answer.state)}: {np.answer.reason[:200]}); "
+                    "is that endpoint reachable from the node?"
+                ) from None
+            yield peer
+        finally:
+            with contextlib.suppress(grpc.RpcError):
+                f.hello(capabilities=())
+            peer.stop()
 
     def close(self) -> None:
         if self._federation is not None:

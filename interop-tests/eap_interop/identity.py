@@ -39,7 +39,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from eap_interop import protocol
 
 DEFAULT_NODE_ID = "interop-client.example"
-#: Not a reachable federation endpoint: the suite only ever calls the node under test.
+#: Not a reachable federation endpoint: without ``--endpoint`` the suite's fake peer (the
+#: transfer and holdings cases) cannot be reached, and those cases are skipped.
 DEFAULT_ENDPOINT = "127.0.0.1:9"
 CERT_DAYS = 30
 
@@ -116,7 +117,8 @@ def descriptor_json(
     ca_pem: bytes | None = None,
 ) -> bytes:
     """A signed descriptor (docs/federation.md §2) advertising no capability: the suite
-    serves nothing, so a node has nothing to pull from it."""
+    serves only while a fake-peer case runs, and offers its capabilities in that case's
+    Hello."""
     pub = protocol.raw_public_key(key)
     at = protocol.now_ms()
     body = {
@@ -259,7 +261,7 @@ def make_kit(
 
     Args:
         node_id: the identity the operator enrols.
-        endpoint: advertised in the descriptor; the suite serves nothing there.
+        endpoint: advertised in the descriptor: where the node reaches the fake peer.
         ca_cert, ca_key: the federation CA (PEM); with the key, client certificates are minted
             for ``node_id`` and for the stranger; without it, CSRs are written instead.
         stranger_id: node id of the never-enrolled identity (default ``stranger-<node_id>``).

@@ -402,6 +402,31 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     return root(0, len(level))
 
 
+def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    """RFC 6962 §2.1.1 audit path of leaf ``index``: sibling hashes from the leaf upward."""
+    if not 0 <= index < len(leaves):
+        raise ValueError(f"leaf {index} outside a tree of {len(leaves)}")
+
+    def path(m: int, lo: int, hi: int) -> list[bytes]:
+        n = hi - lo
+        if n == 1:
+            return []
+        k = 1 << ((n - 1).bit_length() - 1)
+        if m < k:
+            return [*path(m, lo, lo + k), merkle_root(leaves[lo + k : hi])]
+        return [*path(m - k, lo + k, hi), merkle_root(leaves[lo : lo + k])]
+
+    return path(index, 0, len(leaves))
+
+
+def pack_columns(cols: Mapping[str, Sequence[int]]) -> dict[str, bytes]:
+    """Columns as the packed little-endian bytes of ``RecordBatch`` (``COLUMNS`` types)."""
+    return {
+        name: b"".join(struct.pack("<" + fmt, int(v)) for v in cols[name])
+        for name, fmt in COLUMNS.items()
+    }
+
+
 def batch_leaves(batch: types_pb2.RecordBatch, cols: Mapping[str, list[int]]) -> list[bytes]:
     devices, zones, owners = list(batch.devices), list(batch.zones), list(batch.owners)
     return [

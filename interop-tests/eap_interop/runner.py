@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--identity",
         help="identity kit folder made by `run.py identity` and enrolled on the node's trust list",
     )
+    p.add_argument(
+        "--peer_listen",
+        metavar="HOST:PORT",
+        help="where the suite's fake peer listens during the transfer and holdings cases; the "
+        "kit's descriptor endpoint (`run.py identity --endpoint`) must lead there from the "
+        "node; without it those cases are skipped",
+    )
     p.add_argument("--cases", help="comma-separated cases to run (default: all)")
     p.add_argument("--skip", help="comma-separated cases not to run (reported SKIP)")
     p.add_argument("--skip_file", help="skip list file: one case per line, `# reason`")
@@ -192,6 +199,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         federation_host=args.federation_host,
         federation_port=args.federation_port,
         kit=load_kit(Path(args.identity)) if args.identity else None,
+        peer_listen=args.peer_listen,
         timeout=args.timeout,
         attestation_scheme=args.attestation_scheme,
         attestation_evidence=args.attestation_evidence,
@@ -225,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.federation_port
         else "no federation port"
     )
+    if settings.peer_listen:
+        fed += f", fake peer on {settings.peer_listen}"
     print(
         f"EAP interop suite: local API {settings.server_host}:{settings.server_port}, {fed}",
         flush=True,
@@ -262,7 +272,9 @@ def identity_main(argv: Sequence[str]) -> int:
     p.add_argument(
         "--endpoint",
         default=DEFAULT_ENDPOINT,
-        help="endpoint advertised in the descriptor (the suite serves nothing)",
+        help="endpoint advertised in the descriptor: where the node reaches the suite's fake "
+        "peer (run.py --peer_listen) in the transfer and holdings cases; the default serves "
+        "nothing",
     )
     args = p.parse_args(argv)
     if bool(args.ca_key) and not args.ca_cert:
