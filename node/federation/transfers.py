@@ -955,7 +955,7 @@ class Transfers:
                     f"to {self.me} (not served by its PullBatches)")
         if known != root:
             return (f"provenance: {b.issuer} signed two different batches #{v.seq} "
-                    "(equivocation); refusing both")
+                    "(equivocation); refusing this proof")
         return None
 
     def _check_custody(self, rec: Any, signed: pb.Signed | None,
