@@ -361,20 +361,32 @@ def transfer(bundle, to_account, wh, wait_s, request_id, home, as_json) -> None:
     _emit(res.to_dict(), as_json, text=text)
 
 
-def _transfer_out(bundle, to, wh, wait_s, request_id, home, as_json) -> None:
+def _transfer_out(
+    bundle, to, wh, wait_s, request_id, home, as_json, price_minor=0, currency=""
+) -> None:
     from eap.node.federation.client import PeerClient
     from eap.node.federation.transfers import ABORTED, Transfers
 
     node = _open(home)
     with PeerClient(node) as client:
         first, rec = Transfers(node, client).send(
-            bundle, to=to, wh=wh, request_id=request_id, wait_s=wait_s
+            bundle,
+            to=to,
+            wh=wh,
+            request_id=request_id,
+            wait_s=wait_s,
+            price_minor=price_minor,
+            currency=currency,
         )
     data = {**first.to_dict(), "transfer": rec.to_dict()}
     text = (
         f"transfer {rec.id}: [bold]{rec.state}[/bold]\n  {rec.wh:,} Wh of "
         f"{first.exported.id} to {to}"
     )
+    if price_minor:
+        text += f" for {price_minor:,} {currency} minor units"
+        if rec.state == "committed":
+            text += f" (obligation {rec.id} recorded on both nodes)"
     if first.remainder:
         text += f"\n  remainder {first.remainder.id} ({first.remainder.wh:,} Wh) stays here"
     if rec.reason:
@@ -559,20 +571,52 @@ def claims(beneficiary, purpose, home, as_json) -> None:
 
 @main.command()
 @click.argument("bundle")
-@click.option("--to", "to_account", required=True, help="Buyer account id (on this node).")
+@click.option(
+    "--to",
+    "to_account",
+    required=True,
+    help="Buyer account id on this node, or NODE_ID/ACCOUNT on a peer node (exactly once).",
+)
 @click.option("--wh", type=int, default=0, help="Wh sold (default: the whole bundle).")
 @click.option(
     "--price-minor",
     type=int,
     required=True,
-    help="Total price in integer minor units of --currency (e.g. cents).",
+    help="Total price in integer minor units of --currency (e.g. cents), 1..2^62.",
 )
 @click.option("--currency", required=True, help="ISO 4217 code, e.g. EUR, COP.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    help="Cross-node: seconds to wait for the peer (default 10).",
+)
 @_request_option
 @_home_option
 @_json_option
-def trade(bundle, to_account, wh, price_minor, currency, request_id, home, as_json) -> None:
-    """Sell BUNDLE (or --wh of it): a transfer plus the buyer's payment obligation."""
+def trade(
+    bundle, to_account, wh, price_minor, currency, wait_s, request_id, home, as_json
+) -> None:
+    """Sell BUNDLE (or --wh of it): a transfer plus the buyer's payment obligation.
+
+    To NODE_ID/ACCOUNT it is a cross-node transfer carrying the price: both nodes record the
+    obligation when it commits, none when it aborts; refused (exit 5) past the peer's credit
+    limit (`eap-node peer limits`).
+    """
+    if "/" in to_account:
+        _transfer_out(
+            bundle,
+            to_account,
+            wh,
+            wait_s,
+            _rid(request_id),
+            home,
+            as_json,
+            price_minor=price_minor,
+            currency=currency,
+        )
+        return
     res = _open(home).transfer(
         bundle,
         to_account=to_account,

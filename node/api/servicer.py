@@ -239,6 +239,8 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             wh=request.wh,
             request_id=request.request_id,
             principal=principal,
+            price_minor=request.price_minor,
+            currency=request.currency,
         )
         out = api.TransferBundleResponse(transferred=convert.bundle(res.transferred))
         if res.remainder:
@@ -263,6 +265,8 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             request_id=request.request_id,
             principal=principal,
             wait_s=wait_s,
+            price_minor=request.price_minor,
+            currency=request.currency,
         )
         out = api.TransferBundleResponse(
             transferred=convert.bundle(first.exported),
@@ -318,6 +322,28 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         return convert.bundle_proof(proofs.bundle_proof(self.node, request.bundle_id))
 
     @_rpc
+    def SetPeerLimits(self, request, context, principal):
+        """Credit limit and settlement threshold towards a peer node: operator only."""
+        from eap.node.domain import peer_credit
+
+        if principal.kind != "operator":
+            raise PermissionDenied("SetPeerLimits is reserved to the node operator")
+        return _peer_balance(peer_credit.set_limits(
+            self.node.store, self.node.node_id, peer=request.peer, currency=request.currency,
+            credit_limit_minor=request.credit_limit_minor,
+            settle_threshold_minor=request.settle_threshold_minor))
+
+    @_rpc
+    def ListPeerBalances(self, request, context, principal):
+        """Running balances with every peer node per currency: operator only."""
+        from eap.node.domain import peer_credit
+
+        if principal.kind != "operator":
+            raise PermissionDenied("ListPeerBalances is reserved to the node operator")
+        return api.ListPeerBalancesResponse(balances=[
+            _peer_balance(b) for b in peer_credit.balances(self.node.store, self.node.node_id)])
+
+    @_rpc
     def RunAudit(self, request, context, principal):
         """Federation-wide reconciliation (``eap.node.federation.audit``): operator only."""
         if principal.kind != "operator":
@@ -330,3 +356,10 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         from eap.node.federation.audit import Auditor
 
         return Auditor.from_engine(self.transfers).run(skip_peers=request.skip_peers)
+
+
+def _peer_balance(b) -> api.PeerBalance:
+    return api.PeerBalance(
+        peer=b.peer, currency=b.currency, credit_limit_minor=b.credit_limit_minor,
+        settle_threshold_minor=b.settle_threshold_minor, receivable_minor=b.receivable_minor,
+        payable_minor=b.payable_minor, balance_minor=b.balance_minor)

@@ -23,14 +23,13 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import custody, idempotency, ledger
+from eap.node.domain import custody, idempotency, ledger, obligations
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
     ACCOUNT_RE,
     BUNDLE_ID_RE,
     CLAIM_SEQ_RE,
-    CURRENCY_RE,
     DEVICE_ID_RE,
     LOCAL_REF_RE,
     MAX_CAPACITY_W,
@@ -797,17 +796,8 @@ class Node:
         check = Checker()
         check.text(to_account, "to_account", max_len=64, pattern=ACCOUNT_RE, hint="an acct_ id")
         check.int_range(wh, "wh", 0, 2**62, "Wh")
-        check.int_range(price_minor, "price_minor", 0, 2**62, "minor units")
         if price_minor or currency:
-            check.require(price_minor > 0, "price_minor", "a trade needs a positive price")
-            check.text(
-                currency,
-                "currency",
-                min_len=3,
-                max_len=3,
-                pattern=CURRENCY_RE,
-                hint="an ISO 4217 code such as EUR",
-            )
+            obligations.check_price(check, price_minor, currency)
         check.done()
 
         sellers: list[str] = []
@@ -837,8 +827,10 @@ class Node:
         def trade(conn: Connection) -> TransferResult:
             result = op(conn)
             if price_minor:
+                n = repos.bump(conn, "trades") + 1
                 repos.insert_obligation(
                     conn,
+                    obligation_id=obligations.local_id(self.node_id, n),
                     period=_period(now_ms()),
                     payer=to_account,
                     payee=sellers[-1],

@@ -49,14 +49,22 @@ def net(store: Store, period: str = "", currency: str = "") -> NettingResult:
     """Net the obligations of ``period`` (all periods when empty), optionally one currency."""
     with store.read() as conn:
         rows = repos.obligations(conn, period or None, currency or None)
+        me = repos.get_meta(conn).get("node_id", "")
     result = NettingResult(period=period or "all", obligations=len(rows))
     if not rows:
         return result
     parties: dict[str, int] = {}
     currencies: dict[str, int] = {}
     n = len(rows)
-    payer = np.fromiter((parties.setdefault(r.payer, len(parties)) for r in rows), np.int32, n)
-    payee = np.fromiter((parties.setdefault(r.payee, len(parties)) for r in rows), np.int32, n)
+    # A local trade stores bare account ids, a cross-node one qualified ids: this node's
+    # accounts are shown bare (one party each), other nodes' qualified.
+    mine = f"{me}/"
+
+    def party(name: str) -> int:
+        return parties.setdefault(name.removeprefix(mine), len(parties))
+
+    payer = np.fromiter((party(r.payer) for r in rows), np.int32, n)
+    payee = np.fromiter((party(r.payee) for r in rows), np.int32, n)
     cur = np.fromiter(
         (currencies.setdefault(r.currency, len(currencies)) for r in rows), np.int32, n
     )

@@ -1,4 +1,5 @@
-"""``eap-node certs | descriptor | peer | sync | audit``: operating a node's federation.
+"""``eap-node certs | descriptor | peer | sync | audit``: operating a node's federation
+(peers include their credit limits and balances: ``peer limits``, ``peer balances``).
 
 Registered on the main command group by :func:`register`.  Like every command, errors print
 one line on stderr and exit with the error's code; ``--json`` prints machine-readable output.
@@ -229,6 +230,50 @@ def peer_hello(node_id, home, as_json) -> None:
         p = client.hello(node_id)
     _emit(p.to_dict(), as_json,
           text=f"{p.node_id}: {p.protocol_version}, capabilities {', '.join(p.capabilities)}")
+
+
+@peer.command("limits")
+@click.argument("node_id")
+@click.option("--credit-limit", type=int, required=True,
+              help="Most NODE_ID's accounts may owe this node's accounts, net, in minor units "
+                   "of --currency (0 = refuse priced trades to it).")
+@click.option("--settle-threshold", type=int, default=0, show_default=True,
+              help="Net balance (either way) at which a settlement round is requested, minor "
+                   "units (0 = never).")
+@click.option("--currency", required=True, help="ISO 4217 code, e.g. EUR.")
+@_home_option
+@_json_option
+def peer_limits(node_id, credit_limit, settle_threshold, currency, home, as_json) -> None:
+    """Set this node's credit limit and settlement threshold towards peer NODE_ID."""
+    from eap.node.domain import peer_credit
+
+    node = _open(home)
+    b = peer_credit.set_limits(node.store, node.node_id, peer=node_id, currency=currency,
+                               credit_limit_minor=credit_limit,
+                               settle_threshold_minor=settle_threshold)
+    _emit(b.to_dict(), as_json,
+          text=f"{b.peer} {b.currency}: credit limit {b.credit_limit_minor:,}, settlement "
+               f"threshold {b.settle_threshold_minor:,}; balance {b.balance_minor:,}")
+
+
+@peer.command("balances")
+@_home_option
+@_json_option
+def peer_balances(home, as_json) -> None:
+    """Running balances with every peer node per currency (unsettled obligations and priced
+    trades in flight), with credit limits and settlement thresholds."""
+    from eap.node.domain import peer_credit
+
+    node = _open(home)
+    rows = peer_credit.balances(node.store, node.node_id)
+    table = Table("peer", "currency", "receivable", "payable", "in flight", "balance",
+                  "credit limit", "threshold", title="peer balances (minor units)")
+    for b in rows:
+        table.add_row(b.peer, b.currency, f"{b.receivable_minor:,}", f"{b.payable_minor:,}",
+                      f"{b.in_flight_minor:,}", f"{b.balance_minor:,}",
+                      f"{b.credit_limit_minor:,}" if b.credit_limit_minor else "none",
+                      f"{b.settle_threshold_minor:,}" if b.settle_threshold_minor else "-")
+    _emit([b.to_dict() for b in rows], as_json, table)
 
 
 # -- sync ----------------------------------------------------------------------------------------

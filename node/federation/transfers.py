@@ -49,7 +49,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from eap.node.api import convert
-from eap.node.domain import custody, idempotency, ledger, provenance
+from eap.node.domain import custody, idempotency, ledger, peer_credit, provenance
+from eap.node.domain import obligations as obl
 from eap.node.domain.rules import (
     ACCOUNT_RE,
     MAX_CARBON_MG,
@@ -82,6 +83,7 @@ from eap.node.federation.peers import TrustList
 from eap.node.records.enums import Source, Status, Technology
 from eap.node.records.models import Bundle, Principal, Serialisable
 from eap.node.store import custody_repos as cr
+from eap.node.store import obligation_repos as ob
 from eap.node.store import peer_repos, repos
 from eap.node.store import transfer_repos as tr
 from eap.v1 import federation_pb2 as fed
@@ -203,6 +205,9 @@ class TransferRecord(Serialisable):
     #: Kinds of messages this side still owes the peer (outbox, unacknowledged).
     pending: list[str] = field(default_factory=list)
     last_error: str | None = None
+    #: A priced trade: what the buyer pays the seller, minor units of ``currency`` (else 0).
+    price_minor: int = 0
+    currency: str = ""
 
     @property
     def settled(self) -> bool:
@@ -297,22 +302,34 @@ class Transfers:
     # == source ===================================================================================
 
     def start(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
-              principal: Principal | None = None, ttl_s: float | None = None) -> OutboundTransfer:
+              principal: Principal | None = None, ttl_s: float | None = None,
+              price_minor: int = 0, currency: str = "") -> OutboundTransfer:
         """Lock ``wh`` Wh of a bundle (all of it by default) for ``to`` = ``NODE_ID/ACCOUNT``.
 
         One transaction: spend rules, split if partial, range ``EXPORT_PENDING``, the transfer
         row (``preparing``) and the PREPARE message in the outbox.  Nothing is sent: see
         :meth:`send` / :meth:`pump`.  Idempotent by ``request_id``.
 
+        With ``price_minor`` (integer minor units of ``currency``) it is a priced trade: the
+        buyer ``to`` owes the source account that amount.  The prepare carries the price and
+        the seller; each node records the obligation in the transaction of its side of the
+        commit (:meth:`_decide`, :meth:`_finish_import`), under the transfer id, in the period
+        of the prepare's expiry.  The peer's credit limit is checked here
+        (:mod:`eap.node.domain.peer_credit`).
+
         Raises:
-            InvalidArgument: malformed destination or amount.
+            InvalidArgument: malformed destination, amount or price (unknown currency).
             NotFound / PermissionDenied / FailedPrecondition: as a local transfer; also
-                FailedPrecondition when the destination node is not on the trust list.
+                FailedPrecondition when the destination node is not on the trust list, or
+                when the price would take the peer's balance past its credit limit.
         """
         principal = principal or Principal.operator()
         to_node, to_account = split_destination(to)
         check = Checker()
         check.int_range(wh, "wh", 0, _MAX_SERIAL, "Wh")
+        priced = bool(price_minor or currency)
+        if priced:
+            obl.check_price(check, price_minor, currency)
         check.require(to_node != self.me, "to.node",
                       "is this node; use a local transfer to one of its accounts")
         ttl = self.settings.ttl_s if ttl_s is None else ttl_s
@@ -327,6 +344,8 @@ class Transfers:
                 raise FailedPrecondition(f"{to_node} is not on this node's trust list",
                                          [_fv("to.node", "not a peer")])
             bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
+            if priced:
+                peer_credit.check_credit(conn, self.me, to_node, currency, price_minor)
             now = self.now_ms()
             amount = wh or bundle.wh
             if amount == bundle.wh:
@@ -351,6 +370,9 @@ class Transfers:
                 "source_bundle_id": bundle.id, "remainder_id": rest.id if rest else None,
                 "expires_at_ms": expires, "created_at_ms": now, "request_id": request_id,
             }
+            seller = f"{self.me}/{bundle.owner}"
+            if priced:
+                row.update(price_minor=price_minor, currency=currency, seller=seller)
             tr.insert_transfer(conn, row)
             wire = convert.bundle(moved)
             wire.owner = ""  # the source account stays private; the holder is this node
@@ -359,6 +381,9 @@ class Transfers:
             prepare = fed.TransferPrepare(transfer_id=tid, bundle=wire, to_account=to_account,
                                           expires_at_ms=expires,
                                           parent_lineage_hash=parent_lineage or "", proof=proof)
+            if priced:
+                prepare.price.CopyFrom(pb.Price(amount_minor=price_minor, currency=currency))
+                prepare.seller = seller
             payload = prepare.SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=tid, peer=to_node, kind=PREPARE,
                                 payload=payload, now_ms=now,
@@ -369,14 +394,17 @@ class Transfers:
             self._local.created = _Msg(mid, tid, to_node, PREPARE, payload, 0)
             return OutboundTransfer(_record(row), moved, rest)
 
+        payload: dict[str, Any] = {"bundle": bundle_ref, "to": to, "wh": wh}
+        if priced:
+            payload["price"] = [price_minor, currency]
         return idempotency.run(self.store, request_id=request_id, operation="transfer_out",
-                               principal=principal,
-                               payload={"bundle": bundle_ref, "to": to, "wh": wh},
+                               principal=principal, payload=payload,
                                result_type=OutboundTransfer, fn=op)
 
     def send(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
              principal: Principal | None = None, ttl_s: float | None = None,
-             wait_s: float | None = None) -> tuple[OutboundTransfer, TransferRecord]:
+             wait_s: float | None = None, price_minor: int = 0,
+             currency: str = "") -> tuple[OutboundTransfer, TransferRecord]:
         """:meth:`start`, then deliver its messages inline (:meth:`pump`).
 
         Returns:
@@ -386,7 +414,8 @@ class Transfers:
         """
         self._local.created = None
         first = self.start(bundle_ref, to=to, wh=wh, request_id=request_id,
-                           principal=principal, ttl_s=ttl_s)
+                           principal=principal, ttl_s=ttl_s, price_minor=price_minor,
+                           currency=currency)
         crashpoints.hit("source.after_prepare_commit")
         created, self._local.created = self._local.created, None
         if created is not None and created.transfer_id == first.transfer.id:
@@ -755,6 +784,10 @@ class Transfers:
                                         status=int(Status.EXPORTED), held_by=rec.peer,
                                         owner=f"{rec.peer}/{rec.to_account}")
             action, to_owner = "export", f"{rec.peer}/{rec.to_account}"
+            if rec.price_minor:
+                self._record_obligation(conn, rec, payer=f"{rec.peer}/{rec.to_account}",
+                                        payee=rec.seller or f"{self.me}/{rec.from_account}",
+                                        now=now)
         else:
             ok = repos.set_bundle_state(conn, bundle.id, version,
                                         expect_status=Status.EXPORT_PENDING,
@@ -781,6 +814,24 @@ class Transfers:
         log.info("transfer %s %s (%d Wh of %s to %s/%s)%s", rec.id, state.upper(), rec.wh,
                  rec.bundle_id, rec.peer, rec.to_account, f": {reason}" if reason else "")
         return msg
+
+    def _record_obligation(self, conn: Connection, rec: Any, *, payer: str, payee: str,
+                           now: int) -> None:
+        """This node's copy of a committed priced trade's obligation, in the transaction of
+        its side of the commit (both nodes: same id = transfer id, same terms, same period,
+        the UTC day of the prepare's expiry); then the peer's settlement threshold."""
+        if ob.has_obligation(conn, rec.id):  # belt and braces: the state guard already holds
+            log.error("transfer %s: obligation already recorded", rec.id)
+            return
+        period = obl.period_of(rec.expires_at_ms)
+        ob.insert_obligation(
+            conn, obligation_id=rec.id, transfer_id=rec.id, peer=rec.peer, period=period,
+            payer=payer, payee=payee, amount_minor=int(rec.price_minor), currency=rec.currency,
+            bundle_id=rec.bundle_id, wh=int(rec.wh), request_id=(rec.request_id or rec.id)[:128],
+            created_at_ms=now)
+        if peer_credit.after_commit(conn, self.me, rec.peer, rec.currency, period, now):
+            log.info("transfer %s: balance with %s reached the settlement threshold; "
+                     "settlement of %s requested", rec.id, rec.peer, period)
 
     def _expire(self, tid: str) -> bool:
         """Abort an undecided outgoing transfer past its expiry; True if this call did.
@@ -868,6 +919,9 @@ class Transfers:
         }
         if reason is None:
             bundle = _bundle_from_wire(b, owner=msg.to_account, at_ms=now)
+            if msg.HasField("price"):
+                row.update(price_minor=msg.price.amount_minor, currency=msg.price.currency,
+                           seller=msg.seller)
             row.update(state=PREPARED, serial_start=b.serial_start, serial_end=b.serial_end,
                        proof=msg.proof.SerializeToString(),
                        wh=bundle.wh, bundle_data=json.dumps(bundle.to_dict(), sort_keys=True),
@@ -908,6 +962,11 @@ class Transfers:
             return "malformed destination account"
         if not tr.account_exists(conn, msg.to_account):
             return f"no account {msg.to_account} on {self.me}"
+        if msg.HasField("price") or msg.seller:
+            why = obl.price_violation(msg.price.amount_minor, msg.price.currency)
+            why = why or obl.seller_violation(msg.seller, origin)
+            if why:
+                return f"priced trade: {why}"
         why = self._provenance_refusal(conn, origin, msg, sig)
         if why:
             return why
@@ -1050,6 +1109,9 @@ class Transfers:
                     cr.put_provenance(conn, bundle.id, bytes(rec.proof), kept)
                 ledger.journal(conn, "import", bundle.id, rec.peer, rec.to_account,
                                bundle.wh, rec.id[:128])
+                if rec.price_minor:
+                    self._record_obligation(conn, rec, payer=f"{self.me}/{rec.to_account}",
+                                            payee=rec.seller, now=now)
                 ok = tr.set_transfer_state(conn, rec.id, expect=PREPARED, state=COMMITTED,
                                            decided_at_ms=now)
                 log.info("transfer %s COMMITTED: %s is live on %s for %s", rec.id, bundle.id,
@@ -1235,6 +1297,7 @@ def _record(row: Any, msgs: Any = ()) -> TransferRecord:
         created_at_ms=int(m.get("created_at_ms") or 0), decided_at_ms=m.get("decided_at_ms"),
         reason=m.get("reason"), pending=[x.kind for x in msgs],
         last_error=errors[-1] if errors else None,
+        price_minor=int(m.get("price_minor") or 0), currency=m.get("currency") or "",
     )
 
 

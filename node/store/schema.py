@@ -287,6 +287,12 @@ transfers = Table(
     #: ``in``: in-doubt resolution (GetTransferStatus to the source) attempts and next time.
     Column("checks", Integer, nullable=False, server_default="0"),
     Column("next_check_at_ms", BigInteger),
+    #: Priced trade (migration 0006): what the destination account pays the source account,
+    #: integer minor units of ``currency``; NULL for a plain transfer.
+    Column("price_minor", BigInteger),
+    Column("currency", String(3)),
+    #: The paid account, ``<source node>/acct_...`` (``out``: this node's ``from_account``).
+    Column("seller", String(200)),
     Index("ix_transfers_direction_state", "direction", "state"),
     Index("ix_transfers_range", "issuer", "serial_start"),
 )
@@ -326,15 +332,28 @@ transfer_inbox = Table(
     Column("received_at_ms", BigInteger, nullable=False),
 )
 
-#: Payment obligations from priced trades (a transfer paired with a price), netted per period.
+#: Payment obligations from priced trades (a transfer paired with a price), netted per period
+#: (docs/operator-guide.md "Trades").  A cross-node trade is recorded by both nodes, each in the
+#: transaction of its side of the commit, under the same ``obligation_id``.
 obligations = Table(
     "obligations",
     metadata,
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    #: Settlement period, the UTC day of the trade ("YYYY-MM-DD").
+    #: Federation-wide id (0006): the transfer id of a cross-node trade (the same on both
+    #: nodes), ``<node>/trade/<n>`` for a trade inside this node.
+    Column("obligation_id", String(200), nullable=False),
+    #: Cross-node trades: the transfer that carried the Wh.
+    Column("transfer_id", String(200)),
+    #: Cross-node trades: the other node (destination on the source, source on the destination).
+    Column("peer", String(253)),
+    #: Settlement period, the UTC day ("YYYY-MM-DD"): of the trade for a local one, of the
+    #: prepare's expiry for a cross-node one (known to both nodes, so they agree).
     Column("period", String(10), nullable=False),
+    #: Accounts: bare ``acct_...`` of this node for a local trade, qualified
+    #: ``<node>/acct_...`` on both sides of a cross-node trade; read them through
+    #: :func:`eap.node.domain.obligations.qualified`.
     Column("payer", String(200), nullable=False),
     Column("payee", String(200), nullable=False),
     #: Integer minor units of ``currency`` (cents), > 0.
@@ -344,7 +363,40 @@ obligations = Table(
     Column("wh", BigInteger, nullable=False),
     Column("request_id", String(128), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    #: The settlement round that settled it (set by the round, never cleared); NULL = unsettled.
+    Column("settled_round", String(200)),
+    UniqueConstraint("obligation_id", name="uq_obligations_obligation_id"),
     Index("ix_obligations_period", "period", "currency"),
+    Index("ix_obligations_settled_round", "settled_round"),
+)
+
+#: Per peer node and currency: how much its accounts may owe this node's accounts (net), and
+#: the net balance either way past which a settlement round is requested (0 = never).
+peer_limits = Table(
+    "peer_limits",
+    metadata,
+    Column("peer", String(253), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("credit_limit_minor", BigInteger, nullable=False),
+    Column("settle_threshold_minor", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+#: Settlement rounds asked for by a trade whose commit took a peer balance to its threshold.
+#: Trades only insert (at most one open request per peer and period); the settlement worker
+#: takes a request by setting ``taken_at_ms`` and runs the period's round.
+settlement_requests = Table(
+    "settlement_requests",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("period", String(10), nullable=False),
+    Column("peer", String(253), nullable=False),
+    Column("reason", String(512), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("taken_at_ms", BigInteger),
+    Index("ix_settlement_requests_open", "taken_at_ms", "id"),
 )
 
 
