@@ -509,3 +509,34 @@ def test_settlement_request_runs_a_round(abc):
     check_settled_once(abc, ids)
     with abc["a"].node.store.transaction() as conn:
         conn.execute(update(schema.settlement_requests).values(taken_at_ms=None))
+
+
+def test_settle_status_and_show_commands(abc):
+    import json
+
+    from click.testing import CliRunner
+
+    from eap.node.cli import main
+
+    ids = book(abc)
+    ran = svc(abc, "a").run(PERIOD)
+    execute_all(abc)
+    home = str(abc["b"].home)
+    runner = CliRunner()
+    out = runner.invoke(main, ["settle", "status", "--home", home, "--json"])
+    assert out.exit_code == 0, out.output
+    rounds = json.loads(out.output)
+    assert [r["round_id"] for r in rounds] == [ran.round_id]
+    assert rounds[0]["state"] == "settled"
+    out = runner.invoke(main, ["settle", "show", ran.round_id, "--home", home, "--json"])
+    shown = json.loads(out.output)
+    assert shown["digest"] == ran.digest and len(shown["signed_by"]) == 3
+    assert {o["id"] for o in shown["held_out"]} == ids["held"]
+    assert {i["state"] for i in shown["instructions"]} <= {"executed", "not ours"}
+    assert any(i["receipt"] for i in shown["instructions"])
+    text = runner.invoke(main, ["settle", "show", ran.round_id, "--home", home])
+    assert text.exit_code == 0 and "held out" in text.output and ran.digest in text.output
+    text = runner.invoke(main, ["settle", "status", "--home", home])
+    assert text.exit_code == 0 and "settled" in text.output
+    missing = runner.invoke(main, ["settle", "show", "x.example/2024-01-01/nope", "--home", home])
+    assert missing.exit_code != 0
