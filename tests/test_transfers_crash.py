@@ -206,7 +206,7 @@ def test_random_crashes_under_a_lossy_network(tmp_path, seed):
     f = Federation(tmp_path, "abc", faults=Faults(drop_request=0.1, drop_reply=0.1,
                                                   duplicate=0.1, seed=seed), hours=4)
     try:
-        points = [p for p in crashpoints.POINTS if p != "source.in_prepare_txn"]
+        points = [p for p in crashpoints.TRANSFER_POINTS if p != "source.in_prepare_txn"]
 
         def revive_crashed():
             for node_id, _point in f.net.crashed:  # destinations that died inside a handler
@@ -249,4 +249,4 @@ def test_random_crashes_under_a_lossy_network(tmp_path, seed):
 
 def test_matrix_covers_every_crash_point():
     covered = set(itertools.chain.from_iterable(SCENARIOS.values()))
-    assert covered == set(crashpoints.POINTS)
+    assert covered == set(crashpoints.TRANSFER_POINTS)

@@ -357,6 +357,44 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
         return Auditor.from_engine(self.transfers).run(skip_peers=request.skip_peers)
 
+    @_rpc
+    def RunSettlement(self, request, context, principal):
+        """A settlement round coordinated by this node (``eap.node.federation.settlement``):
+        operator only; needs the federation; idempotent by request id."""
+        if principal.kind != "operator":
+            raise PermissionDenied("RunSettlement is reserved to the node operator")
+        if self.transfers is None:
+            raise FailedPrecondition(
+                "settlement rounds need the federation of `eap-node serve` "
+                "(TLS material in the node home)"
+            )
+        from eap.node.federation.settlement import Settlement
+
+        return Settlement.from_engine(self.transfers).run(
+            request.period, request_id=request.request_id
+        )
+
+    def _settlement_reader(self):
+        from eap.node.federation.settlement import Settlement
+
+        if self.transfers is not None:
+            return Settlement.from_engine(self.transfers)
+        return Settlement(self.node)
+
+    @_rpc
+    def GetSettlementRound(self, request, context, principal):
+        if principal.kind != "operator":
+            raise PermissionDenied("settlement rounds are reserved to the node operator")
+        return self._settlement_reader().get(request.round_id)
+
+    @_rpc
+    def ListSettlementRounds(self, request, context, principal):
+        if principal.kind != "operator":
+            raise PermissionDenied("settlement rounds are reserved to the node operator")
+        return self._settlement_reader().list(
+            page_size=request.page_size, page_token=request.page_token
+        )
+
 
 def _peer_balance(b) -> api.PeerBalance:
     return api.PeerBalance(

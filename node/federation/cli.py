@@ -361,5 +361,7 @@ def _print_audit(report) -> None:
 
 def register(main: click.Group) -> None:
     """Add the federation commands to the ``eap-node`` group."""
-    for command in (certs, descriptor, peer, sync, audit):
+    from eap.node.federation.settle_cli import settle
+
+    for command in (certs, descriptor, peer, sync, audit, settle):
         main.add_command(command)

@@ -1,6 +1,6 @@
-"""Named crash points of the transfer engine, for fault tests only.
+"""Named crash points of the transfer engine and of settlement rounds, for fault tests only.
 
-Each durability point of a transfer calls :func:`hit` with its name (see :data:`POINTS`).
+Each durability point of a transfer or a round calls :func:`hit` with its name (see :data:`POINTS`).
 Nothing happens unless a test asked for it:
 
 * ``EAP_CRASH_AT=<name>[,<name>...]`` in a node process's environment makes that process
@@ -19,8 +19,8 @@ import threading
 ENV = "EAP_CRASH_AT"
 EXIT_CODE = 137
 
-#: Every crash point, in the order a transfer reaches them.
-POINTS: tuple[str, ...] = (
+#: The transfer engine's crash points, in the order a transfer reaches them.
+TRANSFER_POINTS: tuple[str, ...] = (
     # source, inside the transaction that locks the range (rolled back: nothing happened)
     "source.in_prepare_txn",
     # source: range locked, transfer + PREPARE in the outbox, nothing sent yet
@@ -51,6 +51,27 @@ POINTS: tuple[str, ...] = (
     # source: the issuer's custody answer received, not recorded
     "source.after_send_custody",
 )
+
+#: The crash points of a settlement round (docs/settlement.md "Failure cases"), in order.
+SETTLEMENT_POINTS: tuple[str, ...] = (
+    # coordinator: round recorded (gathering), no view asked yet
+    "coordinator.after_round_created",
+    # coordinator: views gathered, statement stored (signing), no signature asked yet
+    "coordinator.after_views",
+    # participant: statement signed and stored, signature not sent
+    "participant.after_signed",
+    # coordinator: every signature stored, decision durable, no final sent
+    "coordinator.after_decision",
+    # coordinator: a final acknowledged by a participant, acknowledgement not recorded
+    "coordinator.after_final_sent",
+    # participant: final stored, obligations settled, sides queued; ack not sent
+    "participant.after_finalized",
+    # executor: the backend executed a side, its receipt not recorded
+    "executor.after_backend_call",
+)
+
+#: Every crash point.
+POINTS: tuple[str, ...] = TRANSFER_POINTS + SETTLEMENT_POINTS
 
 
 class SimulatedCrash(BaseException):

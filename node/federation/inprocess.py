@@ -22,7 +22,10 @@ from eap.node.federation.crashpoints import SimulatedCrash
 #: Federation RPC → handler method of the transfer engine.
 HANDLERS = {"PrepareTransfer": "on_prepare", "DecideTransfer": "on_decision",
             "GetTransferStatus": "on_status", "MoveCustody": "on_move_custody",
-            "ReportRetirement": "on_report_retirement", "GetHoldings": "on_get_holdings"}
+            "ReportRetirement": "on_report_retirement", "GetHoldings": "on_get_holdings",
+            "GetSettlementView": "on_get_settlement_view",
+            "SignSettlement": "on_sign_settlement",
+            "FinalizeSettlement": "on_finalize_settlement"}
 
 
 @dataclass

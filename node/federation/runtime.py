@@ -32,7 +32,8 @@ from eap.node.federation.sync import Syncer
 log = logging.getLogger(__name__)
 
 #: ``module:function`` hooks called with the runtime before it starts (missing modules skipped).
-EXTENSIONS: tuple[str, ...] = ("eap.node.federation.transfers:install",)
+EXTENSIONS: tuple[str, ...] = ("eap.node.federation.transfers:install",
+                               "eap.node.federation.settlement:install")
 
 
 @dataclass

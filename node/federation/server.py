@@ -88,6 +88,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "ReportRetirement": Endpoint("envelope", handler="on_report_retirement"),
     # A whole statement of the node's holdings: costlier than one transfer message.
     "GetHoldings": Endpoint("envelope", cost=5.0, handler="on_get_holdings"),
+    # Settlement rounds (docs/settlement.md): a view or a proposal carries many obligations.
+    "GetSettlementView": Endpoint("envelope", cost=5.0, handler="on_get_settlement_view"),
+    "SignSettlement": Endpoint("envelope", cost=5.0, handler="on_sign_settlement"),
+    "FinalizeSettlement": Endpoint("envelope", handler="on_finalize_settlement"),
 }
 
 

@@ -80,6 +80,7 @@ from eap.node.federation.custody import (
     CustodyService,
 )
 from eap.node.federation.peers import TrustList
+from eap.node.federation.settlement import Settlement
 from eap.node.records.enums import Source, Status, Technology
 from eap.node.records.models import Bundle, Principal, Serialisable
 from eap.node.store import custody_repos as cr
@@ -253,7 +254,8 @@ class Transfers:
     payload_types = {"on_prepare": PT_PREPARE, "on_decision": PT_DECISION,
                      "on_status": PT_STATUS, "on_move_custody": PT_CUSTODY_REQUEST,
                      "on_report_retirement": PT_RETIREMENT,
-                     "on_get_holdings": PT_HOLDINGS_REQUEST}
+                     "on_get_holdings": PT_HOLDINGS_REQUEST,
+                     **Settlement.payload_types}
 
     def __init__(self, node: Any, transport: Transport | None = None, *,
                  settings: TransferSettings | None = None,
@@ -275,6 +277,8 @@ class Transfers:
         self.fetch_batches: Callable[[str], Any] | None = None
         self._synced: set[tuple[str, int]] = set()
         self.holdings = HoldingsService(node, clock=clock)
+        #: Settlement rounds: participant handlers, coordinator and executor.
+        self.settlement = Settlement(node, transport, self.trust, clock=clock)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -298,6 +302,18 @@ class Transfers:
     def on_get_holdings(self, envelope: Any) -> tuple[str, bytes]:
         """GetHoldings (any trusted peer): see :class:`~.audit.HoldingsService`."""
         return self.holdings.on_get_holdings(envelope)
+
+    def on_get_settlement_view(self, envelope: Any) -> tuple[str, bytes]:
+        """GetSettlementView (the round's coordinator): see :class:`~.settlement.Settlement`."""
+        return self.settlement.on_get_settlement_view(envelope)
+
+    def on_sign_settlement(self, envelope: Any) -> tuple[str, bytes]:
+        """SignSettlement (the round's coordinator): see :class:`~.settlement.Settlement`."""
+        return self.settlement.on_sign_settlement(envelope)
+
+    def on_finalize_settlement(self, envelope: Any) -> tuple[str, bytes]:
+        """FinalizeSettlement (the round's coordinator): see :class:`~.settlement.Settlement`."""
+        return self.settlement.on_finalize_settlement(envelope)
 
     # == source ===================================================================================
 

@@ -399,6 +399,74 @@ settlement_requests = Table(
     Index("ix_settlement_requests_open", "taken_at_ms", "id"),
 )
 
+#: Settlement rounds this node ran or took part in (docs/settlement.md "Rounds").  One row per
+#: round at every participant; the coordinator's row also carries ``finals_pending`` (JSON list
+#: of participants not yet acknowledging the final) once the round is decided.
+settlement_rounds = Table(
+    "settlement_rounds",
+    metadata,
+    Column("round_id", String(300), primary_key=True),
+    Column("period", String(10), nullable=False),
+    Column("coordinator", String(253), nullable=False),
+    #: gathering | signing | final | settled | failed
+    Column("state", String(16), nullable=False),
+    #: RunSettlement idempotency key (coordinator only).
+    Column("request_id", String(128), nullable=True),
+    #: This node's own signed view (serialised ``Signed``), replayed to a repeated request.
+    Column("view", LargeBinary, nullable=True),
+    #: The serialised ``SettlementStatement`` (the exact bytes signed).
+    Column("statement", LargeBinary, nullable=True),
+    Column("digest", String(64), nullable=True),
+    #: JSON list of participant node ids.
+    Column("participants", Text, nullable=False),
+    #: JSON list of this node's agreed obligation ids in the round.
+    Column("obligation_ids", Text, nullable=False),
+    Column("finals_pending", Text, nullable=True),
+    #: JSON list of lines.
+    Column("problems", Text, nullable=False),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("signed_at_ms", BigInteger, nullable=True),
+    Column("finished_at_ms", BigInteger, nullable=True),
+    UniqueConstraint("request_id", name="uq_settlement_rounds_request_id"),
+    Index("ix_settlement_rounds_started", "started_at_ms"),
+    Index("ix_settlement_rounds_state", "state"),
+)
+
+#: Every participant's signature of a round's statement (serialised ``Signed``).
+settlement_signatures = Table(
+    "settlement_signatures",
+    metadata,
+    Column("round_id", String(300), primary_key=True),
+    Column("node_id", String(253), primary_key=True),
+    Column("signed", LargeBinary, nullable=False),
+)
+
+#: The sides of settlement instructions this node executes through its backend: ``debit``
+#: when the payer is this node's account, ``credit`` when the payee is.  Idempotency key of
+#: the backend call: ``(instruction_id, side)``.
+settlement_executions = Table(
+    "settlement_executions",
+    metadata,
+    Column("instruction_id", String(320), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("round_id", String(300), nullable=False),
+    Column("payer", String(200), nullable=False),
+    Column("payee", String(200), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    #: pending | executed
+    Column("state", String(16), nullable=False),
+    Column("backend", String(64), nullable=True),
+    #: The backend's receipt (JSON).
+    Column("receipt", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at_ms", BigInteger, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("executed_at_ms", BigInteger, nullable=True),
+    Index("ix_settlement_executions_due", "state", "next_attempt_at_ms"),
+    Index("ix_settlement_executions_round", "round_id"),
+)
+
 
 #: Issuer side: where each range of this node's own serials is held (docs/custody.md).  Rows
 #: are disjoint and cover every serial issued; a move splits a row.  ``holder`` is this node for

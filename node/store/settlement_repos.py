@@ -1,0 +1,158 @@
+"""Settlement rounds, their signatures and the execution queue (docs/settlement.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from eap.node.store import schema as t
+
+R = t.settlement_rounds
+S = t.settlement_signatures
+E = t.settlement_executions
+O = t.obligations  # noqa: E741
+
+
+def global_id(node_id: str, row: Any) -> str:
+    """An obligation's federation-wide id (``"<node>/trade/<n>"`` for a row recorded before
+    obligation ids existed)."""
+    return row.obligation_id or f"{node_id}/trade/{row.id}"
+
+
+def qualified(node_id: str, party: str) -> str:
+    """``"<node>/acct_..."``: a bare local account id gets this node's id."""
+    return party if "/" in party else f"{node_id}/{party}"
+
+
+def unsettled(conn: Connection, period: str):
+    """This node's obligations of ``period`` no round settled yet, by id."""
+    q = select(O).where(O.c.period == period, O.c.settled_round.is_(None)).order_by(O.c.id)
+    return conn.execute(q).all()
+
+
+def obligations_by_id(conn: Connection, node_id: str, period: str,
+                      ids: Iterable[str]) -> dict[str, Any]:
+    """The rows of ``period`` whose global id is one of ``ids`` (settled or not)."""
+    wanted = set(ids)
+    rows = conn.execute(select(O).where(O.c.period == period)).all()
+    return {gid: r for r in rows if (gid := global_id(node_id, r)) in wanted}
+
+
+def mark_settled(conn: Connection, pks: Sequence[int], round_id: str) -> int:
+    if not pks:
+        return 0
+    res = conn.execute(update(O).where(O.c.id.in_(list(pks)), O.c.settled_round.is_(None))
+                       .values(settled_round=round_id))
+    return res.rowcount
+
+
+# -- rounds -----------------------------------------------------------------------------------
+
+
+def get_round(conn: Connection, round_id: str):
+    return conn.execute(select(R).where(R.c.round_id == round_id)).first()
+
+
+def round_for_request(conn: Connection, request_id: str):
+    return conn.execute(select(R).where(R.c.request_id == request_id)).first()
+
+
+def insert_round(conn: Connection, **values: Any) -> None:
+    values.setdefault("participants", "[]")
+    values.setdefault("obligation_ids", "[]")
+    values.setdefault("problems", "[]")
+    conn.execute(insert(R).values(**values))
+
+
+def update_round(conn: Connection, round_id: str, *, expect_states: Sequence[str] = (),
+                 **values: Any) -> bool:
+    q = update(R).where(R.c.round_id == round_id)
+    if expect_states:
+        q = q.where(R.c.state.in_(list(expect_states)))
+    return conn.execute(q.values(**values)).rowcount == 1
+
+
+def add_problem(conn: Connection, row: Any, line: str, **values: Any) -> None:
+    problems = [*json.loads(row.problems or "[]"), line[:500]]
+    update_round(conn, row.round_id, problems=json.dumps(problems), **values)
+
+
+def rounds_in(conn: Connection, states: Sequence[str], *, coordinator: str | None = None):
+    q = select(R).where(R.c.state.in_(list(states)))
+    if coordinator is not None:
+        q = q.where(R.c.coordinator == coordinator)
+    return conn.execute(q.order_by(R.c.started_at_ms, R.c.round_id)).all()
+
+
+def undelivered_finals(conn: Connection, coordinator: str):
+    q = select(R).where(R.c.coordinator == coordinator, R.c.finals_pending.is_not(None),
+                        R.c.finals_pending != "[]")
+    return conn.execute(q.order_by(R.c.started_at_ms)).all()
+
+
+def list_rounds(conn: Connection, limit: int, after: tuple[int, str] | None = None):
+    """Rounds newest first; ``after`` = (started_at_ms, round_id) of the last row seen."""
+    q = select(R)
+    if after is not None:
+        at, rid = after
+        q = q.where(or_(R.c.started_at_ms < at,
+                        and_(R.c.started_at_ms == at, R.c.round_id < rid)))
+    return conn.execute(q.order_by(R.c.started_at_ms.desc(), R.c.round_id.desc())
+                        .limit(limit)).all()
+
+
+def signatures(conn: Connection, round_id: str):
+    return conn.execute(select(S).where(S.c.round_id == round_id).order_by(S.c.node_id)).all()
+
+
+def put_signature(conn: Connection, round_id: str, node_id: str, signed: bytes) -> None:
+    have = conn.execute(select(S.c.node_id).where(S.c.round_id == round_id,
+                                                  S.c.node_id == node_id)).first()
+    if have is None:
+        conn.execute(insert(S).values(round_id=round_id, node_id=node_id, signed=signed))
+
+
+# -- executions ---------------------------------------------------------------------------------
+
+
+def queue_executions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(E), rows)
+
+
+def executions(conn: Connection, round_id: str):
+    return conn.execute(select(E).where(E.c.round_id == round_id)
+                        .order_by(E.c.instruction_id, E.c.side)).all()
+
+
+def due_executions(conn: Connection, now_ms: int, limit: int):
+    return conn.execute(select(E).where(E.c.state == "pending", E.c.next_attempt_at_ms <= now_ms)
+                        .order_by(E.c.next_attempt_at_ms, E.c.instruction_id).limit(limit)).all()
+
+
+def update_execution(conn: Connection, instruction_id: str, side: str, *,
+                     expect_state: str = "pending", **values: Any) -> bool:
+    res = conn.execute(update(E).where(E.c.instruction_id == instruction_id, E.c.side == side,
+                                       E.c.state == expect_state).values(**values))
+    return res.rowcount == 1
+
+
+def execution_counts(conn: Connection, round_id: str) -> dict[str, int]:
+    q = select(E.c.state, func.count()).where(E.c.round_id == round_id).group_by(E.c.state)
+    return {state: int(n) for state, n in conn.execute(q).all()}
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def open_requests(conn: Connection):
+    rq = t.settlement_requests
+    return conn.execute(select(rq).where(rq.c.taken_at_ms.is_(None)).order_by(rq.c.id)).all()
+
+
+def take_requests(conn: Connection, ids: Sequence[int], at_ms: int) -> None:
+    rq = t.settlement_requests
+    conn.execute(update(rq).where(rq.c.id.in_(list(ids))).values(taken_at_ms=at_ms))
