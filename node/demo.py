@@ -16,10 +16,18 @@ token of each home), as a city's own systems would:
   nodes sync each other's batches by themselves (signature, Merkle root and rules verified);
   each co-op sells its local retailer what the city consumes in the hour (whole bundles and
   splits); the surplus goes abroad to the next city west of the sun (Barcelona → Medellín →
-  Amsterdam → Barcelona), for the hours that city is short: cross-node transfers, exactly once,
+  Amsterdam → Barcelona), bought by that city's co-op for the hours the city is short and sold
+  on to its retailer: cross-node transfers, exactly once,
   whole and partial, one of them replayed to show the replay changes nothing; and every
   retailer claims, hour by hour, what it holds for that hour (its own city's and imported
   records) for its customer (24/7 matching, beneficiary = the customer's pseudonym).
+* **money**: every sale is a priced trade (integer minor units: COP in Medellín, EUR elsewhere
+  and across borders); each node sets a credit limit for the other two.  The day ends with a
+  settlement round run by the last city's node (``RunSettlement``): every node signs its view
+  of the day's obligations, the multilateral net is computed by the core's netting kernels, all
+  three sign the statement, and each executes its side of the payments through its settlement
+  backend (the built-in co-op ledger).  The summary shows gross, net, efficiency and the signed
+  statement's digest.
 
 The run ends with a summary per node and a federation-wide audit, through the protocol only:
 the first city's node runs ``RunAudit`` (its local API), which gathers every node's signed
@@ -61,8 +69,15 @@ CLAIM_PURPOSE = "scope2-market-based/24-7-hourly"
 #: Federation settings of the demo homes: quick background sync, so nodes catch up in < 1 s.
 FEDERATION_SETTINGS = {"sync_interval_s": 0.3}
 TRANSFER_SETTINGS = {"worker_interval_s": 0.3, "inline_wait_s": 15.0}
-#: Steps reported to ``progress``: set-up, start, handshakes, 5 per quarter, settle, checks.
-TOTAL_STEPS = 3 + 5 * QUARTERS + 3
+#: Steps reported to ``progress``: set-up, start, handshakes, 5 per quarter, settle, the
+#: settlement round, checks.
+TOTAL_STEPS = 3 + 5 * QUARTERS + 4
+#: Prices, minor units per kWh: what a co-op charges its local retailer (local currency) and
+#: what surplus costs across borders (EUR).  Every amount is an integer of minor units.
+LOCAL_PRICE = {"CO-ANT": ("COP", 80_000), "ES": ("EUR", 12), "NL": ("EUR", 13)}
+EXPORT_PRICE = ("EUR", 15)
+#: Credit each node extends to each peer's accounts (EUR minor units).
+PEER_CREDIT_LIMIT = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -286,6 +301,8 @@ class DemoReport:
     audit: dict[str, Any]
     replays: dict[str, int]
     unsettled: list[str]
+    #: The settlement round that closed the day (gross, net, efficiency, digest, ok).
+    settlement: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     workdir: str | None = None
 
@@ -299,6 +316,7 @@ class DemoReport:
             self.conserved
             and not self.unsettled
             and self.replays.get("same_result", 0) == self.replays.get("sent", 0)
+            and bool(self.settlement.get("ok"))
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,6 +329,7 @@ class DemoReport:
             "conserved": self.conserved,
             "nodes": [n.to_dict() for n in self.nodes],
             "audit": self.audit,
+            "settlement": self.settlement,
             "replays": self.replays,
             "unsettled": self.unsettled,
         }
@@ -386,6 +405,10 @@ class DemoRun:
         c.coop = new("acct-coop", f"{plan.city.name} energy co-op")
         c.retailer = new("acct-retailer", f"{plan.city.name} retailer")
         c.consumer = new("acct-consumer", f"{plan.city.name} customer ({plan.consumption_source})")
+        for peer in self.cities:  # how much each peer's retailers may owe this node's co-op
+            if peer != plan.city.node_id:
+                stub.SetPeerLimits(api.SetPeerLimitsRequest(
+                    peer=peer, currency=EXPORT_PRICE[0], credit_limit_minor=PEER_CREDIT_LIMIT))
         for kind, source, tech, ref in (
             ("solar", pb.ENERGY_SOURCE_SOLAR, pb.TECHNOLOGY_PHOTOVOLTAIC, "solar-park-1"),
             ("wind", pb.ENERGY_SOURCE_WIND, pb.TECHNOLOGY_ONSHORE_WIND, "wind-farm-1"),
@@ -461,12 +484,15 @@ class DemoRun:
                 if take <= 0:
                     keep.append(b)
                     continue
+                currency, per_kwh = LOCAL_PRICE[c.plan.city.zone]
                 res = stub.TransferBundle(
                     self.api.TransferBundleRequest(
                         request_id=f"sell-{b.id}",
                         bundle_id=b.id,
                         to_account=c.retailer,
                         wh=0 if take == b.wh else take,
+                        price_minor=price_minor(take, per_kwh),
+                        currency=currency,
                     )
                 )
                 c.bought[h].append(_Held(res.transferred.id, _wh(res.transferred), h))
@@ -492,8 +518,10 @@ class DemoRun:
                 req = self.api.TransferBundleRequest(
                     request_id=f"export-{b.id}",
                     bundle_id=b.id,
-                    to_account=f"{dest.plan.city.node_id}/{dest.retailer}",
+                    to_account=f"{dest.plan.city.node_id}/{dest.coop}",
                     wh=0 if take == b.wh else take,
+                    price_minor=price_minor(take, EXPORT_PRICE[1]),
+                    currency=EXPORT_PRICE[0],
                 )
                 res = stub.TransferBundle(req)
                 if not c.transfers_out:  # the first one is sent twice: a replay moves nothing
@@ -537,8 +565,19 @@ class DemoRun:
     def claim(self, c: _CityState, hours: range) -> None:
         """The retailer claims, hour by hour, what it holds for the hour, for its customer."""
         stub = c.node.api()
+        currency, per_kwh = LOCAL_PRICE[c.plan.city.zone]
         for h in hours:
             start = c.plan.day + 3600 * h
+            for held in c.imported[h]:  # the co-op imported it; its retailer buys it on
+                stub.TransferBundle(
+                    self.api.TransferBundleRequest(
+                        request_id=f"resell-{held.id}",
+                        bundle_id=held.id,
+                        to_account=c.retailer,
+                        price_minor=price_minor(held.wh, per_kwh),
+                        currency=currency,
+                    )
+                )
             for held, imported in [(b, False) for b in c.bought[h]] + [
                 (b, True) for b in c.imported[h]
             ]:
@@ -583,6 +622,55 @@ class DemoRun:
             lambda: not unsettled_transfers(self.net), 60, "cross-node transfers to settle"
         )
 
+    def settle(self, coordinator: str, periods: list[str]) -> dict[str, Any]:
+        """The day's settlement: a round per period on ``coordinator`` (``RunSettlement``),
+        then every node's view of it until each has executed its side of the payments."""
+        stub = self.cities[coordinator].node.api()
+        rounds = [
+            stub.RunSettlement(self.api.RunSettlementRequest(request_id=f"settle-{p}", period=p))
+            for p in periods
+        ]
+        problems = [f"{r.round_id}: {x}" for r in rounds for x in r.problems]
+        final = [r for r in rounds if r.state in ("final", "settled")]
+
+        def executed() -> bool:
+            for c in self.cities.values():
+                for r in final:
+                    got = c.node.api().GetSettlementRound(
+                        self.api.GetSettlementRoundRequest(round_id=r.round_id))
+                    if any(i.state == "pending" for i in got.instructions):
+                        return False
+            return True
+
+        settled = bool(final) and len(final) == len(rounds)
+        if settled:
+            try:
+                self.net.wait_until(executed, 60, "every node to execute its payments")
+            except Exception as exc:  # reported, and the demo fails
+                settled = False
+                problems.append(str(exc))
+        gross: dict[str, int] = defaultdict(int)
+        net: dict[str, int] = defaultdict(int)
+        for r in rounds:
+            for cur in r.currencies:
+                gross[cur.currency] += cur.gross_minor
+                net[cur.currency] += cur.net_minor
+        return {
+            "rounds": [r.round_id for r in rounds],
+            "periods": periods,
+            "coordinator": coordinator,
+            "gross": dict(sorted(gross.items())),
+            "net": dict(sorted(net.items())),
+            "efficiency": {k: round(1 - net[k] / gross[k], 4) if gross[k] else 0.0
+                           for k in sorted(gross)},
+            "digest": rounds[0].digest if len(rounds) == 1 else [r.digest for r in rounds],
+            "instructions": sum(len(r.instructions) for r in rounds),
+            "held_out": sum(len(r.held_out) for r in rounds),
+            "signed_by": sorted({n for r in rounds for n in r.signed_by}),
+            "problems": problems,
+            "ok": settled and not problems and not any(r.held_out for r in rounds),
+        }
+
     def statuses(self) -> dict[str, Any]:
         return {
             n: c.node.api().GetStatus(self.api.GetStatusRequest()) for n, c in self.cities.items()
@@ -607,6 +695,11 @@ class DemoRun:
             token = page.next_page_token
             if not token:
                 return out
+
+
+def price_minor(wh: int, per_kwh_minor: int) -> int:
+    """Integer minor units for ``wh`` Wh at ``per_kwh_minor`` per kWh (rounded up, at least 1)."""
+    return max(1, -(-wh * per_kwh_minor // 1000))
 
 
 def _wh(b: Any) -> int:
@@ -738,7 +831,13 @@ def run_demo(
         step("starting the nodes: three `eap-node serve` processes on loopback")
         net.start()
         run = DemoRun(net, plans, progress=step)
+        first_day = time.strftime("%Y-%m-%d", time.gmtime())
         run.run()
+        periods = sorted({first_day, time.strftime("%Y-%m-%d", time.gmtime())})
+        coordinator = cities[-1].node_id
+        step(f"settling the day's trades: a settlement round run by {coordinator} (signed "
+             "views, multilateral netting, signed statement, payments)")
+        settlement = run.settle(coordinator, periods)
         statuses = run.statuses()
         auditor = net[cities[0].node_id]
         step(f"auditing the federation's books: RunAudit on {auditor.node_id} (signed holdings "
@@ -751,6 +850,7 @@ def run_demo(
             seed=seed,
             nodes=node_reports(run, statuses),
             audit=audit,
+            settlement=settlement,
             replays=run.replays,
             unsettled=unsettled_transfers(net),
             workdir=str(root) if (keep or not own) else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich import box
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from eap.node.demo import TOTAL_STEPS, DemoReport, run_demo
 
@@ -225,7 +226,38 @@ def render(report: DemoReport, console: Console) -> None:
                                                     "unbalanced (see the summary above)"),
             highlight=False,
         )
+    _render_settlement(report.settlement, console)
     if report.unsettled:
         console.print(f"[red]unsettled transfers:[/red] {', '.join(report.unsettled[:5])}")
     if report.workdir:
         console.print(f"node homes, logs and descriptors kept in {report.workdir}", highlight=False)
+
+
+def _render_settlement(st: dict, console: Console) -> None:
+    if not st:
+        return
+    table = Table(
+        "currency",
+        Column("gross", justify="right"),
+        Column("net (still moves)", justify="right"),
+        Column("efficiency", justify="right"),
+        title=f"settlement of the day, round run by {st['coordinator']}: "
+        f"{st['instructions']} payment(s), statement signed by {', '.join(st['signed_by'])} "
+        "(minor units)",
+        title_justify="left",
+        **_STYLE,
+    )
+    for cur, gross in st["gross"].items():
+        table.add_row(cur, f"{gross:,}", f"{st['net'][cur]:,}", f"{st['efficiency'][cur]:.1%}")
+    console.print()
+    console.print(table)
+    digests = st["digest"] if isinstance(st["digest"], list) else [st["digest"]]
+    if st["ok"]:
+        console.print(
+            f"[green]settled[/green]: every obligation netted once, statement digest "
+            f"{', '.join(d[:16] for d in digests)}…; every node executed its side of the payments",
+            highlight=False,
+        )
+    else:
+        why = "; ".join(st["problems"][:5]) or f"{st['held_out']} obligation(s) held out"
+        console.print(Text("the settlement did NOT complete: " + why, style="red"))
