@@ -176,6 +176,138 @@ def _post_once(
     return {"reference": entry_id, "at_ms": at}
 
 
+def post_many(
+    store: Store, node_id: str, batch: list[tuple[dict, str]]
+) -> list[dict | BackendError]:
+    """Post many ``(item, idempotency_key)`` in one transaction; one result per item, in order.
+
+    Each result is what :func:`post` would have returned or raised for that item, executed
+    one after the other: a receipt, or the (not transient) ``BackendError`` refusing it, in
+    which case nothing of that item is written.  The batch commits as a whole, so a crash
+    leaves either every accepted entry or none; replaying it posts nothing twice.  Used by
+    bulk executors (and the settlement benchmark) where one transaction per instruction
+    would cost more than the ledger work.
+    """
+    results: list[dict | BackendError | None] = [None] * len(batch)
+    plans: list[tuple[int, dict, str, list[str], str, list[Posting]]] = []
+    for i, (item, key) in enumerate(batch):
+        try:
+            postings = plan(node_id, item)
+        except BackendError as exc:
+            results[i] = exc
+            continue
+        keys = [key]
+        if all(p.kind == MEMBER for p in postings):
+            other = "credit" if item["side"] == "debit" else "debit"
+            keys.append(f"{item['instruction_id']}:{other}")
+        plans.append((i, item, key, keys, _digest(item), postings))
+    at = now_ms()
+    with store.transaction() as conn:
+        known = ledger_repos.entries_by_keys(conn, [k for *_, keys, _, _ in plans for k in keys])
+        touched = {p.account for *_, postings in plans for p in postings}
+        rows = ledger_repos.accounts_in(conn, sorted(touched))
+        members = ledger_repos.node_accounts_in(
+            conn, sorted(a for a in touched if not a.startswith(CLEARING_PREFIX))
+        )
+        state = {
+            k: [int(r.balance_minor), int(r.credit_line_minor), r.kind] for k, r in rows.items()
+        }
+        new_accounts: dict[tuple[str, str], str] = {}
+        dirty: set[tuple[str, str]] = set()
+        entries: list[dict] = []
+        posting_rows: list[dict] = []
+        for i, item, key, keys, digest, postings in plans:
+            first = next((known[k] for k in keys if k in known), None)
+            if first is not None:
+                results[i] = (
+                    {"reference": first["entry_id"], "at_ms": int(first["at_ms"])}
+                    if first["digest"] == digest
+                    else _refuse(
+                        f"idempotency key {key!r} was posted with other terms "
+                        f"(entry {first['entry_id']})"
+                    )
+                )
+                continue
+            try:
+                moved = _apply_in_memory(postings, state, members, new_accounts)
+            except BackendError as exc:
+                results[i] = exc
+                continue
+            dirty.update(moved)
+            entry = {
+                "entry_id": "le_" + uuid.uuid4().hex,
+                "idempotency_key": key,
+                "round_id": str(item.get("round_id", "")),
+                "instruction_id": str(item["instruction_id"]),
+                "side": item["side"],
+                "digest": digest,
+                "at_ms": at,
+            }
+            entries.append(entry)
+            known[key] = entry
+            posting_rows += [
+                {
+                    "entry_id": entry["entry_id"],
+                    "account": p.account,
+                    "currency": p.currency,
+                    "amount_minor": p.amount_minor,
+                }
+                for p in postings
+            ]
+            results[i] = {"reference": entry["entry_id"], "at_ms": at}
+        ledger_repos.write_batch(
+            conn,
+            [
+                {
+                    "id": a,
+                    "currency": c,
+                    "kind": kind,
+                    "credit_line_minor": 0,
+                    "balance_minor": 0,
+                    "updated_at_ms": at,
+                }
+                for (a, c), kind in new_accounts.items()
+            ],
+            [
+                {"b_id": a, "b_currency": c, "b_balance": state[(a, c)][0], "b_at": at}
+                for a, c in sorted(dirty)
+            ],
+            entries,
+            posting_rows,
+        )
+    return results  # type: ignore[return-value]
+
+
+def _apply_in_memory(
+    postings: list[Posting],
+    state: dict[tuple[str, str], list],
+    members: set[str],
+    new_accounts: dict[tuple[str, str], str],
+) -> list[tuple[str, str]]:
+    """:func:`_apply` on in-memory balances: all postings of one entry or none."""
+    after: dict[tuple[str, str], int] = {}
+    for p in postings:
+        k = (p.account, p.currency)
+        if k not in state and p.kind == MEMBER and p.account not in members:
+            raise _refuse(f"account {p.account} does not exist on this node")
+        balance, line, kind = state.get(k, [0, 0, p.kind])
+        new = after.get(k, balance) + p.amount_minor
+        if not INT64_MIN <= new <= INT64_MAX:
+            raise _refuse(f"balance of {p.account} in {p.currency} would overflow int64")
+        if kind == MEMBER and p.amount_minor < 0 and new < -line:
+            raise _refuse(
+                f"{p.account} cannot pay {-p.amount_minor} {p.currency}: balance {balance}, "
+                f"credit line {line} (eap-node ledger credit-line)"
+            )
+        after[k] = new
+    for k, new in after.items():
+        if k not in state:
+            state[k] = [0, 0, CLEARING if k[0].startswith(CLEARING_PREFIX) else MEMBER]
+            new_accounts[k] = state[k][2]
+        state[k][0] = new
+    return list(after)
+
+
 def _apply(conn: Any, p: Posting, at: int) -> None:
     row = ledger_repos.get_account(conn, p.account, p.currency, lock=True)
     if row is None:
@@ -323,6 +455,9 @@ class CoopLedger:
 
     def execute(self, ctx: Any, item: dict, idempotency_key: str) -> dict:
         return post(ctx.store, ctx.node_id, item, idempotency_key)
+
+    def execute_many(self, ctx: Any, batch: list[tuple[dict, str]]) -> list:
+        return post_many(ctx.store, ctx.node_id, batch)
 
     def health(self, ctx: Any) -> dict:
         with ctx.store.read() as conn:

@@ -32,6 +32,7 @@ LOCAL = [acct(i) for i in range(4)]
 
 
 def make_store(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
     store = open_store(f"sqlite:///{folder / 'ledger.db'}", migrate=False)
     t.metadata.create_all(store.engine)
     with store.transaction() as conn:
@@ -198,13 +199,19 @@ def test_random_instruction_sequences_keep_the_ledger_balanced(lines, steps):
                     ledger.set_credit_line(store, ME, a, cur, line)
             model: dict[tuple[str, str], int] = {}
             receipts: list[tuple[dict, dict]] = []
+            tried: list[dict] = []  # every item posted, in order, and whether it was accepted
+            accepted: list[bool] = []
             for n, (payer, payee, amount, side, cur, replay) in enumerate(steps):
                 if replay and receipts:
                     it, receipt = receipts[n % len(receipts)]
                     assert post(store, it) == receipt
+                    tried.append(it)
+                    accepted.append(True)
                     continue
                 it = item(n, payer, payee, amount, side, cur)
                 ours = (payer if side == "debit" else payee).startswith(ME + "/")
+                tried.append(it)
+                accepted.append(False)
                 if payer == payee or not ours:
                     with pytest.raises(BackendError):
                         post(store, it)
@@ -223,9 +230,28 @@ def test_random_instruction_sequences_keep_the_ledger_balanced(lines, steps):
                         post(store, it)
                     continue
                 receipts.append((it, post(store, it)))
+                accepted[-1] = True
                 for p in postings:
                     model[(p.account, cur)] = model.get((p.account, cur), 0) + p.amount_minor
             assert ledger.check(store) == []
+            # the batch path, on a fresh ledger, gives the same outcome item by item
+            batch_store = make_store(Path(folder) / "batch")
+            try:
+                for a, line in zip(LOCAL, lines, strict=True):
+                    for cur in ("EUR", "COP"):
+                        ledger.set_credit_line(batch_store, ME, a, cur, line)
+                batch = [(it, f"{it['instruction_id']}:{it['side']}") for it in tried]
+                results = ledger.post_many(batch_store, ME, batch)
+                assert [isinstance(r, dict) for r in results] == accepted
+                assert balance_map(batch_store) == balance_map(store)
+                assert ledger.check(batch_store) == []
+                # a replay returns every first receipt (a refused item is tried afresh)
+                replay = ledger.post_many(batch_store, ME, batch)
+                assert all(
+                    b == a for a, b in zip(results, replay, strict=True) if isinstance(a, dict)
+                )
+            finally:
+                batch_store.dispose()
             got = {k: v for k, v in balance_map(store).items() if v}
             assert got == {k: v for k, v in model.items() if v}
             for cur in ("EUR", "COP"):

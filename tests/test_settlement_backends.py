@@ -185,3 +185,23 @@ def test_health_lists_every_backend_and_survives_a_broken_one(eap_node_factory):
     assert rows["coop-ledger"]["ok"] and rows["coop-ledger"]["selected"]
     assert rows["coop-ledger"]["plugin"] == "coop_ledger"
     assert not rows["raising"]["ok"] and "RuntimeError: down" in rows["raising"]["detail"]
+
+
+def test_execute_many_posts_a_batch_in_one_call_and_reports_each_item(eap_node_factory):
+    node = eap_node_factory()
+    payer = funded(node, minor=250)
+    items = [item(node, payer, n=n, amount=100) for n in range(3)]
+    first, second, third = sb.execute_many(node, items)
+    assert first["backend"] == second["backend"] == "coop-ledger"
+    assert isinstance(third, BackendError) and "credit line 250" in str(third)
+    assert sb.execute(node, items[0]) == first  # one idempotency key space for both paths
+    assert len(coop_ledger.entries(node.store)) == 2 and coop_ledger.check(node.store) == []
+
+
+def test_execute_many_falls_back_to_one_call_per_item(eap_node_factory, eap_flaky_backend):
+    flaky = eap_flaky_backend(failures=1)
+    node = eap_node_factory(plugins=[flaky], settlement={"backend": "flaky"})
+    payer = funded(node)
+    items = [item(node, payer, n=n) for n in range(2)]
+    assert all(isinstance(r, BackendError) and r.transient for r in sb.execute_many(node, items))
+    assert [r["backend"] for r in sb.execute_many(node, items)] == ["flaky", "flaky"]

@@ -7,7 +7,9 @@ A backend is any object a plugin returns from the ``eap_settlement_backends`` ho
   return at least ``{"reference": str}`` (a ledger entry id, a transaction hash), optionally
   ``"at_ms"``.  Idempotent by key: a replay returns the first receipt and moves nothing.
   Raise :class:`~eap.node.errors.BackendError` (``transient=True`` when a retry may succeed);
-* ``health(ctx) -> dict``: ``{"ok": bool, "detail": str}``, cheap, for listings.
+* ``health(ctx) -> dict``: ``{"ok": bool, "detail": str}``, cheap, for listings;
+* optionally ``execute_many(ctx, [(item, key), ...]) -> [receipt | BackendError, ...]``, for
+  backends that do a batch cheaper than its items one by one (:func:`execute_many`).
 
 ``ctx`` is a :class:`BackendContext`: the node id, its home, the backend's own settings
 (``[settlement.<name>]``) and the node's store.
@@ -182,6 +184,54 @@ def execute(node: Any, item: dict) -> dict:
         "reference": result["reference"],
         "at_ms": int(at_ms) if isinstance(at_ms, int) else now_ms(),
     }
+
+
+def execute_many(node: Any, items: list[dict]) -> list[dict | BackendError]:
+    """:func:`execute` for many items at once; one receipt or ``BackendError`` per item.
+
+    A backend with ``execute_many(ctx, [(item, key), ...])`` gets them in one call (the
+    co-op ledger posts them in one transaction); any other backend is called item by item.
+    The whole call is bounded by ``[settlement] timeout_s``; a failure of the call itself
+    (raise, hang, wrong shape) is the same transient ``BackendError`` for every item.
+
+    Raises:
+        ConfigError: as :func:`execute`.
+    """
+    for it in items:
+        _check_item(it)
+    plugin, backend, ctx, timeout_s = select(node)
+    who = f"settlement backend {backend.name!r} (plugin {plugin})"
+    batch = [(dict(it), f"{it['instruction_id']}:{it['side']}") for it in items]
+    many = getattr(backend, "execute_many", None)
+    if many is None:
+        out: list[dict | BackendError] = []
+        for it in items:
+            try:
+                out.append(execute(node, it))
+            except BackendError as exc:
+                out.append(exc)
+        return out
+    try:
+        results = _call(lambda: many(ctx, batch), timeout_s, who, backend.name)
+        if not isinstance(results, list) or len(results) != len(items):
+            raise BackendError(
+                f"{who} returned {type(results).__name__} for {len(items)} items",
+                transient=True,
+                backend=backend.name,
+            )
+    except BackendError as exc:
+        return [exc] * len(items)
+    now = now_ms()
+    return [
+        r
+        if isinstance(r, BackendError)
+        else {
+            "backend": backend.name,
+            "reference": r["reference"],
+            "at_ms": int(r.get("at_ms") or now),
+        }
+        for r in results
+    ]
 
 
 def health(node: Any, *, timeout_s: float = 5.0) -> list[dict]:

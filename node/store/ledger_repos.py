@@ -9,8 +9,9 @@ unit of work.  The double-entry rules (what to post, credit lines, idempotency) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from eap.node.store import schema as t
 
@@ -119,6 +120,65 @@ def posting_sums(conn: Connection) -> dict[tuple[str, str], int]:
         select(c.account, c.currency, func.sum(c.amount_minor)).group_by(c.account, c.currency)
     ).all()
     return {(a, cur): int(s) for a, cur, s in rows}
+
+
+def entries_by_keys(conn: Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Entries posted under any of ``keys`` (as dicts), by key (chunked ``IN`` lists)."""
+    c = t.ledger_entries.c
+    found: dict[str, dict[str, Any]] = {}
+    keys = list(keys)
+    for i in range(0, len(keys), 500):
+        q = select(t.ledger_entries).where(c.idempotency_key.in_(keys[i : i + 500]))
+        found.update((r.idempotency_key, dict(r._mapping)) for r in conn.execute(q))
+    return found
+
+
+def accounts_in(conn: Connection, ids: Sequence[str]) -> dict[tuple[str, str], Any]:
+    """Ledger account rows of ``ids`` (every currency), by ``(id, currency)``, locked on
+    PostgreSQL."""
+    c = t.ledger_accounts.c
+    found: dict[tuple[str, str], Any] = {}
+    ids = list(ids)
+    for i in range(0, len(ids), 500):
+        q = select(t.ledger_accounts).where(c.id.in_(ids[i : i + 500]))
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        found.update(((r.id, r.currency), r) for r in conn.execute(q))
+    return found
+
+
+def node_accounts_in(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` are accounts of this node (table ``accounts``)."""
+    c = t.accounts.c
+    found: set[str] = set()
+    ids = list(ids)
+    for i in range(0, len(ids), 500):
+        found.update(conn.execute(select(c.id).where(c.id.in_(ids[i : i + 500]))).scalars())
+    return found
+
+
+def write_batch(
+    conn: Connection,
+    new_accounts: Sequence[dict],
+    balances: Sequence[dict],
+    entries: Sequence[dict],
+    postings: Sequence[dict],
+) -> None:
+    """Bulk writes of a batch of entries: new account rows, balances, entries, postings."""
+    if new_accounts:
+        conn.execute(insert(t.ledger_accounts), list(new_accounts))
+    if balances:
+        c = t.ledger_accounts.c
+        conn.execute(
+            update(t.ledger_accounts)
+            .where(c.id == bindparam("b_id"), c.currency == bindparam("b_currency"))
+            .values(balance_minor=bindparam("b_balance"), updated_at_ms=bindparam("b_at")),
+            list(balances),
+        )
+    if entries:
+        conn.execute(insert(t.ledger_entries), list(entries))
+    if postings:
+        conn.execute(insert(t.ledger_postings), list(postings))
 
 
 def count_entries(conn: Connection) -> int:
