@@ -25,6 +25,7 @@ why the executor retries with the same key.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,10 @@ def available(plugins: Any) -> dict[str, tuple[str, Any]]:
                 transient=True,
                 backend=plugin,
             ) from exc
+        if os.environ.get("EAP_TRACE_HOOKS") == "1":  # called per plugin, so trace it here
+            logging.getLogger("eap.plugins.trace").debug(
+                "hook eap_settlement_backends -> %s returned %r", plugin, offered
+            )
         for backend in offered:
             name = getattr(backend, "name", None)
             if not isinstance(name, str) or not name:
