@@ -1011,3 +1011,8 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
 from eap.node.federation.cli import register as _register_federation  # noqa: E402
 
 _register_federation(main)
+
+# The co-op ledger's commands live beside it.
+from eap.node.ledger_cli import register as _register_ledger  # noqa: E402
+
+_register_ledger(main)

@@ -113,6 +113,39 @@ class Unavailable(EapError):
     exit_code = 11
 
 
+class BackendError(EapError):
+    """A settlement backend did not execute an instruction; nothing was posted by this call.
+
+    ``transient``: the same call may succeed later (backend down, timed out, a plugin bug):
+    the caller retries with the same idempotency key, and the status is ``UNAVAILABLE``.
+    Otherwise the backend refused the instruction for a reason a retry does not change
+    (credit line exceeded, unknown account): ``FAILED_PRECONDITION``, an operator must act.
+    ``backend`` names the backend (or plugin) that failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        transient: bool = False,
+        *,
+        backend: str = "",
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        self.transient = transient
+        self.backend = backend
+        super().__init__(message, violations or [])
+
+    @property
+    def status(self) -> grpc.StatusCode:  # type: ignore[override]
+        if self.transient:
+            return grpc.StatusCode.UNAVAILABLE
+        return grpc.StatusCode.FAILED_PRECONDITION
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return Unavailable.exit_code if self.transient else FailedPrecondition.exit_code
+
+
 class ConfigError(EapError):
     """The node home or its configuration is missing or invalid."""
 

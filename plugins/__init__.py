@@ -1,7 +1,7 @@
 """Plugins of the EAP node: hook specifications, the plugin manager and the built-in plugins.
 
 Every local system a node talks to (meter data, device attestation, anchoring of issuance
-batches, later settlement backends) is a pluggy plugin.  Built-in plugins are ordinary modules
+batches, settlement backends) is a pluggy plugin.  Built-in plugins are ordinary modules
 listed in :data:`eap.plugins.manager.DEFAULT_PLUGINS` and registered exactly like third-party
 ones, which are found through the ``eap.plugins`` entry-point group.
 

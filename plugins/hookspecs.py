@@ -38,3 +38,14 @@ def eap_batch_issued(
 ) -> None:
     """Called after a signed issuance batch committed: anchor its Merkle root to a chain or a
     public log. Every implementation is called; exceptions are logged, never undo issuance."""
+
+
+@hookspec
+def eap_settlement_backends() -> list[Any]:
+    """Settlement backends this plugin provides: objects with a unique ``name``,
+    ``execute(ctx, item, idempotency_key) -> {"reference": ...}`` and ``health(ctx)`` (see
+    ``eap.node.domain.settlement_backends``). All results are collected, each with its plugin's
+    name; the node calls only the one named by ``[settlement] backend``, in a worker thread
+    bounded by ``[settlement] timeout_s``. ``execute`` must be idempotent by key (a replay
+    returns the first receipt) and raise ``eap.node.errors.BackendError`` (``transient=True``
+    when a retry may succeed); anything else raised, or a timeout, is a transient failure."""

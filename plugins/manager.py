@@ -23,6 +23,7 @@ DEFAULT_PLUGINS = (
     "eap.plugins.meter_files",
     "eap.plugins.operator_attestation",
     "eap.plugins.anchor_log",
+    "eap.plugins.coop_ledger",
 )
 
 

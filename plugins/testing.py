@@ -6,11 +6,76 @@ home with your plugin objects registered beside the built-in ones::
     def test_my_source(eap_node_factory, tmp_path):
         node = eap_node_factory(plugins=[my_plugin_module])
         assert any(s.name == "my-format" for s in node.meter_sources())
+
+``eap_flaky_backend(failures=2)`` is a settlement backend plugin that fails transiently
+``failures`` times per idempotency key, then posts through the built-in co-op ledger: register
+it and set ``[settlement] backend = "flaky"`` to exercise retries::
+
+    def test_retries(eap_node_factory, eap_flaky_backend):
+        flaky = eap_flaky_backend(failures=2)
+        node = eap_node_factory(plugins=[flaky], settlement={"backend": "flaky"})
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
+
+from eap.plugins import hookimpl
+
+
+class FlakyBackend:
+    """Settlement backend ``name`` that raises a transient ``BackendError`` the first
+    ``failures`` times it sees each idempotency key, then delegates to ``delegate`` (default:
+    the built-in co-op ledger).  ``calls`` lists every key it was called with, in order."""
+
+    def __init__(self, failures: int = 2, name: str = "flaky", delegate=None) -> None:
+        from eap.plugins.coop_ledger import CoopLedger
+
+        self.name = name
+        self.failures = failures
+        self.delegate = delegate or CoopLedger()
+        self.calls: list[str] = []
+        self._seen: Counter[str] = Counter()
+
+    def execute(self, ctx, item, idempotency_key):
+        from eap.node.errors import BackendError
+
+        self.calls.append(idempotency_key)
+        self._seen[idempotency_key] += 1
+        if self._seen[idempotency_key] <= self.failures:
+            raise BackendError(
+                f"{self.name}: simulated outage ({self._seen[idempotency_key]} of {self.failures})",
+                transient=True,
+                backend=self.name,
+            )
+        return self.delegate.execute(ctx, item, idempotency_key)
+
+    def health(self, ctx):
+        return {"ok": True, "detail": f"fails {self.failures} times per key, then posts"}
+
+
+class FlakyBackendPlugin:
+    """A plugin object offering one :class:`FlakyBackend` (``.backend``)."""
+
+    def __init__(self, backend: FlakyBackend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def eap_settlement_backends(self):
+        return [self.backend]
+
+
+@pytest.fixture
+def eap_flaky_backend():
+    """Factory: ``eap_flaky_backend(failures=2, name="flaky")`` -> a plugin to register;
+    its backend is ``plugin.backend``."""
+
+    def make(failures: int = 2, name: str = "flaky", delegate=None) -> FlakyBackendPlugin:
+        return FlakyBackendPlugin(FlakyBackend(failures, name, delegate))
+
+    return make
 
 
 @pytest.fixture
@@ -21,12 +86,16 @@ def eap_node_factory(tmp_path_factory):
 
     nodes = []
 
-    def make(plugins=(), node_id: str = "plugin-test.example", zone: str = "ZZ"):
+    def make(plugins=(), node_id: str = "plugin-test.example", zone: str = "ZZ", settlement=None):
         pm = get_plugin_manager(load_entry_points=False)
         for plugin in plugins:
             pm.register(plugin)
         home = tmp_path_factory.mktemp("eap-node")
-        node = Node.initialise(create_home(home / "home", node_id, zone), plugins=pm)
+        config = create_home(home / "home", node_id, zone)
+        if settlement is not None:  # the [settlement] table, e.g. {"backend": "flaky"}
+            config.extra["settlement"] = dict(settlement)
+            config.save()
+        node = Node.initialise(config, plugins=pm)
         nodes.append(node)
         return node
 

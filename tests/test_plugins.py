@@ -154,6 +154,17 @@ def test_eap_batch_issued_anchors_hash_chained_roots(eap_node_factory, tmp_path)
         verify_log(log)
 
 
+def test_eap_settlement_backends_built_in_and_third_party(eap_node_factory, eap_flaky_backend):
+    from eap.node.domain import settlement_backends
+
+    flaky = eap_flaky_backend(failures=0, name="third-party")
+    node = eap_node_factory(plugins=[flaky], settlement={"backend": "third-party"})
+    offered = settlement_backends.available(node.plugins)
+    assert offered["coop-ledger"][0] == "coop_ledger"  # a built-in, registered like any plugin
+    assert offered["third-party"] == ("FlakyBackendPlugin", flaky.backend)
+    assert settlement_backends.select(node)[1] is flaky.backend
+
+
 def test_allow_list_limits_loaded_plugins(tmp_path):
     code = (
         "from eap.plugins.manager import get_plugin_manager;"

@@ -9,7 +9,10 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from eap.node.errors import EapError, ResourceExhausted
+from eap.node.errors import BackendError, EapError, ResourceExhausted
+
+#: Retry hint sent with a transient settlement backend failure (the node retries by itself too).
+BACKEND_RETRY_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +31,24 @@ def to_status(exc: EapError) -> grpc.Status:
         )
         details.append(_pack(bad))
     if isinstance(exc, ResourceExhausted) and exc.retry_after:
-        secs = float(exc.retry_after)
-        delay = duration_pb2.Duration(seconds=int(secs), nanos=int((secs % 1) * 1e9))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        details.append(_pack(_retry_info(float(exc.retry_after))))
     info = error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="eap.v1")
+    if isinstance(exc, BackendError):
+        # UNAVAILABLE (transient) or FAILED_PRECONDITION (refused): say which backend, and
+        # tell clients a transient failure is worth retrying.
+        info.metadata["backend"] = exc.backend
+        info.metadata["transient"] = "true" if exc.transient else "false"
+        if exc.transient:
+            details.append(_pack(_retry_info(BACKEND_RETRY_S)))
     details.append(_pack(info))
     code = exc.status.value[0]
     status = status_pb2.Status(code=code, message=str(exc), details=details)
     return rpc_status.to_status(status)
+
+
+def _retry_info(secs: float) -> error_details_pb2.RetryInfo:
+    delay = duration_pb2.Duration(seconds=int(secs), nanos=int((secs % 1) * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 def abort_with(context: grpc.ServicerContext, exc: EapError) -> None:

@@ -526,3 +526,49 @@ provenance = Table(
     #: Serialised ``Signed`` CustodyRecord of the move that brought it here (None coming home).
     Column("custody", LargeBinary),
 )
+
+# -- co-op ledger (migration 0008) ----------------------------------------------------------------
+
+#: Accounts of the built-in double-entry ledger (``eap.plugins.coop_ledger``), one row per
+#: account and currency.  ``member``: a local account (``acct_...``) that may not go below
+#: ``-credit_line_minor``; ``clearing``: ``clearing:<node id>``, what this node's members owe
+#: (negative) or are owed by (positive) another node's members, no limit.  ``balance_minor`` is
+#: the sum of the account's postings, kept in the same transaction as each posting.
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", String(300), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("credit_line_minor", BigInteger, nullable=False, server_default="0"),
+    Column("balance_minor", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+#: One balanced journal entry per executed settlement instruction side, posted once per
+#: idempotency key (``<instruction id>:<side>``); ``digest`` (SHA-256 of the instruction's
+#: terms) tells a replay from a reuse of the key with other terms.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("entry_id", String(64), primary_key=True),
+    Column("idempotency_key", String(400), nullable=False, unique=True),
+    Column("round_id", String(300), nullable=False),
+    Column("instruction_id", String(320), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Index("ix_ledger_entries_round", "round_id"),
+)
+
+#: The postings of each entry: signed minor units (credit > 0, debit < 0); the postings of an
+#: entry sum to zero per currency.
+ledger_postings = Table(
+    "ledger_postings",
+    metadata,
+    Column("entry_id", String(64), primary_key=True),
+    Column("account", String(300), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Index("ix_ledger_postings_account", "account", "currency"),
+)
