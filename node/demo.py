@@ -78,6 +78,11 @@ LOCAL_PRICE = {"CO-ANT": ("COP", 80_000), "ES": ("EUR", 12), "NL": ("EUR", 13)}
 EXPORT_PRICE = ("EUR", 15)
 #: Credit each node extends to each peer's accounts (EUR minor units).
 PEER_CREDIT_LIMIT = 100_000_000
+#: The co-op ledger (each node's settlement backend) lets a member pay this far below zero.
+LEDGER_SETTINGS = {
+    "settlement": {"coop-ledger": {"default_credit_line_minor": {"EUR": 10_000_000,
+                                                                 "COP": 10_000_000_000}}}
+}
 
 
 @dataclass(frozen=True)
@@ -827,6 +832,7 @@ def run_demo(
             [(c.node_id, c.zone) for c in cities],
             federation=FEDERATION_SETTINGS,
             transfers=TRANSFER_SETTINGS,
+            settings=LEDGER_SETTINGS,
         )
         step("starting the nodes: three `eap-node serve` processes on loopback")
         net.start()

@@ -122,7 +122,8 @@ def _digest(item: dict) -> str:
     return hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
 
 
-def post(store: Store, node_id: str, item: dict, idempotency_key: str) -> dict:
+def post(store: Store, node_id: str, item: dict, idempotency_key: str,
+         lines: dict[str, int] | None = None) -> dict:
     """Post one side of one instruction once; returns ``{"reference": entry id, "at_ms"}``.
 
     Raises:
@@ -138,15 +139,16 @@ def post(store: Store, node_id: str, item: dict, idempotency_key: str) -> dict:
         other = "credit" if item["side"] == "debit" else "debit"
         keys.append(f"{item['instruction_id']}:{other}")
     try:
-        return _post_once(store, item, idempotency_key, keys, digest, postings)
+        return _post_once(store, item, idempotency_key, keys, digest, postings, lines or {})
     except IntegrityError:
         # A concurrent call (PostgreSQL) posted the same key or created the same account
         # first; this transaction rolled back.  The second try sees its work.
-        return _post_once(store, item, idempotency_key, keys, digest, postings)
+        return _post_once(store, item, idempotency_key, keys, digest, postings, lines or {})
 
 
 def _post_once(
-    store: Store, item: dict, key: str, keys: list[str], digest: str, postings: list[Posting]
+    store: Store, item: dict, key: str, keys: list[str], digest: str, postings: list[Posting],
+    lines: dict[str, int],
 ) -> dict:
     with store.transaction() as conn:
         first = ledger_repos.entry_by_keys(conn, keys)
@@ -158,7 +160,7 @@ def _post_once(
             return {"reference": first.entry_id, "at_ms": int(first.at_ms)}
         at = now_ms()
         for p in postings:
-            _apply(conn, p, at)
+            _apply(conn, p, at, lines)
         entry_id = "le_" + uuid.uuid4().hex
         ledger_repos.insert_entry(
             conn,
@@ -177,7 +179,8 @@ def _post_once(
 
 
 def post_many(
-    store: Store, node_id: str, batch: list[tuple[dict, str]]
+    store: Store, node_id: str, batch: list[tuple[dict, str]],
+    lines: dict[str, int] | None = None,
 ) -> list[dict | BackendError]:
     """Post many ``(item, idempotency_key)`` in one transaction; one result per item, in order.
 
@@ -229,7 +232,7 @@ def post_many(
                 )
                 continue
             try:
-                moved = _apply_in_memory(postings, state, members, new_accounts)
+                moved = _apply_in_memory(postings, state, members, new_accounts, lines or {})
             except BackendError as exc:
                 results[i] = exc
                 continue
@@ -262,7 +265,7 @@ def post_many(
                     "id": a,
                     "currency": c,
                     "kind": kind,
-                    "credit_line_minor": 0,
+                    "credit_line_minor": state[(a, c)][1],
                     "balance_minor": 0,
                     "updated_at_ms": at,
                 }
@@ -283,6 +286,7 @@ def _apply_in_memory(
     state: dict[tuple[str, str], list],
     members: set[str],
     new_accounts: dict[tuple[str, str], str],
+    lines: dict[str, int],
 ) -> list[tuple[str, str]]:
     """:func:`_apply` on in-memory balances: all postings of one entry or none."""
     after: dict[tuple[str, str], int] = {}
@@ -290,7 +294,8 @@ def _apply_in_memory(
         k = (p.account, p.currency)
         if k not in state and p.kind == MEMBER and p.account not in members:
             raise _refuse(f"account {p.account} does not exist on this node")
-        balance, line, kind = state.get(k, [0, 0, p.kind])
+        balance, line, kind = state.get(
+            k, [0, lines.get(p.currency, 0) if p.kind == MEMBER else 0, p.kind])
         new = after.get(k, balance) + p.amount_minor
         if not INT64_MIN <= new <= INT64_MAX:
             raise _refuse(f"balance of {p.account} in {p.currency} would overflow int64")
@@ -302,19 +307,21 @@ def _apply_in_memory(
         after[k] = new
     for k, new in after.items():
         if k not in state:
-            state[k] = [0, 0, CLEARING if k[0].startswith(CLEARING_PREFIX) else MEMBER]
+            kind = CLEARING if k[0].startswith(CLEARING_PREFIX) else MEMBER
+            state[k] = [0, lines.get(k[1], 0) if kind == MEMBER else 0, kind]
             new_accounts[k] = state[k][2]
         state[k][0] = new
     return list(after)
 
 
-def _apply(conn: Any, p: Posting, at: int) -> None:
+def _apply(conn: Any, p: Posting, at: int, lines: dict[str, int]) -> None:
     row = ledger_repos.get_account(conn, p.account, p.currency, lock=True)
     if row is None:
         if p.kind == MEMBER and repos.get_account(conn, p.account) is None:
             raise _refuse(f"account {p.account} does not exist on this node")
-        ledger_repos.insert_account(conn, p.account, p.currency, p.kind, at)
-        balance, line, kind = 0, 0, p.kind
+        line = lines.get(p.currency, 0) if p.kind == MEMBER else 0
+        ledger_repos.insert_account(conn, p.account, p.currency, p.kind, at, credit_line=line)
+        balance, kind = 0, p.kind
     else:
         balance, line, kind = int(row.balance_minor), int(row.credit_line_minor), row.kind
     new = balance + p.amount_minor
@@ -448,16 +455,34 @@ def check(store: Store) -> list[str]:
     return problems
 
 
+def default_lines(settings: dict[str, Any]) -> dict[str, int]:
+    """``[settlement.coop-ledger] default_credit_line_minor = {EUR = 50000, ...}``: the credit
+    line a member account gets when the ledger first sees it in that currency (0 otherwise).
+
+    Raises:
+        ConfigError: not a table of ISO 4217 code -> non-negative integer minor units.
+    """
+    from eap.node.errors import ConfigError
+
+    table = settings.get("default_credit_line_minor", {})
+    if not isinstance(table, dict) or not all(
+            isinstance(k, str) and len(k) == 3 and k.isupper() and isinstance(v, int)
+            and not isinstance(v, bool) and 0 <= v <= INT64_MAX for k, v in table.items()):
+        raise ConfigError("settlement.coop-ledger.default_credit_line_minor must map currency "
+                          "codes to non-negative integer minor units")
+    return dict(table)
+
+
 class CoopLedger:
     """The ``coop-ledger`` backend object (no state: everything is in the node's database)."""
 
     name = NAME
 
     def execute(self, ctx: Any, item: dict, idempotency_key: str) -> dict:
-        return post(ctx.store, ctx.node_id, item, idempotency_key)
+        return post(ctx.store, ctx.node_id, item, idempotency_key, default_lines(ctx.settings))
 
     def execute_many(self, ctx: Any, batch: list[tuple[dict, str]]) -> list:
-        return post_many(ctx.store, ctx.node_id, batch)
+        return post_many(ctx.store, ctx.node_id, batch, default_lines(ctx.settings))
 
     def health(self, ctx: Any) -> dict:
         with ctx.store.read() as conn:

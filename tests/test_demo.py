@@ -170,3 +170,28 @@ def test_synthetic_sun_follows_the_cities():
     plan = demo.plan_city(bcn, day, 7)
     assert plan == demo.plan_city(bcn, day, 7)  # seeded: the same day every run
     assert Path(plan.consumption_source).suffix == ".xml"
+
+
+def test_the_day_ends_with_a_signed_settlement_round(run):
+    """Priced trades (COP locally in Medellín, EUR elsewhere and across borders) are netted in
+    one round across the three nodes; every node signed it and executed its payments into its
+    co-op ledger, whose books balance."""
+    data, workdir, stderr = run
+    st = data["settlement"]
+    assert st["ok"] and not st["problems"] and st["held_out"] == 0
+    assert st["signed_by"] == sorted(n["node_id"] for n in data["nodes"])
+    assert set(st["gross"]) == {"COP", "EUR"}
+    assert all(isinstance(v, int) for v in [*st["gross"].values(), *st["net"].values()])
+    assert all(0 < st["net"][c] <= st["gross"][c] for c in st["gross"])
+    assert st["efficiency"]["EUR"] > 0  # the co-ops' cross-border debts run in a circle
+    digests = st["digest"] if isinstance(st["digest"], list) else [st["digest"]]
+    assert all(len(d) == 64 for d in digests)
+    assert "settling the day's trades" in stderr
+    for node in data["nodes"]:
+        home = workdir / node["node_id"].split(".")[0]
+        check = subprocess.run([*CLI, "ledger", "check", "--home", str(home)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        balances = subprocess.run([*CLI, "ledger", "balances", "--json", "--home", str(home)],
+                                  capture_output=True, text=True, timeout=60)
+        assert balances.returncode == 0 and json.loads(balances.stdout)

@@ -305,6 +305,7 @@ class LocalFederation:
         *,
         federation: Mapping[str, Any] | None = None,
         transfers: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
         host: str = "127.0.0.1",
         connect: bool = True,
     ) -> LocalFederation:
@@ -314,6 +315,7 @@ class LocalFederation:
             nodes: ``(node id, zone)`` pairs.
             federation: ``[federation]`` settings of every home (e.g. ``sync_interval_s``).
             transfers: ``[transfers]`` settings of every home (see ``TransferSettings``).
+            settings: more tables of every home by section (e.g. ``{"settlement": {...}}``).
             connect: exchange descriptors so that every node trusts every other one.
         """
         from eap.node.crypto import create_ca, issue_node_cert
@@ -335,6 +337,8 @@ class LocalFederation:
                 merge_settings(home, "federation", federation)
             if transfers:
                 merge_settings(home, "transfers", transfers)
+            for section, values in (settings or {}).items():
+                merge_settings(home, section, values)
             made[node_id] = LocalNode(node_id, zone, home, api_port, fed_port, host)
         net = cls(root, made)
         if connect:

@@ -106,6 +106,8 @@ class SettlementSettings:
         known = set(cls.__dataclass_fields__)
         values: dict[str, Any] = {}
         for key, value in table.items():
+            if key in _BACKEND_KEYS or isinstance(value, dict):
+                continue  # the backend's settings (eap.node.domain.settlement_backends)
             if key not in known:
                 raise ConfigError(f"unknown setting settlement.{key}")
             try:
@@ -113,6 +115,10 @@ class SettlementSettings:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"invalid settlement.{key} = {value!r}") from exc
         return cls(**values)
+
+
+#: ``[settlement]`` keys read by the backend facade, not by the rounds.
+_BACKEND_KEYS = frozenset({"backend", "timeout_s"})
 
 
 #: ``backend(node, item) -> receipt``: executes one side of an instruction (idempotent by
