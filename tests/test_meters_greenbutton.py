@@ -486,3 +486,81 @@ def test_violations_are_capped(tmp_path: Path) -> None:
     err = fails(path, max_violations=1)
     assert len(err.violations) == 1
     assert "stopped after 1 violations" in err.message
+
+
+# -- recognising a feed by parsing, whatever its prefixes ----------------------------------------
+
+
+def prefixed(source: Path, dest: Path) -> Path:
+    """``source`` rewritten with ``atom:`` and ``espi:`` prefixes (as XML tools write feeds)."""
+    ET.register_namespace("atom", "http://www.w3.org/2005/Atom")
+    ET.register_namespace("espi", ESPI)
+    tree = ET.parse(source)
+    tree.write(dest, encoding="utf-8", xml_declaration=True)
+    head = dest.read_bytes()[:4096]
+    assert b"<atom:feed" in head and b"<feed" not in head
+    return dest
+
+
+@pytest.mark.parametrize("name", ["electric_containerized.xml", YEAR_FILES[0]])
+def test_prefixed_feed_is_recognised_and_read_alike(tmp_path: Path, name: str) -> None:
+    path = shared(name)
+    atom = prefixed(path, tmp_path / "prefixed.xml")
+    assert GreenButtonSource().sniff(atom)
+    got, want = read_meter_file(atom), read(path)
+    assert got.meters == want.meters
+    assert [tuple(x) for x in got] == [tuple(x) for x in want]
+    only_gb = [GreenButtonSource()]
+    assert len(read_meter_file(atom, sources=only_gb)) == len(want)
+
+
+def test_prefixed_gas_feed_is_recognised_then_refused(tmp_path: Path) -> None:
+    atom = prefixed(shared("gas_direct.xml"), tmp_path / "gas.xml")
+    assert GreenButtonSource().sniff(atom)
+    err = fails(atom)
+    assert "no electricity usage point" in err.message
+
+
+def test_prefixed_feed_is_imported_by_the_node_with_and_without_format(
+    tmp_path: Path, node
+) -> None:
+    # the packaged sample as a producer's feed (reverse flow), written with prefixes
+    production = tmp_path / "production.xml"
+    production.write_text(
+        sample_greenbutton_path()
+        .read_text()
+        .replace("<flowDirection>1</flowDirection>", "<flowDirection>19</flowDirection>")
+    )
+    atom = prefixed(production, tmp_path / "prefixed.xml")
+    owner = node.create_account(request_id="acct", label="roof").account.id
+    node.register_device(
+        request_id="dev", local_ref="roof-1", capacity_w=5000, source="solar",
+        technology="photovoltaic", commissioned_on="2020-05-01", latitude=6.2, longitude=-75.5,
+        zone="CO-ANT", owner=owner, meter_id=UP2, attestation_evidence="agreement 2020/117",
+    )  # fmt: skip
+    first = node.import_readings(atom, request_id="r1", fmt="greenbutton")
+    assert (first.readings, first.wh) == (72, 64_155)
+    again = node.import_readings(atom, request_id="r2", fmt="")
+    assert (again.readings, again.unchanged) == (0, 72)
+
+
+def test_sniff_is_by_elements_not_text(tmp_path: Path) -> None:
+    # the text "<feed" and both namespaces, but the root is not an Atom feed
+    decoy = tmp_path / "decoy.xml"
+    decoy.write_text(
+        f'<notes xmlns="urn:x"><!-- <feed xmlns="http://www.w3.org/2005/Atom"> {ESPI} --></notes>'
+    )
+    assert not GreenButtonSource().sniff(decoy)
+    # an Atom feed with no ESPI content is some other feed
+    blog = tmp_path / "blog.xml"
+    blog.write_text('<a:feed xmlns:a="http://www.w3.org/2005/Atom"><a:id>x</a:id></a:feed>')
+    assert not GreenButtonSource().sniff(blog)
+    # a damaged prefixed feed is still ours, so that read() can say what is wrong
+    broken = tmp_path / "broken.xml"
+    broken.write_text(
+        f'<atom:feed xmlns:atom="http://www.w3.org/2005/Atom" xmlns:espi="{ESPI}">'
+        "<atom:entry><atom:content><espi:UsagePoint><oops"
+    )
+    assert GreenButtonSource().sniff(broken)
+    assert "malformed XML" in fails(broken).violations[0].description
+    assert not GreenButtonSource().sniff(tmp_path)  # a directory: unreadable, no exception

@@ -32,6 +32,7 @@ Mapping rules (see ``docs/meter-data.md``):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -83,8 +84,47 @@ ELECTRICITY_COMMODITIES = frozenset({0, 1, 2})
 MULTIPLIER_RANGE = range(-12, 13)
 
 _PROLOG_MAX = 1 << 20  # bytes searched for a DOCTYPE before the root element
+_SNIFF_BYTES = 65536
+# The first start tag: "<" then a name start character (not "<?", "<!--" or "<!DOCTYPE").
+_FIRST_TAG = re.compile(rb"<[^?!/\s]")
 _INT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _has_doctype(head: bytes) -> bool:
+    """Whether a DOCTYPE declaration precedes the root element in ``head``."""
+    first = _FIRST_TAG.search(head)
+    return b"<!DOCTYPE" in (head if first is None else head[: first.start()])
+
+
+def sniff_feed(head: bytes) -> bool:
+    """Whether ``head`` (the start of a document) is a Green Button / ESPI Atom feed.
+
+    The root element must be ``{Atom}feed`` (any prefix, or none) and an element of the ESPI
+    namespace must occur, or the ESPI namespace be declared, within ``head``.  Parse errors
+    after the root element (a truncated or damaged feed) do not change the answer.
+    """
+    parser = ET.XMLPullParser(events=("start", "start-ns"))
+    root: str | None = None
+    espi = False
+    with contextlib.suppress(ET.ParseError):
+        parser.feed(head)
+    try:
+        for event, item in parser.read_events():
+            if event == "start-ns":
+                espi = espi or item[1] == ESPI_NS
+                continue
+            if root is None:
+                root = item.tag
+                if root != f"{_A}feed":
+                    return False
+            elif item.tag.startswith(_E):
+                espi = True
+            if espi:
+                break
+    except ET.ParseError:
+        pass
+    return root == f"{_A}feed" and espi
 
 
 @dataclass
@@ -182,13 +222,18 @@ class GreenButtonSource:
         return "GreenButtonSource()"
 
     def sniff(self, path: Path) -> bool:
-        """True for an Atom feed that mentions the ESPI namespace in its first 64 KB."""
+        """True for an Atom ``feed`` root element whose first 64 KB use the ESPI namespace.
+
+        Decided by a namespace-aware parse, not by text: ``<feed xmlns="...Atom">`` and
+        ``<atom:feed xmlns:atom="...Atom">`` are the same element.  A file that breaks off or
+        turns malformed after that point still says yes, so that ``read`` can tell what is wrong.
+        """
         try:
             with open(path, "rb") as f:
-                head = f.read(65536)
+                head = f.read(_SNIFF_BYTES)
         except OSError:
             return False
-        return b"<feed" in head and ATOM_NS.encode() in head and ESPI_NS.encode() in head
+        return sniff_feed(head)
 
     def read(
         self, path: str | os.PathLike[str], *, options: ReadOptions | None = None
@@ -208,8 +253,7 @@ class GreenButtonSource:
         entry_no = 0
         with open(path, "rb") as f:
             head = f.read(_PROLOG_MAX)
-            root_at = head.find(b"<feed")
-            if b"<!DOCTYPE" in (head if root_at < 0 else head[:root_at]):
+            if _has_doctype(head):
                 log.add("feed", "DOCTYPE declarations are not accepted in a Green Button feed")
                 return feed
             f.seek(0)
