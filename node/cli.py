@@ -306,6 +306,41 @@ def meter_import(file, fmt, request_id, home, as_json) -> None:
     _emit(res.to_dict(), as_json, text=text)
 
 
+@meter.command("pull")
+@click.option(
+    "--subscription", "subscriptions", multiple=True,
+    help="Only this Green Button Connect subscription (repeatable; default: all configured).",
+)
+@_request_option
+@_home_option
+@_json_option
+def meter_pull(subscriptions, request_id, home, as_json) -> None:
+    """Pull readings published since the last pull from the utility's Green Button Connect
+    API ([meters.greenbutton_connect]) and import them."""
+    from eap.plugins.greenbutton_connect import ConnectConfig, GreenButtonConnect, pull_into_node
+
+    node = _open(home)
+    client = GreenButtonConnect(ConnectConfig.from_node(node.config))
+    try:
+        done = pull_into_node(node, client, subscriptions, request_id=_rid(request_id))
+    finally:
+        client.close()
+    data = [{**p.to_dict(), "import": r.to_dict()} for p, r in done]
+    lines = []
+    for p, r in done:
+        lines.append(
+            f"{p.subscription}: {p.interval_blocks} interval block(s) in {p.pages} page(s); "
+            f"imported {r.readings:,} readings ({r.wh:,} Wh), {r.unchanged:,} unchanged"
+        )
+        lines += [f"  [yellow]skipped[/yellow] {s}" for s in p.skipped]
+        if r.unknown_meters:
+            lines.append(
+                "  [yellow]meters with no registered device:[/yellow] "
+                + ", ".join(r.unknown_meters[:10])
+            )
+    _emit(data, as_json, text="\n".join(lines))
+
+
 @main.command()
 @click.option("--device", default="", help="Only this device (id or local ref).")
 @click.option("--since", default=None, help="Only readings from this time (ISO 8601 or unix s).")

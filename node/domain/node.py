@@ -405,6 +405,32 @@ class Node:
             fn=lambda conn: self._store_readings(conn, readings),
         )
 
+    def import_pulled_readings(
+        self,
+        readings: MeterReadings,
+        *,
+        request_id: str,
+        payload: dict,
+        principal: Principal | None = None,
+    ) -> ImportResult:
+        """Import readings a plugin pulled from a utility API (``eap-node meter pull``): the same
+        checks and storage as a file import; ``payload`` names the pull for idempotency."""
+        principal = principal or Principal.operator()
+        self._operator_only(principal, "import meter data")
+        digest = hashlib.sha256()
+        for column in (readings.meter, readings.interval_start, readings.interval_end, readings.wh):
+            digest.update(column.tobytes())
+        digest.update("\n".join(readings.meters).encode())
+        return idempotency.run(
+            self.store,
+            request_id=request_id,
+            operation="import_readings",
+            principal=principal,
+            payload={**payload, "sha256": digest.hexdigest(), "format": readings.source},
+            result_type=ImportResult,
+            fn=lambda conn: self._store_readings(conn, readings),
+        )
+
     def import_readings_bytes(
         self,
         content: bytes,
