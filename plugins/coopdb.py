@@ -59,7 +59,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from eap.node.crypto.keys import now_ms
 from eap.node.domain.rules import ACCOUNT_RE, CURRENCY_RE, NODE_ID_RE
@@ -78,6 +78,7 @@ TRANSIENT_CODES = frozenset(
      1317, 1927, 2002, 2003, 2006, 2013, 2014, 2055, 4031}
 )
 DUPLICATE_KEY = 1062
+NO_SUCH_TABLE = 1146
 NOT_CONFIGURED = "not configured: set url in [settlement.coopdb] (the co-op's database)"
 
 
@@ -238,7 +239,10 @@ def database(ctx: Any) -> CoopDb:
     Raises:
         BackendError: (not transient) the plugin is not configured; ConfigError: badly.
     """
-    cfg = CoopDbSettings.from_settings(_settings_of(ctx))
+    try:
+        cfg = CoopDbSettings.from_settings(_settings_of(ctx))
+    except ConfigError as exc:  # an operator fixes the config; retrying does not help
+        raise BackendError(str(exc), transient=False, backend=NAME) from exc
     if cfg is None:
         raise BackendError(NOT_CONFIGURED, transient=False, backend=NAME)
     with _dbs_lock:
@@ -371,15 +375,18 @@ def health(ctx: Any) -> dict:
         return {"ok": False, "detail": NOT_CONFIGURED}
     db = database(ctx)
     try:
-        db.ready()
         with db.engine.connect() as conn:
             members = conn.execute(select(func.count()).select_from(db.members)).scalar_one()
-            entries = conn.execute(select(func.count()).select_from(db.entries)).scalar_one()
-    except NoSuchTableError as exc:
-        return {"ok": False, "detail": f"coopdb: missing table {exc} in {db.where()}"}
+            try:
+                entries = conn.execute(select(func.count()).select_from(db.entries)).scalar_one()
+                ledger = f"{entries} ledger entries"
+            except ProgrammingError as exc:
+                if _code(exc) != NO_SUCH_TABLE:
+                    raise
+                ledger = "ledger tables not created yet"
     except SQLAlchemyError as exc:
-        return {"ok": False, "detail": str(_failure(exc, f"reaching {db.where()}"))}
-    return {"ok": True, "detail": f"{members} members, {entries} ledger entries in {db.where()}"}
+        return {"ok": False, "detail": str(_failure(exc, f"reading {db.where()}"))}
+    return {"ok": True, "detail": f"{members} members, {ledger} in {db.where()}"}
 
 
 # --- settlement backend ----------------------------------------------------------------------

@@ -369,6 +369,31 @@ def test_concurrent_calls_with_one_key_post_once(coop, node):
     assert balances(name) == {("member", "M-000", "EUR"): -77, ("member", "M-001", "EUR"): 77}
 
 
+def test_a_wrong_member_table_is_unhealthy_and_refused_not_retried(coop, eap_node_factory):
+    settings, name = coop
+    wrong = {**settings, "members_table": "socios"}
+    node = eap_node_factory(node_id=ME, settlement={"backend": "coopdb", "coopdb": wrong})
+    row = next(r for r in sb.health(node) if r["name"] == "coopdb")
+    assert not row["ok"] and "socios" in row["detail"]
+    with pytest.raises(BackendError, match="socios") as err:
+        sb.execute(node, item(0, mine(0), f"{PEER}/{acct(9)}", 5, "debit"))
+    assert not err.value.transient
+    assert q(name, "SELECT COUNT(*) FROM eap_ledger_entries") == [(0,)]  # rolled back
+    node = eap_node_factory(  # a bad key in the table: refused, not retried
+        node_id=ME, settlement={"backend": "coopdb", "coopdb": {**settings, "colour": 1}}
+    )
+    with pytest.raises(BackendError, match="unknown keys: colour") as err:
+        sb.execute(node, item(0, mine(0), f"{PEER}/{acct(9)}", 5, "debit"))
+    assert not err.value.transient
+
+
+def test_health_before_the_first_posting_creates_nothing(coop, node):
+    _, name = coop
+    row = next(r for r in sb.health(node) if r["name"] == "coopdb")
+    assert row["ok"] and "7 members, ledger tables not created yet" in row["detail"]
+    assert q(name, "SHOW TABLES") == [("members",)]
+
+
 def test_unreachable_server_is_transient_and_unhealthy(eap_node_factory):
     settings = {"url": "mysql+pymysql://root@127.0.0.1:1/coop", "connect_timeout_s": 2}
     node = eap_node_factory(node_id=ME, settlement={"backend": "coopdb", "coopdb": settings})
