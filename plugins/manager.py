@@ -24,6 +24,8 @@ DEFAULT_PLUGINS = (
     "eap.plugins.operator_attestation",
     "eap.plugins.anchor_log",
     "eap.plugins.coop_ledger",
+    # inactive (health "not configured") until [settlement.coopdb] url is set
+    "eap.plugins.coopdb",
 )
 
 
