@@ -418,27 +418,28 @@ def running(fed):
     fed.ensure_running()
 
 
-def _round_of_trades(fed: Fed, n: int, seed: int) -> tuple[str, dict]:
-    """``n`` trades, one round on A: its id, the counts of trades."""
+def _round_of_trades(fed: Fed, n: int, seed: int, *, tag: str = "") -> tuple[str, dict]:
+    """``n`` trades, then a round on A per period they fall in (one, unless the trades
+    straddle midnight UTC); checks each member's ledger balance moved by exactly its net
+    position.  The (last) round's id and the counts of trades."""
     counts = fed.trades(n, seed)
-    (period,) = fed.periods()
     before = {p.node_id: coop_ledger.balances(fed.store(p.node_id)) for p in fed.net}
-    res = run_round(fed, period, request_id=f"round-{seed}")
-    assert res.state in ("final", "settled"), list(res.problems)
+    positions: Counter = Counter()
+    for period in fed.periods():
+        res = run_round(fed, period, request_id=f"round-{tag}{seed}-{period}")
+        assert res.state in ("final", "settled"), list(res.problems)
+        for p in pb.SettlementStatement.FromString(res.statement).positions:
+            positions[(p.party, p.currency)] += p.net_minor
     wait_executed(fed)
-    stmt = pb.SettlementStatement.FromString(res.statement)
-    # this round's own figures: each member's balance moved by its net position
     after = {p.node_id: coop_ledger.balances(fed.store(p.node_id)) for p in fed.net}
     moved: Counter = Counter()
-    for n in fed.net.nodes:
-        for row in after[n]:
-            if row["kind"] == "member":
-                moved[(f"{n}/{row['account']}", row["currency"])] += row["balance_minor"]
-        for row in before[n]:
-            if row["kind"] == "member":
-                moved[(f"{n}/{row['account']}", row["currency"])] -= row["balance_minor"]
-    assert {k: v for k, v in moved.items() if v} == \
-        {(p.party, p.currency): p.net_minor for p in stmt.positions}
+    for n_id in fed.net.nodes:
+        for sign, rows in ((1, after[n_id]), (-1, before[n_id])):
+            for row in rows:
+                if row["kind"] == "member":
+                    moved[(f"{n_id}/{row['account']}", row["currency"])] += \
+                        sign * row["balance_minor"]
+    assert {k: v for k, v in moved.items() if v} == {k: v for k, v in positions.items() if v}
     return res.round_id, counts
 
 
@@ -446,14 +447,15 @@ def _round_of_trades(fed: Fed, n: int, seed: int) -> tuple[str, dict]:
 
 
 def _many_trades_one_round(fed: Fed, n: int, seed: int) -> None:
+    earlier = set(rounds(fed, A))
     round_id, counts = _round_of_trades(fed, n, seed)
     assert sum(counts.values()) == n
     assert counts.get(("cross", "TRANSFER_STATE_COMMITTED"), 0) > n // 3, counts
     assert counts.get(("local", "committed"), 0) > n // 5, counts
     decided = check_federation(fed)
     stmt = decided[round_id]
-    assert stmt.obligations == counts.get(("cross", "TRANSFER_STATE_COMMITTED"), 0) \
-        + counts[("local", "committed")]
+    assert sum(decided[r].obligations for r in decided if r not in earlier) == \
+        counts.get(("cross", "TRANSFER_STATE_COMMITTED"), 0) + counts[("local", "committed")]
     assert sorted(stmt.participants) == sorted(fed.net.nodes)
     assert {c for c in (p.currency for p in stmt.positions)} == set(CURRENCIES)
     for rid_node in fed.net.nodes:  # GetSettlementRound at each node: one statement
@@ -478,3 +480,99 @@ def test_many_trades_one_round(running):
 @pytest.mark.slow
 def test_many_trades_one_round_slow(running):
     _many_trades_one_round(running, TRADES_SLOW, seed=2)
+
+
+# -- 2. a backend failing transiently ---------------------------------------------------------
+
+
+def _flaky_backend(fed: Fed, n: int, seed: int) -> None:
+    """Every node's executor uses ``flaky`` (the co-op ledger behind ``FLAKY_FAILURES``
+    transient failures per idempotency key): retries end with every side executed once."""
+    for proc in fed.net:
+        write_settings(proc.home, "settlement", backend="flaky")
+    fed.restart_all(env={"EAP_TEST_FLAKY_BACKEND": str(FLAKY_FAILURES)})
+    try:
+        earlier = set(rounds(fed, A))
+        _round_of_trades(fed, n, seed, tag="flaky-")
+        decided = check_federation(fed)
+        new = [rid for rid in decided if rid not in earlier]
+        assert new
+        for proc in fed.net:
+            n_id = proc.node_id
+            for rid in new:
+                got = fed.api(n_id).GetSettlementRound(api.GetSettlementRoundRequest(
+                    round_id=rid), metadata=fed.md(n_id), timeout=30)
+                for st in got.instructions:
+                    sides = sr.involves(st.instruction, n_id)
+                    if not sides:
+                        assert st.state == "not ours"
+                        continue
+                    # each side failed FLAKY_FAILURES times, then executed once
+                    assert st.state == "executed" and not st.last_error, st
+                    assert st.attempts == (FLAKY_FAILURES + 1) * len(sides), st
+                    assert st.backend == "flaky"
+            # the operator's check, in its own process (exit 0)
+            assert proc.js("ledger", "check") == {"ok": True, "problems": []}
+            assert "simulated outage" in proc.log()
+    finally:
+        for proc in fed.net:
+            write_settings(proc.home, "settlement", backend="coop-ledger")
+        fed.restart_all()
+
+
+def test_flaky_backend(running):
+    _flaky_backend(running, 60, seed=3)
+
+
+@pytest.mark.slow
+def test_flaky_backend_many_trades(running):
+    _flaky_backend(running, TRADES_SLOW, seed=4)
+
+
+# -- 3. a node killed at each persistence point -----------------------------------------------
+
+#: ``(node killed, crash point)``: the coordinator A at every point (it is also a participant
+#: and an executor); the participant B at the participant and executor points.
+CRASH_CASES = [(A, p) for p in crashpoints.SETTLEMENT_POINTS] + [
+    (B, p) for p in crashpoints.SETTLEMENT_POINTS if not p.startswith("coordinator.")]
+#: Nothing decided yet when the process dies at these: nothing may be settled anywhere.
+UNDECIDED = ("coordinator.after_round_created", "coordinator.after_views",
+             "participant.after_signed")
+_rng = random.Random(8)
+#: Default run: one seeded pick for the coordinator and one for a participant.
+DEFAULT_CRASH_CASES = [_rng.choice([c for c in CRASH_CASES if c[0] == who]) for who in (A, B)]
+
+
+def _settled_count(fed: Fed) -> int:
+    return sum(1 for sides in obligations(fed).values() for r in sides.values() if r)
+
+
+def _crash_case(fed: Fed, who: str, point: str, seed: int) -> None:
+    victim = fed.net[who]
+    victim.stop()
+    victim.start(env={crashpoints.ENV: point})
+    fed.trades(40, seed)
+    periods = fed.periods()
+    settled = _settled_count(fed)
+    try:
+        for period in periods:
+            run_round(fed, period)
+    except grpc.RpcError as exc:  # the coordinator died with the call in hand
+        assert who == A and exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+    assert victim.proc.wait(60) == crashpoints.EXIT_CODE, victim.log()[-3000:]
+    if point in UNDECIDED:
+        assert _settled_count(fed) == settled, "settled before the decision"
+    victim.start()
+    settle_everything(fed)
+    check_federation(fed)
+
+
+@pytest.mark.parametrize("who, point", DEFAULT_CRASH_CASES)
+def test_crash_default(running, who, point):
+    _crash_case(running, who, point, seed=100 + CRASH_CASES.index((who, point)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("who, point", [c for c in CRASH_CASES if c not in DEFAULT_CRASH_CASES])
+def test_crash_matrix(running, who, point):
+    _crash_case(running, who, point, seed=100 + CRASH_CASES.index((who, point)))
