@@ -534,7 +534,9 @@ def test_flaky_backend_many_trades(running):
 #: ``(node killed, crash point)``: the coordinator A at every point (it is also a participant
 #: and an executor); the participant B at the participant and executor points.
 CRASH_CASES = [(A, p) for p in crashpoints.SETTLEMENT_POINTS] + [
-    (B, p) for p in crashpoints.SETTLEMENT_POINTS if not p.startswith("coordinator.")]
+    (B, p) for p in crashpoints.SETTLEMENT_POINTS if not p.startswith("coordinator.")] + [
+    # the coordinator dies after a *peer's* final is acknowledged (its own comes first)
+    (A, "coordinator.after_final_sent@2")]
 #: Nothing decided yet when the process dies at these: nothing may be settled anywhere.
 UNDECIDED = ("coordinator.after_round_created", "coordinator.after_views",
              "participant.after_signed")
@@ -560,7 +562,7 @@ def _crash_case(fed: Fed, who: str, point: str, seed: int) -> None:
     except grpc.RpcError as exc:  # the coordinator died with the call in hand
         assert who == A and exc.code() == grpc.StatusCode.UNAVAILABLE, exc
     assert victim.proc.wait(60) == crashpoints.EXIT_CODE, victim.log()[-3000:]
-    if point in UNDECIDED:
+    if point.partition("@")[0] in UNDECIDED:
         assert _settled_count(fed) == settled, "settled before the decision"
     victim.start()
     settle_everything(fed)
@@ -576,3 +578,99 @@ def test_crash_default(running, who, point):
 @pytest.mark.parametrize("who, point", [c for c in CRASH_CASES if c not in DEFAULT_CRASH_CASES])
 def test_crash_matrix(running, who, point):
     _crash_case(running, who, point, seed=100 + CRASH_CASES.index((who, point)))
+
+
+@pytest.mark.parametrize("seed", [21, pytest.param(22, marks=pytest.mark.slow),
+                                  pytest.param(23, marks=pytest.mark.slow)])
+def test_sigkill_during_a_round(running, seed):
+    """SIGKILL (a real signal, at no chosen point) a participant at a seeded random moment
+    while a round runs and its sides execute; restarted, everything settles once."""
+    fed = running
+    rng = random.Random(seed)
+    fed.trades(80, seed)
+    victim = fed.net[rng.choice((B, C))]
+    killer = threading.Timer(rng.uniform(0.0, 0.6), victim.kill)
+    killer.start()
+    try:
+        for period in fed.periods():
+            run_round(fed, period)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+    killer.join()
+    assert not victim.running
+    victim.start()
+    settle_everything(fed)
+    check_federation(fed)
+
+
+# -- 4. refused over real gRPC, nothing changed -----------------------------------------------
+
+
+def _snapshot(fed: Fed) -> tuple:
+    out = []
+    for proc in fed.net:
+        with fed.store(proc.node_id).read() as conn:
+            for table in (schema.obligations, schema.transfers, schema.settlement_rounds):
+                out.append(sorted(tuple(map(repr, r)) for r in conn.execute(select(table))))
+        out.append(coop_ledger.balances(fed.store(proc.node_id)))
+        bal = fed.api(proc.node_id).ListPeerBalances(api.ListPeerBalancesRequest(),
+                                                     metadata=fed.md(proc.node_id), timeout=30)
+        out.append([b.SerializeToString() for b in bal.balances])
+    return tuple(out)
+
+
+def test_refused_trades_change_nothing(running):
+    """Unknown currency, negative or overflowing price (INVALID_ARGUMENT naming the field),
+    a price past the peer's credit limit (FAILED_PRECONDITION naming limit and balance): the
+    serve processes change nothing, at the seller's node and at the peer's."""
+    from eap.node.api.status import field_violations
+
+    fed = running
+    stub, md = fed.api(A), fed.md(A)
+    bundle, seller = fed.chains[A][0]
+    cross_to = f"{C}/{fed.accounts[C][0]}"
+    local_to = next(x for x in fed.accounts[A] if x != seller)
+    (bal,) = [b for b in stub.ListPeerBalances(api.ListPeerBalancesRequest(), metadata=md,
+                                               timeout=30).balances
+              if (b.peer, b.currency) == (C, "EUR")]
+    limit = max(bal.balance_minor, 0) + 100
+    stub.SetPeerLimits(api.SetPeerLimitsRequest(peer=C, currency="EUR", credit_limit_minor=limit),
+                       metadata=md, timeout=30)
+    try:
+        before = _snapshot(fed)
+        bad = [(10, "ABC", "currency"), (10, "EURO", "currency"), (10, "eur", "currency"),
+               (10, "", "currency"), (-5, "EUR", "price_minor"), (-(2**63), "COP", "price_minor"),
+               (2**62 + 1, "EUR", "price_minor"), (2**63 - 1, "COP", "price_minor")]
+        for i, (price, cur, field) in enumerate(bad):
+            for to in (cross_to, local_to):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.TransferBundle(api.TransferBundleRequest(
+                        request_id=f"bad-{i}-{len(to)}", bundle_id=bundle, to_account=to, wh=1,
+                        price_minor=price, currency=cur), metadata=md, timeout=30)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (price, cur, to)
+                assert field in {name for name, _ in field_violations(err.value)}, \
+                    (price, cur, err.value.details())
+        with pytest.raises(ValueError):  # past int64: no such request can be sent
+            api.TransferBundleRequest(price_minor=2**63)
+        over = limit - bal.balance_minor + 1
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TransferBundle(api.TransferBundleRequest(
+                request_id="over-limit", bundle_id=bundle, to_account=cross_to, wh=1,
+                price_minor=over, currency="EUR"), metadata=md, timeout=30)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"limit {limit:,}" in err.value.details(), err.value.details()
+        assert f"balance {bal.balance_minor:,}" in err.value.details(), err.value.details()
+        assert _snapshot(fed) == before
+        # exactly at the limit: accepted
+        ok = stub.TransferBundle(api.TransferBundleRequest(
+            request_id="at-limit", bundle_id=bundle, to_account=cross_to, wh=1,
+            price_minor=over - 1, currency="EUR"), metadata=md, timeout=60)
+        assert ok.transfer.state == fedpb.TRANSFER_STATE_COMMITTED
+        fed.chains[A][0][0] = ok.remainder.id
+    finally:
+        stub.SetPeerLimits(api.SetPeerLimitsRequest(peer=C, currency="EUR",
+                                                    credit_limit_minor=PEER_LIMIT),
+                           metadata=md, timeout=30)
+    wait_transfers_final(fed)
+    settle_everything(fed)
+    check_federation(fed)
