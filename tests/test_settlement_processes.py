@@ -259,14 +259,24 @@ def run_round(fed: Fed, period: str, coordinator: str = A, **kw) -> api.Settleme
                                               metadata=fed.md(coordinator), timeout=120)
 
 
+def _unfinished(node_id: str, r: api.SettlementRound) -> bool:
+    """Decided with sides pending (``final``), in doubt (``signing``: signed, no final yet),
+    or a coordinator's round still gathering.  A participant may keep a ``gathering`` view
+    of a round its coordinator died in before asking signatures: it holds nothing."""
+    return r.state in ("final", "signing") or (r.state == "gathering"
+                                               and r.coordinator == node_id)
+
+
 def wait_executed(fed: Fed, timeout: float = 90.0) -> None:
-    """Until no round is ``final`` (decided, sides still pending) at any node, and every final
-    has reached every participant (GetSettlementRound / ListSettlementRounds)."""
+    """Until no round is unfinished (:func:`_unfinished`) at any node (a restarted
+    coordinator's worker fails its undecided rounds, the next round supersedes in-doubt ones
+    at the participants, executors finish), and every final has reached every participant
+    (GetSettlementRound / ListSettlementRounds)."""
     deadline = time.monotonic() + timeout
     while True:
         seen = {p.node_id: rounds(fed, p.node_id) for p in fed.net}
         open_ = [(n, rid, r.state) for n, rs in seen.items() for rid, r in rs.items()
-                 if r.state == "final"]
+                 if _unfinished(n, r)]
         # a decided round (final or settled at its coordinator) not yet final everywhere
         for rid, r in seen[A].items():
             if r.state in ("final", "settled") and r.statement:
@@ -309,6 +319,7 @@ def settle_everything(fed: Fed, timeout: float = 120.0) -> list[str]:
 def check_federation(fed: Fed) -> dict[str, pb.SettlementStatement]:
     """Every invariant over the three nodes, cumulative over every round so far.
 
+    * no round is left unfinished (:func:`_unfinished`) at any node;
     * a decided round has one statement (bytes and digest) at every participant, signed by
       all of them; its positions sum to zero per currency and its instructions move exactly
       the positions;
@@ -326,7 +337,7 @@ def check_federation(fed: Fed) -> dict[str, pb.SettlementStatement]:
     decided: dict[str, pb.SettlementStatement] = {}
     for n, rs in seen.items():
         for rid, r in rs.items():
-            assert r.state != "final", (n, rid, "not executed")
+            assert not _unfinished(n, r), (n, rid, r.state)
             if r.state != "settled":
                 continue
             assert r.digest == sr.digest(r.statement)
