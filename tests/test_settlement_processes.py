@@ -9,9 +9,11 @@
 * a node killed at each settlement persistence point and restarted;
 * priced trades refused over real gRPC, changing nothing.
 
-The default run trades 300 times (seeded), crashes once on the coordinator and once on a
-participant (a seeded pick each); ``--runslow`` trades 1,200 times and runs the whole crash
-matrix.
+One federation serves the whole module (each test adds trades and rounds; the invariants are
+checked cumulatively over every round so far).  The default run trades 300 times for the
+main round and 60 times with the flaky backend (seeded), crashes once on the coordinator and
+once on a participant (a seeded pick each) and SIGKILLs once; ``--runslow`` adds 1,200-trade
+rounds (plain and flaky), the whole crash matrix and two more SIGKILL seeds.
 
 **Persistence points** (``eap.node.federation.crashpoints.SETTLEMENT_POINTS``), in the order a
 round reaches them; ``EAP_CRASH_AT=<point>`` makes the process exit at once (137, as SIGKILL):
@@ -95,6 +97,8 @@ class Fed:
         self.chains: dict[str, list[list[str]]] = {}
         self.channels: dict[str, grpc.Channel] = {}
         self.trade_seq = 0
+        #: The settlement backend the processes run with.
+        self.backend = "coop-ledger"
         for proc in self.net:
             home = proc.home
             write_settings(home, "transfers", **TRANSFERS)
@@ -422,7 +426,12 @@ def fed(tmp_path_factory):
 
 @pytest.fixture
 def running(fed):
-    """Every node up (and coop-ledger selected) before and after a test."""
+    """Every node up, with the co-op ledger as backend, before and after a test."""
+    if fed.backend != "coop-ledger":
+        for proc in fed.net:
+            write_settings(proc.home, "settlement", backend="coop-ledger")
+        fed.restart_all()
+        fed.backend = "coop-ledger"
     fed.ensure_running()
     yield fed
     crashpoints.disarm()
@@ -491,53 +500,6 @@ def test_many_trades_one_round(running):
 @pytest.mark.slow
 def test_many_trades_one_round_slow(running):
     _many_trades_one_round(running, TRADES_SLOW, seed=2)
-
-
-# -- 2. a backend failing transiently ---------------------------------------------------------
-
-
-def _flaky_backend(fed: Fed, n: int, seed: int) -> None:
-    """Every node's executor uses ``flaky`` (the co-op ledger behind ``FLAKY_FAILURES``
-    transient failures per idempotency key): retries end with every side executed once."""
-    for proc in fed.net:
-        write_settings(proc.home, "settlement", backend="flaky")
-    fed.restart_all(env={"EAP_TEST_FLAKY_BACKEND": str(FLAKY_FAILURES)})
-    try:
-        earlier = set(rounds(fed, A))
-        _round_of_trades(fed, n, seed, tag="flaky-")
-        decided = check_federation(fed)
-        new = [rid for rid in decided if rid not in earlier]
-        assert new
-        for proc in fed.net:
-            n_id = proc.node_id
-            for rid in new:
-                got = fed.api(n_id).GetSettlementRound(api.GetSettlementRoundRequest(
-                    round_id=rid), metadata=fed.md(n_id), timeout=30)
-                for st in got.instructions:
-                    sides = sr.involves(st.instruction, n_id)
-                    if not sides:
-                        assert st.state == "not ours"
-                        continue
-                    # each side failed FLAKY_FAILURES times, then executed once
-                    assert st.state == "executed" and not st.last_error, st
-                    assert st.attempts == (FLAKY_FAILURES + 1) * len(sides), st
-                    assert st.backend == "flaky"
-            # the operator's check, in its own process (exit 0)
-            assert proc.js("ledger", "check") == {"ok": True, "problems": []}
-            assert "simulated outage" in proc.log()
-    finally:
-        for proc in fed.net:
-            write_settings(proc.home, "settlement", backend="coop-ledger")
-        fed.restart_all()
-
-
-def test_flaky_backend(running):
-    _flaky_backend(running, 60, seed=3)
-
-
-@pytest.mark.slow
-def test_flaky_backend_many_trades(running):
-    _flaky_backend(running, TRADES_SLOW, seed=4)
 
 
 # -- 3. a node killed at each persistence point -----------------------------------------------
@@ -685,3 +647,46 @@ def test_refused_trades_change_nothing(running):
     wait_transfers_final(fed)
     settle_everything(fed)
     check_federation(fed)
+
+
+# -- 2. a backend failing transiently ---------------------------------------------------------
+
+
+def _flaky_backend(fed: Fed, n: int, seed: int) -> None:
+    """Every node's executor uses ``flaky`` (the co-op ledger behind ``FLAKY_FAILURES``
+    transient failures per idempotency key): retries end with every side executed once."""
+    for proc in fed.net:
+        write_settings(proc.home, "settlement", backend="flaky")
+    fed.restart_all(env={"EAP_TEST_FLAKY_BACKEND": str(FLAKY_FAILURES)})
+    fed.backend = "flaky"  # switched back by the `running` fixture of the next test
+    earlier = set(rounds(fed, A))
+    _round_of_trades(fed, n, seed, tag="flaky-")
+    decided = check_federation(fed)
+    new = [rid for rid in decided if rid not in earlier]
+    assert new
+    for proc in fed.net:
+        n_id = proc.node_id
+        for rid in new:
+            got = fed.api(n_id).GetSettlementRound(api.GetSettlementRoundRequest(
+                round_id=rid), metadata=fed.md(n_id), timeout=30)
+            for st in got.instructions:
+                sides = sr.involves(st.instruction, n_id)
+                if not sides:
+                    assert st.state == "not ours"
+                    continue
+                # each side failed FLAKY_FAILURES times, then executed once
+                assert st.state == "executed" and not st.last_error, st
+                assert st.attempts == (FLAKY_FAILURES + 1) * len(sides), st
+                assert st.backend == "flaky"
+        # the operator's check, in its own process (exit 0)
+        assert proc.js("ledger", "check") == {"ok": True, "problems": []}
+        assert "simulated outage" in proc.log()
+
+
+def test_flaky_backend(running):
+    _flaky_backend(running, 60, seed=3)
+
+
+@pytest.mark.slow
+def test_flaky_backend_many_trades(running):
+    _flaky_backend(running, TRADES_SLOW, seed=4)
