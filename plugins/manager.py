@@ -3,6 +3,8 @@
 * ``EAP_PLUGINS=name,name`` loads only the named plugins (built-in module names such as
   ``meter_files``, or entry-point names); unset loads all.
 * ``EAP_TRACE_HOOKS=1`` logs every hook call and its result at DEBUG on ``eap.plugins.trace``.
+* ``EAP_TEST_FLAKY_BACKEND=N`` (a testing aid) also registers :mod:`eap.plugins.flaky_backend`,
+  a settlement backend ``flaky`` failing transiently N times per idempotency key.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ DEFAULT_PLUGINS = (
     "eap.plugins.coopdb",
 )
 
+#: Set, registers the test backend ``flaky`` (:mod:`eap.plugins.flaky_backend`).
+FLAKY_ENV = "EAP_TEST_FLAKY_BACKEND"
+
 
 def _allowed() -> set[str] | None:
     raw = os.environ.get("EAP_PLUGINS")
@@ -45,6 +50,8 @@ def get_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManage
         short = name.rsplit(".", 1)[1]
         if allowed is None or short in allowed or name in allowed:
             pm.register(importlib.import_module(name), name=short)
+    if os.environ.get(FLAKY_ENV):  # fault tests of `eap-node serve` processes only
+        pm.register(importlib.import_module("eap.plugins.flaky_backend"), name="flaky_backend")
     if load_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and ep.name not in allowed:

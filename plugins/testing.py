@@ -14,46 +14,19 @@ it and set ``[settlement] backend = "flaky"`` to exercise retries::
     def test_retries(eap_node_factory, eap_flaky_backend):
         flaky = eap_flaky_backend(failures=2)
         node = eap_node_factory(plugins=[flaky], settlement={"backend": "flaky"})
+
+The same backend can be loaded into ``eap-node serve`` processes with the environment switch
+``EAP_TEST_FLAKY_BACKEND=N`` (:mod:`eap.plugins.flaky_backend`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 from eap.plugins import hookimpl
+from eap.plugins.flaky_backend import FlakyBackend
 
-
-class FlakyBackend:
-    """Settlement backend ``name`` that raises a transient ``BackendError`` the first
-    ``failures`` times it sees each idempotency key, then delegates to ``delegate`` (default:
-    the built-in co-op ledger).  ``calls`` lists every key it was called with, in order."""
-
-    def __init__(self, failures: int = 2, name: str = "flaky", delegate=None) -> None:
-        from eap.plugins.coop_ledger import CoopLedger
-
-        self.name = name
-        self.failures = failures
-        self.delegate = delegate or CoopLedger()
-        self.calls: list[str] = []
-        self._seen: Counter[str] = Counter()
-
-    def execute(self, ctx, item, idempotency_key):
-        from eap.node.errors import BackendError
-
-        self.calls.append(idempotency_key)
-        self._seen[idempotency_key] += 1
-        if self._seen[idempotency_key] <= self.failures:
-            raise BackendError(
-                f"{self.name}: simulated outage ({self._seen[idempotency_key]} of {self.failures})",
-                transient=True,
-                backend=self.name,
-            )
-        return self.delegate.execute(ctx, item, idempotency_key)
-
-    def health(self, ctx):
-        return {"ok": True, "detail": f"fails {self.failures} times per key, then posts"}
+__all__ = ["FlakyBackend", "FlakyBackendPlugin", "eap_flaky_backend", "eap_node_factory"]
 
 
 class FlakyBackendPlugin:

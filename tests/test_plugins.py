@@ -178,3 +178,25 @@ def test_allow_list_limits_loaded_plugins(tmp_path):
         check=True,
     ).stdout
     assert out.strip() == "['meter_files']"
+
+
+def test_eap_settlement_backends_flaky_switch_loads_the_test_backend(monkeypatch):
+    """``EAP_TEST_FLAKY_BACKEND=N`` registers the ``flaky`` backend (for serve processes in
+    fault tests); unset, it is not there."""
+    from eap.node.domain import settlement_backends
+    from eap.node.errors import BackendError
+    from eap.plugins import flaky_backend
+    from eap.plugins.manager import get_plugin_manager
+
+    monkeypatch.setattr(flaky_backend, "_backend", None)
+    monkeypatch.delenv("EAP_TEST_FLAKY_BACKEND", raising=False)
+    assert "flaky" not in settlement_backends.available(get_plugin_manager(load_entry_points=False))
+    monkeypatch.setenv("EAP_TEST_FLAKY_BACKEND", "3")
+    pm = get_plugin_manager(load_entry_points=False)
+    plugin, backend = settlement_backends.available(pm)["flaky"]
+    assert plugin == "flaky_backend" and backend.failures == 3
+    assert settlement_backends.available(pm)["flaky"][1] is backend  # one instance: counts kept
+    monkeypatch.setattr(flaky_backend, "_backend", None)
+    monkeypatch.setenv("EAP_TEST_FLAKY_BACKEND", "often")
+    with pytest.raises(BackendError, match=r"flaky_backend.*EAP_TEST_FLAKY_BACKEND"):
+        settlement_backends.available(get_plugin_manager(load_entry_points=False))

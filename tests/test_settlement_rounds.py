@@ -540,3 +540,23 @@ def test_settle_status_and_show_commands(abc):
     assert text.exit_code == 0 and "settled" in text.output
     missing = runner.invoke(main, ["settle", "show", "x.example/2024-01-01/nope", "--home", home])
     assert missing.exit_code != 0
+
+
+def test_recovery_after_a_restart_leaves_rounds_of_the_new_process_alone(abc, monkeypatch):
+    """The serve worker recovers a restarted coordinator a moment after start; a round the
+    new process already started (e.g. through the node API) is not one of the undecided
+    rounds of before the restart and must not be failed by it."""
+    ids = book(abc)
+    a_svc = svc(abc, "a")
+    collect = a_svc._collect
+    recovered: list[int] = []
+
+    def collect_while_recovering(proposal, participants, verify):
+        recovered.append(a_svc.recover())  # the worker's first tick lands mid-round
+        return collect(proposal, participants, verify)
+
+    monkeypatch.setattr(a_svc, "_collect", collect_while_recovering)
+    result = a_svc.run(PERIOD)
+    assert recovered == [0]
+    assert result.state == S.FINAL, list(result.problems)
+    check_settled_once(abc, ids)

@@ -189,6 +189,8 @@ class Settlement:
         self._rng = rng or random.Random()
         self._retry_after: dict[str, float] = {}
         self._lock = threading.Lock()
+        #: Rounds this instance started: never "undecided rounds of before a restart".
+        self._started: set[str] = set()
 
     @classmethod
     def from_engine(cls, engine: Any) -> Settlement:
@@ -478,6 +480,7 @@ class Settlement:
                 f"{', '.join(json.loads(stuck[0].finals_pending))} yet; retried in the "
                 "background, run again later")
         round_id = f"{self.me}/{period}/{uuid.uuid4().hex}"
+        self._started.add(round_id)
         with self.store.transaction() as conn:
             srr.insert_round(conn, round_id=round_id, period=period, coordinator=self.me,
                              state=GATHERING, request_id=request_id or None,
@@ -645,11 +648,14 @@ class Settlement:
 
     def recover(self) -> int:
         """After a restart: fail this coordinator's undecided rounds (presumed abort), then
-        deliver the finals of the decided ones.  Rounds failed."""
+        deliver the finals of the decided ones.  Rounds failed.
+
+        Rounds started by this instance are left alone: the serve worker recovers a moment
+        after start, when a round started through the node API may already be under way."""
         failed = 0
         with self.store.transaction() as conn:
             for row in srr.rounds_in(conn, OPEN, coordinator=self.me):
-                if row.finals_pending is None:
+                if row.finals_pending is None and row.round_id not in self._started:
                     srr.add_problem(conn, row, "the coordinator restarted before the round was "
                                     "decided (presumed abort); run it again",
                                     state=FAILED, finished_at_ms=self.now_ms())
