@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "eap.plugins.operator_attestation",
     "eap.plugins.anchor_log",
     "eap.plugins.coop_ledger",
+    "eap.plugins.evm",
 )
 
 
