@@ -1016,3 +1016,8 @@ _register_federation(main)
 from eap.node.ledger_cli import register as _register_ledger  # noqa: E402
 
 _register_ledger(main)
+
+# Anchored batch roots on a chain (plugin evm).
+from eap.node.anchor_cli import register as _register_anchor  # noqa: E402
+
+_register_anchor(main)

@@ -535,15 +535,24 @@ class EvmSettlement:
         sent: dict[tuple, str] = {}  # terms -> tx hash, in this batch
         waiting: list[tuple[int, tuple, str]] = []
         with c.lock:
-            for i, (item, _key) in enumerate(batch):
+            todo: list[tuple[int, tuple]] = []
+            for i, (item, _key) in enumerate(batch):  # what the chain holds before the batch
                 try:
                     terms = _terms(item)
-                    if terms in sent:  # the other side of an instruction in this batch
-                        waiting.append((i, terms, sent[terms]))
-                        continue
                     done = self._recorded(c, terms)
                     if done is not None:
                         results[i] = done
+                    else:
+                        todo.append((i, terms))
+                except BackendError as exc:
+                    results[i] = exc
+                except Exception as exc:
+                    results[i] = BackendError(
+                        f"{type(exc).__name__}: {exc}", transient=True, backend=NAME)
+            for i, terms in todo:  # then every transaction, consecutive nonces
+                try:
+                    if terms in sent:  # the other side of an instruction in this batch
+                        waiting.append((i, terms, sent[terms]))
                         continue
                     digest = hashlib.sha256(b"".join([*terms[:4], str(terms[4]).encode()]))
                     chain_key = f"settle:{terms[0].hex()}:{digest.hexdigest()[:16]}"
@@ -553,9 +562,6 @@ class EvmSettlement:
                     waiting.append((i, terms, tx_hash))
                 except BackendError as exc:
                     results[i] = exc
-                except Exception as exc:
-                    results[i] = BackendError(
-                        f"{type(exc).__name__}: {exc}", transient=True, backend=NAME)
         for i, terms, tx_hash in waiting:
             try:
                 receipt = c.wait(tx_hash)
@@ -598,3 +604,47 @@ def eap_settlement_backends():
 if __name__ == "__main__":  # pragma: no cover - maintenance: refresh the committed artifacts
     write_artifacts()
     print(f"wrote {ARTIFACTS}")
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+def verify_batch(node: Any, seq: int) -> dict:
+    """Compare the Merkle root of batch ``seq`` stored by ``node`` with the root on chain.
+
+    Returns ``{"seq", "issuer", "root", "chain_root", "ok", "message", "reference"}``;
+    ``reference`` is the anchoring transaction when the chain has one.
+
+    Raises:
+        NotFound: the node has no batch ``seq``.
+        ConfigError: ``[evm]`` (or ``[anchoring.evm]``) names no chain or no anchor registry.
+    """
+    from eap.node.errors import NotFound
+    from eap.node.store import repos
+
+    with node.store.read() as conn:
+        rows = repos.batches_after(conn, int(seq) - 1, 1)
+    if not rows or int(rows[0].seq) != int(seq):
+        raise NotFound(f"this node has no batch {seq}")
+    root = bytes(rows[0].merkle_root)
+    settings = settings_for(Path(node.config.home), "anchoring")
+    if settings is None or not settings.anchor_registry:
+        raise ConfigError("no chain configured: set [evm] rpc_url and anchor_registry")
+    issuer = node.config.node_id
+    chain_root = anchored_root(settings, issuer, int(seq))
+    out = {"seq": int(seq), "issuer": issuer, "root": root.hex(),
+           "chain_root": chain_root.hex() if chain_root else None, "reference": None}
+    if chain_root is None:
+        out.update(ok=False, message=f"batch {seq} of {issuer} is not anchored on chain "
+                                     f"{client(settings).chain_id}")
+        return out
+    c = client(settings)
+    ev = c._event_tx(c.registry.events.Anchored, issuer=issuer_hash(issuer), seq=int(seq))
+    out["reference"] = _hex(ev["transactionHash"]) if ev else None
+    if chain_root != root:
+        out.update(ok=False, message=f"batch {seq}: the chain holds root {chain_root.hex()}, "
+                                     f"this node {root.hex()}")
+    else:
+        out.update(ok=True, message=f"batch {seq} of {issuer}: root {root.hex()} anchored in "
+                                    f"{out['reference']} on chain {c.chain_id}")
+    return out
