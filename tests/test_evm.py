@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,8 +20,8 @@ from eap.node.errors import BackendError, ConfigError
 pytest.importorskip("web3")
 pytest.importorskip("eth_tester")
 
-from eap.plugins import evm  # noqa: E402
-from eap.plugins.evm_devchain import DevChain  # noqa: E402
+from eap.plugins import evm
+from eap.plugins.evm_devchain import DevChain
 
 PEER = "barcelona.example"
 
