@@ -229,3 +229,15 @@ def test_nodes_without_evm_settings_do_not_anchor(eap_node_factory):
     node = eap_node_factory()
     assert evm.settings_for(node.config.home, "anchoring") is None
     assert NodeConfig.load(node.config.home).extra.get("evm") is None
+
+
+@pytest.mark.slow
+def test_demo_chain_anchors_every_batch_and_settles_the_round_on_chain():
+    from eap.node.demo import run_demo
+
+    report = run_demo(chain=True)
+    assert report.ok, report.chain
+    ch = report.to_dict()["chain"]
+    assert ch["anchors"] and all(a["verified"] and a["tx"].startswith("0x")
+                                 for a in ch["anchors"])
+    assert len(ch["settlements"]) == report.settlement["instructions"]
