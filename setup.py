@@ -81,6 +81,7 @@ setup(
     package_data={
         "eap.v1": ["*.proto", "*.pyi"],
         "eap._core": ["*.pyi", "*.pxd"],
+        "eap.plugins": ["contracts/*.vy", "contracts/*.json"],
         "eap.node": ["migrations/*.ini", "migrations/*.mako", "data/*"],
     },
     # Generated C, annotation pages and the bundled header are build inputs, not package data.

@@ -791,8 +791,10 @@ def _all_pages(fetch, limit: int = 0) -> list:
 @click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic day.")
 @click.option("--day", default="2025-06-21", show_default=True, help="The simulated day (UTC).")
+@click.option("--chain", is_flag=True, help="Anchor batch roots and settle on an in-process EVM "
+              "chain (plugin evm; needs the `evm` extra) and show the transaction hashes.")
 @_json_option
-def demo(workdir, keep, seed, day, as_json) -> None:
+def demo(workdir, keep, seed, day, chain, as_json) -> None:
     """Three city nodes as separate processes federating through a simulated day.
 
     Medellín, Barcelona and Amsterdam each run `eap-node serve` on loopback (own SQLite, TLS
@@ -805,7 +807,8 @@ def demo(workdir, keep, seed, day, as_json) -> None:
     from eap.node.demo_report import run_with_progress
 
     report = run_with_progress(
-        workdir=workdir, keep=keep, seed=seed, day=day, as_json=as_json, console=err_console
+        workdir=workdir, keep=keep, seed=seed, day=day, as_json=as_json, console=err_console,
+        chain=chain,
     )
     if as_json:
         _emit(report.to_dict(), True)
@@ -1051,3 +1054,8 @@ _register_federation(main)
 from eap.node.ledger_cli import register as _register_ledger  # noqa: E402
 
 _register_ledger(main)
+
+# Anchored batch roots on a chain (plugin evm).
+from eap.node.anchor_cli import register as _register_anchor  # noqa: E402
+
+_register_anchor(main)

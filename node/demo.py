@@ -308,6 +308,8 @@ class DemoReport:
     unsettled: list[str]
     #: The settlement round that closed the day (gross, net, efficiency, digest, ok).
     settlement: dict[str, Any] = field(default_factory=dict)
+    #: ``--chain``: batch anchors and settlement transactions on the shared chain.
+    chain: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     workdir: str | None = None
 
@@ -322,10 +324,11 @@ class DemoReport:
             and not self.unsettled
             and self.replays.get("same_result", 0) == self.replays.get("sent", 0)
             and bool(self.settlement.get("ok"))
+            and bool(self.chain.get("ok", True))
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "day": self.day,
             "seed": self.seed,
             "seconds": round(self.seconds, 2),
@@ -338,6 +341,9 @@ class DemoReport:
             "replays": self.replays,
             "unsettled": self.unsettled,
         }
+        if self.chain:
+            out["chain"] = self.chain
+        return out
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -788,6 +794,75 @@ def node_reports(run: DemoRun, statuses: dict[str, Any]) -> list[NodeReport]:
     return reports
 
 
+# -- on a chain (--chain) ------------------------------------------------------------------------
+
+
+def start_chain(root: Path, net: LocalFederation) -> Any:
+    """An in-process EVM chain served on loopback, the contracts deployed, and every node's
+    home given a funded, authorised signer key and ``[evm]`` settings pointing at it."""
+    from eap.node.federation.localnet import merge_settings
+    from eap.plugins.evm_devchain import DevChain
+
+    dev = DevChain()
+    url = dev.serve()
+    owner = root / "chain-owner-key"
+    dev.new_key(owner)
+    dev.deploy(owner)
+    for n in net:
+        dev.authorise(dev.new_key(n.home / "evm-key"))
+        merge_settings(n.home, "evm", dev.settings("evm-key", url=url))
+        merge_settings(n.home, "settlement", {"backend": "evm"})
+    return dev
+
+
+def chain_report(dev: Any, net: LocalFederation, settlement: dict[str, Any]) -> dict[str, Any]:
+    """What the chain holds: each node's anchored batch roots (checked against the batches in
+    its database) and the settlement transactions, with their hashes."""
+    from eap.node.store import repos
+    from eap.plugins import evm
+
+    def tx(ev: Any) -> str:
+        return "0x" + bytes(ev["transactionHash"]).hex().removeprefix("0x")
+
+    by_issuer = {evm.issuer_hash(n.node_id): n for n in net}
+    anchors, problems = [], []
+    for ev in dev.events("AnchorRegistry", "Anchored"):
+        node = by_issuer.get(bytes(ev["args"]["issuer"]))
+        if node is None:
+            continue
+        seq, root = int(ev["args"]["seq"]), bytes(ev["args"]["root"])
+        with node.store().read() as conn:
+            rows = repos.batches_after(conn, seq - 1, 1)
+        held = bytes(rows[0].merkle_root) if rows and int(rows[0].seq) == seq else None
+        if held != root:
+            problems.append(f"{node.node_id} batch {seq}: chain root differs from the node's")
+        anchors.append({"node": node.node_id, "seq": seq, "root": root.hex(), "tx": tx(ev),
+                        "verified": held == root})
+    batches = 0
+    for n in net:
+        with n.store().read() as conn:
+            batches += len(repos.batches_after(conn, 0, 100_000))
+    if len(anchors) != batches:
+        problems.append(f"{len(anchors)} of {batches} batches anchored")
+    payments = [{"instruction": "0x" + bytes(ev["args"]["instruction_id"]).hex(),
+                 "currency": bytes(ev["args"]["currency"]).rstrip(b"\0").decode(),
+                 "amount_minor": int(ev["args"]["amount"]), "tx": tx(ev)}
+                for ev in dev.events("SettlementLedger", "Settled")]
+    if settlement.get("ok") and len(payments) != settlement.get("instructions", 0):
+        problems.append(f"{len(payments)} settlement transactions for "
+                        f"{settlement.get('instructions')} instructions")
+    return {
+        "chain_id": dev.chain_id,
+        "rpc_url": dev.server and f"http://127.0.0.1:{dev.server.server_address[1]}",
+        "contracts": dict(dev.contracts),
+        "block": int(dev.w3.eth.block_number),
+        "anchors": sorted(anchors, key=lambda a: (a["node"], a["seq"])),
+        "settlements": payments,
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 
@@ -807,6 +882,7 @@ def run_demo(
     keep: bool = False,
     progress: Progress | None = None,
     cities: tuple[City, ...] = CITIES,
+    chain: bool = False,
 ) -> DemoReport:
     """Run the demo; every node process is stopped when this returns or raises.
 
@@ -814,6 +890,9 @@ def run_demo(
         workdir: where the CA, homes and logs go (kept); default a temporary folder, removed
             afterwards unless ``keep``.
         progress: called with a description at each of :data:`TOTAL_STEPS` steps.
+        chain: run an in-process EVM chain (plugin ``evm``) served over JSON-RPC on
+            loopback; every node anchors its batch roots there and settles through the
+            ``evm`` backend; the report's ``chain`` lists the transactions.
     """
     started = time.monotonic()
     step = progress or (lambda what: None)
@@ -824,6 +903,7 @@ def run_demo(
         raise FailedPrecondition(f"--workdir {root} is not empty; give a new or empty folder")
     net: LocalFederation | None = None
     run: DemoRun | None = None
+    dev: Any = None
     try:
         step("demo CA, three node homes, certificates, descriptors, trust lists")
         plans = [plan_city(c, day_s, seed) for c in cities]
@@ -834,6 +914,8 @@ def run_demo(
             transfers=TRANSFER_SETTINGS,
             settings=LEDGER_SETTINGS,
         )
+        if chain:
+            dev = start_chain(root, net)
         step("starting the nodes: three `eap-node serve` processes on loopback")
         net.start()
         run = DemoRun(net, plans, progress=step)
@@ -849,6 +931,7 @@ def run_demo(
         step(f"auditing the federation's books: RunAudit on {auditor.node_id} (signed holdings "
              "statements of every node)")
         audit = audit_report(auditor)
+        on_chain = chain_report(dev, net, settlement) if dev is not None else {}
         step("stopping the nodes")
         net.stop()
         report = DemoReport(
@@ -857,6 +940,7 @@ def run_demo(
             nodes=node_reports(run, statuses),
             audit=audit,
             settlement=settlement,
+            chain=on_chain,
             replays=run.replays,
             unsettled=unsettled_transfers(net),
             workdir=str(root) if (keep or not own) else None,
@@ -868,5 +952,7 @@ def run_demo(
             run.close()
         if net is not None:
             net.stop()
+        if dev is not None:
+            dev.close()
         if own and not keep:
             shutil.rmtree(root, ignore_errors=True)

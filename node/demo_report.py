@@ -39,7 +39,8 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def run_with_progress(
-    *, workdir: Path | None, keep: bool, seed: int, day: str, as_json: bool, console: Console
+    *, workdir: Path | None, keep: bool, seed: int, day: str, as_json: bool, console: Console,
+    chain: bool = False,
 ) -> DemoReport:
     """Run the demo showing progress on ``console`` (stderr): a live bar on a terminal, one
     line per step otherwise.  Ctrl-C (or SIGTERM) stops every node, then exits 130."""
@@ -74,7 +75,8 @@ def run_with_progress(
                         first[0] = False
                         bar.update(task, description=what)
 
-                    report = run_demo(workdir, seed=seed, day=day, keep=keep, progress=step)
+                    report = run_demo(
+                    workdir, seed=seed, day=day, keep=keep, progress=step, chain=chain)
             else:
 
                 def step(what: str) -> None:
@@ -84,7 +86,8 @@ def run_with_progress(
                         soft_wrap=True,
                     )
 
-                report = run_demo(workdir, seed=seed, day=day, keep=keep, progress=step)
+                report = run_demo(
+                    workdir, seed=seed, day=day, keep=keep, progress=step, chain=chain)
     except KeyboardInterrupt:
         console.print("interrupted: every node process was stopped")
         sys.exit(130)
@@ -227,10 +230,34 @@ def render(report: DemoReport, console: Console) -> None:
             highlight=False,
         )
     _render_settlement(report.settlement, console)
+    _render_chain(report.chain, console)
     if report.unsettled:
         console.print(f"[red]unsettled transfers:[/red] {', '.join(report.unsettled[:5])}")
     if report.workdir:
         console.print(f"node homes, logs and descriptors kept in {report.workdir}", highlight=False)
+
+
+def _render_chain(ch: dict, console: Console) -> None:
+    if not ch:
+        return
+    table = Table("what", "node / currency", "batch / amount (minor)", "transaction",
+                  title=f"on chain {ch['chain_id']} ({ch['rpc_url']}, block {ch['block']}): "
+                  f"registry {ch['contracts']['anchor_registry']}, "
+                  f"ledger {ch['contracts']['settlement_ledger']}",
+                  title_justify="left", **_STYLE)
+    for a in ch["anchors"]:
+        table.add_row("anchor" + (" ✓" if a["verified"] else " ✗"), a["node"],
+                      f"batch {a['seq']}", a["tx"])
+    for p in ch["settlements"]:
+        table.add_row("settle", p["currency"], f"{p['amount_minor']:,}", p["tx"])
+    console.print()
+    console.print(table)
+    if ch["ok"]:
+        console.print(f"[green]on chain[/green]: {len(ch['anchors'])} batch roots anchored and "
+                      f"verified, {len(ch['settlements'])} payments settled", highlight=False)
+    else:
+        console.print(Text("the chain does NOT match: " + "; ".join(ch["problems"][:5]),
+                           style="red"))
 
 
 def _render_settlement(st: dict, console: Console) -> None:

@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "eap.plugins.coop_ledger",
     # inactive (health "not configured") until [settlement.coopdb] url is set
     "eap.plugins.coopdb",
+    "eap.plugins.evm",
 )
 
 #: Set, registers the test backend ``flaky`` (:mod:`eap.plugins.flaky_backend`).

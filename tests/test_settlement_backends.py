@@ -83,9 +83,9 @@ def test_default_backend_is_the_coop_ledger_and_replays_return_the_first_receipt
 
 
 def test_unknown_backend_is_a_config_error_listing_the_available_ones(eap_node_factory):
-    node = eap_node_factory(plugins=[Offers(Raising())], settlement={"backend": "evm"})
-    available = r"available: coop-ledger, coopdb, raising"
-    with pytest.raises(ConfigError, match=r"'evm' is not loaded; " + available):
+    node = eap_node_factory(plugins=[Offers(Raising())], settlement={"backend": "nowhere"})
+    available = r"available: coop-ledger, coopdb, evm, raising"
+    with pytest.raises(ConfigError, match=r"'nowhere' is not loaded; " + available):
         sb.execute(node, item(node, funded(node)))
 
 
