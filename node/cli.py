@@ -1016,3 +1016,8 @@ _register_federation(main)
 from eap.node.ledger_cli import register as _register_ledger  # noqa: E402
 
 _register_ledger(main)
+
+# Plugin listing and the anchor queue.
+from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
+
+_register_plugins(main)
