@@ -133,14 +133,23 @@ def main() -> None:
 )
 @click.option("--api-listen", default=None, help="host:port of the local gRPC API.")
 @click.option("--federation-listen", default=None, help="host:port of the federation API.")
+@click.option(
+    "--operator-signed",
+    is_flag=True,
+    help="Accept the demo attestation scheme operator-signed (demos and tests only).",
+)
 @_home_option
 @_json_option
-def init(node_id, zone, database, api_listen, federation_listen, home, as_json) -> None:
+def init(node_id, zone, database, api_listen, federation_listen, operator_signed, home,
+         as_json) -> None:
     """Create a node home: config, Ed25519 signing key and database."""
     from eap.node.domain.node import Node
 
     home = home or default_home()
-    cfg = create_home(home, node_id, zone, database, api_listen, federation_listen)
+    cfg = create_home(
+        home, node_id, zone, database, api_listen, federation_listen,
+        operator_signed=operator_signed,
+    )
     node = Node.initialise(cfg)
     out = {
         "home": str(home),

@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "eap.plugins"
 DEFAULT_PLUGINS = (
     "eap.plugins.meter_files",
     "eap.plugins.operator_attestation",
+    "eap.plugins.utility_allowlist",
     "eap.plugins.anchor_log",
     "eap.plugins.coop_ledger",
 )

@@ -92,6 +92,7 @@ def eap_node_factory(tmp_path_factory):
         zone: str = "ZZ",
         settlement=None,
         config=None,
+        operator_signed=True,
     ):
         """``config``: extra tables of ``eap-node.toml``, e.g. ``{"plugins": {"timeout_s": 1}}``
         or your plugin's own ``{"my_plugin": {...}}``."""
@@ -100,7 +101,7 @@ def eap_node_factory(tmp_path_factory):
             pm.register(plugin)
         home = tmp_path_factory.mktemp("eap-node")
         tables = dict(config or {})
-        config = create_home(home / "home", node_id, zone)
+        config = create_home(home / "home", node_id, zone, operator_signed=operator_signed)
         if settlement is not None:  # the [settlement] table, e.g. {"backend": "flaky"}
             tables["settlement"] = dict(settlement)
         if tables:

@@ -478,3 +478,37 @@ def test_plugins_command_lists_plugins_versions_hooks_and_health(tmp_path):
     assert kinds[("anchoring", "anchor_log")]["ok"] is True
     out = runner.invoke(main, ["anchor", "catch-up", "--json", "--home", str(home)])
     assert json.loads(out.output) == {"anchored": 0, "failed": {}, "pending": 0}
+
+
+# -- the attestation baseline: the utility's signed allowlist ------------------------------------
+
+
+def test_eap_attest_device_utility_allowlist_and_operator_signed_opt_in(eap_node_factory, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from eap.plugins.utility_allowlist import sign_allowlist
+
+    utility = Ed25519PrivateKey.generate()
+    pub = utility.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    allow = tmp_path / "allowlist.json"
+    sign_allowlist(allow, ["1", "7"], utility, utility="EPM", issued_at="2024-01-01")
+    node = eap_node_factory(
+        operator_signed=False,
+        config={"attestation": {"allowlist": str(allow), "utility_public_key": pub}},
+    )
+    owner = node.create_account(request_id="o").account.id
+    with pytest.raises(InvalidArgument, match="operator-signed is for demos"):
+        _device(node, owner)
+    dev = _device(node, owner, request_id="d1", attestation_scheme="utility-allowlist")
+    assert dev.attested_by == "utility-allowlist" and len(dev.attestation_ref) == 32
+    with pytest.raises(InvalidArgument, match="not on the utility's signed allowlist"):
+        _device(node, owner, request_id="d2", local_ref="r2", meter_id="2",
+                attestation_scheme="utility-allowlist")
+    forged = json.loads(allow.read_text())
+    forged["payload"]["meter_ids"].append("2")  # the operator edits the list: refused
+    allow.write_text(json.dumps(forged))
+    with pytest.raises(InvalidArgument, match="signature does not verify"):
+        _device(node, owner, request_id="d3", local_ref="r2", meter_id="2",
+                attestation_scheme="utility-allowlist")
+    assert node.status().devices == 1
