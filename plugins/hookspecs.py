@@ -110,19 +110,21 @@ def eap_record_event(event: dict[str, Any]) -> None:
 
 
 @hookspec
-def eap_validate_device(device: dict[str, Any]) -> list[Any]:
+def eap_validate_device(device: dict[str, Any], config: dict[str, Any]) -> list[Any]:
     """Extra rules for a device registration, checked after the node's own field rules and
-    before attestation and the transaction. Every implementation is called; return violations,
-    each ``(field, description)`` or ``{"field", "description"}`` (empty or None: no
-    objection). Any violation refuses the registration with ``InvalidArgument`` naming the
-    plugin; raising or running past ``[plugins] timeout_s`` refuses it with ``Unavailable``
-    naming the plugin. Nothing is written in either case."""
+    before attestation and the transaction (``config``: the node's config tables other than
+    its core ones, so a plugin reads its own ``[table]``). Every implementation is called;
+    return violations, each ``(field, description)`` or ``{"field", "description"}`` (empty
+    or None: no objection). Any violation refuses the registration with
+    ``InvalidArgument`` naming the plugin; raising or running past ``[plugins] timeout_s``
+    refuses it with ``Unavailable`` naming the plugin. Nothing is written in either case."""
 
 
 @hookspec
-def eap_validate_readings(readings: Any, source: str) -> list[Any]:
+def eap_validate_readings(readings: Any, source: str, config: dict[str, Any]) -> list[Any]:
     """Extra rules for imported meter data (``readings`` is the columnar
-    ``eap.node.meters.MeterReadings`` of the whole file, ``source`` the reader's name), checked
+    ``eap.node.meters.MeterReadings`` of the whole file, ``source`` the reader's name,
+    ``config`` as for ``eap_validate_device``), checked
     before the import transaction. Every implementation is called; return violations as for
     ``eap_validate_device``. Any violation refuses the whole import with ``InvalidArgument``;
     raising or timing out refuses it with ``Unavailable`` naming the plugin; nothing is

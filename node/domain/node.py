@@ -322,7 +322,7 @@ class Node:
         plugin_calls.violations(
             self.plugins,
             "eap_validate_device",
-            {"device": dict(payload)},
+            {"device": dict(payload), "config": dict(self.config.extra)},
             timeout_s,
             "device refused by a validation policy",
         )
@@ -423,7 +423,7 @@ class Node:
         plugin_calls.violations(
             self.plugins,
             "eap_validate_readings",
-            {"readings": readings, "source": source.name},
+            {"readings": readings, "source": source.name, "config": dict(self.config.extra)},
             plugin_calls.timeout_of(self),
             "meter readings refused by a validation policy",
         )
