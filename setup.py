@@ -26,6 +26,8 @@ def _packages() -> tuple[list[str], dict[str, str]]:
     for name, folder in ROOTS.items():
         for init in sorted(Path(folder).rglob("__init__.py")):
             rel = init.parent.relative_to(folder)
+            if rel.parts[:1] == ("examples",):  # example plugins are distributions of their own
+                continue
             pkg = ".".join([name, *rel.parts]) if rel.parts else name
             packages.append(pkg)
             package_dir[pkg] = str(init.parent)

@@ -51,7 +51,8 @@ def _home(root: Path, name: str, node_id: str, db: str | None, ca: Path):
     from eap.node.federation.settings import update_settings
 
     cfg = create_home(
-        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}",
+        operator_signed=True,
     )
     update_settings(root / name, sync_interval_s=0, rate_per_s=1000.0, burst=1000)
     node = Node.initialise(cfg)

@@ -49,7 +49,8 @@ def _home(root: Path, name: str, node_id: str, db: str | None, ca: Path | None):
     from eap.node.domain.node import Node
 
     cfg = create_home(
-        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}",
+        operator_signed=True,
     )
     node = Node.initialise(cfg)
     if ca is not None:

@@ -71,7 +71,7 @@ def _inprocess(root: Path) -> Iterator[InProcess]:
 
     ca = create_ca(root / "ca")
     home = root / "iut"
-    Node.initialise(create_home(home, NODE_ID, ZONE)).close()
+    Node.initialise(create_home(home, NODE_ID, ZONE, operator_signed=True)).close()
     merge_settings(home, "federation", {"sync_interval_s": 0})
     issue_node_cert(root / "ca", NODE_ID, home / "tls", ["localhost", "127.0.0.1"])
     peer_listen = f"127.0.0.1:{_free_port()}"

@@ -1,6 +1,6 @@
-"""``eap-node anchor``: check issuance-batch roots against the chain they are anchored on.
+"""``eap-node anchor verify``: check issuance-batch roots against the chain they are anchored on.
 
-Registered on the main command group by :func:`register`; the work is done by
+Added to the ``anchor`` group of :mod:`eap.node.plugins_cli` by :func:`register`; the work is done by
 :func:`eap.plugins.evm.verify_batch`.
 """
 
@@ -16,12 +16,7 @@ from eap.node.cli import _emit, _home_option, _json_option, _open
 ANCHOR_MISMATCH_EXIT = 14
 
 
-@click.group()
-def anchor() -> None:
-    """Anchored batch roots on an EVM chain (plugin evm)."""
-
-
-@anchor.command("verify")
+@click.command("verify")
 @click.argument("batch", type=click.IntRange(min=1))
 @_home_option
 @_json_option
@@ -38,5 +33,6 @@ def anchor_verify(batch, home, as_json) -> None:
         sys.exit(ANCHOR_MISMATCH_EXIT)
 
 
-def register(main: click.Group) -> None:
-    main.add_command(anchor)
+def register(anchor: click.Group) -> None:
+    """Add ``verify`` to the ``eap-node anchor`` group."""
+    anchor.add_command(anchor_verify)

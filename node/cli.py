@@ -133,14 +133,23 @@ def main() -> None:
 )
 @click.option("--api-listen", default=None, help="host:port of the local gRPC API.")
 @click.option("--federation-listen", default=None, help="host:port of the federation API.")
+@click.option(
+    "--operator-signed",
+    is_flag=True,
+    help="Accept the demo attestation scheme operator-signed (demos and tests only).",
+)
 @_home_option
 @_json_option
-def init(node_id, zone, database, api_listen, federation_listen, home, as_json) -> None:
+def init(node_id, zone, database, api_listen, federation_listen, operator_signed, home,
+         as_json) -> None:
     """Create a node home: config, Ed25519 signing key and database."""
     from eap.node.domain.node import Node
 
     home = home or default_home()
-    cfg = create_home(home, node_id, zone, database, api_listen, federation_listen)
+    cfg = create_home(
+        home, node_id, zone, database, api_listen, federation_listen,
+        operator_signed=operator_signed,
+    )
     node = Node.initialise(cfg)
     out = {
         "home": str(home),
@@ -1055,7 +1064,7 @@ from eap.node.ledger_cli import register as _register_ledger  # noqa: E402
 
 _register_ledger(main)
 
-# Anchored batch roots on a chain (plugin evm).
-from eap.node.anchor_cli import register as _register_anchor  # noqa: E402
+# Plugin listing, the anchor queue and chain anchors (anchor status / catch-up / verify).
+from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
-_register_anchor(main)
+_register_plugins(main)

@@ -159,8 +159,14 @@ def create_home(
     database: str | None = None,
     api_listen: str | None = None,
     federation_listen: str | None = None,
+    *,
+    operator_signed: bool = False,
 ) -> NodeConfig:
-    """Validate and write a new node home (config, secret, token); keys and DB come later."""
+    """Validate and write a new node home (config, secret, token); keys and DB come later.
+
+    ``operator_signed`` enables the demo attestation scheme (``[attestation]
+    operator_signed = true``); without it devices need a real attestation.
+    """
     check = Checker("invalid node settings")
     check.text(
         node_id,
@@ -186,6 +192,8 @@ def create_home(
         cfg.api_listen = api_listen
     if federation_listen:
         cfg.federation_listen = federation_listen
+    if operator_signed:
+        cfg.extra["attestation"] = {"operator_signed": True}
     _write_private(cfg.secret_path, secrets.token_hex(32))
     _write_private(cfg.token_path, secrets.token_urlsafe(32))
     cfg.save()

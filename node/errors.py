@@ -156,3 +156,13 @@ class ConfigError(EapError):
 def invalid(field_name: str, description: str, message: str = "invalid request") -> InvalidArgument:
     """Shorthand for an :class:`InvalidArgument` with a single field violation."""
     return InvalidArgument(message, [FieldViolation(field_name, description)])
+
+
+class PluginError(Unavailable):
+    """A plugin raised something other than an :class:`EapError`, or did not answer within
+    ``[plugins] timeout_s``; the operation it was called for changed nothing (or, after a
+    commit, went ahead without it).  ``plugin`` names the plugin."""
+
+    def __init__(self, message: str, *, plugin: str = "") -> None:
+        self.plugin = plugin
+        super().__init__(message)

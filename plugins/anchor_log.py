@@ -7,6 +7,7 @@ anchors (a blockchain, a transparency log) implement the same hook.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -35,26 +36,44 @@ def verify_log(path: Path) -> int:
 
 @hookimpl
 def eap_batch_issued(node_id, seq, count, wh, merkle_root, signature, key_id, home):
+    """Append the batch, once: a seq already in the log (a replay after a crash between the
+    append and the queue marking it done) is not appended again."""
     path = Path(home) / LOG_NAME
-    prev = "0" * 64
-    if path.exists():
-        lines = path.read_text().splitlines()
-        if lines:
-            prev = hashlib.sha256(lines[-1].encode()).hexdigest()
-    line = json.dumps(
-        {
-            "node": node_id,
-            "seq": seq,
-            "count": count,
-            "wh": wh,
-            "root": merkle_root.hex(),
-            "key_id": key_id,
-            "signature": signature.hex(),
-            "prev": prev,
-        },
-        sort_keys=True,
-    )
-    with open(path, "a") as f:
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # one writer at a time (serve worker, CLI catch-up)
+        f.seek(0)
+        lines = f.read().splitlines()
+        for line in lines:
+            entry = json.loads(line)
+            if entry["seq"] == seq and entry["node"] == node_id:
+                if entry["root"] != merkle_root.hex():
+                    raise ValueError(f"{path}: seq {seq} is anchored with another root")
+                return
+        prev = hashlib.sha256(lines[-1].encode()).hexdigest() if lines else "0" * 64
+        line = json.dumps(
+            {
+                "node": node_id,
+                "seq": seq,
+                "count": count,
+                "wh": wh,
+                "root": merkle_root.hex(),
+                "key_id": key_id,
+                "signature": signature.hex(),
+                "prev": prev,
+            },
+            sort_keys=True,
+        )
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def health(home: Path) -> dict:
+    """``{"ok", "detail"}`` of the log in ``home``: its hash chain verifies."""
+    path = Path(home) / LOG_NAME
+    if not path.exists():
+        return {"ok": True, "detail": "no batch anchored yet"}
+    try:
+        return {"ok": True, "detail": f"{verify_log(path)} entries, chain verifies"}
+    except (ValueError, KeyError) as exc:
+        return {"ok": False, "detail": str(exc)}

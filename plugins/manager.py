@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "eap.plugins"
 DEFAULT_PLUGINS = (
     "eap.plugins.meter_files",
     "eap.plugins.operator_attestation",
+    "eap.plugins.utility_allowlist",
     "eap.plugins.anchor_log",
     "eap.plugins.coop_ledger",
     # inactive (health "not configured") until [settlement.coopdb] url is set
@@ -42,23 +43,42 @@ def _allowed() -> set[str] | None:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
-def get_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManager:
+class EapPluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers where each plugin came from.
+
+    ``versions`` maps a plugin name to its distribution's version (entry-point plugins) or
+    ``"built-in"``; plugins registered directly (tests, ``eap_node_factory``) are absent.
+    """
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.versions: dict[str, str] = {}
+
+    def version_of(self, name: str) -> str:
+        return self.versions.get(name, "registered in-process")
+
+
+def get_plugin_manager(*, load_entry_points: bool = True) -> EapPluginManager:
     """A manager with the hook specs, the built-in plugins and (optionally) entry points."""
-    pm = pluggy.PluginManager(PROJECT)
+    pm = EapPluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     allowed = _allowed()
     for name in DEFAULT_PLUGINS:
         short = name.rsplit(".", 1)[1]
         if allowed is None or short in allowed or name in allowed:
             pm.register(importlib.import_module(name), name=short)
+            pm.versions[short] = "built-in"
     if os.environ.get(FLAKY_ENV):  # fault tests of `eap-node serve` processes only
         pm.register(importlib.import_module("eap.plugins.flaky_backend"), name="flaky_backend")
+        pm.versions["flaky_backend"] = "built-in (test)"
     if load_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and ep.name not in allowed:
                 continue
             if pm.get_plugin(ep.name) is None:
                 pm.register(ep.load(), name=ep.name)
+                dist = getattr(ep, "dist", None)
+                pm.versions[ep.name] = f"{dist.name} {dist.version}" if dist else "unknown"
     if os.environ.get("EAP_TRACE_HOOKS") == "1":
         trace = logging.getLogger("eap.plugins.trace")
 

@@ -59,14 +59,26 @@ def eap_node_factory(tmp_path_factory):
 
     nodes = []
 
-    def make(plugins=(), node_id: str = "plugin-test.example", zone: str = "ZZ", settlement=None):
+    def make(
+        plugins=(),
+        node_id: str = "plugin-test.example",
+        zone: str = "ZZ",
+        settlement=None,
+        config=None,
+        operator_signed=True,
+    ):
+        """``config``: extra tables of ``eap-node.toml``, e.g. ``{"plugins": {"timeout_s": 1}}``
+        or your plugin's own ``{"my_plugin": {...}}``."""
         pm = get_plugin_manager(load_entry_points=False)
         for plugin in plugins:
             pm.register(plugin)
         home = tmp_path_factory.mktemp("eap-node")
-        config = create_home(home / "home", node_id, zone)
+        tables = dict(config or {})
+        config = create_home(home / "home", node_id, zone, operator_signed=operator_signed)
         if settlement is not None:  # the [settlement] table, e.g. {"backend": "flaky"}
-            config.extra["settlement"] = dict(settlement)
+            tables["settlement"] = dict(settlement)
+        if tables:
+            config.extra.update(tables)
             config.save()
         node = Node.initialise(config, plugins=pm)
         nodes.append(node)

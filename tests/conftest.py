@@ -84,7 +84,7 @@ def make_node(
     from eap.node.config import create_home
     from eap.node.domain.node import Node
 
-    return Node.initialise(create_home(home, node_id, zone, db))
+    return Node.initialise(create_home(home, node_id, zone, db, operator_signed=True))
 
 
 @pytest.fixture

@@ -203,7 +203,7 @@ class FedNet:
             home = self.root / node_id.split(".")[0]
             api, fedp = free_port(), free_port()
             cfg = create_home(home, node_id, zone, (db_urls or {}).get(node_id),
-                              f"127.0.0.1:{api}", f"127.0.0.1:{fedp}")
+                              f"127.0.0.1:{api}", f"127.0.0.1:{fedp}", operator_signed=True)
             Node.initialise(cfg).close()
             issue_node_cert(self.ca_dir, node_id, home / "tls")
             write_settings(home, "federation", sync_interval_s=sync_interval_s, **federation)

@@ -326,7 +326,7 @@ def test_page_tokens_handed_out_still_page(served, solar, meter_csv):
 @pytest.mark.parametrize("name", ["api-token", "node-secret"])
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
 def test_loose_home_secrets_are_refused_naming_file_and_fix(tmp_path, name, mode):
-    cfg = create_home(tmp_path / "home", "medellin.example", "CO-ANT")
+    cfg = create_home(tmp_path / "home", "medellin.example", "CO-ANT", operator_signed=True)
     read = {"api-token": cfg.api_token, "node-secret": cfg.node_secret}[name]
     assert read()  # created 0600: fine
     path = tmp_path / "home" / name

@@ -26,7 +26,7 @@ NODE_ID = "medellin.example"
 def make_node(home: Path, db: str | None, node_id: str):
     from eap.node.domain.node import Node
 
-    return Node.initialise(create_home(home, node_id, "CO-ANT", db))
+    return Node.initialise(create_home(home, node_id, "CO-ANT", db, operator_signed=True))
 
 
 @pytest.fixture(scope="module")

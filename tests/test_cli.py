@@ -29,7 +29,7 @@ def js(home: Path, *args: str):
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     h = tmp_path / "node"
-    run(h, "init", "--node-id", "medellin.example", "--zone", "CO-ANT")
+    run(h, "init", "--node-id", "medellin.example", "--zone", "CO-ANT", "--operator-signed")
     return h
 
 

@@ -6,13 +6,15 @@ import inspect
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 from support import write_csv
 
-from eap.node.errors import InvalidArgument
+from eap.node.errors import InvalidArgument, NotFound, PluginError
 from eap.node.meters import MeterReadings
+from eap.node.records.enums import Purpose
 from eap.plugins import hookimpl, hookspecs
 from eap.plugins.anchor_log import LOG_NAME, verify_log
 
@@ -200,3 +202,335 @@ def test_eap_settlement_backends_flaky_switch_loads_the_test_backend(monkeypatch
     monkeypatch.setenv("EAP_TEST_FLAKY_BACKEND", "often")
     with pytest.raises(BackendError, match=r"flaky_backend.*EAP_TEST_FLAKY_BACKEND"):
         settlement_backends.available(get_plugin_manager(load_entry_points=False))
+
+
+# -- plugin failures are bounded and name the plugin ------------------------------------------
+
+SLOW = {"plugins": {"timeout_s": 0.3}}
+
+
+class Hang:
+    """Blocks until released (a plugin that hangs past the node's timeout)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, *args, **kw):
+        self.release.wait(10)
+        return []
+
+
+def _readings_file(tmp_path, name="m.csv", wh=100):
+    return write_csv(tmp_path / name, [("2024-01-01 10:00:00", "2024-01-01 11:00:00", "1", wh)])
+
+
+def test_eap_attest_device_plugin_that_hangs_refuses_cleanly(eap_node_factory):
+    hang = Hang()
+
+    class SlowRegistry:
+        @hookimpl
+        def eap_attest_device(self, device, scheme, evidence):
+            return hang() or {"ref": "never"}
+
+    node = eap_node_factory(plugins=[SlowRegistry()], config=SLOW)
+    owner = node.create_account(request_id="o").account.id
+    with pytest.raises(PluginError, match="plugin SlowRegistry did not answer"):
+        _device(node, owner)
+    hang.release.set()
+    assert node.status().devices == 0
+
+
+# -- validation policies ------------------------------------------------------------------------
+
+
+class MaxCapacity:
+    @hookimpl
+    def eap_validate_device(self, device):
+        if device["capacity_w"] > 100:
+            return [("device.capacity_w", "above this co-op's 100 W limit")]
+        return []
+
+
+def test_eap_validate_device_refuses_before_anything_changes(eap_node_factory):
+    node = eap_node_factory(plugins=[MaxCapacity()])
+    owner = node.create_account(request_id="o").account.id
+    with pytest.raises(InvalidArgument, match=r"100 W limit \(plugin MaxCapacity\)"):
+        _device(node, owner, capacity_w=250)
+    assert node.status().devices == 0
+    assert _device(node, owner, request_id="d2", capacity_w=90).capacity_w == 90
+
+
+def test_eap_validate_device_plugin_that_raises_or_hangs_names_itself(eap_node_factory):
+    class Broken:
+        @hookimpl
+        def eap_validate_device(self, device):
+            raise RuntimeError("policy database unreachable")
+
+    node = eap_node_factory(plugins=[Broken()], config=SLOW)
+    owner = node.create_account(request_id="o").account.id
+    with pytest.raises(PluginError, match="plugin Broken failed in eap_validate_device"):
+        _device(node, owner)
+    hang = Hang()
+
+    class Stuck:
+        @hookimpl
+        def eap_validate_device(self, device):
+            return hang()
+
+    node = eap_node_factory(plugins=[Stuck()], config=SLOW)
+    owner = node.create_account(request_id="o").account.id
+    with pytest.raises(PluginError, match=r"plugin Stuck did not answer .* within 0.3 s"):
+        _device(node, owner)
+    hang.release.set()
+    assert node.status().devices == 0
+
+
+def test_eap_validate_readings_refuses_whole_import(eap_node_factory, tmp_path):
+    class NoSpikes:
+        @hookimpl
+        def eap_validate_readings(self, readings, source):
+            big = readings.wh > 150
+            return [
+                {"field": f"readings[{readings.meters[readings.meter[i]]}]", "description": "spike"}
+                for i in big.nonzero()[0]
+            ]
+
+    node = eap_node_factory(plugins=[NoSpikes()])
+    owner = node.create_account(request_id="o").account.id
+    _device(node, owner)
+    with pytest.raises(InvalidArgument, match=r"spike \(plugin NoSpikes\)"):
+        node.import_readings(_readings_file(tmp_path, wh=200), request_id="i")
+    assert node.status().readings == 0
+    assert node.import_readings(_readings_file(tmp_path, "ok.csv", 120), request_id="i2").wh == 120
+
+
+# -- record lifecycle events --------------------------------------------------------------------
+
+
+def test_eap_record_event_after_commit_and_failures_never_undo(eap_node_factory, tmp_path, caplog):
+    seen = []
+
+    class Recorder:
+        @hookimpl
+        def eap_record_event(self, event):
+            seen.append(event)
+
+    class Broken:
+        @hookimpl
+        def eap_record_event(self, event):
+            raise RuntimeError("webhook down")
+
+    node = eap_node_factory(plugins=[Recorder(), Broken()])
+    owner = node.create_account(request_id="o").account.id
+    other = node.create_account(request_id="o2").account.id
+    _device(node, owner)
+    node.import_readings(_readings_file(tmp_path), request_id="i")
+    issued = node.issue(request_id="s")
+    bundle = node.list_bundles(purpose=Purpose.OPERATIONS).items[0]
+    moved = node.transfer(bundle.id, to_account=other, wh=40, request_id="t")
+    node.retire(moved.remainder.id, beneficiary="x", purpose="scope2", wh=10, request_id="r")
+    assert [e["type"] for e in seen] == ["issued", "transferred", "retired"]
+    assert seen[0]["batch_seq"] == issued.batch_seq and seen[0]["wh"] == 100
+    assert seen[1]["to_account"] == other and seen[1]["wh"] == 40
+    assert all(e["node_id"] == node.node_id for e in seen)
+    assert "plugin Broken failed" in caplog.text
+    node.transfer(bundle.id, to_account=other, wh=40, request_id="t")  # a replay: no event
+    assert len(seen) == 3
+
+
+# -- account directories ------------------------------------------------------------------------
+
+
+class MemberDirectory:
+    name = "members"
+
+    def __init__(self, mapping, fail=False) -> None:
+        self.mapping, self.fail = mapping, fail
+
+    def lookup(self, member_ref):
+        if self.fail:
+            raise ConnectionError("member database went away")
+        return self.mapping.get(member_ref)
+
+    def health(self):
+        return {"ok": not self.fail, "detail": f"{len(self.mapping)} members"}
+
+
+class DirectoryPlugin:
+    def __init__(self, directory) -> None:
+        self.directory = directory
+
+    @hookimpl
+    def eap_account_directories(self):
+        return [self.directory]
+
+
+def test_eap_account_directories_lookup_and_health(eap_node_factory):
+    from eap.node.domain import directories
+
+    node = eap_node_factory(plugins=[DirectoryPlugin(MemberDirectory({}))])
+    acct = node.create_account(request_id="o").account.id
+    plugin = next(p for p in node.plugins.get_plugins() if isinstance(p, DirectoryPlugin))
+    plugin.directory.mapping["M-0042"] = acct
+    assert directories.lookup(node, "members", "M-0042") == acct
+    assert directories.lookup(node, "members", "M-9999") is None
+    with pytest.raises(NotFound, match="loaded: members"):
+        directories.lookup(node, "nope", "M-0042")
+    assert directories.health(node) == [
+        {"name": "members", "plugin": "DirectoryPlugin", "ok": True, "detail": "1 members"}
+    ]
+    plugin.directory.fail = True
+    with pytest.raises(PluginError, match=r"plugin DirectoryPlugin failed .*went away"):
+        directories.lookup(node, "members", "M-0042")
+    assert directories.health(node)[0]["ok"] is False
+
+
+# -- anchoring through the durable queue --------------------------------------------------------
+
+
+def _issue_day(node, tmp_path, day):
+    f = write_csv(
+        tmp_path / f"d{day}.csv",
+        [(f"2024-01-0{day} 10:00:00", f"2024-01-0{day} 11:00:00", "1", 100)],
+    )
+    node.import_readings(f, request_id=f"i{day}")
+    return node.issue(request_id=f"s{day}")
+
+
+class SimulatedCrash(BaseException):
+    """Stands for the process dying: no ``except Exception`` swallows it."""
+
+
+def test_eap_batch_issued_crash_between_commit_and_anchor_catches_up_once(
+    eap_node_factory, tmp_path, monkeypatch
+):
+    from eap.node.domain import anchoring
+
+    node = eap_node_factory()
+    owner = node.create_account(request_id="o").account.id
+    _device(node, owner)
+
+    def crash(*args, **kw):
+        raise SimulatedCrash
+
+    with monkeypatch.context() as m:
+        m.setattr(anchoring, "drain", crash)
+        with pytest.raises(SimulatedCrash):
+            _issue_day(node, tmp_path, 1)
+    assert node.status().wh_issued == 100  # committed
+    log = node.config.home / LOG_NAME
+    assert not log.exists()  # ... but not anchored
+    assert anchoring.status(node)[0] == {
+        "plugin": "anchor_log",
+        "loaded": True,
+        "anchored": 0,
+        "pending": 1,
+        "oldest_pending": 1,
+        "last_error": "",
+    }
+    assert anchoring.drain(node) == {"anchored": 1, "failed": {}, "pending": 0}
+    assert anchoring.drain(node) == {"anchored": 0, "failed": {}, "pending": 0}
+    assert verify_log(log) == 1
+
+    # a crash after the plugin answered but before the queue recorded it: sent again with the
+    # same seq, and the log does not append it twice
+    with monkeypatch.context() as m:
+        m.setattr(anchoring, "mark_done", crash)
+        m.setattr(anchoring, "drain", crash)
+        with pytest.raises(SimulatedCrash):
+            _issue_day(node, tmp_path, 2)
+        m.undo()
+    with monkeypatch.context() as m:
+        m.setattr(anchoring, "mark_done", crash)
+        with pytest.raises(SimulatedCrash):
+            anchoring.drain(node)
+    assert verify_log(log) == 2
+    assert anchoring.drain(node)["anchored"] == 1
+    assert verify_log(log) == 2
+    assert [json.loads(x)["seq"] for x in log.read_text().splitlines()] == [1, 2]
+
+
+def test_eap_batch_issued_plugin_down_does_not_stop_issuance(eap_node_factory, tmp_path):
+    from eap.node.domain import anchoring
+
+    class Chain:
+        def __init__(self) -> None:
+            self.up, self.sent = False, []
+
+        @hookimpl
+        def eap_batch_issued(self, seq, merkle_root):
+            if not self.up:
+                raise ConnectionError("chain RPC unreachable")
+            self.sent.append(seq)
+
+    chain = Chain()
+    node = eap_node_factory(plugins=[chain])
+    owner = node.create_account(request_id="o").account.id
+    _device(node, owner)
+    for day in (1, 2):
+        assert _issue_day(node, tmp_path, day).wh == 100
+    assert verify_log(node.config.home / LOG_NAME) == 2  # the other anchor is not held up
+    state = {s["plugin"]: s for s in anchoring.status(node)}
+    assert state["Chain"]["pending"] == 2 and "unreachable" in state["Chain"]["last_error"]
+    chain.up = True
+    assert anchoring.drain(node)["anchored"] == 2
+    assert anchoring.drain(node)["anchored"] == 0
+    assert chain.sent == [1, 2]
+
+
+def test_plugins_command_lists_plugins_versions_hooks_and_health(tmp_path):
+    from click.testing import CliRunner
+
+    from eap.node.cli import main
+
+    home = tmp_path / "home"
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", "--node-id", "a.example", "--zone", "ZZ", "--home",
+                                str(home)]).exit_code == 0
+    out = runner.invoke(main, ["plugins", "--json", "--home", str(home)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    by_name = {p["name"]: p for p in data["plugins"]}
+    assert by_name["anchor_log"] == {
+        "name": "anchor_log", "version": "built-in", "hooks": ["eap_batch_issued"]
+    }
+    assert "eap_settlement_backends" in by_name["coop_ledger"]["hooks"]
+    kinds = {(b["kind"], b["name"]): b for b in data["backends"]}
+    assert kinds[("settlement", "coop-ledger")]["ok"] is True
+    assert kinds[("anchoring", "anchor_log")]["ok"] is True
+    out = runner.invoke(main, ["anchor", "catch-up", "--json", "--home", str(home)])
+    assert json.loads(out.output) == {"anchored": 0, "failed": {}, "pending": 0}
+
+
+# -- the attestation baseline: the utility's signed allowlist ------------------------------------
+
+
+def test_eap_attest_device_utility_allowlist_and_operator_signed_opt_in(eap_node_factory, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from eap.plugins.utility_allowlist import sign_allowlist
+
+    utility = Ed25519PrivateKey.generate()
+    pub = utility.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    allow = tmp_path / "allowlist.json"
+    sign_allowlist(allow, ["1", "7"], utility, utility="EPM", issued_at="2024-01-01")
+    node = eap_node_factory(
+        operator_signed=False,
+        config={"attestation": {"allowlist": str(allow), "utility_public_key": pub}},
+    )
+    owner = node.create_account(request_id="o").account.id
+    with pytest.raises(InvalidArgument, match="operator-signed is for demos"):
+        _device(node, owner)
+    dev = _device(node, owner, request_id="d1", attestation_scheme="utility-allowlist")
+    assert dev.attested_by == "utility-allowlist" and len(dev.attestation_ref) == 32
+    with pytest.raises(InvalidArgument, match="not on the utility's signed allowlist"):
+        _device(node, owner, request_id="d2", local_ref="r2", meter_id="2",
+                attestation_scheme="utility-allowlist")
+    forged = json.loads(allow.read_text())
+    forged["payload"]["meter_ids"].append("2")  # the operator edits the list: refused
+    allow.write_text(json.dumps(forged))
+    with pytest.raises(InvalidArgument, match="signature does not verify"):
+        _device(node, owner, request_id="d3", local_ref="r2", meter_id="2",
+                attestation_scheme="utility-allowlist")
+    assert node.status().devices == 1

@@ -75,7 +75,7 @@ class Federation:
             node_id, zone, lat, lon = CITIES[key]
             home = tmp / key
             db = (db_urls or {}).get(key)
-            node = Node.initialise(create_home(home, node_id, zone, db))
+            node = Node.initialise(create_home(home, node_id, zone, db, operator_signed=True))
             account = node.create_account(request_id="acct", label="buyer").account.id
             city = City(key, node_id, home, node, self._engine(node), account)
             self.cities[key] = city

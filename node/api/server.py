@@ -98,6 +98,20 @@ def build_health_server(
     return server, port
 
 
+def start_node_tasks(node: Node) -> Any:
+    """Background tasks of ``serve`` that need no federation: the anchor queue's catch-up,
+    every ``[plugins] anchor_interval_s`` seconds (:mod:`eap.node.domain.anchoring`)."""
+    from eap.node.domain import anchoring
+    from eap.node.domain.plugin_calls import PluginSettings
+    from eap.node.federation.runtime import Worker
+
+    worker = Worker()
+    interval = PluginSettings.from_config(node.config).anchor_interval_s
+    worker.every("anchor-queue", interval, lambda: anchoring.drain(node), initial_delay_s=1.0)
+    worker.start()
+    return worker
+
+
 def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> None:
     """Serve until SIGINT/SIGTERM.  ``api_options`` override ``[api]`` settings (see
     :func:`eap.node.api.tls.resolve`: ``tls_cert``, ``tls_key``, ``client_ca``,
@@ -121,6 +135,7 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
 
     # Federation first, so that the API serves cross-node transfers from its first call.
     federation = start_federation(node)  # None when the home has no TLS material
+    tasks = start_node_tasks(node)  # with or without federation: the anchor queue drains
     if federation is not None:
         servicer.transfers = federation.transfers
     server.start()
@@ -138,6 +153,7 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    tasks.stop()
     if federation is not None:
         federation.stop()
     if health_server is not None:

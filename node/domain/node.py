@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import custody, idempotency, ledger, obligations
+from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
@@ -316,11 +316,30 @@ class Node:
             attestation=[attestation_scheme, attestation_evidence],
         )
 
-        attested = self.plugins.hook.eap_attest_device(
-            device=dict(payload), scheme=attestation_scheme, evidence=attestation_evidence
+        # Plugins judge the device before anything is written: a violation, a raise or a
+        # timeout refuses the registration with nothing changed.
+        timeout_s = plugin_calls.timeout_of(self)
+        plugin_calls.violations(
+            self.plugins,
+            "eap_validate_device",
+            {"device": dict(payload), "config": dict(self.config.extra)},
+            timeout_s,
+            "device refused by a validation policy",
+        )
+        attested = plugin_calls.call_first(
+            self.plugins,
+            "eap_attest_device",
+            {
+                "device": dict(payload),
+                "scheme": attestation_scheme,
+                "evidence": attestation_evidence,
+                "settings": self._attestation_settings(),
+            },
+            timeout_s,
         )
         if attested is None:
             raise invalid("attestation.scheme", f"no plugin accepts scheme {attestation_scheme!r}")
+        attested = attested[1]
 
         def op(conn: Connection) -> Device:
             if repos.get_account(conn, owner) is None:
@@ -362,6 +381,12 @@ class Node:
             fn=op,
         )
 
+    def _attestation_settings(self) -> dict[str, Any]:
+        """``[attestation]`` of the config, with ``home`` so plugins can resolve paths."""
+        table = dict(self.config.extra.get("attestation", {}) or {})
+        table["home"] = str(self.config.home)
+        return table
+
     def list_devices(
         self,
         *,
@@ -395,6 +420,13 @@ class Node:
         source = reader_for(path, self.meter_sources(fmt))
         readings = source.read(path, options=None)
         payload = {"sha256": hashlib.sha256(content).hexdigest(), "format": source.name}
+        plugin_calls.violations(
+            self.plugins,
+            "eap_validate_readings",
+            {"readings": readings, "source": source.name, "config": dict(self.config.extra)},
+            plugin_calls.timeout_of(self),
+            "meter readings refused by a validation policy",
+        )
         return idempotency.run(
             self.store,
             request_id=request_id,
@@ -593,6 +625,8 @@ class Node:
             if not rows:
                 return IssueResult()
             result = self._issue_rows(conn, rows)
+            # queued in the issuance transaction: a crash after the commit loses no anchor
+            anchoring.enqueue(conn, self.plugins, result.batch_seq)
             fresh.append(result)
             return result
 
@@ -607,27 +641,42 @@ class Node:
             fn=op,
         )
         if fresh:
-            self._anchor(result.batch_seq)
+            self._anchor()
+            self.record_event(
+                "issued",
+                request_id,
+                batch_seq=result.batch_seq,
+                bundles=result.bundles,
+                wh=result.wh,
+            )
         return result
 
-    def _anchor(self, seq: int) -> None:
-        """Hand a committed batch to the anchoring plugins; their failures never undo it."""
-        with self.store.read() as conn:
-            row = repos.batches_after(conn, seq - 1, 1)[0]
-        batch = batches.parse(row.payload)
+    def _anchor(self) -> None:
+        """Drain the anchor queue after an issuance; an anchoring plugin that is down only
+        leaves its batches queued (:mod:`eap.node.domain.anchoring`)."""
         try:
-            self.plugins.hook.eap_batch_issued(
-                node_id=self.node_id,
-                seq=seq,
-                count=row.count,
-                wh=row.wh,
-                merkle_root=bytes(row.merkle_root),
-                signature=batch.signature,
-                key_id=row.key_id,
-                home=str(self.config.home),
+            anchoring.drain(self)
+        except Exception:
+            log.exception("draining the anchor queue failed; batches stay queued")
+
+    def record_event(self, kind: str, request_id: str, **fields: Any) -> None:
+        """Tell ``eap_record_event`` plugins that a committed operation changed records.
+
+        Called after the commit; plugin failures are logged and never reach the caller.
+        """
+        event = {
+            "type": kind,
+            "node_id": self.node_id,
+            "at_ms": now_ms(),
+            "request_id": request_id,
+            **fields,
+        }
+        try:
+            plugin_calls.notify(
+                self.plugins, "eap_record_event", {"event": event}, plugin_calls.timeout_of(self)
             )
         except Exception:
-            log.exception("anchoring batch %s failed", seq)
+            log.exception("delivering the %s event failed", kind)
 
     def meter_sources(self, fmt: str = "") -> list:
         """Meter-data readers from the plugins (plugins first), optionally one format only."""
@@ -852,6 +901,7 @@ class Node:
 
         def trade(conn: Connection) -> TransferResult:
             result = op(conn)
+            fresh.append(result)
             if price_minor:
                 n = repos.bump(conn, "trades") + 1
                 repos.insert_obligation(
@@ -869,10 +919,11 @@ class Node:
                 )
             return result
 
+        fresh: list[TransferResult] = []
         payload = {"bundle": bundle_ref, "to": to_account, "wh": wh}
         if price_minor:
             payload["price"] = [price_minor, currency]
-        return idempotency.run(
+        result = idempotency.run(
             self.store,
             request_id=request_id,
             operation="transfer",
@@ -881,6 +932,17 @@ class Node:
             result_type=TransferResult,
             fn=trade,
         )
+        if fresh:
+            self.record_event(
+                "transferred",
+                request_id,
+                bundle=result.transferred.id,
+                wh=result.transferred.wh,
+                from_account=sellers[-1],
+                to_account=to_account,
+                remainder=result.remainder.id if result.remainder else None,
+            )
+        return result
 
     def retire(
         self,
@@ -937,9 +999,11 @@ class Node:
             ledger.journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
             if claimed.issuer != self.node_id:
                 custody.report_retirement(conn, receipt.id, claimed, receipt.claimed_at_ms)
+            fresh.append(receipt)
             return receipt
 
-        return idempotency.run(
+        fresh: list[ClaimReceipt] = []
+        receipt = idempotency.run(
             self.store,
             request_id=request_id,
             operation="retire",
@@ -955,6 +1019,16 @@ class Node:
             result_type=ClaimReceipt,
             fn=op,
         )
+        if fresh:
+            self.record_event(
+                "retired",
+                request_id,
+                claim=receipt.id,
+                bundle=receipt.bundle.id,
+                wh=receipt.bundle.wh,
+                purpose=purpose,
+            )
+        return receipt
 
     def list_claims(
         self,

@@ -330,7 +330,8 @@ class LocalFederation:
         for node_id, zone in nodes:
             home = root / node_id.split(".")[0]
             api_port, fed_port = next(ports), next(ports)
-            cfg = create_home(home, node_id, zone, None, f"{host}:{api_port}", f"{host}:{fed_port}")
+            cfg = create_home(home, node_id, zone, None, f"{host}:{api_port}", f"{host}:{fed_port}",
+                              operator_signed=True)  # the demo's devices are operator-signed
             Node.initialise(cfg).close()
             issue_node_cert(ca_dir, node_id, home / "tls", ["localhost", host])
             if federation:

@@ -572,3 +572,19 @@ ledger_postings = Table(
     Column("amount_minor", BigInteger, nullable=False),
     Index("ix_ledger_postings_account", "account", "currency"),
 )
+
+#: Issuance batches waiting to be anchored, one row per (batch seq, anchoring plugin), written
+#: in the issuance transaction and marked done once the plugin returned: a crash or an outage
+#: between issuance and anchoring leaves the row pending, and the anchor worker (or
+#: ``eap-node anchor catch-up``) sends it later.  Plugins are idempotent per seq.
+anchor_queue = Table(
+    "anchor_queue",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("plugin", String(128), primary_key=True),
+    Column("enqueued_at_ms", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("anchored_at_ms", BigInteger, nullable=True),
+    Index("ix_anchor_queue_pending", "plugin", "anchored_at_ms", "seq"),
+)
