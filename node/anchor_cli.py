@@ -1,7 +1,7 @@
 """``eap-node anchor verify``: check issuance-batch roots against the chain they are anchored on.
 
-Added to the ``anchor`` group of :mod:`eap.node.plugins_cli` by :func:`register`; the work is done by
-:func:`eap.plugins.evm.verify_batch`.
+Added to the ``anchor`` group of :mod:`eap.node.plugins_cli` by :func:`register`; the work is done
+by :func:`eap.plugins.evm.verify_batch`.
 """
 
 from __future__ import annotations

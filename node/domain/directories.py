@@ -3,10 +3,15 @@
 A directory is any object a plugin returns from the ``eap_account_directories`` hook with:
 
 * ``name``: a short unique name (``coopdb``);
-* ``lookup(member_ref) -> str | None``: the node account id (``acct_...``) of that member, or
-  None when the directory does not know the member.  Only the mapping crosses: names,
+* ``lookup(ctx, member_ref) -> str | None``: the node account id (``acct_...``) of that member,
+  or None when the directory does not know the member.  Only the mapping crosses: names,
   addresses and other personal data stay in the external system;
-* ``health() -> dict``: ``{"ok": bool, "detail": str}``, cheap, for listings.
+* ``health(ctx) -> dict``: ``{"ok": bool, "detail": str}``, cheap, for listings.
+
+``ctx`` is the context settlement backends get too (node id, home, store, ``settings``): here
+``settings`` is the directory's ``[settlement.<name>]`` table merged with its
+``[directories.<name>]`` table, so a plugin that is both a directory and a settlement backend
+(``coopdb``) is configured once.
 
 :func:`lookup` calls one directory in a worker thread bounded by ``[plugins] timeout_s`` and
 turns a failure into an error naming the directory's plugin.
@@ -14,6 +19,7 @@ turns a failure into an error naming the directory's plugin.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Protocol
 
@@ -28,9 +34,9 @@ class AccountDirectory(Protocol):
 
     name: str
 
-    def lookup(self, member_ref: str) -> str | None: ...
+    def lookup(self, ctx: Any, member_ref: str) -> str | None: ...
 
-    def health(self) -> dict: ...
+    def health(self, ctx: Any) -> dict: ...
 
 
 def available(plugins: Any, timeout_s: float = plugin_calls.DEFAULT_TIMEOUT_S) -> dict:
@@ -70,7 +76,8 @@ def lookup(node: Any, directory: str, member_ref: str) -> str | None:
         names = ", ".join(sorted(dirs)) or "none"
         raise NotFound(f"no account directory {directory!r}; loaded: {names}")
     plugin, obj = dirs[directory]
-    result = _bounded(lambda: obj.lookup(member_ref), timeout_s, plugin, "lookup")
+    ctx = context(node, directory)
+    result = _bounded(lambda: obj.lookup(ctx, member_ref), timeout_s, plugin, "lookup")
     if result is not None and not isinstance(result, str):
         raise PluginError(
             f"plugin {plugin}: directory {directory!r} returned {result!r}, not an account id",
@@ -84,12 +91,23 @@ def health(node: Any, timeout_s: float = 5.0) -> list[dict]:
     out = []
     for name, (plugin, obj) in sorted(available(node.plugins, timeout_s).items()):
         try:
-            state = _bounded(obj.health, timeout_s, plugin, "health")
+            state = _bounded(functools.partial(obj.health, context(node, name)), timeout_s,
+                             plugin, "health")
             ok, detail = bool(state.get("ok")), str(state.get("detail", ""))
         except (EapError, AttributeError) as exc:
             ok, detail = False, str(exc)
         out.append({"name": name, "plugin": plugin, "ok": ok, "detail": detail})
     return out
+
+
+def context(node: Any, name: str) -> Any:
+    """The ``ctx`` a directory named ``name`` is called with (see the module docstring)."""
+    from eap.node.domain import settlement_backends as sb
+
+    ctx = sb._context(node, sb.SettlementSettings.from_config(node.config), name)
+    extra = (getattr(node.config, "extra", None) or {}).get("directories", {}).get(name, {})
+    ctx.settings.update(extra if isinstance(extra, dict) else {})
+    return ctx
 
 
 def _bounded(fn: Any, timeout_s: float, plugin: str, what: str) -> Any:
