@@ -560,3 +560,47 @@ def test_recovery_after_a_restart_leaves_rounds_of_the_new_process_alone(abc, mo
     assert recovered == [0]
     assert result.state == S.FINAL, list(result.problems)
     check_settled_once(abc, ids)
+
+
+class BatchBackend(Backend):
+    """:class:`Backend` that also executes many sides in one call, as the co-op ledger does."""
+
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__(fail)
+        self.batches = 0
+
+    def execute_many(self, node, items: list[dict]) -> list:
+        self.batches += 1
+        out: list = []
+        for item in items:
+            try:
+                out.append(self(node, item))
+            except Backend.Error as exc:
+                out.append(exc)
+        return out
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_executor_runs_due_sides_in_one_batch(abc, crash):
+    """One backend call per executor round; a crash after it replays the same keys and
+    nothing executes twice; a side failing inside a batch is retried alone."""
+    ids = book(abc)
+    abc.backend = BatchBackend(fail=1)
+    for key in "abc":
+        svc(abc, key)._backend = abc.backend
+    result = svc(abc, "a").run(PERIOD)
+    assert result.state == S.FINAL
+    if crash:
+        crashpoints.arm("executor.after_backend_call")
+        with pytest.raises(SimulatedCrash):
+            svc(abc, "a").execute_due(force=True)
+        abc.restart("a")
+        svc(abc, "a")._backend = abc.backend
+    for key in "abc":
+        svc(abc, key).execute_due(force=True)
+    assert abc.backend.batches >= 3
+    m = svc(abc, "a").get(result.round_id)
+    assert any(s.last_error and s.state == "pending" for s in m.instructions) or crash
+    abc.clock.advance(600)
+    check_settled_once(abc, ids)
+    assert abc.backend.calls > len(abc.backend.entries)  # the failed side and any replay

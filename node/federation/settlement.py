@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -124,6 +125,30 @@ _BACKEND_KEYS = frozenset({"backend", "timeout_s"})
 #: ``backend(node, item) -> receipt``: executes one side of an instruction (idempotent by
 #: ``(instruction_id, side)``); raises an exception with ``transient`` (bool) on failure.
 Backend = Callable[[Any, dict], dict]
+
+
+#: ``many(node, items) -> [receipt | exception, ...]``: executes many sides in one call, one
+#: result per item in order (``eap.node.domain.settlement_backends.execute_many``).
+BatchBackend = Callable[[Any, list[dict]], list]
+
+
+def batch_of(backend: Backend | None) -> BatchBackend | None:
+    """How ``backend`` executes many sides in one call: the facade's ``execute_many`` for the
+    default backend, a backend's own ``execute_many`` attribute, else None (one call per
+    side)."""
+    if backend is None:
+        return None
+    from eap.node.domain import settlement_backends
+
+    if backend is settlement_backends.execute:
+        return settlement_backends.execute_many
+    return getattr(backend, "execute_many", None)
+
+
+def _item(row: Any) -> dict:
+    return {"instruction_id": row.instruction_id, "side": row.side, "round_id": row.round_id,
+            "payer": row.payer, "payee": row.payee, "amount_minor": int(row.amount_minor),
+            "currency": row.currency}
 
 
 def default_backend() -> Backend | None:
@@ -246,8 +271,11 @@ class Settlement:
                 raise FailedPrecondition(f"round {round_id} failed here")
             view = pb.SettlementView(round_id=round_id, node_id=self.me, period=period,
                                      at_ms=self.now_ms())
-            obligations = [self._wire(r) for r in srr.unsettled(conn, period)]
-            view.obligations.extend(sorted(obligations, key=lambda o: o.id))
+            add = view.obligations.add  # add(): no message built and then copied
+            for oid, payer, payee, amount, currency, per in sorted(
+                    map(self._wire, srr.unsettled(conn, period)), key=itemgetter(0)):
+                add(id=oid, payer=payer, payee=payee, amount_minor=amount, currency=currency,
+                    period=per)
             signed = provenance.sign(self.node.keys, self.me, sr.VIEW_TAG, sr.view_bytes(view))
             data = signed.SerializeToString()
             if row is None and not view.obligations:
@@ -261,12 +289,11 @@ class Settlement:
         log.info("settlement view for %s: %d obligation(s)", round_id, len(view.obligations))
         return signed
 
-    def _wire(self, row: Any) -> pb.Obligation:
-        return pb.Obligation(id=srr.global_id(self.me, row),
-                             payer=srr.qualified(self.me, row.payer),
-                             payee=srr.qualified(self.me, row.payee),
-                             amount_minor=int(row.amount_minor), currency=row.currency,
-                             period=row.period)
+    def _wire(self, row: Any) -> tuple[str, str, str, int, str, str]:
+        """An obligation row as the fields of its ``Obligation`` in a view."""
+        return (srr.global_id(self.me, row), srr.qualified(self.me, row.payer),
+                srr.qualified(self.me, row.payee), int(row.amount_minor), row.currency,
+                row.period)
 
     def _open_views(self, round_id: str, period: str, signed_views: Any,
                     verify: provenance.SignatureCheck) -> dict[str, tuple[pb.Signed,
@@ -315,16 +342,15 @@ class Settlement:
         if sorted(views) != participants:
             raise FailedPrecondition("views and participants differ: views of "
                                      f"{sorted(views)[:20]}, participants {participants[:20]}")
-        recomputed = sr.statement_bytes(sr.compute(
-            round_id=round_id, period=period, coordinator=coordinator,
-            views={n: v for n, (_, v) in views.items()}))
+        again, rec = sr.compute_reconciled(round_id=round_id, period=period,
+                                           coordinator=coordinator,
+                                           views={n: v for n, (_, v) in views.items()})
+        recomputed = sr.statement_bytes(again)
         if recomputed != bytes(proposal.statement):
             raise FailedPrecondition(
                 f"the statement does not recompute: digest {sr.digest(proposal.statement)} "
                 f"proposed, {sr.digest(recomputed)} recomputed from the views")
-        agreed = sr.reconcile({n: v for n, (_, v) in views.items()}, period).agreed
-        mine = sorted(oid for oid, o in agreed.items()
-                      if self.me in (sr.node_of(o.payer), sr.node_of(o.payee)))
+        mine = rec.parties_of(self.me)
         with self.store.transaction() as conn:
             row = srr.get_round(conn, round_id)
             if row is None or row.view is None:
@@ -700,31 +726,70 @@ class Settlement:
             if not due:
                 return 0
             backend = self.backend
+            many = batch_of(backend)
+            if many is not None:
+                return self._execute_many(due, many)
             done = 0
             for row in due:
                 done += self._execute(row, backend)
             return done
 
+    def _execute_many(self, rows: list[Any], many: BatchBackend) -> int:
+        """The due ``rows`` in one backend call (the co-op ledger posts them in one
+        transaction) and one transaction recording the outcomes; executed now.
+
+        A crash between the two leaves the sides pending: the next round replays them with
+        the same idempotency keys and the backend returns its first receipts, moving nothing
+        twice (as for one side in :meth:`_execute`).
+        """
+        items = [_item(r) for r in rows]
+        try:
+            results = list(many(self.node, items))
+            if len(results) != len(items):
+                raise FailedPrecondition(f"the backend answered {len(results)} results for "
+                                         f"{len(items)} sides")
+        except Exception as exc:  # the whole call failed: every side failed alike
+            results = [exc] * len(items)
+        crashpoints.hit("executor.after_backend_call")
+        done = 0
+        now = self.now_ms()
+        with self.store.transaction() as conn:
+            for row, result in zip(rows, results, strict=True):
+                attempts = int(row.attempts) + 1
+                if isinstance(result, BaseException):
+                    self._record_failure(conn, row, attempts, result)
+                    continue
+                receipt = dict(result or {})
+                done += srr.update_execution(
+                    conn, row.instruction_id, row.side, state=EXECUTED, attempts=attempts,
+                    backend=str(receipt.get("backend", ""))[:64] or None,
+                    receipt=json.dumps(receipt, sort_keys=True, default=str),
+                    last_error=None, executed_at_ms=now)
+            for round_id in sorted({r.round_id for r in rows}):
+                if srr.execution_counts(conn, round_id).get(PENDING_EXEC, 0) == 0:
+                    srr.update_round(conn, round_id, expect_states=(FINAL,), state=SETTLED,
+                                     finished_at_ms=now)
+        return done
+
+    def _record_failure(self, conn: Any, row: Any, attempts: int, exc: BaseException) -> None:
+        transient = bool(getattr(exc, "transient", True))
+        delay = self._backoff_ms(attempts) if transient else \
+            int(self.settings.backoff_cap_s * 1000)
+        srr.update_execution(conn, row.instruction_id, row.side, attempts=attempts,
+                             last_error=_why(exc), next_attempt_at_ms=self.now_ms() + delay)
+        log.warning("settlement %s (%s) failed (attempt %d, %s): %s", row.instruction_id,
+                    row.side, attempts, "transient" if transient else "permanent", _why(exc))
+
     def _execute(self, row: Any, backend: Backend | None) -> int:
-        item = {"instruction_id": row.instruction_id, "side": row.side,
-                "round_id": row.round_id, "payer": row.payer, "payee": row.payee,
-                "amount_minor": int(row.amount_minor), "currency": row.currency}
+        item = _item(row)
         attempts = int(row.attempts) + 1
         try:
             if backend is None:
                 raise FailedPrecondition("no settlement backend is installed")
             receipt = dict(backend(self.node, item) or {})
         except Exception as exc:
-            transient = bool(getattr(exc, "transient", True))
-            delay = self._backoff_ms(attempts) if transient else \
-                int(self.settings.backoff_cap_s * 1000)
             with self.store.transaction() as conn:
-                srr.update_execution(conn, row.instruction_id, row.side, attempts=attempts,
-                                     last_error=_why(exc), next_attempt_at_ms=self.now_ms()
-                                     + delay)
-            log.warning("settlement %s (%s) failed (attempt %d, %s): %s", row.instruction_id,
-                        row.side, attempts, "transient" if transient else "permanent",
-                        _why(exc))
+                self._record_failure(conn, row, attempts, exc)
             return 0
         crashpoints.hit("executor.after_backend_call")
         with self.store.transaction() as conn:

@@ -28,25 +28,34 @@ def qualified(node_id: str, party: str) -> str:
 
 
 def unsettled(conn: Connection, period: str):
-    """This node's obligations of ``period`` no round settled yet, by id."""
-    q = select(O).where(O.c.period == period, O.c.settled_round.is_(None)).order_by(O.c.id)
+    """This node's obligations of ``period`` no round settled yet, by id: the columns a
+    settlement view needs (``id``, ``obligation_id``, parties, amount, currency, period)."""
+    q = (select(O.c.id, O.c.obligation_id, O.c.payer, O.c.payee, O.c.amount_minor,
+                O.c.currency, O.c.period)
+         .where(O.c.period == period, O.c.settled_round.is_(None)).order_by(O.c.id))
     return conn.execute(q).all()
 
 
 def obligations_by_id(conn: Connection, node_id: str, period: str,
                       ids: Iterable[str]) -> dict[str, Any]:
-    """The rows of ``period`` whose global id is one of ``ids`` (settled or not)."""
+    """The rows (``id``, ``obligation_id``, ``settled_round``) of ``period`` whose global id
+    is one of ``ids`` (settled or not)."""
     wanted = set(ids)
-    rows = conn.execute(select(O).where(O.c.period == period)).all()
+    rows = conn.execute(select(O.c.id, O.c.obligation_id, O.c.settled_round)
+                        .where(O.c.period == period)).all()
     return {gid: r for r in rows if (gid := global_id(node_id, r)) in wanted}
 
 
 def mark_settled(conn: Connection, pks: Sequence[int], round_id: str) -> int:
-    if not pks:
-        return 0
-    res = conn.execute(update(O).where(O.c.id.in_(list(pks)), O.c.settled_round.is_(None))
-                       .values(settled_round=round_id))
-    return res.rowcount
+    """Mark these rows settled by ``round_id`` (only unsettled ones); how many changed."""
+    pks = list(pks)
+    done = 0
+    for i in range(0, len(pks), 500):  # bound the statement's parameters
+        res = conn.execute(update(O).where(O.c.id.in_(pks[i:i + 500]),
+                                           O.c.settled_round.is_(None))
+                           .values(settled_round=round_id))
+        done += res.rowcount
+    return done
 
 
 # -- rounds -----------------------------------------------------------------------------------
