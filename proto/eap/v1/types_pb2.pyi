@@ -481,18 +481,44 @@ class Obligation(_message.Message):
     def __init__(self, id: _Optional[str] = ..., payer: _Optional[str] = ..., payee: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
 
 class SettlementView(_message.Message):
-    __slots__ = ("round_id", "node_id", "period", "obligations", "at_ms")
+    __slots__ = ("round_id", "node_id", "period", "obligations", "at_ms", "columns")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
     AT_MS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     node_id: str
     period: str
     obligations: _containers.RepeatedCompositeFieldContainer[Obligation]
     at_ms: int
-    def __init__(self, round_id: _Optional[str] = ..., node_id: _Optional[str] = ..., period: _Optional[str] = ..., obligations: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ..., at_ms: _Optional[int] = ...) -> None: ...
+    columns: ObligationColumns
+    def __init__(self, round_id: _Optional[str] = ..., node_id: _Optional[str] = ..., period: _Optional[str] = ..., obligations: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ..., at_ms: _Optional[int] = ..., columns: _Optional[_Union[ObligationColumns, _Mapping]] = ...) -> None: ...
+
+class ObligationColumns(_message.Message):
+    __slots__ = ("count", "ids", "parties", "payer", "payee", "amount_minor", "currencies", "currency", "periods", "period")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    PAYER_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCIES_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    parties: _containers.RepeatedScalarFieldContainer[str]
+    payer: bytes
+    payee: bytes
+    amount_minor: bytes
+    currencies: _containers.RepeatedScalarFieldContainer[str]
+    currency: bytes
+    periods: _containers.RepeatedScalarFieldContainer[str]
+    period: bytes
+    def __init__(self, count: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., parties: _Optional[_Iterable[str]] = ..., payer: _Optional[bytes] = ..., payee: _Optional[bytes] = ..., amount_minor: _Optional[bytes] = ..., currencies: _Optional[_Iterable[str]] = ..., currency: _Optional[bytes] = ..., periods: _Optional[_Iterable[str]] = ..., period: _Optional[bytes] = ...) -> None: ...
 
 class NetPosition(_message.Message):
     __slots__ = ("party", "currency", "net_minor")
