@@ -316,11 +316,28 @@ def test_tampered_unsigned_foreign_and_replayed_messages_are_refused(abc):
 
     # a tampered view: C's obligations changed after C signed
     view_c = pb.SettlementView.FromString(signed["c"].body)
-    view_c.obligations[0].amount_minor += 1
+    assert view_c.HasField("columns") and not view_c.obligations  # nodes send columns
+    amounts = bytearray(view_c.columns.amount_minor)
+    amounts[0] ^= 1
+    view_c.columns.amount_minor = bytes(amounts)
     tampered = fed.SettlementProposal()
     tampered.CopyFrom(proposal)
     tampered.views[2].body = sr.view_bytes(view_c)
     refused(tampered, match="refused")
+    # a view signed by C itself but malformed: an index outside its dictionary, both forms
+    malformed = pb.SettlementView.FromString(signed["c"].body)
+    malformed.columns.payee = bytes(len(malformed.columns.payee) - 4) + b"\xff\xff\x00\x00"
+    bad = fed.SettlementProposal()
+    bad.CopyFrom(proposal)
+    bad.views[2].CopyFrom(provenance.sign(abc["c"].node.keys, c, sr.VIEW_TAG,
+                                          sr.view_bytes(malformed)))
+    refused(bad, match="INVALID_ARGUMENT view columns: payee has an index outside")
+    both = pb.SettlementView.FromString(signed["c"].body)
+    rows = sr.view_rows(both)
+    both.obligations.append(rows.obligation(0))
+    bad.views[2].CopyFrom(provenance.sign(abc["c"].node.keys, c, sr.VIEW_TAG,
+                                          sr.view_bytes(both)))
+    refused(bad, match="both obligations and columns")
     # an unsigned view
     unsigned = fed.SettlementProposal()
     unsigned.CopyFrom(proposal)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eap.node.domain import settlement_round as sr
-from eap.node.errors import OutOfRange
+from eap.node.errors import InvalidArgument, OutOfRange
 from eap.v1 import types_pb2 as pb
 
 NODES = ("a.example", "b.example", "c.example")
@@ -117,3 +118,78 @@ def test_overflow_is_out_of_range():
                       period=PERIOD) for i in (1, 2)])}
     with pytest.raises(OutOfRange):
         sr.compute(round_id=ROUND, period=PERIOD, coordinator="a.example", views=views)
+
+
+def as_columns(view: pb.SettlementView) -> pb.SettlementView:
+    """The same view with its obligations sent as ``columns``."""
+    out = pb.SettlementView(round_id=view.round_id, node_id=view.node_id, period=view.period,
+                            at_ms=view.at_ms)
+    obs = list(view.obligations)
+    if obs:
+        out.columns.CopyFrom(sr.build_columns(
+            [o.id for o in obs], [o.payer for o in obs], [o.payee for o in obs],
+            [o.amount_minor for o in obs], [o.currency for o in obs], [o.period for o in obs]))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(books(), st.integers(0, 2**32), st.sets(st.sampled_from(NODES)))
+def test_columns_and_messages_give_the_same_statement_bytes(views, seed, columnar):
+    """A view sent as columns and the same view sent as messages: byte-identical statements,
+    whichever views are columnar and in whatever order the messages come."""
+    expected = sr.statement_bytes(sr.compute(round_id=ROUND, period=PERIOD,
+                                             coordinator="a.example", views=views))
+    mixed = {n: as_columns(v) if n in columnar else v
+             for n, v in shuffled(views, seed).items()}
+    got = sr.statement_bytes(sr.compute(round_id=ROUND, period=PERIOD,
+                                        coordinator="a.example", views=mixed))
+    assert got == expected
+    rows = sr.view_rows(as_columns(views[NODES[0]]))
+    assert rows.ids == sorted(o.id for o in views[NODES[0]].obligations)
+
+
+def _columnar() -> pb.SettlementView:
+    a, b = NODES[0], NODES[1]
+    obs = [pb.Obligation(id=f"a.example/t{i}", payer=party(a, i % 3), payee=party(b, 0),
+                         amount_minor=10 + i, currency="EUR", period=PERIOD) for i in range(4)]
+    return as_columns(pb.SettlementView(round_id=ROUND, node_id=a, period=PERIOD,
+                                        obligations=obs))
+
+
+def _bad_int32(values) -> bytes:
+    return np.asarray(values, "<i4").tobytes()
+
+
+@pytest.mark.parametrize("spoil, why", [
+    (lambda c: setattr(c, "count", 5), "ids must hold count = 5"),
+    (lambda c: c.ids.append("a.example/t9"), "ids must hold count = 4"),
+    (lambda c: setattr(c, "payer", c.payer[:-4]), "payer must hold 4 int32"),
+    (lambda c: setattr(c, "amount_minor", c.amount_minor + b"\0"), "amount_minor must hold 4"),
+    (lambda c: setattr(c, "payee", _bad_int32([0, 0, 0, 9])), "payee has an index outside"),
+    (lambda c: setattr(c, "currency", _bad_int32([0, -1, 0, 0])), "currency has an index"),
+    (lambda c: setattr(c, "period", _bad_int32([0, 0, 0, 1])), "period has an index"),
+    (lambda c: setattr(c, "amount_minor", np.asarray([1, 0, 2, 3], "<i8").tobytes()),
+     "amount_minor must be > 0"),
+    (lambda c: setattr(c, "amount_minor", np.asarray([1, -5, 2, 3], "<i8").tobytes()),
+     "amount_minor must be > 0"),
+    (lambda c: c.ids.__setitem__(1, "a.example/t3"), "ids must be sorted and unique"),
+    (lambda c: c.ids.__setitem__(1, "a.example/t0"), "ids must be sorted and unique"),
+    (lambda c: c.ids.__setitem__(3, "a.example/t9" + "x" * 300), "longer than 200"),
+    (lambda c: c.parties.append("x" * 201), "parties has an entry longer"),
+    (lambda c: c.currencies.extend(["USD"] * 4), "currencies has 5 entries"),
+])
+def test_malformed_columns_are_refused(spoil, why):
+    view = _columnar()
+    sr.view_rows(view)  # well formed
+    spoil(view.columns)
+    with pytest.raises(InvalidArgument) as err:
+        sr.reconcile({NODES[0]: view}, PERIOD)
+    assert why in err.value.message
+
+
+def test_a_view_with_both_forms_is_refused():
+    view = _columnar()
+    view.obligations.add(id="a.example/t0", payer=party(NODES[0], 0), payee=party(NODES[1], 0),
+                         amount_minor=1, currency="EUR", period=PERIOD)
+    with pytest.raises(InvalidArgument, match="both"):
+        sr.view_rows(view)

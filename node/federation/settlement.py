@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from eap.node.domain import provenance
@@ -51,6 +52,7 @@ from eap.node.domain import settlement_round as sr
 from eap.node.errors import (
     EapError,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     OutOfRange,
     PermissionDenied,
@@ -271,14 +273,10 @@ class Settlement:
                 raise FailedPrecondition(f"round {round_id} failed here")
             view = pb.SettlementView(round_id=round_id, node_id=self.me, period=period,
                                      at_ms=self.now_ms())
-            add = view.obligations.add  # add(): no message built and then copied
-            for oid, payer, payee, amount, currency, per in sorted(
-                    map(self._wire, srr.unsettled(conn, period)), key=itemgetter(0)):
-                add(id=oid, payer=payer, payee=payee, amount_minor=amount, currency=currency,
-                    period=per)
+            self._fill(view, *srr.unsettled_columns(conn, self.me, period))
             signed = provenance.sign(self.node.keys, self.me, sr.VIEW_TAG, sr.view_bytes(view))
             data = signed.SerializeToString()
-            if row is None and not view.obligations:
+            if row is None and not sr.view_size(view):
                 pass  # not a participant: nothing to remember
             elif row is None:
                 srr.insert_round(conn, round_id=round_id, period=period,
@@ -286,14 +284,30 @@ class Settlement:
                                  started_at_ms=self.now_ms())
             else:
                 srr.update_round(conn, round_id, view=data)
-        log.info("settlement view for %s: %d obligation(s)", round_id, len(view.obligations))
+        log.info("settlement view for %s: %d obligation(s)", round_id, sr.view_size(view))
         return signed
 
-    def _wire(self, row: Any) -> tuple[str, str, str, int, str, str]:
-        """An obligation row as the fields of its ``Obligation`` in a view."""
-        return (srr.global_id(self.me, row), srr.qualified(self.me, row.payer),
-                srr.qualified(self.me, row.payee), int(row.amount_minor), row.currency,
-                row.period)
+    def _fill(self, view: pb.SettlementView, ids: list[str], payers: list[str],
+              payees: list[str], amounts: list[int], currencies: list[str],
+              periods: list[str]) -> None:
+        """Set the obligations of ``view`` from the store's columns: as ``columns`` (parties
+        qualified once per distinct account), or as messages in the unlikely case of an id
+        stated twice (which the columns cannot carry; reconciliation holds it out)."""
+        if not ids:
+            return
+        names = {p: srr.qualified(self.me, p) for p in {*payers, *payees}}
+        payers = list(map(names.__getitem__, payers))
+        payees = list(map(names.__getitem__, payees))
+        if len(set(ids)) == len(ids):
+            view.columns.CopyFrom(sr.build_columns(ids, payers, payees,
+                                                   np.asarray(amounts, np.int64),
+                                                   currencies, periods))
+            return
+        add = view.obligations.add
+        for row in sorted(zip(ids, payers, payees, amounts, currencies, periods,
+                              strict=True), key=itemgetter(0)):
+            add(id=row[0], payer=row[1], payee=row[2], amount_minor=int(row[3]),
+                currency=row[4], period=row[5])
 
     def _open_views(self, round_id: str, period: str, signed_views: Any,
                     verify: provenance.SignatureCheck) -> dict[str, tuple[pb.Signed,
@@ -314,6 +328,10 @@ class Settlement:
                                          f"round {round_id}")
             if view.node_id in out:
                 raise FailedPrecondition(f"two views of {view.node_id}")
+            if view.HasField("columns") and len(view.obligations):
+                raise FailedPrecondition(f"view of {view.node_id[:128]!r} refused: "
+                                         "INVALID_ARGUMENT it carries both obligations and "
+                                         "columns")
             out[view.node_id] = (signed, view)
         return out
 
@@ -342,15 +360,21 @@ class Settlement:
         if sorted(views) != participants:
             raise FailedPrecondition("views and participants differ: views of "
                                      f"{sorted(views)[:20]}, participants {participants[:20]}")
-        again, rec = sr.compute_reconciled(round_id=round_id, period=period,
-                                           coordinator=coordinator,
-                                           views={n: v for n, (_, v) in views.items()})
+        try:
+            again, rec = sr.compute_reconciled(round_id=round_id, period=period,
+                                               coordinator=coordinator,
+                                               views={n: v for n, (_, v) in views.items()})
+        except InvalidArgument as exc:  # a malformed view (sr.view_rows)
+            raise FailedPrecondition(f"a view is refused: {_why(exc)}") from exc
         recomputed = sr.statement_bytes(again)
         if recomputed != bytes(proposal.statement):
             raise FailedPrecondition(
                 f"the statement does not recompute: digest {sr.digest(proposal.statement)} "
                 f"proposed, {sr.digest(recomputed)} recomputed from the views")
         mine = rec.parties_of(self.me)
+        unstated = rec.unstated_by(self.me)
+        if unstated:  # our own view is checked below to be the one given: never happens
+            raise FailedPrecondition(f"obligation {unstated[0]} is not recorded here")
         with self.store.transaction() as conn:
             row = srr.get_round(conn, round_id)
             if row is None or row.view is None:
@@ -378,16 +402,12 @@ class Settlement:
                  round_id)
         return signed
 
-    def _check_unsettled(self, conn: Any, round_id: str, period: str, ids: list[str]) -> dict:
-        rows = srr.obligations_by_id(conn, self.me, period, ids)
-        missing = sorted(set(ids) - set(rows))
-        if missing:
-            raise FailedPrecondition(f"obligation {missing[0]} is not recorded here")
-        for oid, r in rows.items():
-            if r.settled_round is not None and r.settled_round != round_id:
-                raise FailedPrecondition(f"obligation {oid} was settled by round "
-                                         f"{r.settled_round}")
-        return rows
+    def _check_unsettled(self, conn: Any, round_id: str, period: str, ids: list[str]) -> None:
+        """Refuse when one of ``ids`` (sorted) was settled by another round: reads only the
+        period's obligations settled by other rounds, not every obligation of the round."""
+        hit = srr.settled_elsewhere(conn, self.me, period, round_id, ids)
+        if hit is not None:
+            raise FailedPrecondition(f"obligation {hit[0]} was settled by round {hit[1]}")
 
     def _supersede(self, conn: Any, round_id: str, coordinator: str, mine: set[str]) -> None:
         """Other signed rounds holding these obligations: the same coordinator's are dead
@@ -449,9 +469,11 @@ class Settlement:
     def _settle(self, conn: Any, row: Any, stmt: pb.SettlementStatement,
                 final: fed.SettlementFinal) -> None:
         ids = json.loads(row.obligation_ids)
-        rows = self._check_unsettled(conn, row.round_id, row.period, ids)
-        srr.mark_settled(conn, [r.id for r in rows.values() if r.settled_round is None],
-                         row.round_id)
+        self._check_unsettled(conn, row.round_id, row.period, ids)
+        settled = srr.mark_settled_ids(conn, row.period, ids, row.round_id)
+        if settled != len(ids):  # rolled back with the whole transaction
+            raise FailedPrecondition(f"round {row.round_id} settles {len(ids)} obligation(s) "
+                                     f"here but {settled} are recorded unsettled or by it")
         for signed in final.signatures:
             srr.put_signature(conn, row.round_id, signed.signer, signed.SerializeToString())
         now = self.now_ms()
@@ -465,7 +487,7 @@ class Settlement:
         srr.update_round(conn, row.round_id, state=FINAL if queued else SETTLED,
                          finished_at_ms=None if queued else now)
         log.info("round %s final here: %d obligation(s) settled, %d instruction side(s) queued",
-                 row.round_id, len(rows), len(queued))
+                 row.round_id, len(ids), len(queued))
 
     def _ack(self, round_id: str) -> fed.SettlementAck:
         with self.store.read() as conn:
@@ -523,12 +545,14 @@ class Settlement:
         if problems:
             return self._fail(round_id, problems)
         views = {n: v for n, (_, v) in gathered.items()
-                 if n == self.me or len(v.obligations) > 0}
+                 if n == self.me or sr.view_size(v) > 0}
         try:
             stmt = sr.compute(round_id=round_id, period=period, coordinator=self.me,
                               views=views)
         except OutOfRange as exc:
             return self._fail(round_id, [f"OUT_OF_RANGE {exc.message}"])
+        except InvalidArgument as exc:  # a malformed view (sr.view_rows)
+            return self._fail(round_id, [f"a view is refused: {_why(exc)}"])
         data = sr.statement_bytes(stmt)
         participants = list(stmt.participants)
         with self.store.transaction() as conn:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
@@ -36,26 +37,56 @@ def unsettled(conn: Connection, period: str):
     return conn.execute(q).all()
 
 
-def obligations_by_id(conn: Connection, node_id: str, period: str,
-                      ids: Iterable[str]) -> dict[str, Any]:
-    """The rows (``id``, ``obligation_id``, ``settled_round``) of ``period`` whose global id
-    is one of ``ids`` (settled or not)."""
-    wanted = set(ids)
+def unsettled_columns(conn: Connection, node_id: str, period: str
+                      ) -> tuple[list[str], list[str], list[str], list[int], list[str], list[str]]:
+    """This node's obligations of ``period`` no round settled yet, in one query, column by
+    column: (global ids, payers, payees, amounts, currencies, periods) as stored (parties
+    not qualified yet), in ``obligation_id`` order."""
+    q = (select(O.c.obligation_id, O.c.payer, O.c.payee, O.c.amount_minor, O.c.currency,
+                O.c.period, O.c.id)
+         .where(O.c.period == period, O.c.settled_round.is_(None)).order_by(O.c.obligation_id))
+    rows = conn.execute(q).all()
+    if not rows:
+        return [], [], [], [], [], []
+    ids, payers, payees, amounts, currencies, periods, pks = (list(c) for c in zip(*rows,
+                                                                                  strict=True))
+    if not all(ids):  # a row without its federation-wide id (none since 0006)
+        ids = [i or f"{node_id}/trade/{pk}" for i, pk in zip(ids, pks, strict=True)]
+    return ids, payers, payees, amounts, currencies, periods
+
+
+def settled_elsewhere(conn: Connection, node_id: str, period: str, round_id: str,
+                      ids: Sequence[str]) -> tuple[str, str] | None:
+    """The first of ``ids`` (sorted) settled by a round other than ``round_id``, with that
+    round; None when there is none.  Reads only the period's rows settled by other rounds."""
     rows = conn.execute(select(O.c.id, O.c.obligation_id, O.c.settled_round)
-                        .where(O.c.period == period)).all()
-    return {gid: r for r in rows if (gid := global_id(node_id, r)) in wanted}
+                        .where(O.c.period == period, O.c.settled_round.is_not(None),
+                               O.c.settled_round != round_id)).all()
+    hits = []
+    for r in rows:
+        gid = global_id(node_id, r)
+        k = bisect.bisect_left(ids, gid)
+        if k < len(ids) and ids[k] == gid:
+            hits.append((gid, r.settled_round))
+    return min(hits) if hits else None
 
 
-def mark_settled(conn: Connection, pks: Sequence[int], round_id: str) -> int:
-    """Mark these rows settled by ``round_id`` (only unsettled ones); how many changed."""
-    pks = list(pks)
-    done = 0
-    for i in range(0, len(pks), 500):  # bound the statement's parameters
-        res = conn.execute(update(O).where(O.c.id.in_(pks[i:i + 500]),
-                                           O.c.settled_round.is_(None))
-                           .values(settled_round=round_id))
-        done += res.rowcount
-    return done
+def mark_settled_ids(conn: Connection, period: str, ids: Sequence[str], round_id: str) -> int:
+    """Mark the unsettled obligations of ``period`` whose ``obligation_id`` is one of ``ids``
+    settled by ``round_id``, in large batches; how many rows of ``period`` ``round_id``
+    settles now in all (compare with ``len(ids)``)."""
+    ids = list(ids)
+    for i in range(0, len(ids), _CHUNK):  # bound the statement's parameters
+        conn.execute(update(O).where(O.c.obligation_id.in_(ids[i:i + _CHUNK]),
+                                     O.c.period == period, O.c.settled_round.is_(None))
+                     .values(settled_round=round_id))
+    return int(conn.execute(select(func.count()).select_from(O)
+                            .where(O.c.period == period,
+                                   O.c.settled_round == round_id)).scalar_one())
+
+
+#: Ids per UPDATE of :func:`mark_settled_ids` (SQLite allows 32,766 parameters).
+_CHUNK = 10_000
 
 
 # -- rounds -----------------------------------------------------------------------------------
