@@ -778,17 +778,18 @@ class Settlement:
         done = 0
         now = self.now_ms()
         with self.store.transaction() as conn:
+            executed = []
             for row, result in zip(rows, results, strict=True):
                 attempts = int(row.attempts) + 1
                 if isinstance(result, BaseException):
                     self._record_failure(conn, row, attempts, result)
                     continue
                 receipt = dict(result or {})
-                done += srr.update_execution(
-                    conn, row.instruction_id, row.side, state=EXECUTED, attempts=attempts,
-                    backend=str(receipt.get("backend", ""))[:64] or None,
-                    receipt=json.dumps(receipt, sort_keys=True, default=str),
-                    last_error=None, executed_at_ms=now)
+                executed.append({"instruction_id": row.instruction_id, "side": row.side,
+                                 "attempts": attempts,
+                                 "backend": str(receipt.get("backend", ""))[:64] or None,
+                                 "receipt": json.dumps(receipt, sort_keys=True, default=str)})
+            done += srr.mark_executed(conn, executed, now)
             for round_id in sorted({r.round_id for r in rows}):
                 if srr.execution_counts(conn, round_id).get(PENDING_EXEC, 0) == 0:
                     srr.update_round(conn, round_id, expect_states=(FINAL,), state=SETTLED,

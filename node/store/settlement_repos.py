@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
 
 from eap.node.store import schema as t
 
@@ -73,20 +73,22 @@ def settled_elsewhere(conn: Connection, node_id: str, period: str, round_id: str
 
 def mark_settled_ids(conn: Connection, period: str, ids: Sequence[str], round_id: str) -> int:
     """Mark the unsettled obligations of ``period`` whose ``obligation_id`` is one of ``ids``
-    settled by ``round_id``, in large batches; how many rows of ``period`` ``round_id``
-    settles now in all (compare with ``len(ids)``)."""
+    settled by ``round_id``, in one statement (the ids as one JSON or array parameter, not
+    one bound parameter each); how many rows of ``period`` ``round_id`` settles now in all
+    (compare with ``len(ids)``)."""
     ids = list(ids)
-    for i in range(0, len(ids), _CHUNK):  # bound the statement's parameters
-        conn.execute(update(O).where(O.c.obligation_id.in_(ids[i:i + _CHUNK]),
-                                     O.c.period == period, O.c.settled_round.is_(None))
-                     .values(settled_round=round_id))
+    if ids:
+        if conn.dialect.name == "postgresql":
+            match, value = "obligation_id = ANY(:ids)", ids
+        else:
+            match, value = "obligation_id IN (SELECT value FROM json_each(:ids))", \
+                json.dumps(ids)
+        conn.execute(text(f"UPDATE obligations SET settled_round = :round WHERE period = "
+                          f":period AND settled_round IS NULL AND {match}"),
+                     {"round": round_id, "period": period, "ids": value})
     return int(conn.execute(select(func.count()).select_from(O)
                             .where(O.c.period == period,
                                    O.c.settled_round == round_id)).scalar_one())
-
-
-#: Ids per UPDATE of :func:`mark_settled_ids` (SQLite allows 32,766 parameters).
-_CHUNK = 10_000
 
 
 # -- rounds -----------------------------------------------------------------------------------
@@ -178,6 +180,22 @@ def update_execution(conn: Connection, instruction_id: str, side: str, *,
     res = conn.execute(update(E).where(E.c.instruction_id == instruction_id, E.c.side == side,
                                        E.c.state == expect_state).values(**values))
     return res.rowcount == 1
+
+
+def mark_executed(conn: Connection, rows: list[dict[str, Any]], executed_at_ms: int) -> int:
+    """Record many executed sides in one statement (``instruction_id``, ``side``,
+    ``attempts``, ``backend``, ``receipt`` each); only pending ones change; how many did."""
+    if not rows:
+        return 0
+    q = (update(E).where(E.c.instruction_id == bindparam("k_id"), E.c.side == bindparam("k_side"),
+                         E.c.state == "pending")
+         .values(state="executed", attempts=bindparam("k_attempts"),
+                 backend=bindparam("k_backend"), receipt=bindparam("k_receipt"),
+                 last_error=None, executed_at_ms=executed_at_ms))
+    res = conn.execute(q, [{"k_id": r["instruction_id"], "k_side": r["side"],
+                            "k_attempts": r["attempts"], "k_backend": r["backend"],
+                            "k_receipt": r["receipt"]} for r in rows])
+    return int(res.rowcount)
 
 
 def execution_counts(conn: Connection, round_id: str) -> dict[str, int]:
