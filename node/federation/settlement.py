@@ -5,7 +5,8 @@ obligation of that period is a **participant** (the coordinator always is one):
 
 1. ``GetSettlementView``: each participant signs (tag ``EAP-SETTLE-VIEW-v1\\0``) its view of
    the period's unsettled obligations for the round, as ``ObligationColumns``, and keeps it
-   (a repeated request gets the same view).  A round id whose node part is not the caller is ``PERMISSION_DENIED``.
+   (a repeated request gets the same view).  A round id whose node part is not the caller
+   is ``PERMISSION_DENIED``.
 2. The coordinator computes the statement (:mod:`eap.node.domain.settlement_round`) and sends
    it with every view (``SignSettlement``).  Each participant verifies every view's
    signature, that its own view is the one it gave, recomputes the statement and signs
