@@ -140,19 +140,21 @@ def proof(conn: Connection, me: str, bundle: Bundle) -> tuple[pb.RecordProof, by
     Raises:
         EapError: the lineage is broken in this store (an ancestor is missing).
     """
-    made, custody = _walk(conn, me, bundle)
-    parent = made.lineage[-2] if len(made.lineage) > 1 else None
-    if parent is not None and cr.get_provenance(conn, parent) is None:
+    made, custody, steps = _walk(conn, me, bundle)
+    if steps > 1:
         # Memo for the next proof below the same (SPLIT, never changing) parent: a bundle
         # sold piece by piece grows a long lineage, and each piece would walk all of it.
         cut = pb.RecordProof()
         cut.CopyFrom(made)
         del cut.lineage[-1]
-        cr.put_provenance(conn, parent, cut.SerializeToString(), custody)
+        cr.put_provenance(conn, made.lineage[-2], cut.SerializeToString(), custody, new=True)
     return made, custody
 
 
-def _walk(conn: Connection, me: str, bundle: Bundle) -> tuple[pb.RecordProof, bytes | None]:
+def _walk(conn: Connection, me: str,
+          bundle: Bundle) -> tuple[pb.RecordProof, bytes | None, int]:
+    """The proof, its custody record, and how many bundles up the walk went to find it (0:
+    ``bundle`` itself had it stored; a memo is worth writing beyond 1)."""
     ids: list[str] = []
     cur = bundle
     for _ in range(provenance.MAX_LINEAGE + 1):
@@ -161,11 +163,12 @@ def _walk(conn: Connection, me: str, bundle: Bundle) -> tuple[pb.RecordProof, by
         if stored is not None:
             base = pb.RecordProof.FromString(bytes(stored.proof))
             custody = bytes(stored.custody) if stored.custody is not None else None
-            return provenance.extend(base, ids[-2::-1]), custody
+            return provenance.extend(base, ids[-2::-1]), custody, len(ids) - 1
         seq = cr.batch_seq_of(conn, cur.id) if cur.parent_id is None and cur.issuer == me else None
         if seq is not None:
             msg, cols, leaves = _batches.get(conn, seq)
-            return _own_proof(msg, cols, leaves, cur.serial_start, ids[::-1]), None
+            return (_own_proof(msg, cols, leaves, cur.serial_start, ids[::-1]), None,
+                    len(ids) - 1)
         if cur.parent_id is None:
             break
         found = repos.get_bundle(conn, cur.parent_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 
 from eap.node.store import schema as t
@@ -135,38 +135,47 @@ def conflicting_reports(conn: Connection) -> Sequence[Row]:
 # -- provenance (holder side) ----------------------------------------------------------------------
 
 
+_GET_PROVENANCE = select(t.provenance).where(t.provenance.c.bundle_id == bindparam("b"))
+_INSERT_PROVENANCE = insert(t.provenance)
+_UPDATE_PROVENANCE = update(t.provenance).where(t.provenance.c.bundle_id == bindparam("b"))
+
+
 def get_provenance(conn: Connection, bundle_id: str) -> Row | None:
-    return conn.execute(select(t.provenance).where(
-        t.provenance.c.bundle_id == bundle_id)).first()
+    return conn.execute(_GET_PROVENANCE, {"b": bundle_id}).first()
 
 
 def put_provenance(conn: Connection, bundle_id: str, proof: bytes,
-                   custody: bytes | None) -> None:
-    p = t.provenance.c
-    if get_provenance(conn, bundle_id) is None:
-        conn.execute(insert(t.provenance).values(bundle_id=bundle_id, proof=proof,
-                                                 custody=custody))
+                   custody: bytes | None, *, new: bool = False) -> None:
+    """Store a bundle's proof; ``new``: the caller knows no row exists yet."""
+    if new or get_provenance(conn, bundle_id) is None:
+        conn.execute(_INSERT_PROVENANCE, {"bundle_id": bundle_id, "proof": proof,
+                                          "custody": custody})
     else:  # the bundle came back: its newest provenance
-        conn.execute(update(t.provenance).where(p.bundle_id == bundle_id)
-                     .values(proof=proof, custody=custody))
+        conn.execute(_UPDATE_PROVENANCE, {"b": bundle_id, "proof": proof, "custody": custody})
 
 
 # -- batches ---------------------------------------------------------------------------------------
 
 
+_KNOWN_ROOT = select(t.peer_batches.c.merkle_root).where(
+    t.peer_batches.c.issuer == bindparam("i"), t.peer_batches.c.seq == bindparam("s"))
+
+
 def known_root(conn: Connection, issuer: str, seq: int) -> bytes | None:
     """The Merkle root of an issuer's batch seq as this node synced it (None if not synced)."""
-    pb_ = t.peer_batches.c
-    row = conn.execute(select(pb_.merkle_root).where(pb_.issuer == issuer, pb_.seq == seq)).first()
+    row = conn.execute(_KNOWN_ROOT, {"i": issuer, "s": seq}).first()
     return bytes(row.merkle_root) if row else None
+
+
+_BATCH_SEQ_OF = select(t.bundles.c.batch_seq).where(t.bundles.c.id == bindparam("b"))
+_OWN_BATCH = select(t.batches).where(t.batches.c.seq == bindparam("s"))
 
 
 def batch_seq_of(conn: Connection, bundle_id: str) -> int | None:
     """The issuance batch of a bundle issued here (None for splits and imports)."""
-    b = t.bundles.c
-    seq = conn.execute(select(b.batch_seq).where(b.id == bundle_id)).scalar()
+    seq = conn.execute(_BATCH_SEQ_OF, {"b": bundle_id}).scalar()
     return int(seq) if seq is not None else None
 
 
 def own_batch(conn: Connection, seq: int) -> Row | None:
-    return conn.execute(select(t.batches).where(t.batches.c.seq == seq)).first()
+    return conn.execute(_OWN_BATCH, {"s": seq}).first()
