@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eap.node.config import create_home, default_home
-from eap.node.errors import EapError, FailedPrecondition
+from eap.node.errors import EapError, FailedPrecondition, FieldViolation, InvalidArgument
 from eap.node.records.enums import Purpose, Source, Status, Technology
 
 # Piped output is for logs and scripts: do not squeeze tables into 80 columns.
@@ -317,23 +317,26 @@ def meter_import(file, fmt, request_id, home, as_json) -> None:
 
 @meter.command("pull")
 @click.option(
+    "--source", default="greenbutton_connect", show_default=True,
+    help="The meter puller plugin to run (eap_meter_pullers).",
+)
+@click.option(
     "--subscription", "subscriptions", multiple=True,
-    help="Only this Green Button Connect subscription (repeatable; default: all configured).",
+    help="Only this subscription of the source (repeatable; default: all configured).",
 )
 @_request_option
 @_home_option
 @_json_option
-def meter_pull(subscriptions, request_id, home, as_json) -> None:
-    """Pull readings published since the last pull from the utility's Green Button Connect
-    API ([meters.greenbutton_connect]) and import them."""
-    from eap.plugins.greenbutton_connect import ConnectConfig, GreenButtonConnect, pull_into_node
-
+def meter_pull(source, subscriptions, request_id, home, as_json) -> None:
+    """Pull readings published since the last pull from a utility's API (a meter puller
+    plugin; built in: Green Button Connect, [meters.greenbutton_connect]) and import them."""
     node = _open(home)
-    client = GreenButtonConnect(ConnectConfig.from_node(node.config))
-    try:
-        done = pull_into_node(node, client, subscriptions, request_id=_rid(request_id))
-    finally:
-        client.close()
+    pullers = {p.name: p for found in node.plugins.hook.eap_meter_pullers() for p in found}
+    if source not in pullers:
+        raise InvalidArgument(f"no meter puller {source!r}; loaded: "
+                              f"{', '.join(sorted(pullers)) or 'none'}",
+                              [FieldViolation("source", "unknown meter puller")])
+    done = pullers[source].pull_into_node(node, subscriptions, request_id=_rid(request_id))
     data = [{**p.to_dict(), "import": r.to_dict()} for p, r in done]
     lines = []
     for p, r in done:

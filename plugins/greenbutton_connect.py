@@ -48,6 +48,7 @@ from eap.node.crypto._files import ensure_private_dir, read_private_file, replac
 from eap.node.errors import BackendError, ConfigError, FieldViolation, InvalidArgument
 from eap.node.meters import GreenButtonSource, MeterReadings, ReadOptions
 from eap.node.meters.greenbutton import ATOM_NS, ESPI_NS, SERVICE_KINDS
+from eap.plugins import hookimpl
 
 NAME = "greenbutton_connect"
 _A = f"{{{ATOM_NS}}}"
@@ -580,3 +581,36 @@ def pull_into_node(node, client: GreenButtonConnect, subscriptions=None, *, requ
         client.commit(pull)
         out.append((pull, result))
     return out
+
+
+# -- plugin ----------------------------------------------------------------------------------------
+
+
+class ConnectPuller:
+    """The ``eap_meter_pullers`` object: pulls every configured subscription into a node."""
+
+    name = NAME
+
+    def configured(self, node) -> bool:
+        return isinstance(node.config.extra.get("meters", {}).get(NAME), dict)
+
+    def pull_into_node(self, node, subscriptions=None, *, request_id: str):
+        client = GreenButtonConnect(ConnectConfig.from_node(node.config))
+        try:
+            return pull_into_node(node, client, subscriptions, request_id=request_id)
+        finally:
+            client.close()
+
+    def health(self, node) -> dict:
+        if not self.configured(node):
+            return {"ok": False, "detail": f"not configured ([meters.{NAME}])"}
+        try:
+            cfg = ConnectConfig.from_node(node.config)
+        except ConfigError as exc:
+            return {"ok": False, "detail": str(exc)}
+        return {"ok": True, "detail": f"{len(cfg.subscriptions)} subscription(s) at {cfg.base_url}"}
+
+
+@hookimpl
+def eap_meter_pullers():
+    return [ConnectPuller()]

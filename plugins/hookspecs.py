@@ -26,6 +26,16 @@ def eap_meter_sources() -> list[Any]:
     before the built-in ones, in reverse registration order."""
 
 
+@hookspec
+def eap_meter_pullers() -> list[Any]:
+    """Remote meter-data sources the node pulls from (a utility's API): objects with ``name``,
+    ``pull_into_node(node, subscriptions, request_id) -> list[(pull, ImportResult)]`` and
+    ``health(node) -> {"ok", "detail"}``. All results are collected; ``eap-node meter pull``
+    runs every configured one (or the one named by ``--source``). A puller keeps its own cursor
+    and moves it only after the node committed the import, so a failure pulls the same window
+    again and the node stores identical readings once."""
+
+
 # -- device attestation ------------------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ DEFAULT_PLUGINS = (
     # inactive (health "not configured") until [settlement.coopdb] url is set
     "eap.plugins.coopdb",
     "eap.plugins.evm",
+    # inactive until [meters.greenbutton_connect] is configured
+    "eap.plugins.greenbutton_connect",
 )
 
 #: Set, registers the test backend ``flaky`` (:mod:`eap.plugins.flaky_backend`).

@@ -537,3 +537,42 @@ def test_eap_attest_device_utility_allowlist_and_operator_signed_opt_in(eap_node
         _device(node, owner, request_id="d3", local_ref="r2", meter_id="2",
                 attestation_scheme="utility-allowlist")
     assert node.status().devices == 1
+
+
+# -- meter pullers --------------------------------------------------------------------------------
+
+
+class RecordingPuller:
+    """A remote source that "pulls" fixed readings through the node's import path."""
+
+    name = "fixed"
+
+    def __init__(self, readings) -> None:
+        self.readings, self.calls = readings, []
+
+    def pull_into_node(self, node, subscriptions=None, *, request_id):
+        self.calls.append((tuple(subscriptions or ()), request_id))
+        return []
+
+    def health(self, node):
+        return {"ok": True, "detail": "always"}
+
+
+class PullerPlugin:
+    def __init__(self, puller) -> None:
+        self.puller = puller
+
+    @hookimpl
+    def eap_meter_pullers(self):
+        return [self.puller]
+
+
+def test_eap_meter_pullers_collects_every_source_and_the_cli_picks_one(eap_node_factory):
+    node = eap_node_factory(plugins=[PullerPlugin(RecordingPuller([]))])
+    pullers = {p.name: p for found in node.plugins.hook.eap_meter_pullers() for p in found}
+    assert {"fixed", "greenbutton_connect"} <= set(pullers)
+    # the built-in Green Button Connect puller stays inactive until configured
+    assert pullers["greenbutton_connect"].health(node)["ok"] is False
+    assert "not configured" in pullers["greenbutton_connect"].health(node)["detail"]
+    assert pullers["fixed"].pull_into_node(node, ["s1"], request_id="r") == []
+    assert pullers["fixed"].calls == [(("s1",), "r")]
