@@ -156,3 +156,32 @@ def test_issuer_back_in_time_commits(abc):
     assert abc.states(rec.id) == {"b": "committed", "c": "committed"}
     assert _holder(a, x.serial_start, x.serial_end) == (c.node_id, False)
     abc.assert_conserved()
+
+
+def test_exports_and_imports_are_told_to_record_event_plugins_after_the_commit(abc):
+    from eap.plugins import hookimpl
+
+    class Events:
+        def __init__(self) -> None:
+            self.seen: list[dict] = []
+
+        @hookimpl
+        def eap_record_event(self, event):
+            self.seen.append(event)
+
+    a, b = abc["a"], abc["b"]
+    ea, eb = Events(), Events()
+    a.node.plugins.register(ea)
+    b.node.plugins.register(eb)
+    x = abc.bundle("a", a.bundles[0])
+    _, rec = a.engine.send(x.id, to=abc.to("b"), wh=100, request_id="t")
+    assert rec.state == T.COMMITTED
+    exported = [e for e in ea.seen if e["type"] == "exported"]
+    imported = [e for e in eb.seen if e["type"] == "imported"]
+    assert len(exported) == 1 and len(imported) == 1
+    assert exported[0]["transfer"] == imported[0]["transfer"] == rec.id
+    assert exported[0]["wh"] == imported[0]["wh"] == 100
+    assert exported[0]["to"] == abc.to("b")
+    abc.settle()  # replays and acknowledgements tell nothing again
+    assert len([e for e in ea.seen if e["type"] == "exported"]) == 1
+    assert len([e for e in eb.seen if e["type"] == "imported"]) == 1

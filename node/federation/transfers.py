@@ -291,6 +291,22 @@ class Transfers:
         """
         return provenance.signature_check(self.me, self.node.keys, self.trust.peer_keys)
 
+    # -- record lifecycle events (eap_record_event), told after the commit ----------------------
+
+    def _queue_event(self, kind: str, **fields: Any) -> None:
+        """Queue an event of the transaction in progress; :meth:`_flush_events` tells it once
+        that transaction committed (an attempt that rolls back drops it)."""
+        self._local.__dict__.setdefault("events", []).append((kind, fields))
+
+    def _drop_events(self) -> None:
+        self._local.__dict__.pop("events", None)
+
+    def _flush_events(self) -> None:
+        record = getattr(self.node, "record_event", None)
+        for kind, fields in self._local.__dict__.pop("events", []):
+            if record is not None:
+                record(kind, fields.pop("request_id", "") or "", **fields)
+
     def on_move_custody(self, envelope: Any) -> tuple[str, bytes]:
         """MoveCustody (this node is the issuer): see :class:`CustodyService`."""
         return self.custody.on_move_custody(envelope)
@@ -600,6 +616,7 @@ class Transfers:
         """
         if m.kind in (CUSTODY, RETIRE):
             return self._deliver_to_issuer(m)
+        self._drop_events()
         try:
             if self.transport is None:
                 raise Unavailable("no federation transport on this node process")
@@ -629,6 +646,7 @@ class Transfers:
             tr.outbox_ack(conn, m.id, now, note)
             if m.kind == PREPARE:
                 decided, follow = self._apply_vote(conn, m.transfer_id, reply)
+        self._flush_events()
         if decided:
             crashpoints.hit("source.after_decision_commit")
         return True, follow
@@ -669,6 +687,7 @@ class Transfers:
             return True, []
         follow: list = []
         sig = self.signatures()
+        self._drop_events()
         with self.store.transaction() as conn:  # the answer decides the transfer: forced
             tr.outbox_ack(conn, m.id, now, answer.reason[:500] or None)
             rec = tr.get_transfer(conn, m.transfer_id, lock=True)
@@ -676,6 +695,7 @@ class Transfers:
                 return True, []
             msg = self._apply_custody(conn, rec, answer, sig)
             follow = [msg] if msg else []
+        self._flush_events()
         crashpoints.hit("source.after_decision_commit")
         return True, follow
 
@@ -813,6 +833,9 @@ class Transfers:
             raise EapError(f"transfer {rec.id}: bundle {bundle.id} is not locked for it")
         ledger.journal(conn, action, bundle.id, rec.from_account, to_owner, rec.wh,
                        rec.request_id)
+        if state == COMMITTED:
+            self._queue_event("exported", request_id=rec.request_id, bundle=bundle.id,
+                              wh=rec.wh, transfer=rec.id, to=f"{rec.peer}/{rec.to_account}")
         if not prepare_acked:
             for m in tr.outbox_unacked(conn, rec.id):
                 if m.kind == PREPARE:  # the decision supersedes it
@@ -1058,6 +1081,7 @@ class Transfers:
         # be lost with the machine's power, the import is PREPARED again and resolved by
         # asking the source, whose decision is durable (presumed-abort two-phase commit).
         for _ in range(3):
+            self._drop_events()
             try:
                 with tr.lazy_transaction(self.store) as conn:
                     rec = tr.get_transfer(conn, tid, lock=True)
@@ -1089,6 +1113,7 @@ class Transfers:
                                  response=reply.SerializeToString(), now_ms=now)
                     if kind == COMMIT:
                         crashpoints.hit("dest.in_commit_txn")
+                self._flush_events()
                 return reply
             except IntegrityError:
                 continue
@@ -1125,6 +1150,9 @@ class Transfers:
                     cr.put_provenance(conn, bundle.id, bytes(rec.proof), kept)
                 ledger.journal(conn, "import", bundle.id, rec.peer, rec.to_account,
                                bundle.wh, rec.id[:128])
+                self._queue_event("imported", request_id=rec.id[:128], bundle=bundle.id,
+                                  wh=bundle.wh, transfer=rec.id, to_account=rec.to_account,
+                                  source=rec.peer)
                 if rec.price_minor:
                     self._record_obligation(conn, rec, payer=f"{self.me}/{rec.to_account}",
                                             payee=rec.seller, now=now)
@@ -1189,6 +1217,7 @@ class Transfers:
                 self._inquire_later(rec, "the source has not decided yet")
                 continue
             sig = self.signatures()
+            self._drop_events()
             try:
                 with self.store.transaction() as conn:
                     fresh = tr.get_transfer(conn, rec.id, lock=True)
@@ -1197,6 +1226,7 @@ class Transfers:
                                             reply.custody if reply.HasField("custody") else None,
                                             sig)
                         done += 1
+                self._flush_events()
             except FailedPrecondition as exc:  # COMMITTED without a custody record: wait
                 log.error("transfer %s: %s", rec.id, exc.message)
                 self._inquire_later(rec, exc.message)
