@@ -74,9 +74,9 @@ def build() -> dict[str, Any]:
         index=index, record=recs[index], path=kernels.inclusion_proof(leaves, index),
         lineage=LINEAGE)
     r = recs[index]
-    lin = provenance.lineage_step(bytes(leaves[index]), LINEAGE[0])
+    lin = provenance.lineage(bytes(leaves[index]), LINEAGE[0])
     for cid in LINEAGE[1:]:
-        lin = provenance.lineage_step(bytes.fromhex(lin), cid)
+        lin = provenance.lineage(bytes.fromhex(lin), cid)
     bundle = pb.RecordBundle(
         id=LINEAGE[-1], issuer=ISSUER, serial_start=1700, serial_end=2000,
         attributes=pb.RecordAttributes(source=r.source, technology=r.technology,

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from eap.node.domain import provenance
-from eap.node.errors import EapError
+from eap.node.errors import EapError, FailedPrecondition
 from eap.node.store import custody_repos as cr
 from eap.node.store import transfer_repos as tr
 from eap.v1 import federation_pb2 as fed
@@ -113,10 +113,14 @@ def check_return(conn: Connection, *, me: str, origin: str, start: int, end: int
 
 def take_back(conn: Connection, *, me: str, origin: str, tid: str, start: int, end: int,
               now_ms: int) -> None:
-    """The issuer is the destination and the transfer committed: custody comes home."""
+    """The issuer is the destination and the transfer committed: custody comes home.
+
+    Raises:
+        FailedPrecondition: its custody does not have the range at ``origin`` (any more).
+    """
     why = check_return(conn, me=me, origin=origin, start=start, end=end)
     if why is not None:
-        raise EapError(f"transfer {tid}: {why}")
+        raise FailedPrecondition(f"transfer {tid}: {why}")
     cr.assign(conn, start, end, holder=me, retired=False, ref=tid, at_ms=now_ms)
 
 

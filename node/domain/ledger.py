@@ -8,7 +8,6 @@ through these functions, so a Wh moves by the same rules whichever way it goes.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from sqlalchemy import Connection
 
 from eap.node import batches
 from eap.node.domain import provenance
+from eap.node.domain.provenance import lineage
 from eap.node.errors import Aborted, EapError, FailedPrecondition, NotFound, PermissionDenied
 from eap.node.records.enums import Status
 from eap.node.records.models import Bundle, Principal
@@ -33,11 +33,6 @@ def now_ms() -> int:
 
 def bundle_id(issuer: str, start: int, end: int) -> str:
     return f"{issuer}/{start}-{end}"
-
-
-def lineage(parent: bytes, child_id: str) -> str:
-    """Lineage hash of a bundle: SHA-256(0x03 || parent lineage (or batch leaf) || id)."""
-    return hashlib.sha256(b"\x03" + parent + child_id.encode()).hexdigest()
 
 
 def spendable(conn: Connection, ref: str, principal: Principal, wh: int) -> tuple[Bundle, int]:

@@ -75,12 +75,11 @@ def call(impl: Any, kwargs: dict[str, Any], timeout_s: float, who: str = "") -> 
     return bounded(lambda: impl.function(**args), timeout_s, plugin_label(impl), hook)
 
 
-def bounded(fn: Callable[[], Any], timeout_s: float, plugin: str, what: str) -> Any:
-    """``fn()`` on behalf of ``plugin`` in a daemon worker thread, at most ``timeout_s``.
+def in_thread(fn: Callable[[], Any], timeout_s: float, name: str) -> Any:
+    """``fn()`` in a daemon worker thread named ``name``, waited for at most ``timeout_s``.
 
-    Raises:
-        EapError: what ``fn`` raised, when it is one.
-        PluginError: ``fn`` raised anything else or did not answer in time; names the plugin.
+    Returns what ``fn`` returned and raises what it raised; ``TimeoutError`` when it did not
+    answer in time (the thread is left to finish on its own: callers must be idempotent).
     """
     box: dict[str, Any] = {}
 
@@ -90,25 +89,40 @@ def bounded(fn: Callable[[], Any], timeout_s: float, plugin: str, what: str) -> 
         except BaseException as exc:  # handed to the caller's thread below
             box["error"] = exc
 
-    worker = threading.Thread(target=run, name=f"eap-plugin-{plugin}", daemon=True)
+    worker = threading.Thread(target=run, name=name, daemon=True)
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
+        raise TimeoutError(name)
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def bounded(fn: Callable[[], Any], timeout_s: float, plugin: str, what: str) -> Any:
+    """``fn()`` on behalf of ``plugin`` (:func:`in_thread`), at most ``timeout_s``.
+
+    Raises:
+        EapError: what ``fn`` raised, when it is one.
+        PluginError: ``fn`` raised anything else or did not answer in time; names the plugin.
+    """
+    try:
+        result = in_thread(fn, timeout_s, f"eap-plugin-{plugin}")
+    except TimeoutError:
         log.warning("plugin %s (%s) did not answer within %.1f s", plugin, what, timeout_s)
         raise PluginError(
             f"plugin {plugin} did not answer {what} within {timeout_s:g} s", plugin=plugin
-        )
-    if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, EapError):
-            raise exc
+        ) from None
+    except EapError:
+        raise
+    except Exception as exc:
         log.error("plugin %s (%s) raised", plugin, what, exc_info=exc)
         raise PluginError(
             f"plugin {plugin} failed in {what}: {type(exc).__name__}: {exc}", plugin=plugin
         ) from exc
     if os.environ.get("EAP_TRACE_HOOKS") == "1":
-        trace.debug("hook %s -> %s returned %r", what, plugin, box.get("result"))
-    return box.get("result")
+        trace.debug("hook %s -> %s returned %r", what, plugin, result)
+    return result
 
 
 def call_each(plugins: Any, hook: str, kwargs: dict[str, Any], timeout_s: float) -> list:

@@ -96,8 +96,8 @@ def leaf_hash(record: pb.IssuedRecord) -> bytes:
                                      [record.owner])[0])
 
 
-def lineage_step(parent: bytes, child_id: str) -> str:
-    """``SHA-256(0x03 || parent || utf8(child_id))`` as hex."""
+def lineage(parent: bytes, child_id: str) -> str:
+    """Lineage hash of a bundle, hex: SHA-256(0x03 || parent lineage (or batch leaf) || id)."""
     return hashlib.sha256(b"\x03" + parent + child_id.encode()).hexdigest()
 
 
@@ -179,14 +179,14 @@ def verify(proof: pb.RecordProof, verify_sig: SignatureCheck, *,
         raise ProofError(f"lineage must name 1..{MAX_LINEAGE} bundle ids")
     if ids[0] != record_id(h.issuer, rec):
         raise ProofError("lineage must start at the issued record's id")
-    lin = lineage_step(leaf, ids[0])
+    lin = lineage(leaf, ids[0])
     lo, hi = rec.serial_start, rec.serial_end
     for cid in ids[1:]:
         issuer, s, e = parse_bundle_id(cid)
         if issuer != h.issuer or not (lo <= s < e <= hi) or (s, e) == (lo, hi):
             raise ProofError(f"lineage step {cid!r} is not a strict sub-range of {lo}-{hi}")
         lo, hi = s, e
-        lin = lineage_step(bytes.fromhex(lin), cid)
+        lin = lineage(bytes.fromhex(lin), cid)
     out = VerifiedProof(issuer=h.issuer, seq=int(h.seq), record=rec, lineage=ids,
                         lineage_hash=lin, leaf=leaf)
     if bundle is not None:
@@ -220,24 +220,36 @@ def check_bundle(b: pb.RecordBundle, v: VerifiedProof) -> None:
         raise ProofError(f"attributes differ from the issued record: {', '.join(differ)}")
 
 
+def attribute_violation(source: int, technology: int, renewable_ppm: int, carbon_mg: int,
+                        zone: str, interval_start: int, interval_end: int) -> str | None:
+    """First record-attribute rule (DESIGN §3) broken, or None: closed enums, bounds, zone,
+    interval.  Shared by issued records in proofs and bundles announced in prepares."""
+    if source not in _SOURCES:
+        return "unknown energy source"
+    if technology not in _TECHNOLOGIES:
+        return "unknown technology"
+    if not 0 <= renewable_ppm <= MAX_RENEWABLE_PPM:
+        return "renewable share out of range"
+    if not 0 <= carbon_mg <= MAX_CARBON_MG:
+        return "carbon intensity out of range"
+    if not ZONE_RE.match(zone or ""):
+        return "malformed zone"
+    why = interval_violation(interval_start, interval_end)
+    return f"interval: {why}" if why else None
+
+
 def record_violation(r: pb.IssuedRecord) -> str | None:
     """First record rule (DESIGN §3) an issued record breaks, or None."""
     if not 0 <= r.serial_start < r.serial_end <= 2**62:
         return "serial range must satisfy 0 <= start < end"
-    if r.source not in {int(s) for s in Source if s}:
-        return "unknown energy source"
-    if r.technology not in {int(x) for x in Technology if x}:
-        return "unknown technology"
-    if not 0 <= r.renewable_ppm <= MAX_RENEWABLE_PPM:
-        return "renewable share out of range"
-    if not 0 <= r.carbon_mg_per_kwh <= MAX_CARBON_MG:
-        return "carbon intensity out of range"
-    if not ZONE_RE.match(r.zone or ""):
-        return "malformed zone"
     if not 1 <= len(r.device_id) <= 64 or not 1 <= len(r.owner) <= 200:
         return "malformed device or owner"
-    why = interval_violation(r.interval.start_unix, r.interval.end_unix)
-    return f"interval: {why}" if why else None
+    return attribute_violation(r.source, r.technology, r.renewable_ppm, r.carbon_mg_per_kwh,
+                               r.zone, r.interval.start_unix, r.interval.end_unix)
+
+
+_SOURCES = frozenset(int(s) for s in Source if s)
+_TECHNOLOGIES = frozenset(int(x) for x in Technology if x)
 
 
 # -- detached signatures -----------------------------------------------------------------------

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from eap.node.crypto.keys import now_ms
+from eap.node.domain import plugin_calls
 from eap.node.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -289,31 +289,21 @@ def _check_item(item: dict) -> None:
 
 
 def _call(fn: Any, timeout_s: float, who: str, name: str) -> Any:
-    """``fn()`` in a daemon worker thread, at most ``timeout_s`` seconds."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # handed to the caller's thread below
-            box["error"] = exc
-
-    worker = threading.Thread(target=run, name=f"eap-settlement-{name}", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
+    """``fn()`` bounded by ``timeout_s`` (:func:`~.plugin_calls.in_thread`); every failure a
+    :class:`BackendError` naming the backend (transient unless the backend said otherwise)."""
+    try:
+        return plugin_calls.in_thread(fn, timeout_s, f"eap-settlement-{name}")
+    except TimeoutError:
         log.warning("%s did not answer within %.1f s", who, timeout_s)
         raise BackendError(
             f"{who} did not answer within {timeout_s:g} s", transient=True, backend=name
-        )
-    if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, BackendError):
-            if not exc.backend:
-                exc.backend = name
-            raise exc
+        ) from None
+    except BackendError as exc:
+        if not exc.backend:
+            exc.backend = name
+        raise
+    except Exception as exc:
         log.exception("%s raised", who, exc_info=exc)
         raise BackendError(
             f"{who} failed: {type(exc).__name__}: {exc}", transient=True, backend=name
         ) from exc
-    return box.get("result")

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.exc import IntegrityError
 
 from eap.node.domain import custody
+from eap.node.domain.rules import NODE_ID_RE
 from eap.node.errors import Aborted, PermissionDenied, invalid
 from eap.node.federation import crashpoints
 from eap.node.federation.peers import TrustList
@@ -35,7 +36,6 @@ PT_RETIREMENT_ACK = fed.RetirementAck.DESCRIPTOR.full_name
 
 _TRANSFER_ID = re.compile(r"^(?P<node>[a-z0-9.-]{1,128})/[A-Za-z0-9-]{1,64}$")
 _CLAIM_ID = re.compile(r"^(?P<node>[a-z0-9.-]{1,128})/claim/\d{1,19}$")
-_NODE_ID = re.compile(r"^[a-z0-9.-]{1,128}$")
 _MAX_SERIAL = 2**62
 
 
@@ -68,7 +68,7 @@ class CustodyService:
         if req.issuer != self.me:
             raise PermissionDenied(f"{self.me} is not the issuer of {req.issuer[:128]!r} serials")
         _check_range(req.serial_start, req.serial_end)
-        if not _NODE_ID.match(req.to_node or ""):
+        if not NODE_ID_RE.match(req.to_node or ""):
             raise invalid("to_node", "must be a node id")
         trusted = self.trust.get(req.to_node) is not None
         for _ in range(3):

@@ -53,12 +53,8 @@ from eap.node.domain import custody, idempotency, ledger, peer_credit, provenanc
 from eap.node.domain import obligations as obl
 from eap.node.domain.rules import (
     ACCOUNT_RE,
-    MAX_CARBON_MG,
-    MAX_RENEWABLE_PPM,
     NODE_ID_RE,
-    ZONE_RE,
     Checker,
-    interval_violation,
 )
 from eap.node.errors import (
     Aborted,
@@ -81,7 +77,7 @@ from eap.node.federation.custody import (
 )
 from eap.node.federation.peers import TrustList
 from eap.node.federation.settlement import Settlement
-from eap.node.records.enums import Source, Status, Technology
+from eap.node.records.enums import Status
 from eap.node.records.models import Bundle, Principal, Serialisable
 from eap.node.store import custody_repos as cr
 from eap.node.store import obligation_repos as ob
@@ -994,8 +990,9 @@ class Transfers:
         if b.held_by != origin:
             return f"the bundle is announced as held by {b.held_by!r}, not by the sender {origin}"
         parent = msg.parent_lineage_hash
-        if b.parent_id and parent and (not _HEX64.match(parent) or b.lineage_hash != _lineage(
-                bytes.fromhex(parent), b.id)):
+        if b.parent_id and parent and (
+                not _HEX64.match(parent)
+                or b.lineage_hash != provenance.lineage(bytes.fromhex(parent), b.id)):
             return "lineage hash does not chain to the parent's"
         if not ACCOUNT_RE.match(msg.to_account or ""):
             return "malformed destination account"
@@ -1133,12 +1130,8 @@ class Transfers:
                 bundle = Bundle(**json.loads(rec.bundle_data))  # plain JSON fields
                 kept = None
                 if rec.issuer == self.me:
-                    why = custody.check_return(conn, me=self.me, origin=rec.peer,
-                                               start=rec.serial_start, end=rec.serial_end)
-                    if why:
-                        raise FailedPrecondition(f"transfer {rec.id}: {why}")
-                    cr.assign(conn, rec.serial_start, rec.serial_end, holder=self.me,
-                              retired=False, ref=rec.id, at_ms=now)
+                    custody.take_back(conn, me=self.me, origin=rec.peer, tid=rec.id,
+                                      start=rec.serial_start, end=rec.serial_end, now_ms=now)
                     bundle.cell = cr.issued_cell(conn, self.me, rec.serial_start,
                                                  rec.serial_end) or bundle.cell
                 else:
@@ -1347,12 +1340,6 @@ def _record(row: Any, msgs: Any = ()) -> TransferRecord:
     )
 
 
-def _lineage(parent: bytes, child_id: str) -> str:
-    from eap.node.domain.node import lineage
-
-    return lineage(parent, child_id)
-
-
 def _lineage_of(conn: Connection, bundle_id: str | None) -> str | None:
     if not bundle_id:
         return None
@@ -1373,23 +1360,15 @@ def _bundle_violation(b: pb.RecordBundle) -> str | None:
     if b.id != f"{b.issuer}/{b.serial_start}-{b.serial_end}":
         return "id must be <issuer>/<serial_start>-<serial_end>"
     a = b.attributes
-    if a.source not in {int(s) for s in Source if s}:
-        return "unknown energy source"
-    if a.technology not in {int(x) for x in Technology if x}:
-        return "unknown technology"
-    if not 0 <= a.renewable_ppm <= MAX_RENEWABLE_PPM:
-        return "renewable share out of range"
-    if not 0 <= a.carbon_mg_per_kwh <= MAX_CARBON_MG:
-        return "carbon intensity out of range"
-    if not ZONE_RE.match(a.zone or ""):
-        return "malformed zone"
+    why = provenance.attribute_violation(a.source, a.technology, a.renewable_ppm,
+                                         a.carbon_mg_per_kwh, a.zone, a.interval.start_unix,
+                                         a.interval.end_unix)
+    if why:
+        return why
     if len(a.cell) > 16 or any(ord(c) < 0x20 for c in a.cell):
         return "malformed cell"
     if not 1 <= len(a.device_id) <= 64 or any(ord(c) < 0x20 for c in a.device_id):
         return "malformed device id"
-    why = interval_violation(a.interval.start_unix, a.interval.end_unix)
-    if why:
-        return f"interval: {why}"
     if not _HEX64.match(b.lineage_hash or ""):
         return "lineage hash must be 64 hex digits"
     if b.parent_id:
