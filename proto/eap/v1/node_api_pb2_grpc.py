@@ -137,6 +137,11 @@ class NodeApiStub:
                 request_serializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.FromString,
                 _registered_method=True)
+        self.GetMatchingReport = channel.unary_unary(
+                '/eap.v1.NodeApi/GetMatchingReport',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.MatchingReport.FromString,
+                _registered_method=True)
 
 
 class NodeApiServicer:
@@ -300,6 +305,15 @@ class NodeApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMatchingReport(self, request, context):
+        """Hourly matching of a consumer's claims against its load: 24/7 carbon-free score,
+        market-based and location-based emissions per hour, flows between nodes (docs/reporting.md).
+        The operator, or the account itself for its own claims.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -402,6 +416,11 @@ def add_NodeApiServicer_to_server(servicer, server):
                     servicer.ListSettlementRounds,
                     request_deserializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.FromString,
                     response_serializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.SerializeToString,
+            ),
+            'GetMatchingReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMatchingReport,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.MatchingReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -946,6 +965,33 @@ class NodeApi:
             '/eap.v1.NodeApi/ListSettlementRounds',
             eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.SerializeToString,
             eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMatchingReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/GetMatchingReport',
+            eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.MatchingReport.FromString,
             options,
             channel_credentials,
             insecure,
