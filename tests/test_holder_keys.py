@@ -243,3 +243,22 @@ def test_cli_holder_new_writes_a_private_key_and_signs(tmp_path):
     again = CliRunner().invoke(main, ["keys", "holder-new", "--out", str(out)])
     assert again.exit_code != 0  # never overwrites a holder key
     assert H.load_private_key(key_file).private_bytes_raw() == key.private_bytes_raw()
+
+
+def test_the_documented_test_vector():
+    """docs/holder-keys.md: a wallet in another language checks itself against these bytes."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "holder-keys.md").read_text()
+    blocks = re.findall(r"\n\n((?:    [0-9a-f]+\n)+)", page)
+    message, signature = ("".join(b.split()) for b in blocks[:2])
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    intent = H.Intent(
+        node_id="medellin.example", account="acct_" + "a" * 26, operation=H.TRANSFER,
+        moves=(("medellin.example/0-1000", 250),), destination="acct_" + "b" * 26,
+        request_id="req-1", expires_at_ms=1767225600000)
+    assert intent.message().hex() == message
+    assert H.sign(key, intent).signature.hex() == signature
+    assert H.public_key_of(key).hex() in page
+    assert H.verify(H.public_key_of(key), bytes.fromhex(message), bytes.fromhex(signature))
