@@ -28,13 +28,29 @@ from eap.node.records.models import Principal
 
 def _issue(node, tmp_path, owner: str, tag: str, hours: int = 3) -> list[str]:
     node.register_device(
-        request_id=f"dev-{tag}", local_ref=f"roof-{tag}", capacity_w=100_000, source="solar",
-        technology="photovoltaic", commissioned_on="2020-01-01", latitude=6.2, longitude=-75.5,
-        zone="CO-ANT", owner=owner, meter_id=f"m-{tag}", attestation_evidence="grid connection")
+        request_id=f"dev-{tag}",
+        local_ref=f"roof-{tag}",
+        capacity_w=100_000,
+        source="solar",
+        technology="photovoltaic",
+        commissioned_on="2020-01-01",
+        latitude=6.2,
+        longitude=-75.5,
+        zone="CO-ANT",
+        owner=owner,
+        meter_id=f"m-{tag}",
+        attestation_evidence="grid connection",
+    )
     t0 = dt.datetime(2024, 1, 1)
-    rows = [(f"{t0 + dt.timedelta(hours=h):%Y-%m-%d %H:%M:%S}",
-             f"{t0 + dt.timedelta(hours=h + 1):%Y-%m-%d %H:%M:%S}", f"m-{tag}", 1000 + h)
-            for h in range(hours)]
+    rows = [
+        (
+            f"{t0 + dt.timedelta(hours=h):%Y-%m-%d %H:%M:%S}",
+            f"{t0 + dt.timedelta(hours=h + 1):%Y-%m-%d %H:%M:%S}",
+            f"m-{tag}",
+            1000 + h,
+        )
+        for h in range(hours)
+    ]
     node.import_readings(write_csv(tmp_path / f"{tag}.csv", rows), request_id=f"imp-{tag}")
     node.issue(request_id=f"iss-{tag}")
     items = node.list_bundles(purpose=Purpose.OPERATIONS, owner=owner, status=int(Status.ACTIVE))
@@ -48,8 +64,9 @@ def held(node, tmp_path):
     created = node.create_account(request_id="holder", holder_public_key=H.public_key_of(key))
     buyer = node.create_account(request_id="buyer").account.id
     bundles = _issue(node, tmp_path, created.account.id, "h")
-    return dict(key=key, account=created.account.id, token=created.token, buyer=buyer,
-                bundles=bundles)
+    return dict(
+        key=key, account=created.account.id, token=created.token, buyer=buyer, bundles=bundles
+    )
 
 
 def _later(seconds: int = 300) -> int:
@@ -57,9 +74,16 @@ def _later(seconds: int = 300) -> int:
 
 
 def _transfer_auth(node, key, account, bundle, *, to, wh=0, rid, expires=None, **extra):
-    intent = H.Intent(node_id=node.node_id, account=account, operation=H.TRANSFER,
-                      moves=((bundle, wh),), destination=to, request_id=rid,
-                      expires_at_ms=expires or _later(), **extra)
+    intent = H.Intent(
+        node_id=node.node_id,
+        account=account,
+        operation=H.TRANSFER,
+        moves=((bundle, wh),),
+        destination=to,
+        request_id=rid,
+        expires_at_ms=expires or _later(),
+        **extra,
+    )
     return H.sign(key, intent)
 
 
@@ -69,13 +93,15 @@ def _snapshot(node):
 
 
 def test_the_holder_key_is_on_the_account_record_but_not_in_transparency_reads(node, held):
-    acct = next(a for a in node.list_accounts(purpose=Purpose.OPERATIONS).items
-                if a.id == held["account"])
+    acct = next(
+        a for a in node.list_accounts(purpose=Purpose.OPERATIONS).items if a.id == held["account"]
+    )
     assert acct.holder_public_key == H.public_key_of(held["key"])
     public = node.list_accounts(purpose=Purpose.TRANSPARENCY).items
     assert all(a.holder_public_key is None for a in public)
-    buyer = next(a for a in node.list_accounts(purpose=Purpose.OPERATIONS).items
-                 if a.id == held["buyer"])
+    buyer = next(
+        a for a in node.list_accounts(purpose=Purpose.OPERATIONS).items if a.id == held["buyer"]
+    )
     assert buyer.holder_public_key is None
 
 
@@ -86,16 +112,34 @@ def test_signed_transfer_split_and_claim_move_the_bundles(node, held):
     assert res.transferred.owner == buyer and res.transferred.wh == 400
     assert res.remainder.owner == acct
     # The same request again (even re-signed with a new expiry) is the first result.
-    again = node.transfer(bundles[0], to_account=buyer, wh=400, request_id="t-1",
-                          holder=_transfer_auth(node, key, acct, bundles[0], to=buyer, wh=400,
-                                                rid="t-1", expires=_later(600)))
+    again = node.transfer(
+        bundles[0],
+        to_account=buyer,
+        wh=400,
+        request_id="t-1",
+        holder=_transfer_auth(
+            node, key, acct, bundles[0], to=buyer, wh=400, rid="t-1", expires=_later(600)
+        ),
+    )
     assert again == res
-    claim = H.Intent(node_id=node.node_id, account=acct, operation=H.RETIRE,
-                     moves=((bundles[1], 0),), beneficiary="Escuela 12", purpose="scope2",
-                     request_id="c-1", expires_at_ms=_later())
-    receipt = node.retire(bundles[1], beneficiary="Escuela 12", purpose="scope2",
-                          request_id="c-1", holder=H.sign(key, claim),
-                          principal=Principal("account", acct))
+    claim = H.Intent(
+        node_id=node.node_id,
+        account=acct,
+        operation=H.RETIRE,
+        moves=((bundles[1], 0),),
+        beneficiary="Escuela 12",
+        purpose="scope2",
+        request_id="c-1",
+        expires_at_ms=_later(),
+    )
+    receipt = node.retire(
+        bundles[1],
+        beneficiary="Escuela 12",
+        purpose="scope2",
+        request_id="c-1",
+        holder=H.sign(key, claim),
+        principal=Principal("account", acct),
+    )
     assert receipt.bundle.status == Status.RETIRED and receipt.beneficiary == "Escuela 12"
 
 
@@ -106,13 +150,18 @@ def test_operator_or_token_alone_is_refused_and_nothing_changes(node, held):
         with pytest.raises(PermissionDenied, match="needs its holder's signature"):
             node.transfer(bundles[0], to_account=buyer, request_id="op-1", principal=principal)
         with pytest.raises(PermissionDenied, match="holder's signature"):
-            node.retire(bundles[0], beneficiary="x", purpose="y", request_id="op-2",
-                        principal=principal)
+            node.retire(
+                bundles[0], beneficiary="x", purpose="y", request_id="op-2", principal=principal
+            )
     assert _snapshot(node) == before
     # A refused request id stays free: the holder's own request with it goes through.
     auth = _transfer_auth(node, held["key"], held["account"], bundles[0], to=buyer, rid="op-1")
-    assert node.transfer(bundles[0], to_account=buyer, request_id="op-1",
-                         holder=auth).transferred.owner == buyer
+    assert (
+        node.transfer(
+            bundles[0], to_account=buyer, request_id="op-1", holder=auth
+        ).transferred.owner
+        == buyer
+    )
 
 
 def test_forged_tampered_expired_and_reused_signatures_are_refused(node, held):
@@ -128,17 +177,44 @@ def test_forged_tampered_expired_and_reused_signatures_are_refused(node, held):
     cases = {
         "wrong key": (_transfer_auth(node, stranger, acct, bundles[0], **good), {}),
         "tampered amount": (_transfer_auth(node, key, acct, bundles[0], **good), {"wh": 900}),
-        "tampered destination": (_transfer_auth(node, key, acct, bundles[0], **good),
-                                 {"to": other}),
-        "other bundle": (_transfer_auth(node, key, acct, bundles[0], **good),
-                         {"bundle": bundles[1]}),
-        "other node": (H.sign(key, H.Intent(
-            node_id="elsewhere.example", account=acct, operation=H.TRANSFER,
-            moves=((bundles[0], 100),), destination=buyer, request_id="r-1",
-            expires_at_ms=_later())), {}),
-        "signed as a claim": (H.sign(key, H.Intent(
-            node_id=node.node_id, account=acct, operation=H.RETIRE, moves=((bundles[0], 100),),
-            destination=buyer, request_id="r-1", expires_at_ms=_later())), {}),
+        "tampered destination": (
+            _transfer_auth(node, key, acct, bundles[0], **good),
+            {"to": other},
+        ),
+        "other bundle": (
+            _transfer_auth(node, key, acct, bundles[0], **good),
+            {"bundle": bundles[1]},
+        ),
+        "other node": (
+            H.sign(
+                key,
+                H.Intent(
+                    node_id="elsewhere.example",
+                    account=acct,
+                    operation=H.TRANSFER,
+                    moves=((bundles[0], 100),),
+                    destination=buyer,
+                    request_id="r-1",
+                    expires_at_ms=_later(),
+                ),
+            ),
+            {},
+        ),
+        "signed as a claim": (
+            H.sign(
+                key,
+                H.Intent(
+                    node_id=node.node_id,
+                    account=acct,
+                    operation=H.RETIRE,
+                    moves=((bundles[0], 100),),
+                    destination=buyer,
+                    request_id="r-1",
+                    expires_at_ms=_later(),
+                ),
+            ),
+            {},
+        ),
     }
     for name, (auth, change) in cases.items():
         with pytest.raises(PermissionDenied, match="does not authorize"):
@@ -148,7 +224,8 @@ def test_forged_tampered_expired_and_reused_signatures_are_refused(node, held):
     with pytest.raises(PermissionDenied, match="expired"):
         attempt(expired)
     forged_expiry = dataclasses.replace(
-        _transfer_auth(node, key, acct, bundles[0], **good), expires_at_ms=_later(900))
+        _transfer_auth(node, key, acct, bundles[0], **good), expires_at_ms=_later(900)
+    )
     with pytest.raises(PermissionDenied, match="does not authorize"):
         attempt(forged_expiry)
     with pytest.raises(InvalidArgument, match="hours ahead"):
@@ -190,8 +267,13 @@ def test_custodial_accounts_are_unchanged(node, tmp_path):
     bundles = _issue(node, tmp_path, owner, "c")
     res = node.transfer(bundles[0], to_account=buyer, wh=5, request_id="c-t")
     assert res.transferred.owner == buyer
-    rec = node.retire(bundles[1], beneficiary="b", purpose="p", request_id="c-r",
-                      principal=Principal("account", owner))
+    rec = node.retire(
+        bundles[1],
+        beneficiary="b",
+        purpose="p",
+        request_id="c-r",
+        principal=Principal("account", owner),
+    )
     assert rec.bundle.status == Status.RETIRED
 
 
@@ -200,14 +282,19 @@ def test_bad_holder_keys_are_refused(node):
         with pytest.raises(InvalidArgument, match="holder_public_key"):
             node.create_account(request_id=f"bad-{len(bad)}", holder_public_key=bad)
     with pytest.raises(PermissionDenied):
-        node.create_account(request_id="acct-tok", holder_public_key=b"\x01" * 32,
-                            principal=Principal("account", "acct_x"))
+        node.create_account(
+            request_id="acct-tok",
+            holder_public_key=b"\x01" * 32,
+            principal=Principal("account", "acct_x"),
+        )
 
 
 def test_one_holder_key_gives_unrelated_account_ids(node):
     raw = H.public_key_of(Ed25519PrivateKey.generate())
-    ids = [node.create_account(request_id=f"same-{i}", holder_public_key=raw).account.id
-           for i in range(3)]
+    ids = [
+        node.create_account(request_id=f"same-{i}", holder_public_key=raw).account.id
+        for i in range(3)
+    ]
     from eap.node.crypto import account_id_from_public_key
 
     assert len(set(ids)) == 3 and account_id_from_public_key(raw) not in ids
@@ -216,10 +303,22 @@ def test_one_holder_key_gives_unrelated_account_ids(node):
 _text = st.text(max_size=12)
 _i64 = st.integers(-(2**63), 2**63 - 1)
 _intents = st.builds(
-    H.Intent, node_id=_text, account=_text, operation=st.sampled_from(H.OPERATIONS),
-    moves=st.lists(st.tuples(_text, _i64), max_size=3).map(tuple), request_id=_text,
-    expires_at_ms=_i64, destination=_text, price_minor=_i64, currency=_text, beneficiary=_text,
-    purpose=_text, consumption_start=_i64, consumption_end=_i64, consumption_zone=_text)
+    H.Intent,
+    node_id=_text,
+    account=_text,
+    operation=st.sampled_from(H.OPERATIONS),
+    moves=st.lists(st.tuples(_text, _i64), max_size=3).map(tuple),
+    request_id=_text,
+    expires_at_ms=_i64,
+    destination=_text,
+    price_minor=_i64,
+    currency=_text,
+    beneficiary=_text,
+    purpose=_text,
+    consumption_start=_i64,
+    consumption_end=_i64,
+    consumption_zone=_text,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -255,9 +354,14 @@ def test_the_documented_test_vector():
     message, signature = ("".join(b.split()) for b in blocks[:2])
     key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     intent = H.Intent(
-        node_id="medellin.example", account="acct_" + "a" * 26, operation=H.TRANSFER,
-        moves=(("medellin.example/0-1000", 250),), destination="acct_" + "b" * 26,
-        request_id="req-1", expires_at_ms=1767225600000)
+        node_id="medellin.example",
+        account="acct_" + "a" * 26,
+        operation=H.TRANSFER,
+        moves=(("medellin.example/0-1000", 250),),
+        destination="acct_" + "b" * 26,
+        request_id="req-1",
+        expires_at_ms=1767225600000,
+    )
     assert intent.message().hex() == message
     assert H.sign(key, intent).signature.hex() == signature
     assert H.public_key_of(key).hex() in page

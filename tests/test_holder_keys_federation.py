@@ -34,8 +34,13 @@ OPS = api.READ_PURPOSE_OPERATIONS
 
 def _forms(raw: bytes) -> list[bytes]:
     """The ways a key could be spelled in a message."""
-    return [raw, raw.hex().encode(), base64.b64encode(raw), base64.urlsafe_b64encode(raw),
-            base64.b64encode(raw).rstrip(b"=")]
+    return [
+        raw,
+        raw.hex().encode(),
+        base64.b64encode(raw),
+        base64.urlsafe_b64encode(raw),
+        base64.b64encode(raw).rstrip(b"="),
+    ]
 
 
 class Capture:
@@ -52,9 +57,18 @@ class Capture:
 
 
 def _sign_out(city, key, account, bundle, to, rid, wh=0):
-    return H.sign(key, H.Intent(node_id=city.node_id, account=account,
-                                operation=H.TRANSFER_OUT, moves=((bundle, wh),), destination=to,
-                                request_id=rid, expires_at_ms=H.now_ms() + 60_000))
+    return H.sign(
+        key,
+        H.Intent(
+            node_id=city.node_id,
+            account=account,
+            operation=H.TRANSFER_OUT,
+            moves=((bundle, wh),),
+            destination=to,
+            request_id=rid,
+            expires_at_ms=H.now_ms() + 60_000,
+        ),
+    )
 
 
 def test_one_holder_on_two_nodes_stays_unlinkable_and_its_key_never_leaves(tmp_path):
@@ -63,8 +77,10 @@ def test_one_holder_on_two_nodes_stays_unlinkable_and_its_key_never_leaves(tmp_p
         a, b = ab["a"], ab["b"]
         key = Ed25519PrivateKey.generate()
         raw = H.public_key_of(key)
-        on_a = [a.node.create_account(request_id=f"h{i}", holder_public_key=raw).account.id
-                for i in range(2)]
+        on_a = [
+            a.node.create_account(request_id=f"h{i}", holder_public_key=raw).account.id
+            for i in range(2)
+        ]
         on_b = b.node.create_account(request_id="h", holder_public_key=raw).account.id
         ids = {*on_a, on_b}
         assert len(ids) == 3 and account_id_from_public_key(raw) not in ids
@@ -87,16 +103,22 @@ def test_one_holder_on_two_nodes_stays_unlinkable_and_its_key_never_leaves(tmp_p
             a.engine.send(bid, to=to, request_id="x-0", holder=tampered)
         assert ab.bundle("a", bid) == before and not a.engine.transport.seen
 
-        _, rec = a.engine.send(bid, to=to, request_id="x-1",
-                               holder=_sign_out(a, key, on_a[0], bid, to, "x-1"))
+        _, rec = a.engine.send(
+            bid, to=to, request_id="x-1", holder=_sign_out(a, key, on_a[0], bid, to, "x-1")
+        )
         assert rec.state == T.COMMITTED
         assert ab.bundle("b", bid).owner == on_b and ab.bundle("b", bid).status == Status.ACTIVE
         # Back on B the same holder must sign too; it sends part of it home to A's 2nd account.
         back = f"{a.node_id}/{on_a[1]}"
         with pytest.raises(PermissionDenied):
             b.engine.send(bid, to=back, wh=7, request_id="y-1")
-        _, rec2 = b.engine.send(bid, to=back, wh=7, request_id="y-1",
-                                holder=_sign_out(b, key, on_b, bid, back, "y-1", wh=7))
+        _, rec2 = b.engine.send(
+            bid,
+            to=back,
+            wh=7,
+            request_id="y-1",
+            holder=_sign_out(b, key, on_b, bid, back, "y-1", wh=7),
+        )
         assert rec2.state == T.COMMITTED
         ab.settle()
         ab.assert_conserved()
@@ -124,8 +146,10 @@ def test_one_holder_on_two_nodes_stays_unlinkable_and_its_key_never_leaves(tmp_p
 A, B = "a.example", "b.example"
 CSV = (
     "interval_start_datetime,interval_end_datetime,device_id,interval_usage,gross_net_indicator\n"
-    + "".join(f"2025-06-21 {h:02d}:00:00,2025-06-21 {h + 1:02d}:00:00,m-1,{900 + h},NET\n"
-              for h in range(3))
+    + "".join(
+        f"2025-06-21 {h:02d}:00:00,2025-06-21 {h + 1:02d}:00:00,m-1,{900 + h},NET\n"
+        for h in range(3)
+    )
 )
 
 
@@ -139,8 +163,7 @@ def apinet(tmp_path_factory):
 
 def _auth(key, intent) -> api.HolderAuthorization:
     signed = H.sign(key, intent)
-    return api.HolderAuthorization(signature=signed.signature,
-                                   expires_at_ms=signed.expires_at_ms)
+    return api.HolderAuthorization(signature=signed.signature, expires_at_ms=signed.expires_at_ms)
 
 
 def test_node_api_moves_holder_bundles_only_with_the_holders_signature(apinet):
@@ -150,17 +173,31 @@ def test_node_api_moves_holder_bundles_only_with_the_holders_signature(apinet):
     holder = a.CreateAccount(api.CreateAccountRequest(request_id="h", holder_public_key=raw))
     assert holder.account.holder_public_key == raw
     friend = a.CreateAccount(api.CreateAccountRequest(request_id="f")).account.id
-    far = b.CreateAccount(api.CreateAccountRequest(request_id="far",
-                                                   holder_public_key=raw)).account.id
+    far = b.CreateAccount(
+        api.CreateAccountRequest(request_id="far", holder_public_key=raw)
+    ).account.id
     acct = holder.account.id
-    a.RegisterDevice(api.RegisterDeviceRequest(
-        request_id="dev",
-        device=pb.Device(local_ref="roof-1", capacity_w=5000, source=pb.ENERGY_SOURCE_SOLAR,
-                         technology=pb.TECHNOLOGY_PHOTOVOLTAIC, commissioned_on="2020-01-01",
-                         latitude=41.39, longitude=2.17, zone="ES", owner=acct, meter_id="m-1"),
-        attestation=pb.Attestation(scheme="operator-signed", evidence="grid connection 1")))
-    a.ImportReadings(api.ImportReadingsRequest(request_id="imp", content=CSV.encode(),
-                                               filename="m.csv"))
+    a.RegisterDevice(
+        api.RegisterDeviceRequest(
+            request_id="dev",
+            device=pb.Device(
+                local_ref="roof-1",
+                capacity_w=5000,
+                source=pb.ENERGY_SOURCE_SOLAR,
+                technology=pb.TECHNOLOGY_PHOTOVOLTAIC,
+                commissioned_on="2020-01-01",
+                latitude=41.39,
+                longitude=2.17,
+                zone="ES",
+                owner=acct,
+                meter_id="m-1",
+            ),
+            attestation=pb.Attestation(scheme="operator-signed", evidence="grid connection 1"),
+        )
+    )
+    a.ImportReadings(
+        api.ImportReadingsRequest(request_id="imp", content=CSV.encode(), filename="m.csv")
+    )
     a.IssueRecords(api.IssueRecordsRequest(request_id="iss"))
     ids = [x.id for x in a.ListBundles(api.ListBundlesRequest(purpose=OPS, owner=acct)).bundles]
     assert len(ids) == 3
@@ -168,31 +205,46 @@ def test_node_api_moves_holder_bundles_only_with_the_holders_signature(apinet):
     assert all(not x.holder_public_key for x in public.accounts)
 
     # The operator alone, and a signature over other content, are PERMISSION_DENIED.
-    req = api.TransferBundleRequest(request_id="l-1", bundle_id=ids[0], to_account=friend,
-                                    wh=100)
+    req = api.TransferBundleRequest(request_id="l-1", bundle_id=ids[0], to_account=friend, wh=100)
     with pytest.raises(grpc.RpcError) as err:
         a.TransferBundle(req)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "holder's signature" in err.value.details()
-    local = H.Intent(node_id=A, account=acct, operation=H.TRANSFER, moves=((ids[0], 100),),
-                     destination=friend, request_id="l-1", expires_at_ms=H.now_ms() + 60_000)
+    local = H.Intent(
+        node_id=A,
+        account=acct,
+        operation=H.TRANSFER,
+        moves=((ids[0], 100),),
+        destination=friend,
+        request_id="l-1",
+        expires_at_ms=H.now_ms() + 60_000,
+    )
     req.holder_auth.CopyFrom(_auth(key, local))
     req.wh = 101
     with pytest.raises(grpc.RpcError) as err:
         a.TransferBundle(req)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert a.GetBundle(api.GetBundleRequest(id=ids[0], purpose=OPS)).status == (
-        pb.BUNDLE_STATUS_ACTIVE)
+        pb.BUNDLE_STATUS_ACTIVE
+    )
     req.wh = 100
     res = a.TransferBundle(req)
     assert res.transferred.owner == friend and res.remainder.owner == acct
 
     # A claim over the API, signed.
-    claim = H.Intent(node_id=A, account=acct, operation=H.RETIRE, moves=((ids[1], 0),),
-                     beneficiary="Escola 7", purpose="scope2", request_id="c-1",
-                     expires_at_ms=H.now_ms() + 60_000)
-    creq = api.RetireBundleRequest(request_id="c-1", bundle_id=ids[1], beneficiary="Escola 7",
-                                   purpose="scope2")
+    claim = H.Intent(
+        node_id=A,
+        account=acct,
+        operation=H.RETIRE,
+        moves=((ids[1], 0),),
+        beneficiary="Escola 7",
+        purpose="scope2",
+        request_id="c-1",
+        expires_at_ms=H.now_ms() + 60_000,
+    )
+    creq = api.RetireBundleRequest(
+        request_id="c-1", bundle_id=ids[1], beneficiary="Escola 7", purpose="scope2"
+    )
     with pytest.raises(grpc.RpcError) as err:
         a.RetireBundle(creq)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -205,9 +257,20 @@ def test_node_api_moves_holder_bundles_only_with_the_holders_signature(apinet):
     with pytest.raises(grpc.RpcError) as err:
         a.TransferBundle(out)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    out.holder_auth.CopyFrom(_auth(key, H.Intent(
-        node_id=A, account=acct, operation=H.TRANSFER_OUT, moves=((ids[2], 0),),
-        destination=to, request_id="o-1", expires_at_ms=H.now_ms() + 60_000)))
+    out.holder_auth.CopyFrom(
+        _auth(
+            key,
+            H.Intent(
+                node_id=A,
+                account=acct,
+                operation=H.TRANSFER_OUT,
+                moves=((ids[2], 0),),
+                destination=to,
+                request_id="o-1",
+                expires_at_ms=H.now_ms() + 60_000,
+            ),
+        )
+    )
     moved = a.TransferBundle(out)
     assert moved.transfer.state == fed.TRANSFER_STATE_COMMITTED
     assert b.GetBundle(api.GetBundleRequest(id=ids[2], purpose=OPS)).owner == far
@@ -226,8 +289,12 @@ def clinet(tmp_path_factory):
 def test_cli_signs_with_the_holder_key(clinet, tmp_path):
     a, b = clinet[A], clinet[B]
     wallet = tmp_path / "wallet"
-    made = subprocess.run([*CLI, "keys", "holder-new", "--out", str(wallet)],
-                          capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [*CLI, "keys", "holder-new", "--out", str(wallet)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     pub = (wallet / H.PUBLIC_KEY_FILE).read_text().strip()
     keyfile = str(wallet / H.PRIVATE_KEY_FILE)
@@ -252,8 +319,18 @@ def test_cli_signs_with_the_holder_key(clinet, tmp_path):
     # Claim on B and split locally on A, both signed; unsigned retire refused.
     no = b.cli("retire", bid, "--beneficiary", "x", "--purpose", "y", ok=False)
     assert no.returncode == PermissionDenied.exit_code
-    receipt = b.js("retire", bid, "--beneficiary", "Escuela", "--purpose", "scope2", "--wh",
-                   "5", "--sign-with", keyfile)
+    receipt = b.js(
+        "retire",
+        bid,
+        "--beneficiary",
+        "Escuela",
+        "--purpose",
+        "scope2",
+        "--wh",
+        "5",
+        "--sign-with",
+        keyfile,
+    )
     claimed = receipt["bundle"]
     assert claimed["serial_end"] - claimed["serial_start"] == 5
     assert receipt["beneficiary"] == "Escuela"
