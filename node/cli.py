@@ -216,9 +216,10 @@ def accounts(purpose, home, as_json) -> None:
     items = _all_pages(
         lambda tok: _open(home).list_accounts(purpose=Purpose[purpose.upper()], page_token=tok)
     )
-    table = Table("id", "label", "identity", "balance Wh", title="accounts")
+    table = Table("id", "label", "identity", "balance Wh", "holder-signed", title="accounts")
     for a in items:
-        table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}")
+        signed = "yes" if a.holder_public_key else ""
+        table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}", signed)
     _emit([a.to_dict() for a in items], as_json, table)
 
 

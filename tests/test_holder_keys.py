@@ -103,6 +103,11 @@ def test_the_holder_key_is_on_the_account_record_but_not_in_transparency_reads(n
         a for a in node.list_accounts(purpose=Purpose.OPERATIONS).items if a.id == held["buyer"]
     )
     assert buyer.holder_public_key is None
+    message, other = H.DOMAIN + b"presentation", b"EAP-OTHER-v1\x00presentation"
+    signature = held["key"].sign(message)
+    assert H.signed_by_holder(acct, message, signature)
+    assert not H.signed_by_holder(acct, other, signature)
+    assert not H.signed_by_holder(buyer, message, signature)
 
 
 def test_signed_transfer_split_and_claim_move_the_bundles(node, held):

@@ -228,6 +228,15 @@ def test_node_api_moves_holder_bundles_only_with_the_holders_signature(apinet):
         pb.BUNDLE_STATUS_ACTIVE
     )
     req.wh = 100
+    short = api.TransferBundleRequest()
+    short.CopyFrom(req)
+    short.holder_auth.signature = b"\x00" * 10
+    with pytest.raises(grpc.RpcError) as err:
+        a.TransferBundle(short)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "holder_auth.signature" in str(err.value.trailing_metadata()) or (
+        "64 bytes" in err.value.details()
+    )
     res = a.TransferBundle(req)
     assert res.transferred.owner == friend and res.remainder.owner == acct
 

@@ -48,6 +48,7 @@ from sqlalchemy import Connection, insert, select
 
 from eap.node.crypto.keys import now_ms
 from eap.node.errors import InvalidArgument, PermissionDenied, invalid
+from eap.node.records.models import Account
 from eap.node.store import schema as t
 
 DOMAIN = b"EAP-HOLDER-AUTH-v1\x00"
@@ -253,6 +254,16 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def signed_by_holder(account: Account, message: bytes, signature: bytes) -> bool:
+    """Whether ``account``'s holder signed ``message`` (False for a custodial account).
+
+    For holder-bound statements of other modules (e.g. presentations of claim receipts): give
+    ``message`` its own domain tag, as :data:`DOMAIN` does for moves.
+    """
+    key = account.holder_public_key
+    return bool(key) and verify(key, message, signature)
 
 
 # -- the node's check ----------------------------------------------------------------------------
