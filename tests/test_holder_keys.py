@@ -8,6 +8,7 @@ accounts keep working as before.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import os
@@ -280,6 +281,21 @@ def test_custodial_accounts_are_unchanged(node, tmp_path):
         principal=Principal("account", owner),
     )
     assert rec.bundle.status == Status.RETIRED
+
+
+def test_holder_keys_parse_from_file_base64_and_hex(tmp_path):
+    raw = H.public_key_of(Ed25519PrivateKey.generate())
+    (tmp_path / "k.pub").write_text(base64.b64encode(raw).decode() + "\n")
+    for text in (
+        str(tmp_path / "k.pub"),
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        raw.hex(),
+    ):
+        assert H.parse_public_key(text) == raw, text
+    for bad in ("", "not a key", base64.b64encode(raw[:31]).decode(), str(tmp_path)):
+        with pytest.raises(InvalidArgument, match="holder_key"):
+            H.parse_public_key(bad)
 
 
 def test_bad_holder_keys_are_refused(node):

@@ -125,7 +125,10 @@ class Intent:
 
 
 def _str(value: str) -> bytes:
-    data = str(value).encode("utf-8")
+    try:
+        data = str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid("holder_auth", "a signed field is not valid Unicode") from None
     if len(data) > 0xFFFF:
         raise invalid("holder_auth", "a signed field is longer than 65535 bytes")
     return _U16.pack(len(data)) + data
@@ -165,31 +168,28 @@ def parse_public_key(text: str) -> bytes:
         InvalidArgument: none of those, or not a valid key.
     """
     value = text.strip()
-    path = Path(value)
-    if value and len(value) < 4096 and path.is_file():
-        value = path.read_text(encoding="utf-8", errors="replace").strip()
-    raw: bytes | None = None
+    if value and len(value) < 4096 and Path(value).is_file():
+        value = Path(value).read_text(encoding="utf-8", errors="replace").strip()
+    raw = _decode_key(value)
+    key = check_public_key(raw, "holder_key") if raw else None
+    if key is None:
+        raise invalid("holder_key", "neither a key file nor a base64 / hex Ed25519 public key")
+    return key
+
+
+def _decode_key(value: str) -> bytes | None:
     if len(value) == 2 * PUBLIC_KEY_LEN:
         try:
-            raw = bytes.fromhex(value)
+            return bytes.fromhex(value)
         except ValueError:
-            raw = None
-    if raw is None:
+            pass
+    padded = value + "=" * (-len(value) % 4)
+    for altchars in (None, b"-_"):
         try:
-            raw = base64.b64decode(
-                value + "=" * (-len(value) % 4),
-                altchars=b"-_" if ("-" in value or "_" in value) else None,
-                validate=True,
-            )
+            return base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
-            raise invalid(
-                "holder_key", "neither a key file nor a base64 / hex Ed25519 public key"
-            ) from None
-    return check_public_key(raw, "holder_key") or _empty_key()
-
-
-def _empty_key() -> bytes:
-    raise invalid("holder_key", "is empty")
+            continue
+    return None
 
 
 def new_key_pair(out: Path) -> tuple[Path, bytes]:
