@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from eap.node import holder_cli as hcli
 from eap.node.config import create_home, default_home
 from eap.node.errors import EapError, FailedPrecondition, FieldViolation, InvalidArgument
 from eap.node.records.enums import Purpose, Source, Status, Technology
@@ -190,13 +191,18 @@ def account() -> None:
 @click.option("--label", default="", help="Private label for the operator.")
 @click.option("--identity", default="", help="Real identity (only with --disclose).")
 @click.option("--disclose", is_flag=True, help="The holder opts in to disclose its identity.")
+@hcli.holder_key_option
 @_request_option
 @_home_option
 @_json_option
-def account_create(label, identity, disclose, request_id, home, as_json) -> None:
+def account_create(label, identity, disclose, holder_key, request_id, home, as_json) -> None:
     """Create an account; prints its id and its one-time bearer token."""
     res = _open(home).create_account(
-        request_id=_rid(request_id), label=label, identity=identity, disclose=disclose
+        request_id=_rid(request_id),
+        label=label,
+        identity=identity,
+        disclose=disclose,
+        holder_public_key=hcli.parse_holder_key(holder_key),
     )
     _emit(res.to_dict(), as_json, text=f"{res.account.id}\ntoken: {res.token or '(replay)'}")
 
@@ -210,9 +216,10 @@ def accounts(purpose, home, as_json) -> None:
     items = _all_pages(
         lambda tok: _open(home).list_accounts(purpose=Purpose[purpose.upper()], page_token=tok)
     )
-    table = Table("id", "label", "identity", "balance Wh", title="accounts")
+    table = Table("id", "label", "identity", "balance Wh", "holder-signed", title="accounts")
     for a in items:
-        table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}")
+        signed = "yes" if a.holder_public_key else ""
+        table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}", signed)
     _emit([a.to_dict() for a in items], as_json, table)
 
 
@@ -393,15 +400,21 @@ def issue(device, since, request_id, home, as_json) -> None:
     help="Cross-node: seconds to wait for the peer before leaving the transfer in "
     "flight for the node's background worker (default 10).",
 )
+@hcli.sign_option
 @_request_option
 @_home_option
 @_json_option
-def transfer(bundle, to_account, wh, wait_s, request_id, home, as_json) -> None:
+def transfer(bundle, to_account, wh, wait_s, sign_with, request_id, home, as_json) -> None:
     """Move BUNDLE, or --wh of it (a split), to another account, here or on another node."""
+    rid = _rid(request_id)
     if "/" in to_account:
-        _transfer_out(bundle, to_account, wh, wait_s, _rid(request_id), home, as_json)
+        _transfer_out(bundle, to_account, wh, wait_s, rid, home, as_json, sign_with=sign_with)
         return
-    res = _open(home).transfer(bundle, to_account=to_account, wh=wh, request_id=_rid(request_id))
+    node = _open(home)
+    holder = hcli.authorize(
+        node, sign_with, "transfer", bundle, request_id=rid, wh=wh, destination=to_account
+    )
+    res = node.transfer(bundle, to_account=to_account, wh=wh, request_id=rid, holder=holder)
     text = f"moved {res.transferred.id} ({res.transferred.wh:,} Wh) to {to_account}"
     if res.remainder:
         text += f"\nremainder {res.remainder.id} ({res.remainder.wh:,} Wh)"
@@ -409,12 +422,25 @@ def transfer(bundle, to_account, wh, wait_s, request_id, home, as_json) -> None:
 
 
 def _transfer_out(
-    bundle, to, wh, wait_s, request_id, home, as_json, price_minor=0, currency=""
+    bundle, to, wh, wait_s, request_id, home, as_json, price_minor=0, currency="", sign_with=None
 ) -> None:
     from eap.node.federation.client import PeerClient
-    from eap.node.federation.transfers import ABORTED, Transfers
+    from eap.node.federation.transfers import ABORTED, Transfers, split_destination
 
     node = _open(home)
+    holder = None
+    if sign_with is not None:
+        holder = hcli.authorize(
+            node,
+            sign_with,
+            "transfer_out",
+            bundle,
+            request_id=request_id,
+            wh=wh,
+            destination="/".join(split_destination(to)),
+            price_minor=price_minor,
+            currency=currency,
+        )
     with PeerClient(node) as client:
         first, rec = Transfers(node, client).send(
             bundle,
@@ -424,6 +450,7 @@ def _transfer_out(
             wait_s=wait_s,
             price_minor=price_minor,
             currency=currency,
+            holder=holder,
         )
     data = {**first.to_dict(), "transfer": rec.to_dict()}
     text = (
@@ -521,6 +548,7 @@ def transfers_(direction, state, resume, home, as_json) -> None:
 @click.option("--consumption-start", default=None, help="Consumption interval start.")
 @click.option("--consumption-end", default=None, help="Consumption interval end.")
 @click.option("--zone", "consumption_zone", default="", help="Consumption zone.")
+@hcli.sign_option
 @_request_option
 @_home_option
 @_json_option
@@ -532,21 +560,22 @@ def retire(
     consumption_start,
     consumption_end,
     consumption_zone,
+    sign_with,
     request_id,
     home,
     as_json,
 ) -> None:
     """Claim BUNDLE (or --wh of it) for consumption, irreversibly; prints the signed receipt."""
-    rec = _open(home).retire(
-        bundle,
+    node, rid = _open(home), _rid(request_id)
+    claim = dict(
         beneficiary=beneficiary,
         purpose=purpose,
-        wh=wh,
         consumption_start=_parse_time(consumption_start, "--consumption-start"),
         consumption_end=_parse_time(consumption_end, "--consumption-end"),
         consumption_zone=consumption_zone,
-        request_id=_rid(request_id),
     )
+    holder = hcli.authorize(node, sign_with, "retire", bundle, request_id=rid, wh=wh, **claim)
+    rec = node.retire(bundle, wh=wh, request_id=rid, holder=holder, **claim)
     _emit(
         rec.to_dict(),
         as_json,
@@ -639,11 +668,12 @@ def claims(beneficiary, purpose, home, as_json) -> None:
     default=None,
     help="Cross-node: seconds to wait for the peer (default 10).",
 )
+@hcli.sign_option
 @_request_option
 @_home_option
 @_json_option
 def trade(
-    bundle, to_account, wh, price_minor, currency, wait_s, request_id, home, as_json
+    bundle, to_account, wh, price_minor, currency, wait_s, sign_with, request_id, home, as_json
 ) -> None:
     """Sell BUNDLE (or --wh of it): a transfer plus the buyer's payment obligation.
 
@@ -651,26 +681,41 @@ def trade(
     obligation when it commits, none when it aborts; refused (exit 5) past the peer's credit
     limit (`eap-node peer limits`).
     """
+    rid = _rid(request_id)
     if "/" in to_account:
         _transfer_out(
             bundle,
             to_account,
             wh,
             wait_s,
-            _rid(request_id),
+            rid,
             home,
             as_json,
             price_minor=price_minor,
             currency=currency,
+            sign_with=sign_with,
         )
         return
-    res = _open(home).transfer(
+    node = _open(home)
+    holder = hcli.authorize(
+        node,
+        sign_with,
+        "transfer",
+        bundle,
+        request_id=rid,
+        wh=wh,
+        destination=to_account,
+        price_minor=price_minor,
+        currency=currency,
+    )
+    res = node.transfer(
         bundle,
         to_account=to_account,
         wh=wh,
         price_minor=price_minor,
         currency=currency,
-        request_id=_rid(request_id),
+        request_id=rid,
+        holder=holder,
     )
     _emit(
         res.to_dict(),
@@ -1079,3 +1124,5 @@ _register_plugins(main)
 from eap.node.report_cli import register as _register_report  # noqa: E402
 
 _register_report(main)
+# Holder keys: `keys holder-new` (the --sign-with options come from the same module).
+hcli.register(main)

@@ -66,6 +66,7 @@ def account(a: models.Account) -> pb.Account:
         disclosed=a.disclosed,
         balance_wh=a.balance_wh,
         created_at_ms=a.created_at_ms,
+        holder_public_key=a.holder_public_key or b"",
     )
 
 

@@ -11,6 +11,7 @@ import grpc
 
 from eap.node.api import convert
 from eap.node.api.status import abort_with
+from eap.node.domain import holder_auth
 from eap.node.domain.node import Node
 from eap.node.errors import (
     EapError,
@@ -125,6 +126,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             label=request.label,
             identity=request.identity,
             disclose=request.disclose,
+            holder_public_key=request.holder_public_key,
             principal=principal,
         )
         return api.CreateAccountResponse(account=convert.account(res.account), token=res.token)
@@ -241,6 +243,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             principal=principal,
             price_minor=request.price_minor,
             currency=request.currency,
+            holder=holder_auth.from_wire(request.holder_auth),
         )
         out = api.TransferBundleResponse(transferred=convert.bundle(res.transferred))
         if res.remainder:
@@ -267,6 +270,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             wait_s=wait_s,
             price_minor=request.price_minor,
             currency=request.currency,
+            holder=holder_auth.from_wire(request.holder_auth),
         )
         out = api.TransferBundleResponse(
             transferred=convert.bundle(first.exported),
@@ -295,6 +299,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             consumption_zone=request.consumption_zone,
             request_id=request.request_id,
             principal=principal,
+            holder=holder_auth.from_wire(request.holder_auth),
         )
         return convert.claim(rec)
 

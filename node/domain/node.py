@@ -23,7 +23,16 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
+from eap.node.domain import (
+    anchoring,
+    custody,
+    holder_auth,
+    idempotency,
+    ledger,
+    obligations,
+    plugin_calls,
+)
+from eap.node.domain.holder_auth import HolderAuth
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
@@ -171,10 +180,14 @@ class Node:
         label: str = "",
         identity: str = "",
         disclose: bool = False,
+        holder_public_key: bytes | None = None,
         principal: Principal | None = None,
     ) -> CreatedAccount:
+        """A new account; with ``holder_public_key`` a holder-signed one (its bundles move
+        only with the holder's signature, :mod:`~eap.node.domain.holder_auth`)."""
         principal = principal or Principal.operator()
         self._operator_only(principal, "create accounts")
+        holder_key = holder_auth.check_public_key(holder_public_key)
         check = Checker()
         check.text(label, "label", min_len=0, max_len=128)
         check.text(identity, "identity", min_len=0, max_len=256)
@@ -185,7 +198,9 @@ class Node:
         )
         check.done()
         token = secrets.token_urlsafe(32)
-        pub = secrets.token_bytes(32)  # stands for the account key until holders bring their own
+        # A random key names the account, never the holder's key: ids of one holder's accounts
+        # stay unlinkable, here and across nodes, and the holder key never leaves the node.
+        pub = secrets.token_bytes(32)
 
         def op(conn: Connection) -> CreatedAccount:
             acct = Account(
@@ -194,6 +209,7 @@ class Node:
                 identity=identity or None,
                 disclosed=disclose,
                 created_at_ms=now_ms(),
+                holder_public_key=holder_key,
             )
             repos.insert_account(conn, acct, _token_hash(token))
             return CreatedAccount(acct, token)
@@ -203,7 +219,12 @@ class Node:
             request_id=request_id,
             operation="create_account",
             principal=principal,
-            payload={"label": label, "identity": identity, "disclose": disclose},
+            payload={
+                "label": label,
+                "identity": identity,
+                "disclose": disclose,
+                **({"holder_key": holder_key.hex()} if holder_key else {}),
+            },
             result_type=CreatedAccount,
             fn=op,
             replay=lambda first: CreatedAccount(first.account, ""),
@@ -860,12 +881,16 @@ class Node:
         principal: Principal | None = None,
         price_minor: int = 0,
         currency: str = "",
+        holder: HolderAuth | None = None,
     ) -> TransferResult:
         """Move a bundle, or ``wh`` of it (a split), to another account on this node.
 
         With ``price_minor`` (integer minor units of ``currency``) the transfer is a trade: the
         receiver owes the sender that amount, recorded as an obligation in the same
         transaction and netted per period (:mod:`eap.node.domain.settlement`).
+
+        Bundles of a holder-signed account also need ``holder``, the holder's signature over
+        this request (:func:`~eap.node.domain.holder_auth.require`).
         """
         principal = principal or Principal.operator()
         check = Checker()
@@ -880,6 +905,11 @@ class Node:
         def op(conn: Connection) -> TransferResult:
             bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
             sellers.append(bundle.owner)
+            holder_auth.require(conn, holder_auth.Intent(
+                node_id=self.node_id, account=bundle.owner, operation=holder_auth.TRANSFER,
+                moves=((bundle.id, wh),), destination=to_account, price_minor=price_minor,
+                currency=currency, request_id=request_id,
+                expires_at_ms=holder.expires_at_ms if holder else 0), holder)
             if repos.get_account(conn, to_account) is None:
                 raise NotFound(f"no account {to_account}", [_fv("to_account", "unknown account")])
             if to_account == bundle.owner:
@@ -956,8 +986,12 @@ class Node:
         consumption_zone: str = "",
         request_id: str,
         principal: Principal | None = None,
+        holder: HolderAuth | None = None,
     ) -> ClaimReceipt:
-        """Claim a bundle (or ``wh`` of it) for consumption, irreversibly; signed receipt."""
+        """Claim a bundle (or ``wh`` of it) for consumption, irreversibly; signed receipt.
+
+        Bundles of a holder-signed account also need ``holder``, the holder's signature.
+        """
         principal = principal or Principal.operator()
         check = Checker()
         check.text(beneficiary, "beneficiary", max_len=256)
@@ -971,6 +1005,12 @@ class Node:
 
         def op(conn: Connection) -> ClaimReceipt:
             bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
+            holder_auth.require(conn, holder_auth.Intent(
+                node_id=self.node_id, account=bundle.owner, operation=holder_auth.RETIRE,
+                moves=((bundle.id, wh),), beneficiary=beneficiary, purpose=purpose,
+                consumption_start=consumption_start, consumption_end=consumption_end,
+                consumption_zone=consumption_zone, request_id=request_id,
+                expires_at_ms=holder.expires_at_ms if holder else 0), holder)
             c_start = consumption_start or bundle.interval_start
             c_end = consumption_end or bundle.interval_end
             if not (c_start < bundle.interval_end and c_end > bundle.interval_start):

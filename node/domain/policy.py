@@ -45,7 +45,10 @@ def redact_account(account: Account, purpose: Purpose) -> Account:
             account, identity=account.identity if account.disclosed else None
         )
     return dataclasses.replace(
-        account, label="", identity=account.identity if account.disclosed else None
+        account,
+        label="",
+        identity=account.identity if account.disclosed else None,
+        holder_public_key=None,
     )
 
 

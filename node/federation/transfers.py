@@ -49,8 +49,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from eap.node.api import convert
-from eap.node.domain import custody, idempotency, ledger, peer_credit, provenance
+from eap.node.domain import custody, holder_auth, idempotency, ledger, peer_credit, provenance
 from eap.node.domain import obligations as obl
+from eap.node.domain.holder_auth import HolderAuth
 from eap.node.domain.rules import (
     ACCOUNT_RE,
     NODE_ID_RE,
@@ -331,7 +332,8 @@ class Transfers:
 
     def start(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
               principal: Principal | None = None, ttl_s: float | None = None,
-              price_minor: int = 0, currency: str = "") -> OutboundTransfer:
+              price_minor: int = 0, currency: str = "",
+              holder: HolderAuth | None = None) -> OutboundTransfer:
         """Lock ``wh`` Wh of a bundle (all of it by default) for ``to`` = ``NODE_ID/ACCOUNT``.
 
         One transaction: spend rules, split if partial, range ``EXPORT_PENDING``, the transfer
@@ -372,6 +374,11 @@ class Transfers:
                 raise FailedPrecondition(f"{to_node} is not on this node's trust list",
                                          [_fv("to.node", "not a peer")])
             bundle, version = ledger.spendable(conn, bundle_ref, principal, wh)
+            holder_auth.require(conn, holder_auth.Intent(
+                node_id=self.me, account=bundle.owner, operation=holder_auth.TRANSFER_OUT,
+                moves=((bundle.id, wh),), destination=f"{to_node}/{to_account}",
+                price_minor=price_minor, currency=currency, request_id=request_id,
+                expires_at_ms=holder.expires_at_ms if holder else 0), holder)
             if priced:
                 peer_credit.check_credit(conn, self.me, to_node, currency, price_minor)
             now = self.now_ms()
@@ -432,7 +439,8 @@ class Transfers:
     def send(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
              principal: Principal | None = None, ttl_s: float | None = None,
              wait_s: float | None = None, price_minor: int = 0,
-             currency: str = "") -> tuple[OutboundTransfer, TransferRecord]:
+             currency: str = "",
+             holder: HolderAuth | None = None) -> tuple[OutboundTransfer, TransferRecord]:
         """:meth:`start`, then deliver its messages inline (:meth:`pump`).
 
         Returns:
@@ -443,7 +451,7 @@ class Transfers:
         self._local.created = None
         first = self.start(bundle_ref, to=to, wh=wh, request_id=request_id,
                            principal=principal, ttl_s=ttl_s, price_minor=price_minor,
-                           currency=currency)
+                           currency=currency, holder=holder)
         crashpoints.hit("source.after_prepare_commit")
         created, self._local.created = self._local.created, None
         if created is not None and created.transfer_id == first.transfer.id:

@@ -68,6 +68,10 @@ class Account(Serialisable):
     disclosed: bool = False
     balance_wh: int = 0
     created_at_ms: int = 0
+    #: Raw Ed25519 public key of the holder: moves of this account's bundles need the holder's
+    #: signature (:mod:`eap.node.domain.holder_auth`; verify holder-signed statements with
+    #: ``holder_auth.verify``).  None = a custodial account.  Never leaves the node.
+    holder_public_key: bytes | None = None
 
 
 @dataclass

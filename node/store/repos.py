@@ -58,6 +58,7 @@ def insert_account(conn: Connection, acct: Account, token_hash: str | None) -> N
             disclosed=acct.disclosed,
             token_hash=token_hash,
             created_at_ms=acct.created_at_ms,
+            holder_public_key=acct.holder_public_key,
         )
     )
 
@@ -102,6 +103,7 @@ def _account(row, balance: int) -> Account:
         disclosed=bool(row.disclosed),
         balance_wh=balance,
         created_at_ms=row.created_at_ms,
+        holder_public_key=bytes(row.holder_public_key) if row.holder_public_key else None,
     )
 
 

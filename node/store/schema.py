@@ -45,6 +45,23 @@ accounts = Table(
     Column("disclosed", Boolean, nullable=False, server_default="0"),
     Column("token_hash", String(64), unique=True),
     Column("created_at_ms", BigInteger, nullable=False),
+    #: Raw Ed25519 public key of the holder (migration 0011); NULL = a custodial account.
+    #: Never leaves the node (docs/holder-keys.md).
+    Column("holder_public_key", LargeBinary(32), nullable=True),
+)
+
+#: Holder signatures the node accepted (migration 0011), one row each: a signature moves
+#: bundles once, for the request id it signs, and never again.
+holder_auth_uses = Table(
+    "holder_auth_uses",
+    metadata,
+    #: Hex SHA-256 of the signature bytes.
+    Column("signature_hash", String(64), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("used_at_ms", BigInteger, nullable=False),
 )
 
 devices = Table(

@@ -61,16 +61,18 @@ class NodeStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., zone: _Optional[str] = ..., protocol_version: _Optional[str] = ..., key_id: _Optional[str] = ..., devices: _Optional[int] = ..., accounts: _Optional[int] = ..., readings: _Optional[int] = ..., bundles_active: _Optional[int] = ..., wh_metered: _Optional[int] = ..., wh_issued: _Optional[int] = ..., wh_active: _Optional[int] = ..., wh_retired: _Optional[int] = ..., wh_exported: _Optional[int] = ..., wh_imported: _Optional[int] = ..., core_backend: _Optional[str] = ..., database: _Optional[str] = ...) -> None: ...
 
 class CreateAccountRequest(_message.Message):
-    __slots__ = ("request_id", "label", "identity", "disclose")
+    __slots__ = ("request_id", "label", "identity", "disclose", "holder_public_key")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     DISCLOSE_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     label: str
     identity: str
     disclose: bool
-    def __init__(self, request_id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclose: _Optional[bool] = ...) -> None: ...
+    holder_public_key: bytes
+    def __init__(self, request_id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclose: _Optional[bool] = ..., holder_public_key: _Optional[bytes] = ...) -> None: ...
 
 class CreateAccountResponse(_message.Message):
     __slots__ = ("account", "token")
@@ -205,20 +207,22 @@ class GetBundleRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., purpose: _Optional[_Union[ReadPurpose, str]] = ...) -> None: ...
 
 class TransferBundleRequest(_message.Message):
-    __slots__ = ("request_id", "bundle_id", "to_account", "wh", "price_minor", "currency")
+    __slots__ = ("request_id", "bundle_id", "to_account", "wh", "price_minor", "currency", "holder_auth")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
     TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     WH_FIELD_NUMBER: _ClassVar[int]
     PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_AUTH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     bundle_id: str
     to_account: str
     wh: int
     price_minor: int
     currency: str
-    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., to_account: _Optional[str] = ..., wh: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+    holder_auth: HolderAuthorization
+    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., to_account: _Optional[str] = ..., wh: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., holder_auth: _Optional[_Union[HolderAuthorization, _Mapping]] = ...) -> None: ...
 
 class TransferBundleResponse(_message.Message):
     __slots__ = ("transferred", "remainder", "transfer")
@@ -247,7 +251,7 @@ class CrossNodeTransfer(_message.Message):
     def __init__(self, id: _Optional[str] = ..., to: _Optional[str] = ..., wh: _Optional[int] = ..., state: _Optional[_Union[_federation_pb2.TransferState, str]] = ..., settled: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RetireBundleRequest(_message.Message):
-    __slots__ = ("request_id", "bundle_id", "wh", "beneficiary", "purpose", "consumption", "consumption_zone")
+    __slots__ = ("request_id", "bundle_id", "wh", "beneficiary", "purpose", "consumption", "consumption_zone", "holder_auth")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
     WH_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +259,7 @@ class RetireBundleRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     CONSUMPTION_FIELD_NUMBER: _ClassVar[int]
     CONSUMPTION_ZONE_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_AUTH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     bundle_id: str
     wh: int
@@ -262,7 +267,8 @@ class RetireBundleRequest(_message.Message):
     purpose: str
     consumption: _types_pb2.Interval
     consumption_zone: str
-    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., wh: _Optional[int] = ..., beneficiary: _Optional[str] = ..., purpose: _Optional[str] = ..., consumption: _Optional[_Union[_types_pb2.Interval, _Mapping]] = ..., consumption_zone: _Optional[str] = ...) -> None: ...
+    holder_auth: HolderAuthorization
+    def __init__(self, request_id: _Optional[str] = ..., bundle_id: _Optional[str] = ..., wh: _Optional[int] = ..., beneficiary: _Optional[str] = ..., purpose: _Optional[str] = ..., consumption: _Optional[_Union[_types_pb2.Interval, _Mapping]] = ..., consumption_zone: _Optional[str] = ..., holder_auth: _Optional[_Union[HolderAuthorization, _Mapping]] = ...) -> None: ...
 
 class ListClaimsRequest(_message.Message):
     __slots__ = ("purpose", "beneficiary", "page_size", "page_token")
@@ -569,3 +575,11 @@ class MatchingReport(_message.Message):
     hours: _containers.RepeatedCompositeFieldContainer[MatchingHour]
     flows: _containers.RepeatedCompositeFieldContainer[MatchingFlow]
     def __init__(self, node_id: _Optional[str] = ..., subject: _Optional[str] = ..., zone: _Optional[str] = ..., start_unix: _Optional[int] = ..., end_unix: _Optional[int] = ..., load_basis: _Optional[str] = ..., hours: _Optional[_Iterable[_Union[MatchingHour, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[MatchingFlow, _Mapping]]] = ...) -> None: ...
+
+class HolderAuthorization(_message.Message):
+    __slots__ = ("signature", "expires_at_ms")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    signature: bytes
+    expires_at_ms: int
+    def __init__(self, signature: _Optional[bytes] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...

@@ -201,20 +201,22 @@ class MeterReading(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ..., wh: _Optional[int] = ..., issued_wh: _Optional[int] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("id", "label", "identity", "disclosed", "balance_wh", "created_at_ms")
+    __slots__ = ("id", "label", "identity", "disclosed", "balance_wh", "created_at_ms", "holder_public_key")
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     DISCLOSED_FIELD_NUMBER: _ClassVar[int]
     BALANCE_WH_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     label: str
     identity: str
     disclosed: bool
     balance_wh: int
     created_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclosed: _Optional[bool] = ..., balance_wh: _Optional[int] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    holder_public_key: bytes
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclosed: _Optional[bool] = ..., balance_wh: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., holder_public_key: _Optional[bytes] = ...) -> None: ...
 
 class ClaimReceipt(_message.Message):
     __slots__ = ("id", "bundle", "beneficiary", "purpose", "consumption", "consumption_zone", "claimed_at_ms", "digest", "signature", "key_id")
