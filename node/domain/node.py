@@ -23,7 +23,15 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
+from eap.node.domain import (
+    anchoring,
+    custody,
+    idempotency,
+    ledger,
+    obligations,
+    plugin_calls,
+    receipts,
+)
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
@@ -995,6 +1003,14 @@ class Node:
             receipt = self._receipt(
                 seq, claimed, beneficiary, purpose, c_start, c_end, consumption_zone or bundle.zone
             )
+            # holder_key: the account's own key once accounts carry one (key binding, cnf)
+            receipt.sd_receipt = receipts.issue_receipt(
+                issuer=self.node_id,
+                keys=self.keys,
+                receipt=receipt,
+                proof=ledger.proof(conn, self.node_id, claimed)[0],
+                holder_key=None,
+            )
             repos.insert_claim(conn, seq, receipt)
             ledger.journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
             if claimed.issuer != self.node_id:
@@ -1050,6 +1066,8 @@ class Node:
             if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
         ]
         for _, c in items:
+            if not principal.may_act_for(c.bundle.owner):
+                c.sd_receipt = ""  # the salts are the holder's: showing them shows everything
             c.bundle = redact_bundle(c.bundle, purpose)
         nxt = str(rows[-1][0]) if len(rows) == _page(page_size) else ""
         return Page([c for _, c in items], nxt)
