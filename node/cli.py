@@ -1071,3 +1071,8 @@ _register_ledger(main)
 from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
 _register_plugins(main)
+
+# Selective-disclosure claim receipts: export, present, verify.
+from eap.node.receipt_cli import register as _register_receipts  # noqa: E402
+
+_register_receipts(main)

@@ -80,7 +80,7 @@ def compact_json(value: Any) -> bytes:
 def _json(raw: bytes, what: str) -> Any:
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SdError(f"{what}: not UTF-8 JSON") from exc
 
 
