@@ -53,8 +53,12 @@ def _read(path: Path, what: str) -> str:
 
 @receipt.command("export")
 @click.argument("claim")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Write the full receipt (all disclosures, i.e. all salts) to FILE.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Write the full receipt (all disclosures, i.e. all salts) to FILE.",
+)
 @_home_option
 @_json_option
 def receipt_export(claim, out, home, as_json) -> None:
@@ -67,8 +71,9 @@ def receipt_export(claim, out, home, as_json) -> None:
 
     token = receipts.stored_receipt(_open(home), claim)
     _write(out, token)
-    _emit({"claim": claim, "out": str(out)}, as_json,
-          text=f"wrote the SD receipt of {claim} to {out}")
+    _emit(
+        {"claim": claim, "out": str(out)}, as_json, text=f"wrote the SD receipt of {claim} to {out}"
+    )
 
 
 def _holder_signer(path: Path | None):
@@ -88,24 +93,41 @@ def _holder_signer(path: Path | None):
 
 @receipt.command("present")
 @click.argument("claim", required=False)
-@click.option("--show", required=True, metavar="FIELD,...",
-              help="Fields to disclose, comma-separated (e.g. hour,zone,wh); all others stay "
-              "hidden. Fields: claim_id, bundle, hour, zone, cell, source, technology, "
-              "renewable_ppm, carbon_mg_per_kwh, wh, beneficiary, purpose, consumption, "
-              "consumption_zone, owner, device, claimed_at_ms, inclusion.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Write the presentation to FILE.")
-@click.option("--from", "from_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              default=None, help="Present from an exported receipt FILE instead of the node.")
-@click.option("--holder-key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              default=None, help="The holder's Ed25519 private key (PEM), for a receipt "
-              "bound to it.")
+@click.option(
+    "--show",
+    required=True,
+    metavar="FIELD,...",
+    help="Fields to disclose, comma-separated (e.g. hour,zone,wh); all others stay "
+    "hidden. Fields: claim_id, bundle, hour, zone, cell, source, technology, "
+    "renewable_ppm, carbon_mg_per_kwh, wh, beneficiary, purpose, consumption, "
+    "consumption_zone, owner, device, claimed_at_ms, inclusion.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Write the presentation to FILE.",
+)
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Present from an exported receipt FILE instead of the node.",
+)
+@click.option(
+    "--holder-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The holder's Ed25519 private key (PEM), for a receipt bound to it.",
+)
 @click.option("--nonce", default=None, help="The verifier's nonce (key-bound receipts).")
 @click.option("--audience", default=None, help="The verifier's id (key-bound receipts).")
 @_home_option
 @_json_option
-def receipt_present(claim, show, out, from_file, holder_key, nonce, audience, home,
-                    as_json) -> None:
+def receipt_present(
+    claim, show, out, from_file, holder_key, nonce, audience, home, as_json
+) -> None:
     """Write a presentation of CLAIM's receipt that discloses only the --show fields."""
     from eap.node.domain import receipts
 
@@ -118,8 +140,11 @@ def receipt_present(claim, show, out, from_file, holder_key, nonce, audience, ho
     fields = [f.strip() for f in show.split(",") if f.strip()]
     presented = receipts.present(token, fields, _holder_signer(holder_key), nonce, audience)
     _write(out, presented)
-    _emit({"out": str(out), "shown": fields}, as_json,
-          text=f"wrote a presentation showing {', '.join(fields)} to {out}")
+    _emit(
+        {"out": str(out), "shown": fields},
+        as_json,
+        text=f"wrote a presentation showing {', '.join(fields)} to {out}",
+    )
 
 
 def _parse_key_args(key_args) -> dict[str, bytes]:
@@ -134,33 +159,67 @@ def _parse_key_args(key_args) -> dict[str, bytes]:
         except (ValueError, EapError):
             ok = False
         if not ok:
-            raise click.BadParameter(f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key "
-                                     "whose key id is KEYID", param_hint="--issuer-key")
+            raise click.BadParameter(
+                f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key whose key id is KEYID",
+                param_hint="--issuer-key",
+            )
         out[kid] = raw
     return out
 
 
 @receipt.command("verify")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--issuer-key", "key_args", multiple=True, metavar="KEYID=BASE64",
-              help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
-              "(repeatable; `eap-node identity` prints them).")
-@click.option("--issuer-node-descriptor", "--descriptor", "descriptor_file",
-              type=click.Path(path_type=Path, exists=True), default=None,
-              help="The issuer's signed node descriptor (JSON); its keys are used.")
-@click.option("--identity", "identity_file", type=click.Path(path_type=Path, exists=True),
-              default=None, help="The issuer's identity (`eap-node identity --json`).")
-@click.option("--issuer", default=None,
-              help="Expected issuer node id (default: the descriptor's or identity's; with "
-              "--issuer-key only, the receipt's own).")
-@click.option("--batch-descriptor", "batch_descriptor", type=click.Path(path_type=Path,
-              exists=True), default=None, help="Descriptor of the node that issued the "
-              "record's batch, when not the receipt's issuer (imported serials).")
+@click.option(
+    "--issuer-key",
+    "key_args",
+    multiple=True,
+    metavar="KEYID=BASE64",
+    help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
+    "(repeatable; `eap-node identity` prints them).",
+)
+@click.option(
+    "--issuer-node-descriptor",
+    "--descriptor",
+    "descriptor_file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="The issuer's signed node descriptor (JSON); its keys are used.",
+)
+@click.option(
+    "--identity",
+    "identity_file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="The issuer's identity (`eap-node identity --json`).",
+)
+@click.option(
+    "--issuer",
+    default=None,
+    help="Expected issuer node id (default: the descriptor's or identity's; with "
+    "--issuer-key only, the receipt's own).",
+)
+@click.option(
+    "--batch-descriptor",
+    "batch_descriptor",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Descriptor of the node that issued the "
+    "record's batch, when not the receipt's issuer (imported serials).",
+)
 @click.option("--nonce", default=None, help="Nonce the holder had to sign (key-bound receipts).")
 @click.option("--audience", default=None, help="This verifier's id (key-bound receipts).")
 @_json_option
-def receipt_verify(file, key_args, descriptor_file, identity_file, issuer, batch_descriptor,
-                   nonce, audience, as_json) -> None:
+def receipt_verify(
+    file,
+    key_args,
+    descriptor_file,
+    identity_file,
+    issuer,
+    batch_descriptor,
+    nonce,
+    audience,
+    as_json,
+) -> None:
     """Check the presentation in FILE offline with the issuer's public key(s).
 
     Checks the issuer's Ed25519 signature, that every disclosed field is one the issuer
@@ -173,7 +232,8 @@ def receipt_verify(file, key_args, descriptor_file, identity_file, issuer, batch
 
     if not (key_args or descriptor_file or identity_file):
         raise click.UsageError(
-            "give the issuer's key(s): --issuer-key, --issuer-node-descriptor or --identity")
+            "give the issuer's key(s): --issuer-key, --issuer-node-descriptor or --identity"
+        )
     keys, named = _verify_keys(descriptor_file, identity_file)
     if batch_descriptor is not None:
         for node_id, found in _verify_keys(batch_descriptor, None)[0].items():
@@ -191,9 +251,11 @@ def receipt_verify(file, key_args, descriptor_file, identity_file, issuer, batch
     try:
         if raw_keys:  # --issuer-key names keys of the expected issuer, else the receipt's
             keys.setdefault(issuer or str(receipts.payload_of(token).get("iss")), {}).update(
-                raw_keys)
-        checked = receipts.verify_receipt(token, keys, issuer=issuer, nonce=nonce,
-                                          audience=audience)
+                raw_keys
+            )
+        checked = receipts.verify_receipt(
+            token, keys, issuer=issuer, nonce=nonce, audience=audience
+        )
     except SdError as exc:
         reject(exc.reason)
         return
@@ -210,17 +272,21 @@ def _print_checked(data: dict[str, Any]) -> None:
     for name, value in data["disclosed"].items():
         if name == "inclusion":
             b = value["batch"]
-            lines.append(f"  inclusion: verified: leaf {value['index']} of batch "
-                         f"{b['issuer']}#{b['seq']} ({b['count']} records, root "
-                         f"{b['merkle_root']}, signed by {b['key_id']})")
+            lines.append(
+                f"  inclusion: verified: leaf {value['index']} of batch "
+                f"{b['issuer']}#{b['seq']} ({b['count']} records, root "
+                f"{b['merkle_root']}, signed by {b['key_id']})"
+            )
         else:
             lines.append(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
     hidden = data["undisclosed"]
     lines.append(f"  not disclosed: {', '.join(hidden) if hidden else '-'}")
     kb = data["key_binding"]
     if kb is not None:
-        lines.append(f"  holder key binding: verified (aud {json.dumps(kb['aud'])}, nonce "
-                     f"{json.dumps(kb['nonce'])}, iat {kb['iat']})")
+        lines.append(
+            f"  holder key binding: verified (aud {json.dumps(kb['aud'])}, nonce "
+            f"{json.dumps(kb['nonce'])}, iat {kb['iat']})"
+        )
     elif data["holder_key"] is None:
         lines.append("  holder key binding: none (the receipt binds no holder key)")
     click.echo("\n".join(lines))

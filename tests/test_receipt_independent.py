@@ -80,8 +80,9 @@ def inclusion_root(leaf: bytes, index: int, count: int, path: list[bytes]) -> by
     return r
 
 
-def verify(token: str, keys: dict[str, dict[str, bytes]], nonce: str | None = None,
-           aud: str | None = None) -> dict[str, Any]:
+def verify(
+    token: str, keys: dict[str, dict[str, bytes]], nonce: str | None = None, aud: str | None = None
+) -> dict[str, Any]:
     """docs/receipts.md "Verifying", step by step.  Returns the disclosed fields."""
     parts = token.split("~")
     issuer_jwt, discs, kb = parts[0], parts[1:-1], parts[-1]
@@ -122,14 +123,23 @@ def verify(token: str, keys: dict[str, dict[str, bytes]], nonce: str | None = No
         b = inc["batch"]
         root = bytes.fromhex(b["merkle_root"])
         issuer = b["issuer"].encode()
-        header_bytes = (b"EAP-BATCH-v1\x00" + struct.pack(">H", len(issuer)) + issuer
-                        + struct.pack(">QI", b["seq"], b["count"]) + root)
+        header_bytes = (
+            b"EAP-BATCH-v1\x00"
+            + struct.pack(">H", len(issuer))
+            + issuer
+            + struct.pack(">QI", b["seq"], b["count"])
+            + root
+        )
         bkey = keys.get(b["issuer"], {}).get(b["key_id"])
         if bkey is None:
             raise Refused("unknown batch key")
         ed25519(bkey, bytes.fromhex(b["signature"]), header_bytes)
-        got = inclusion_root(bytes.fromhex(inc["leaf"]), inc["index"], b["count"],
-                             [bytes.fromhex(p) for p in inc["path"]])
+        got = inclusion_root(
+            bytes.fromhex(inc["leaf"]),
+            inc["index"],
+            b["count"],
+            [bytes.fromhex(p) for p in inc["path"]],
+        )
         if got != root:
             raise Refused("not included")
     return disclosed
@@ -155,9 +165,18 @@ def test_vector_presentation_verifies_independently(vector):
         assert json.loads(b64u(d["disclosure"])) == d["decoded"]
 
 
-@pytest.mark.parametrize("what", [
-    "wh value 300 -> 301", "wh salt changed", "Merkle path byte flipped", "batch root changed",
-    "issuer signature changed", "payload claim iss changed", "disclosure not committed (extra)"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "wh value 300 -> 301",
+        "wh salt changed",
+        "Merkle path byte flipped",
+        "batch root changed",
+        "issuer signature changed",
+        "payload claim iss changed",
+        "disclosure not committed (extra)",
+    ],
+)
 def test_vector_tampering_is_refused_independently(vector, what):
     with pytest.raises((Refused, ValueError, KeyError)):
         verify(vector["tampered"][what], _keys(vector))
@@ -175,8 +194,9 @@ def test_vector_key_binding_independently(vector):
 
 
 def _run(home: Path, *args: str) -> str:
-    proc = subprocess.run([*CLI, *args, "--home", str(home)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [*CLI, *args, "--home", str(home)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -187,25 +207,69 @@ def test_live_node_presentation_verifies_independently(tmp_path):
     home = tmp_path / "node"
     _run(home, "init", "--node-id", "medellin.example", "--zone", "CO-ANT", "--operator-signed")
     owner = json.loads(_run(home, "account", "create", "--json"))["account"]["id"]
-    _run(home, "device", "register", "--ref", "roof-1", "--capacity-w", "250", "--source",
-         "solar", "--technology", "photovoltaic", "--commissioned", "2020-05-01", "--lat", "6.2",
-         "--lon", "-75.5", "--zone", "CO-ANT", "--owner", owner, "--meter-id", "1",
-         "--attestation", "doc-1")
+    _run(
+        home,
+        "device",
+        "register",
+        "--ref",
+        "roof-1",
+        "--capacity-w",
+        "250",
+        "--source",
+        "solar",
+        "--technology",
+        "photovoltaic",
+        "--commissioned",
+        "2020-05-01",
+        "--lat",
+        "6.2",
+        "--lon",
+        "-75.5",
+        "--zone",
+        "CO-ANT",
+        "--owner",
+        owner,
+        "--meter-id",
+        "1",
+        "--attestation",
+        "doc-1",
+    )
     csv = tmp_path / "m.csv"
-    csv.write_text("interval_start_datetime,interval_end_datetime,device_id,interval_usage,"
-                   "gross_net_indicator\n2026-01-01 10:00:00,2026-01-01 11:00:00,1,200,NET\n"
-                   "2026-01-01 11:00:00,2026-01-01 12:00:00,1,180,NET\n")
+    csv.write_text(
+        "interval_start_datetime,interval_end_datetime,device_id,interval_usage,"
+        "gross_net_indicator\n2026-01-01 10:00:00,2026-01-01 11:00:00,1,200,NET\n"
+        "2026-01-01 11:00:00,2026-01-01 12:00:00,1,180,NET\n"
+    )
     _run(home, "meter", "import", str(csv))
     _run(home, "issue")
     bundle = json.loads(_run(home, "bundles", "--owner", owner, "--json"))[0]
-    claim = json.loads(_run(home, "retire", bundle["id"], "--wh", "50", "--beneficiary",
-                            "Metro", "--purpose", "scope2", "--json"))
+    claim = json.loads(
+        _run(
+            home,
+            "retire",
+            bundle["id"],
+            "--wh",
+            "50",
+            "--beneficiary",
+            "Metro",
+            "--purpose",
+            "scope2",
+            "--json",
+        )
+    )
     out = tmp_path / "p.sdjwt"
-    _run(home, "receipt", "present", claim["id"], "--show", "hour,zone,wh,inclusion",
-         "--out", str(out))
+    _run(
+        home,
+        "receipt",
+        "present",
+        claim["id"],
+        "--show",
+        "hour,zone,wh,inclusion",
+        "--out",
+        str(out),
+    )
     ident = json.loads(_run(home, "identity", "--json"))
-    keys = {ident["nodeId"]: {k["keyId"]: base64.b64decode(k["publicKey"])
-                              for k in ident["keys"]}}
+    keys = {ident["nodeId"]: {k["keyId"]: base64.b64decode(k["publicKey"]) for k in ident["keys"]}}
     got = verify(out.read_text().strip(), keys)
     assert got["wh"] == 50 and got["zone"] == "CO-ANT"
     assert got["hour"] == [bundle["interval_start"], bundle["interval_end"]]

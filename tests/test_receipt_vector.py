@@ -54,25 +54,45 @@ def _inputs():
     doc = json.loads((DOCS / "record-proof.json").read_text())
     bp = json_format.ParseDict(doc["bundle_proof"], pb.BundleProof())
     b, a = bp.bundle, bp.bundle.attributes
-    bundle = Bundle(id=b.id, issuer=b.issuer, serial_start=b.serial_start,
-                    serial_end=b.serial_end, device_id=a.device_id,
-                    interval_start=a.interval.start_unix, interval_end=a.interval.end_unix,
-                    source=a.source, technology=a.technology, renewable_ppm=a.renewable_ppm,
-                    carbon_mg=a.carbon_mg_per_kwh, zone=a.zone, cell=a.cell,
-                    owner=b.owner, status=2, parent_id=b.parent_id,
-                    lineage_hash=b.lineage_hash, issued_at_ms=b.issued_at_ms)
-    claim = ClaimReceipt(id=f"{ISSUER}/claim/42", bundle=bundle,
-                         beneficiary='Café "La Esquina" \\ Medellín 😀',
-                         purpose="scope2-market-based/24-7-hourly",
-                         consumption_start=a.interval.start_unix,
-                         consumption_end=a.interval.end_unix, consumption_zone="CO-ANT",
-                         claimed_at_ms=1767312000456, digest=b"", signature=b"", key_id="")
+    bundle = Bundle(
+        id=b.id,
+        issuer=b.issuer,
+        serial_start=b.serial_start,
+        serial_end=b.serial_end,
+        device_id=a.device_id,
+        interval_start=a.interval.start_unix,
+        interval_end=a.interval.end_unix,
+        source=a.source,
+        technology=a.technology,
+        renewable_ppm=a.renewable_ppm,
+        carbon_mg=a.carbon_mg_per_kwh,
+        zone=a.zone,
+        cell=a.cell,
+        owner=b.owner,
+        status=2,
+        parent_id=b.parent_id,
+        lineage_hash=b.lineage_hash,
+        issued_at_ms=b.issued_at_ms,
+    )
+    claim = ClaimReceipt(
+        id=f"{ISSUER}/claim/42",
+        bundle=bundle,
+        beneficiary='Café "La Esquina" \\ Medellín 😀',
+        purpose="scope2-market-based/24-7-hourly",
+        consumption_start=a.interval.start_unix,
+        consumption_end=a.interval.end_unix,
+        consumption_zone="CO-ANT",
+        claimed_at_ms=1767312000456,
+        digest=b"",
+        signature=b"",
+        key_id="",
+    )
     return claim, bp.proof
 
 
 def _flip_char(text: str, at: int) -> str:
     c = text[at]
-    return text[:at] + ("B" if c != "B" else "C") + text[at + 1:]
+    return text[:at] + ("B" if c != "B" else "C") + text[at + 1 :]
 
 
 def _reencode(disc: str, mutate) -> str:
@@ -96,22 +116,38 @@ def tampered(presentation: str) -> dict[str, str]:
     def inc(fn):
         def mutate(arr):
             fn(arr[2])
+
         return _reencode(discs[i_inc], mutate)
 
     h, p, s = jws.split(".")
     return {
         "wh value 300 -> 301": swap(i_wh, _reencode(discs[i_wh], lambda a: a.__setitem__(2, 301))),
-        "wh salt changed": swap(i_wh, _reencode(discs[i_wh], lambda a: a.__setitem__(0, salt_of("x")))),
-        "Merkle path byte flipped": swap(i_inc, inc(lambda v: v["path"].__setitem__(
-            0, ("0" if v["path"][0][0] != "0" else "1") + v["path"][0][1:]))),
-        "batch root changed": swap(i_inc, inc(lambda v: v["batch"].__setitem__(
-            "merkle_root", "00" * 32))),
+        "wh salt changed": swap(
+            i_wh, _reencode(discs[i_wh], lambda a: a.__setitem__(0, salt_of("x")))
+        ),
+        "Merkle path byte flipped": swap(
+            i_inc,
+            inc(
+                lambda v: v["path"].__setitem__(
+                    0, ("0" if v["path"][0][0] != "0" else "1") + v["path"][0][1:]
+                )
+            ),
+        ),
+        "batch root changed": swap(
+            i_inc, inc(lambda v: v["batch"].__setitem__("merkle_root", "00" * 32))
+        ),
         "issuer signature changed": "~".join([f"{h}.{p}.{_flip_char(s, 5)}", *discs]) + "~",
-        "payload claim iss changed": "~".join(
-            [f"{h}.{_flip_char(p, 10)}.{s}", *discs]) + "~",
+        "payload claim iss changed": "~".join([f"{h}.{_flip_char(p, 10)}.{s}", *discs]) + "~",
         "disclosure not committed (extra)": "~".join(
-            [jws, *discs, base64.urlsafe_b64encode(json.dumps(
-                [salt_of("cell"), "cell", "N00E000"]).encode()).rstrip(b"=").decode()]) + "~",
+            [
+                jws,
+                *discs,
+                base64.urlsafe_b64encode(json.dumps([salt_of("cell"), "cell", "N00E000"]).encode())
+                .rstrip(b"=")
+                .decode(),
+            ]
+        )
+        + "~",
     }
 
 
@@ -125,10 +161,10 @@ def build() -> dict[str, Any]:
     holder = Ed25519PrivateKey.from_private_bytes(HOLDER_SEED)
     holder_pub = holder.public_key().public_bytes_raw()
     salts = {name: salt_of(name) for name in receipts.FIELDS}
-    full = receipts.issue_receipt(issuer=ISSUER, keys=ring, receipt=claim, proof=proof,
-                                  salts=salts)
-    bound = receipts.issue_receipt(issuer=ISSUER, keys=ring, receipt=claim, proof=proof,
-                                   salts=salts, holder_key=holder_pub)
+    full = receipts.issue_receipt(issuer=ISSUER, keys=ring, receipt=claim, proof=proof, salts=salts)
+    bound = receipts.issue_receipt(
+        issuer=ISSUER, keys=ring, receipt=claim, proof=proof, salts=salts, holder_key=holder_pub
+    )
     shown = receipts.present(full, SHOW)
     shown_bound = receipts.present(bound, SHOW, holder.sign, NONCE, AUDIENCE, now=IAT)
     discs = sd.parse(full).disclosures
@@ -141,10 +177,12 @@ def build() -> dict[str, Any]:
             "(nonce, aud, iat below). Every entry of 'tampered' must be refused."
         ),
         "issuer": ISSUER,
-        "issuer_key": {"key_id": ring.active_key_id,
-                       "public_key_base64": base64.b64encode(
-                           Ed25519PrivateKey.from_private_bytes(ISSUER_SEED).public_key()
-                           .public_bytes_raw()).decode()},
+        "issuer_key": {
+            "key_id": ring.active_key_id,
+            "public_key_base64": base64.b64encode(
+                Ed25519PrivateKey.from_private_bytes(ISSUER_SEED).public_key().public_bytes_raw()
+            ).decode(),
+        },
         "holder_public_key_base64url": sd.b64url(holder_pub),
         "disclosures": [
             {"disclosure": d, "decoded": list(sd.decode_disclosure(d)), "digest": sd.digest(d)}
@@ -170,13 +208,17 @@ def test_vector_verifies_with_the_node_and_tampering_is_refused() -> None:
     from eap.node.domain import receipts
 
     doc = json.loads(VECTOR.read_text())
-    keys = {ISSUER: {doc["issuer_key"]["key_id"]:
-                     base64.b64decode(doc["issuer_key"]["public_key_base64"])}}
+    keys = {
+        ISSUER: {
+            doc["issuer_key"]["key_id"]: base64.b64decode(doc["issuer_key"]["public_key_base64"])
+        }
+    }
     got = receipts.verify_receipt(doc["presentation"], keys)
     assert got.disclosed == doc["expected_disclosed"]
     kb = doc["key_binding"]
-    bound = receipts.verify_receipt(doc["bound_presentation"], keys, nonce=kb["nonce"],
-                                    audience=kb["aud"])
+    bound = receipts.verify_receipt(
+        doc["bound_presentation"], keys, nonce=kb["nonce"], audience=kb["aud"]
+    )
     assert bound.key_binding["iat"] == kb["iat"]
     for what, bad in doc["tampered"].items():
         with pytest.raises(SdError):

@@ -32,8 +32,13 @@ from eap.v1 import types_pb2 as pb
 CLI = [sys.executable, "-m", "eap.node"]
 ISSUER = "medellin.example"
 RING = _Ring(bytes(range(32)))
-KEYS = {ISSUER: {RING.active_key_id: bytes.fromhex(
-    "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")}}
+KEYS = {
+    ISSUER: {
+        RING.active_key_id: bytes.fromhex(
+            "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+        )
+    }
+}
 
 
 def keys_of(node) -> dict[str, dict[str, bytes]]:
@@ -43,8 +48,9 @@ def keys_of(node) -> dict[str, dict[str, bytes]]:
 def issued(holder_key: bytes | None = None, proof=None) -> str:
     """A receipt over the record-proof vector's bundle, fresh random salts, no database."""
     claim, vproof = _inputs()
-    return receipts.issue_receipt(issuer=ISSUER, keys=RING, receipt=claim,
-                                  proof=proof or vproof, holder_key=holder_key)
+    return receipts.issue_receipt(
+        issuer=ISSUER, keys=RING, receipt=claim, proof=proof or vproof, holder_key=holder_key
+    )
 
 
 def disclosures(token: str) -> dict[str, str]:
@@ -58,8 +64,13 @@ def test_retire_issues_stores_and_replays_the_sd_receipt(node, solar, tmp_path):
     owner, dev = solar
     rec = setup_claim(node, owner, tmp_path)
     assert rec.sd_receipt and receipts.stored_receipt(node, rec.id) == rec.sd_receipt
-    again = node.retire(rec.bundle.parent_id, wh=120, beneficiary='Café "La Esquina"',
-                        purpose="scope2-market-based", request_id="claim-1")
+    again = node.retire(
+        rec.bundle.parent_id,
+        wh=120,
+        beneficiary='Café "La Esquina"',
+        purpose="scope2-market-based",
+        request_id="claim-1",
+    )
     assert again.sd_receipt == rec.sd_receipt  # idempotent replay: the same receipt
     got = receipts.verify_receipt(rec.sd_receipt, keys_of(node), issuer=node.node_id)
     d = got.disclosed
@@ -69,8 +80,10 @@ def test_retire_issues_stores_and_replays_the_sd_receipt(node, solar, tmp_path):
     assert d["device"] == dev.id and d["cell"] == "N06W076" and d["source"] == "ENERGY_SOURCE_SOLAR"
     assert d["inclusion"]["batch"]["count"] == len(ROWS)
     assert set(d) == set(receipts.FIELDS)
-    salts = [sd.b64url_decode(sd.decode_disclosure(x)[0], "salt")
-             for x in sd.parse(rec.sd_receipt).disclosures]
+    salts = [
+        sd.b64url_decode(sd.decode_disclosure(x)[0], "salt")
+        for x in sd.parse(rec.sd_receipt).disclosures
+    ]
     assert all(len(s) >= 16 for s in salts) and len(set(salts)) == len(salts)
     with pytest.raises(NotFound):
         receipts.stored_receipt(node, f"{node.node_id}/claim/99")
@@ -136,9 +149,14 @@ def _replace_disclosure(token: str, name: str, mutate) -> str:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(receipts.FIELDS),
-       new=st.one_of(st.integers(-(2**63), 2**63), st.text(max_size=40),
-                     st.lists(st.integers(0, 2**40), min_size=2, max_size=2)))
+@given(
+    name=st.sampled_from(receipts.FIELDS),
+    new=st.one_of(
+        st.integers(-(2**63), 2**63),
+        st.text(max_size=40),
+        st.lists(st.integers(0, 2**40), min_size=2, max_size=2),
+    ),
+)
 def test_any_changed_field_value_is_refused(name, new):
     original = receipts.verify_receipt(FULL, KEYS).disclosed[name]
     if new == original:
@@ -161,10 +179,12 @@ def test_any_changed_salt_is_refused(name, salt):
 def test_any_changed_byte_of_the_issuer_jwt_is_refused(data):
     jws = sd.parse(FULL).jws
     at = data.draw(st.integers(0, len(jws) - 1))
-    ch = data.draw(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."))
+    ch = data.draw(
+        st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+    )
     if jws[at] == ch:
         return
-    bad = jws[:at] + ch + jws[at + 1:] + FULL[len(jws):]
+    bad = jws[:at] + ch + jws[at + 1 :] + FULL[len(jws) :]
     with pytest.raises(SdError):
         receipts.verify_receipt(bad, KEYS)
 
@@ -193,8 +213,7 @@ def test_a_wrong_merkle_inclusion_is_refused_even_when_the_issuer_signed_it(what
     shown = receipts.present(token, ["wh", "inclusion"])
     with pytest.raises(SdError, match="inclusion"):
         receipts.verify_receipt(shown, KEYS)
-    assert receipts.verify_receipt(receipts.present(token, ["wh"]), KEYS).disclosed == {
-        "wh": 300}
+    assert receipts.verify_receipt(receipts.present(token, ["wh"]), KEYS).disclosed == {"wh": 300}
 
 
 def test_wrong_key_issuer_or_duplicates_are_refused():
@@ -254,7 +273,8 @@ def test_key_bound_receipt_needs_the_holders_signature():
 def test_grpc_returns_the_sd_receipt_to_the_holder_only(node, solar, tmp_path):
     owner, _ = solar
     node.import_readings(
-        __import__("support").write_csv(tmp_path / "m.csv", ROWS), request_id="imp")
+        __import__("support").write_csv(tmp_path / "m.csv", ROWS), request_id="imp"
+    )
     node.issue(request_id="iss")
     server, port = build_server(node, "127.0.0.1:0")
     server.start()
@@ -264,29 +284,47 @@ def test_grpc_returns_the_sd_receipt_to_the_holder_only(node, solar, tmp_path):
         op = (("authorization", f"Bearer {node.config.api_token()}"),)
         holder = stub.CreateAccount(api.CreateAccountRequest(request_id="h"), metadata=op)
         other = stub.CreateAccount(api.CreateAccountRequest(request_id="o"), metadata=op)
-        b = stub.ListBundles(api.ListBundlesRequest(
-            purpose=api.READ_PURPOSE_OPERATIONS, owner=owner), metadata=op).bundles[0]
-        moved = stub.TransferBundle(api.TransferBundleRequest(
-            request_id="t", bundle_id=b.id, to_account=holder.account.id, wh=40), metadata=op)
+        b = stub.ListBundles(
+            api.ListBundlesRequest(purpose=api.READ_PURPOSE_OPERATIONS, owner=owner), metadata=op
+        ).bundles[0]
+        moved = stub.TransferBundle(
+            api.TransferBundleRequest(
+                request_id="t", bundle_id=b.id, to_account=holder.account.id, wh=40
+            ),
+            metadata=op,
+        )
         as_holder = (("authorization", f"Bearer {holder.token}"),)
         as_other = (("authorization", f"Bearer {other.token}"),)
-        rec = stub.RetireBundle(api.RetireBundleRequest(
-            request_id="r", bundle_id=moved.transferred.id, beneficiary="Metro",
-            purpose="scope2"), metadata=as_holder)
+        rec = stub.RetireBundle(
+            api.RetireBundleRequest(
+                request_id="r",
+                bundle_id=moved.transferred.id,
+                beneficiary="Metro",
+                purpose="scope2",
+            ),
+            metadata=as_holder,
+        )
         assert rec.sd_receipt
         assert receipts.verify_receipt(rec.sd_receipt, keys_of(node)).disclosed["wh"] == 40
-        mine = stub.ListClaims(api.ListClaimsRequest(purpose=api.READ_PURPOSE_HOLDINGS),
-                               metadata=as_holder).claims
+        mine = stub.ListClaims(
+            api.ListClaimsRequest(purpose=api.READ_PURPOSE_HOLDINGS), metadata=as_holder
+        ).claims
         assert [c.sd_receipt for c in mine] == [rec.sd_receipt]
         for md in (as_other, as_holder):
-            seen = stub.ListClaims(api.ListClaimsRequest(
-                purpose=api.READ_PURPOSE_TRANSPARENCY), metadata=md).claims
+            seen = stub.ListClaims(
+                api.ListClaimsRequest(purpose=api.READ_PURPOSE_TRANSPARENCY), metadata=md
+            ).claims
             assert [c.id for c in seen] == [rec.id]
             assert seen[0].sd_receipt == (rec.sd_receipt if md is as_holder else "")
-        assert stub.ListClaims(api.ListClaimsRequest(purpose=api.READ_PURPOSE_HOLDINGS),
-                               metadata=as_other).claims == []
-        ops = stub.ListClaims(api.ListClaimsRequest(purpose=api.READ_PURPOSE_OPERATIONS),
-                              metadata=op).claims
+        assert (
+            stub.ListClaims(
+                api.ListClaimsRequest(purpose=api.READ_PURPOSE_HOLDINGS), metadata=as_other
+            ).claims
+            == []
+        )
+        ops = stub.ListClaims(
+            api.ListClaimsRequest(purpose=api.READ_PURPOSE_OPERATIONS), metadata=op
+        ).claims
         assert ops[0].sd_receipt == rec.sd_receipt
     finally:
         channel.close()
@@ -307,49 +345,94 @@ def _cli(*args: str, home: Path | None = None, ok: bool = True):
 
 def test_cli_retire_present_verify_and_tampered_file(tmp_path):
     home = tmp_path / "node"
-    _cli("init", "--node-id", "medellin.example", "--zone", "CO-ANT", "--operator-signed",
-         home=home)
+    _cli(
+        "init", "--node-id", "medellin.example", "--zone", "CO-ANT", "--operator-signed", home=home
+    )
     owner = json.loads(_cli("account", "create", "--json", home=home).stdout)["account"]["id"]
-    _cli("device", "register", "--ref", "roof-1", "--capacity-w", "250", "--source", "solar",
-         "--technology", "photovoltaic", "--commissioned", "2020-05-01", "--lat", "6.2",
-         "--lon", "-75.5", "--zone", "CO-ANT", "--owner", owner, "--meter-id", "1",
-         "--attestation", "doc-1", home=home)
+    _cli(
+        "device",
+        "register",
+        "--ref",
+        "roof-1",
+        "--capacity-w",
+        "250",
+        "--source",
+        "solar",
+        "--technology",
+        "photovoltaic",
+        "--commissioned",
+        "2020-05-01",
+        "--lat",
+        "6.2",
+        "--lon",
+        "-75.5",
+        "--zone",
+        "CO-ANT",
+        "--owner",
+        owner,
+        "--meter-id",
+        "1",
+        "--attestation",
+        "doc-1",
+        home=home,
+    )
     csv = __import__("support").write_csv(tmp_path / "m.csv", ROWS)
     _cli("meter", "import", str(csv), home=home)
     _cli("issue", home=home)
     bundle = json.loads(_cli("bundles", "--owner", owner, "--json", home=home).stdout)[0]
-    claim = json.loads(_cli("retire", bundle["id"], "--beneficiary", "[bold]Metro[/bold]",
-                            "--purpose", "scope2", "--json", home=home).stdout)
+    claim = json.loads(
+        _cli(
+            "retire",
+            bundle["id"],
+            "--beneficiary",
+            "[bold]Metro[/bold]",
+            "--purpose",
+            "scope2",
+            "--json",
+            home=home,
+        ).stdout
+    )
     ident = json.loads(_cli("identity", "--json", home=home).stdout)
-    key = [f"{k['keyId']}={k['publicKey']}" for k in ident["keys"]][0]
+    key = next(f"{k['keyId']}={k['publicKey']}" for k in ident["keys"])
     shown = tmp_path / "shown.sdjwt"
-    _cli("receipt", "present", claim["id"], "--show", "hour,zone,wh,beneficiary", "--out",
-         str(shown), home=home)
+    _cli(
+        "receipt",
+        "present",
+        claim["id"],
+        "--show",
+        "hour,zone,wh,beneficiary",
+        "--out",
+        str(shown),
+        home=home,
+    )
     ok = _cli("receipt", "verify", str(shown), "--issuer-key", key)
     assert "receipt OK: issued by medellin.example" in ok.stdout
     assert '  beneficiary: "[bold]Metro[/bold]"' in ok.stdout  # literally, no markup
     assert f"  hour: [{bundle['interval_start']}, {bundle['interval_end']}]" in ok.stdout
-    assert "  zone: \"CO-ANT\"" in ok.stdout and "  wh: 200" in ok.stdout
+    assert '  zone: "CO-ANT"' in ok.stdout and "  wh: 200" in ok.stdout
     assert "not disclosed: claim_id, bundle, cell" in ok.stdout
-    as_json = json.loads(_cli("receipt", "verify", str(shown), "--issuer-key", key,
-                              "--json").stdout)
+    as_json = json.loads(
+        _cli("receipt", "verify", str(shown), "--issuer-key", key, "--json").stdout
+    )
     assert as_json["disclosed"]["wh"] == 200
     # the holder exports the full receipt, then presents from the file alone
     full = tmp_path / "full.sdjwt"
     _cli("receipt", "export", claim["id"], "--out", str(full), home=home)
     again = tmp_path / "again.sdjwt"
-    _cli("receipt", "present", "--from", str(full), "--show", "wh,inclusion", "--out",
-         str(again))
+    _cli("receipt", "present", "--from", str(full), "--show", "wh,inclusion", "--out", str(again))
     out = _cli("receipt", "verify", str(again), "--issuer-key", key).stdout
     assert "inclusion: verified: leaf 0 of batch medellin.example#1" in out
     # tampered: wh 200 -> 999 inside its disclosure
     text = shown.read_text().strip()
     jws, *discs, tail = text.split("~")
     for i, d in enumerate(discs):
-        salt, name, value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+        salt, name, _value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
         if name == "wh":
-            discs[i] = base64.urlsafe_b64encode(
-                json.dumps([salt, name, 999]).encode()).rstrip(b"=").decode()
+            discs[i] = (
+                base64.urlsafe_b64encode(json.dumps([salt, name, 999]).encode())
+                .rstrip(b"=")
+                .decode()
+            )
     bad = tmp_path / "bad.sdjwt"
     bad.write_text("~".join([jws, *discs, tail]) + "\n")
     refused = _cli("receipt", "verify", str(bad), "--issuer-key", key, ok=False)
@@ -359,40 +442,93 @@ def test_cli_retire_present_verify_and_tampered_file(tmp_path):
     stranger = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
     from eap.node.crypto.keys import key_id_for
 
-    wrong = _cli("receipt", "verify", str(shown), "--issuer-key",
-                 f"{key_id_for(stranger)}={base64.b64encode(stranger).decode()}", ok=False)
+    wrong = _cli(
+        "receipt",
+        "verify",
+        str(shown),
+        "--issuer-key",
+        f"{key_id_for(stranger)}={base64.b64encode(stranger).decode()}",
+        ok=False,
+    )
     assert wrong.returncode == 13 and "no trusted public key" in wrong.stderr
     # bad usage and bad input: clear messages, non-zero exit
     assert _cli("receipt", "verify", str(shown), ok=False).returncode == 2
-    unknown = _cli("receipt", "present", claim["id"], "--show", "salary", "--out",
-                   str(tmp_path / "x"), home=home, ok=False)
+    unknown = _cli(
+        "receipt",
+        "present",
+        claim["id"],
+        "--show",
+        "salary",
+        "--out",
+        str(tmp_path / "x"),
+        home=home,
+        ok=False,
+    )
     assert unknown.returncode != 0 and "unknown receipt field salary" in unknown.stderr
-    missing = _cli("receipt", "export", "medellin.example/claim/77", "--out",
-                   str(tmp_path / "y"), home=home, ok=False)
+    missing = _cli(
+        "receipt",
+        "export",
+        "medellin.example/claim/77",
+        "--out",
+        str(tmp_path / "y"),
+        home=home,
+        ok=False,
+    )
     assert missing.returncode != 0 and "no claim" in missing.stderr
-    for cmd in (["receipt", "--help"], ["receipt", "present", "--help"],
-                ["receipt", "verify", "--help"], ["receipt", "export", "--help"]):
+    for cmd in (
+        ["receipt", "--help"],
+        ["receipt", "present", "--help"],
+        ["receipt", "verify", "--help"],
+        ["receipt", "export", "--help"],
+    ):
         assert "Usage" in _cli(*cmd).stdout
 
 
 def test_cli_presents_a_key_bound_receipt_with_the_holder_key(tmp_path):
     holder = Ed25519PrivateKey.generate()
     pem = tmp_path / "holder.pem"
-    pem.write_bytes(holder.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+    pem.write_bytes(
+        holder.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     full = tmp_path / "full.sdjwt"
     full.write_text(issued(holder.public_key().public_bytes_raw()) + "\n")
     out = tmp_path / "p.sdjwt"
     key = f"{RING.active_key_id}={base64.b64encode(KEYS[ISSUER][RING.active_key_id]).decode()}"
-    no_key = _cli("receipt", "present", "--from", str(full), "--show", "wh", "--out", str(out),
-                  ok=False)
+    no_key = _cli(
+        "receipt", "present", "--from", str(full), "--show", "wh", "--out", str(out), ok=False
+    )
     assert no_key.returncode != 0 and "holder" in no_key.stderr
-    _cli("receipt", "present", "--from", str(full), "--show", "wh", "--out", str(out),
-         "--holder-key", str(pem), "--nonce", "n-1", "--audience", "auditor")
-    ok = _cli("receipt", "verify", str(out), "--issuer-key", key, "--nonce", "n-1",
-              "--audience", "auditor")
+    _cli(
+        "receipt",
+        "present",
+        "--from",
+        str(full),
+        "--show",
+        "wh",
+        "--out",
+        str(out),
+        "--holder-key",
+        str(pem),
+        "--nonce",
+        "n-1",
+        "--audience",
+        "auditor",
+    )
+    ok = _cli(
+        "receipt",
+        "verify",
+        str(out),
+        "--issuer-key",
+        key,
+        "--nonce",
+        "n-1",
+        "--audience",
+        "auditor",
+    )
     assert "holder key binding: verified" in ok.stdout
-    replay = _cli("receipt", "verify", str(out), "--issuer-key", key, "--nonce", "n-2",
-                  ok=False)
+    replay = _cli("receipt", "verify", str(out), "--issuer-key", key, "--nonce", "n-2", ok=False)
     assert replay.returncode == 13 and "nonce" in replay.stderr

@@ -327,8 +327,10 @@ def verify(
         raise SdError("KB-JWT: the signature does not verify with the holder key in cnf")
     if kb.get("sd_hash") != sd_hash(parsed.without_kb):
         raise SdError("KB-JWT: sd_hash does not match the presented SD-JWT")
-    if not isinstance(kb.get("iat"), int) or not isinstance(kb.get("nonce"), str) or not (
-        isinstance(kb.get("aud"), str)
+    if (
+        not isinstance(kb.get("iat"), int)
+        or not isinstance(kb.get("nonce"), str)
+        or not (isinstance(kb.get("aud"), str))
     ):
         raise SdError("KB-JWT: needs integer iat, string nonce and string aud")
     if nonce is not None and kb["nonce"] != nonce:

@@ -30,7 +30,6 @@ from eap.node.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from eap.node.records.models import ClaimReceipt, Principal
 from eap.node.store import repos

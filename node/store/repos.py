@@ -304,8 +304,10 @@ def list_claims(conn: Connection, beneficiary: str | None, after: int, limit: in
     )
     if beneficiary:
         q = q.where(c.beneficiary == beneficiary)
-    return [(row._mapping[c.seq], _claim(row._mapping)) for row in conn.execute(
-        q.order_by(c.seq).limit(limit))]
+    return [
+        (row._mapping[c.seq], _claim(row._mapping))
+        for row in conn.execute(q.order_by(c.seq).limit(limit))
+    ]
 
 
 def get_claim(conn: Connection, claim_id: str) -> ClaimReceipt | None:
