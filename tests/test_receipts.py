@@ -25,6 +25,7 @@ from eap.node.crypto import sd
 from eap.node.crypto.sd import SdError
 from eap.node.domain import receipts
 from eap.node.errors import InvalidArgument, NotFound
+from eap.node.records.enums import Purpose
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
 from eap.v1 import types_pb2 as pb
@@ -532,3 +533,50 @@ def test_cli_presents_a_key_bound_receipt_with_the_holder_key(tmp_path):
     assert "holder key binding: verified" in ok.stdout
     replay = _cli("receipt", "verify", str(out), "--issuer-key", key, "--nonce", "n-2", ok=False)
     assert replay.returncode == 13 and "nonce" in replay.stderr
+
+
+# -- serials issued by another node, and claims older than SD receipts ------------------------
+
+
+def test_receipt_of_imported_serials_proves_inclusion_in_the_issuers_batch(tmp_path):
+    from test_transfers_support import Federation
+
+    f = Federation(tmp_path / "fed", "ab")
+    try:
+        a, b = f["a"], f["b"]
+        a.engine.send(a.bundles[1], to=f.to("b"), wh=100, request_id="move")
+        f.settle()
+        moved = f"{a.node_id}/1000-1100"
+        rec = b.node.retire(
+            moved, wh=40, beneficiary="Metro", purpose="scope2", request_id="claim-at-b"
+        )
+        shown = receipts.present(rec.sd_receipt, ["wh", "inclusion"])
+        both = {**keys_of(a.node), **keys_of(b.node)}
+        got = receipts.verify_receipt(shown, both, issuer=b.node_id)
+        assert got.issuer == b.node_id and got.disclosed["wh"] == 40
+        assert got.disclosed["inclusion"]["batch"]["issuer"] == a.node_id
+        # the receipt's issuer alone cannot vouch for the other node's batch
+        with pytest.raises(SdError, match=f"inclusion: batch {a.node_id}"):
+            receipts.verify_receipt(shown, keys_of(b.node))
+        assert receipts.verify_receipt(
+            receipts.present(rec.sd_receipt, ["wh"]), keys_of(b.node)
+        ).disclosed == {"wh": 40}
+    finally:
+        for city in f.cities.values():
+            city.node.close()
+
+
+def test_claims_made_before_sd_receipts_say_so(node, solar, tmp_path):
+    from sqlalchemy import update
+
+    from eap.node.errors import FailedPrecondition
+    from eap.node.store import schema as t
+
+    owner, _ = solar
+    rec = setup_claim(node, owner, tmp_path)
+    with node.store.transaction() as conn:
+        conn.execute(update(t.claims).where(t.claims.c.id == rec.id).values(sd_receipt=None))
+    with pytest.raises(FailedPrecondition, match="before SD receipts"):
+        receipts.stored_receipt(node, rec.id)
+    listed = node.list_claims(purpose=Purpose.OPERATIONS).items
+    assert [c.sd_receipt for c in listed] == [""]
