@@ -134,8 +134,10 @@ def issue(
     """
     discs = []
     for name, value in claims.items():
-        salt = (salts or {}).get(name) or new_salt()
-        if len(b64url_decode(salt, f"salt of {name}")) < SALT_BYTES:
+        salt = (salts or {}).get(name)
+        if salt is None:
+            salt = new_salt()
+        elif len(b64url_decode(salt, f"salt of {name}")) < SALT_BYTES:
             raise InvalidArgument(f"salt of {name}: fewer than {SALT_BYTES} bytes")
         discs.append(disclosure(salt, name, value))
     clash = {"_sd", "_sd_alg", "cnf", "..."} & (set(visible) | set(claims))

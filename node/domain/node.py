@@ -1004,13 +1004,7 @@ class Node:
                 seq, claimed, beneficiary, purpose, c_start, c_end, consumption_zone or bundle.zone
             )
             # holder_key: the account's own key once accounts carry one (key binding, cnf)
-            receipt.sd_receipt = receipts.issue_receipt(
-                issuer=self.node_id,
-                keys=self.keys,
-                receipt=receipt,
-                proof=ledger.proof(conn, self.node_id, claimed)[0],
-                holder_key=None,
-            )
+            receipt.sd_receipt = receipts.for_claim(conn, self, receipt, holder_key=None)
             repos.insert_claim(conn, seq, receipt)
             ledger.journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
             if claimed.issuer != self.node_id:

@@ -7,7 +7,8 @@ inclusion in its signed issuance batch are separate salted commitments.  The hol
 disclosures (the salts) and shows a verifier only the fields it chooses; the verifier checks
 them offline with the issuer's public key.
 
-* :func:`issue_receipt`: at retirement, from the claim and the bundle's record proof.
+* :func:`for_claim` / :func:`issue_receipt`: at retirement, from the claim and the bundle's
+  record proof.
 * :func:`stored_receipt`: the full receipt of a claim, for its holder (or the operator).
 * :func:`present`: keep the chosen fields; with a bound holder key, add the KB-JWT.
 * :func:`verify_receipt`: the offline check, as ``eap-node receipt verify`` runs it.
@@ -23,7 +24,7 @@ from typing import Any
 
 from eap.node import batches, kernels
 from eap.node.crypto import sd
-from eap.node.domain import provenance
+from eap.node.domain import ledger, provenance
 from eap.node.errors import (
     EapError,
     FailedPrecondition,
@@ -134,6 +135,17 @@ def issue_receipt(
         typ=TYP,
         holder_key=holder_key,
         salts=salts,
+    )
+
+
+def for_claim(
+    conn: Any, node: Any, receipt: ClaimReceipt, *, holder_key: bytes | None = None
+) -> str:
+    """The SD receipt of a claim being made by ``node`` in transaction ``conn``: the retired
+    bundle's record proof (:func:`eap.node.domain.ledger.proof`) and :func:`issue_receipt`."""
+    proof, _ = ledger.proof(conn, node.node_id, receipt.bundle)
+    return issue_receipt(
+        issuer=node.node_id, keys=node.keys, receipt=receipt, proof=proof, holder_key=holder_key
     )
 
 
