@@ -138,6 +138,8 @@ def receipt_present(
     else:
         token = receipts.stored_receipt(_open(home), claim)
     fields = [f.strip() for f in show.split(",") if f.strip()]
+    if not fields:
+        raise click.BadParameter("name at least one field to show", param_hint="--show")
     presented = receipts.present(token, fields, _holder_signer(holder_key), nonce, audience)
     _write(out, presented)
     _emit(

@@ -416,6 +416,33 @@ def test_cli_retire_present_verify_and_tampered_file(tmp_path):
         _cli("receipt", "verify", str(shown), "--issuer-key", key, "--json").stdout
     )
     assert as_json["disclosed"]["wh"] == 200
+    ident_file = tmp_path / "identity.json"
+    ident_file.write_text(_cli("identity", "--json", home=home).stdout)
+    by_identity = _cli("receipt", "verify", str(shown), "--identity", str(ident_file))
+    assert by_identity.stdout == ok.stdout
+    wrong_node = _cli(
+        "receipt",
+        "verify",
+        str(shown),
+        "--identity",
+        str(ident_file),
+        "--issuer",
+        "barcelona.example",
+        ok=False,
+    )
+    assert wrong_node.returncode == 13 and "barcelona.example" in wrong_node.stderr
+    empty = _cli(
+        "receipt",
+        "present",
+        claim["id"],
+        "--show",
+        ",",
+        "--out",
+        str(tmp_path / "z"),
+        home=home,
+        ok=False,
+    )
+    assert empty.returncode == 2 and "at least one field" in empty.stderr
     # the holder exports the full receipt, then presents from the file alone
     full = tmp_path / "full.sdjwt"
     _cli("receipt", "export", claim["id"], "--out", str(full), home=home)
