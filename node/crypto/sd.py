@@ -217,6 +217,18 @@ def select(token: str, names: Iterable[str]) -> str:
     return "~".join([parsed.jws, *kept]) + "~"
 
 
+def unverified_payload(token: str) -> dict[str, Any]:
+    """The issuer-signed payload of an SD-JWT, decoded but NOT verified (to choose a key or
+    see whether a receipt binds a holder key; never to trust a claim)."""
+    parts = parse(token).jws.split(".")
+    if len(parts) != 3:
+        raise SdError("issuer JWT: a compact JWS has three '.'-separated parts")
+    payload = _json(b64url_decode(parts[1], "issuer JWT payload"), "issuer JWT payload")
+    if not isinstance(payload, dict):
+        raise SdError("issuer JWT payload: not a JSON object")
+    return payload
+
+
 def sd_hash(without_kb: str) -> str:
     return b64url(hashlib.sha256(without_kb.encode("ascii")).digest())
 
@@ -319,7 +331,7 @@ def verify(
         if parsed.kb_jwt:
             raise SdError("a key-binding JWT is present but the receipt binds no holder key")
         return out
-    holder = _cnf_key(cnf)
+    holder = cnf_key(cnf)
     if not parsed.kb_jwt:
         raise SdError("the receipt is bound to a holder key: the presentation needs a KB-JWT")
     kb_header, kb, kb_input, kb_sig = _open_jws(parsed.kb_jwt, "KB-JWT")
@@ -343,7 +355,8 @@ def verify(
     return out
 
 
-def _cnf_key(cnf: Any) -> bytes:
+def cnf_key(cnf: Any) -> bytes:
+    """The raw Ed25519 holder key of a ``cnf`` claim; raises :class:`SdError` if malformed."""
     jwk = cnf.get("jwk") if isinstance(cnf, dict) else None
     if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
         raise SdError("cnf: expected an Ed25519 OKP jwk")

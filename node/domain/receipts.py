@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from eap.node import batches, kernels
 from eap.node.crypto import sd
@@ -167,14 +167,8 @@ def stored_receipt(node: Any, claim_id: str, principal: Principal | None = None)
 
 
 def payload_of(token: str) -> dict[str, Any]:
-    """The issuer-signed payload of an SD-JWT, decoded but NOT verified."""
-    parts = sd.parse(token).jws.split(".")
-    if len(parts) != 3:
-        raise sd.SdError("issuer JWT: a compact JWS has three parts")
-    payload = sd._json(sd.b64url_decode(parts[1], "issuer JWT payload"), "issuer JWT payload")
-    if not isinstance(payload, dict):
-        raise sd.SdError("issuer JWT payload: not a JSON object")
-    return payload
+    """The issuer-signed payload of an SD receipt, decoded but NOT verified."""
+    return sd.unverified_payload(token)
 
 
 def present(
@@ -285,7 +279,7 @@ def verify_receipt(
         _check_field(name, value)
     if "inclusion" in v.disclosed:
         _check_inclusion(v.disclosed["inclusion"], keys)
-    holder = sd._cnf_key(v.payload["cnf"]) if "cnf" in v.payload else None
+    holder = sd.cnf_key(v.payload["cnf"]) if "cnf" in v.payload else None
     return CheckedReceipt(
         issuer=v.payload["iss"],
         key_id=v.header["kid"],
@@ -295,7 +289,7 @@ def verify_receipt(
     )
 
 
-def _is_int(x: Any) -> bool:
+def _is_int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
