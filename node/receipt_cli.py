@@ -208,6 +208,12 @@ def _parse_key_args(key_args) -> dict[str, bytes]:
     help="Descriptor of the node that issued the "
     "record's batch, when not the receipt's issuer (imported serials).",
 )
+@click.option(
+    "--require",
+    default="",
+    metavar="FIELD,...",
+    help="Fields the presentation must disclose (e.g. hour,zone,wh,inclusion).",
+)
 @click.option("--nonce", default=None, help="Nonce the holder had to sign (key-bound receipts).")
 @click.option("--audience", default=None, help="This verifier's id (key-bound receipts).")
 @_json_option
@@ -218,6 +224,7 @@ def receipt_verify(
     identity_file,
     issuer,
     batch_descriptor,
+    require,
     nonce,
     audience,
     as_json,
@@ -227,7 +234,8 @@ def receipt_verify(
     Checks the issuer's Ed25519 signature, that every disclosed field is one the issuer
     committed to (salted SHA-256 digest), the record's Merkle inclusion in its signed batch
     when `inclusion` is disclosed, and the holder's key-binding JWT when the receipt binds a
-    key.  Prints the disclosed fields exactly as signed; exit 13 with the reason otherwise.
+    key, and that every --require field is disclosed.  Prints the disclosed fields exactly as
+    signed; exit 13 with the reason otherwise.
     """
     from eap.node.crypto.sd import SdError
     from eap.node.domain import receipts
@@ -256,7 +264,12 @@ def receipt_verify(
                 raw_keys
             )
         checked = receipts.verify_receipt(
-            token, keys, issuer=issuer, nonce=nonce, audience=audience
+            token,
+            keys,
+            issuer=issuer,
+            nonce=nonce,
+            audience=audience,
+            require=[f.strip() for f in require.split(",") if f.strip()],
         )
     except SdError as exc:
         reject(exc.reason)

@@ -97,8 +97,10 @@ def test_retire_issues_stores_and_replays_the_sd_receipt(node, solar, tmp_path):
 def test_presentation_shows_only_the_chosen_fields():
     token = issued()
     shown = receipts.present(token, ["hour", "zone", "wh"])
-    got = receipts.verify_receipt(shown, KEYS)
+    got = receipts.verify_receipt(shown, KEYS, require=["wh", "hour"])
     assert list(got.disclosed) == ["hour", "zone", "wh"]
+    with pytest.raises(SdError, match="not disclosed: inclusion"):
+        receipts.verify_receipt(shown, KEYS, require=["wh", "inclusion"])
     assert set(got.to_dict()["undisclosed"]) == set(receipts.FIELDS) - {"hour", "zone", "wh"}
     payload = receipts.payload_of(shown)
     assert set(payload) == {"iss", "vct", "_sd_alg", "_sd"}
@@ -431,6 +433,10 @@ def test_cli_retire_present_verify_and_tampered_file(tmp_path):
         ok=False,
     )
     assert wrong_node.returncode == 13 and "barcelona.example" in wrong_node.stderr
+    needs = _cli(
+        "receipt", "verify", str(shown), "--issuer-key", key, "--require", "wh,inclusion", ok=False
+    )
+    assert needs.returncode == 13 and "not disclosed: inclusion" in needs.stderr
     empty = _cli(
         "receipt",
         "present",

@@ -248,6 +248,7 @@ def verify_receipt(
     issuer: str | None = None,
     nonce: str | None = None,
     audience: str | None = None,
+    require: Iterable[str] = (),
 ) -> CheckedReceipt:
     """Check a presentation (or a full receipt) offline with ``{node id: {key id: raw}}``.
 
@@ -255,7 +256,8 @@ def verify_receipt(
     node ``iss`` (and ``iss`` = ``issuer`` when given); ``typ``, ``vct`` and ``_sd_alg``; each
     disclosure's digest in ``_sd``, no repeats; the field types; when ``inclusion`` is
     disclosed, the batch header's signature by its issuer's key and the leaf's RFC 6962
-    inclusion under the signed root; when ``cnf`` is present, the KB-JWT.
+    inclusion under the signed root; when ``cnf`` is present, the KB-JWT; and that every field
+    in ``require`` (what this verifier needs, e.g. ``inclusion``) is disclosed.
 
     Raises:
         SdError: anything that does not verify, with the reason.
@@ -279,6 +281,9 @@ def verify_receipt(
         _check_field(name, value)
     if "inclusion" in v.disclosed:
         _check_inclusion(v.disclosed["inclusion"], keys)
+    missing = [f for f in require if f not in v.disclosed]
+    if missing:
+        raise sd.SdError(f"required field(s) not disclosed: {', '.join(missing)}")
     holder = sd.cnf_key(v.payload["cnf"]) if "cnf" in v.payload else None
     return CheckedReceipt(
         issuer=v.payload["iss"],
