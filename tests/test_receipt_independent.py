@@ -2,7 +2,8 @@
 
 It shares NO code with the node: only json, base64, hashlib, struct and ``cryptography`` (no
 ``eap`` import).  It checks the published vector (docs/test-vectors/sd-receipt.json) and a
-presentation made by a real node through the ``eap-node`` CLI in a separate process.
+presentation made by a real node through the ``eap-node`` CLI in a separate process.  An
+off-the-shelf JOSE library (joserfc) verifies the same signatures.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def verify(
     parts = token.split("~")
     issuer_jwt, discs, kb = parts[0], parts[1:-1], parts[-1]
     header, payload, signing_input, sig = jws(issuer_jwt)
-    if header.get("alg") != "EdDSA" or header.get("typ") != "eap-receipt+sd-jwt":
+    if header.get("alg") not in ("EdDSA", "Ed25519") or header.get("typ") != "eap-receipt+sd-jwt":
         raise Refused("header")
     key = keys.get(payload.get("iss"), {}).get(header.get("kid"))
     if key is None:
@@ -108,7 +109,7 @@ def verify(
         if not kb:
             raise Refused("key binding required")
         kh, kp, kin, ksig = jws(kb)
-        if kh.get("typ") != "kb+jwt" or kh.get("alg") != "EdDSA":
+        if kh.get("typ") != "kb+jwt" or kh.get("alg") not in ("EdDSA", "Ed25519"):
             raise Refused("kb header")
         ed25519(b64u(payload["cnf"]["jwk"]["x"]), ksig, kin)
         without = "~".join(parts[:-1]) + "~"
@@ -191,6 +192,32 @@ def test_vector_key_binding_independently(vector):
         verify(stripped, _keys(vector))
     with pytest.raises(Refused, match="nonce"):
         verify(vector["bound_presentation"], _keys(vector), "other-nonce", kb["aud"])
+
+
+@pytest.mark.filterwarnings("ignore::Warning")  # joserfc flags EdDSA as deprecated (RFC 9864)
+def test_standard_jose_library_verifies_issuer_jwt_and_kb_jwt(vector):
+    """joserfc, knowing nothing of EAP, checks the issuer's and the holder's EdDSA JWS."""
+    from joserfc import jws as jose_jws
+    from joserfc.errors import BadSignatureError
+    from joserfc.jwk import OKPKey
+
+    raw = base64.b64decode(vector["issuer_key"]["public_key_base64"])
+    issuer = OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": b64u_enc(raw)})
+    token = jose_jws.deserialize_compact(
+        vector["presentation"].split("~")[0], issuer, algorithms=["EdDSA"]
+    )
+    assert token.headers()["kid"] == vector["issuer_key"]["key_id"]
+    assert json.loads(token.payload)["iss"] == vector["issuer"]
+    holder = OKPKey.import_key(
+        {"kty": "OKP", "crv": "Ed25519", "x": vector["holder_public_key_base64url"]}
+    )
+    kb = jose_jws.deserialize_compact(
+        vector["bound_presentation"].split("~")[-1], holder, algorithms=["EdDSA"]
+    )
+    assert json.loads(kb.payload)["nonce"] == vector["key_binding"]["nonce"]
+    bad = vector["tampered"]["issuer signature changed"].split("~")[0]
+    with pytest.raises(BadSignatureError):
+        jose_jws.deserialize_compact(bad, issuer, algorithms=["EdDSA"])
 
 
 def _run(home: Path, *args: str) -> str:

@@ -613,3 +613,25 @@ def test_claims_made_before_sd_receipts_say_so(node, solar, tmp_path):
         receipts.stored_receipt(node, rec.id)
     listed = node.list_claims(purpose=Purpose.OPERATIONS).items
     assert [c.sd_receipt for c in listed] == [""]
+
+
+def test_only_ed25519_algorithms_are_accepted():
+    """`EdDSA` and RFC 9864's `Ed25519` verify; `none`, HMAC or ECDSA never do."""
+    parsed = sd.parse(TOKEN)
+    payload = receipts.payload_of(TOKEN)
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    for alg, ok in (
+        ("Ed25519", True),
+        ("EdDSA", True),
+        ("none", False),
+        ("HS256", False),
+        ("ES256", False),
+        ("ed25519", False),
+    ):
+        head = {"alg": alg, "kid": RING.active_key_id, "typ": receipts.TYP}
+        token = "~".join([sd.sign_jws(head, payload, key.sign), *parsed.disclosures]) + "~"
+        if ok:
+            assert receipts.verify_receipt(token, KEYS).disclosed["wh"] == 300
+        else:
+            with pytest.raises(SdError, match="alg"):
+                receipts.verify_receipt(token, KEYS)

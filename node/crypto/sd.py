@@ -36,6 +36,11 @@ SD_ALG = "sha-256"
 #: Bytes of randomness per salt (128 bits, the SD-JWT recommendation's floor).
 SALT_BYTES = 16
 KB_TYP = "kb+jwt"
+#: JOSE ``alg`` written: ``EdDSA`` (RFC 8037), what JOSE and SD-JWT libraries implement today.
+ALG = "EdDSA"
+#: Accepted on verification: also the fully-specified ``Ed25519`` of RFC 9864, which
+#: deprecates ``EdDSA``; keys are always Ed25519 (``cnf``, the issuer's), so both mean the same.
+ACCEPTED_ALGS = ("EdDSA", "Ed25519")
 #: Upper bounds that keep a hostile presentation from costing more than a receipt is worth.
 MAX_TOKEN_CHARS = 256 * 1024
 MAX_DISCLOSURES = 64
@@ -148,7 +153,7 @@ def issue(
     payload["_sd"] = sorted(digest(d) for d in discs)
     if holder_key is not None:
         payload["cnf"] = {"jwk": ed25519_jwk(holder_key)}
-    jws = sign_jws({"alg": "EdDSA", "kid": kid, "typ": typ}, payload, signer)
+    jws = sign_jws({"alg": ALG, "kid": kid, "typ": typ}, payload, signer)
     return "~".join([jws, *discs]) + "~"
 
 
@@ -238,7 +243,7 @@ def key_bind(presentation: str, signer: Signer, *, nonce: str, audience: str, ia
     if not presentation.endswith("~"):
         raise InvalidArgument("a presentation to key-bind ends with '~'")
     payload = {"aud": audience, "iat": iat, "nonce": nonce, "sd_hash": sd_hash(presentation)}
-    return presentation + sign_jws({"alg": "EdDSA", "typ": KB_TYP}, payload, signer)
+    return presentation + sign_jws({"alg": ALG, "typ": KB_TYP}, payload, signer)
 
 
 @dataclass
@@ -263,8 +268,8 @@ def _open_jws(jws: str, what: str) -> tuple[dict, dict, bytes, bytes]:
     sig = b64url_decode(parts[2], f"{what} signature")
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise SdError(f"{what}: header and payload must be JSON objects")
-    if header.get("alg") != "EdDSA":
-        raise SdError(f"{what}: alg must be EdDSA")
+    if header.get("alg") not in ACCEPTED_ALGS:
+        raise SdError(f"{what}: alg must be EdDSA (or Ed25519)")
     return header, payload, (parts[0] + "." + parts[1]).encode("ascii"), sig
 
 
