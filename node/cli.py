@@ -1126,3 +1126,7 @@ from eap.node.report_cli import register as _register_report  # noqa: E402
 _register_report(main)
 # Holder keys: `keys holder-new` (the --sign-with options come from the same module).
 hcli.register(main)
+# Selective-disclosure claim receipts: export, present, verify.
+from eap.node.receipt_cli import register as _register_receipts  # noqa: E402
+
+_register_receipts(main)

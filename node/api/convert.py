@@ -82,6 +82,7 @@ def claim(c: models.ClaimReceipt) -> pb.ClaimReceipt:
         digest=c.digest,
         signature=c.signature,
         key_id=c.key_id,
+        sd_receipt=c.sd_receipt,
     )
 
 

@@ -31,6 +31,7 @@ from eap.node.domain import (
     ledger,
     obligations,
     plugin_calls,
+    receipts,
 )
 from eap.node.domain.holder_auth import HolderAuth
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
@@ -1035,6 +1036,10 @@ class Node:
             receipt = self._receipt(
                 seq, claimed, beneficiary, purpose, c_start, c_end, consumption_zone or bundle.zone
             )
+            # A holder-signed account's key binds the receipt (cnf): only the holder presents.
+            receipt.sd_receipt = receipts.for_claim(
+                conn, self, receipt, holder_key=holder_auth.holder_key(conn, bundle.owner)
+            )
             repos.insert_claim(conn, seq, receipt)
             ledger.journal(conn, "retire", claimed.id, bundle.owner, None, amount, request_id)
             if claimed.issuer != self.node_id:
@@ -1090,6 +1095,8 @@ class Node:
             if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
         ]
         for _, c in items:
+            if not principal.may_act_for(c.bundle.owner):
+                c.sd_receipt = ""  # the salts are the holder's: showing them shows everything
             c.bundle = redact_bundle(c.bundle, purpose)
         nxt = str(rows[-1][0]) if len(rows) == _page(page_size) else ""
         return Page([c for _, c in items], nxt)

@@ -164,6 +164,9 @@ class ClaimReceipt(Serialisable):
     digest: bytes
     signature: bytes
     key_id: str
+    #: Selective-disclosure receipt (SD-JWT with every disclosure, docs/receipts.md): for
+    #: the holder only; empty for claims made before SD receipts, or when redacted.
+    sd_receipt: str = ""
 
 
 @dataclass

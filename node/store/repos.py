@@ -292,6 +292,7 @@ def insert_claim(conn: Connection, seq: int, receipt: ClaimReceipt) -> None:
             digest=receipt.digest,
             signature=receipt.signature,
             key_id=receipt.key_id,
+            sd_receipt=receipt.sd_receipt or None,
         )
     )
 
@@ -305,29 +306,40 @@ def list_claims(conn: Connection, beneficiary: str | None, after: int, limit: in
     )
     if beneficiary:
         q = q.where(c.beneficiary == beneficiary)
-    out = []
-    for row in conn.execute(q.order_by(c.seq).limit(limit)):
-        m = row._mapping
-        bundle = Bundle(**{k: m[t.bundles.c[k]] for k in Bundle.__dataclass_fields__})
-        out.append(
-            (
-                m[c.seq],
-                ClaimReceipt(
-                    id=m[c.id],
-                    bundle=bundle,
-                    beneficiary=m[c.beneficiary],
-                    purpose=m[c.purpose],
-                    consumption_start=m[c.consumption_start],
-                    consumption_end=m[c.consumption_end],
-                    consumption_zone=m[c.consumption_zone],
-                    claimed_at_ms=m[c.claimed_at_ms],
-                    digest=bytes(m[c.digest]),
-                    signature=bytes(m[c.signature]),
-                    key_id=m[c.key_id],
-                ),
-            )
-        )
-    return out
+    return [
+        (row._mapping[c.seq], _claim(row._mapping))
+        for row in conn.execute(q.order_by(c.seq).limit(limit))
+    ]
+
+
+def get_claim(conn: Connection, claim_id: str) -> ClaimReceipt | None:
+    """The claim ``claim_id`` (with its retired bundle), or None."""
+    c = t.claims.c
+    row = conn.execute(
+        select(t.claims, t.bundles)
+        .join(t.bundles, t.bundles.c.id == c.bundle_id)
+        .where(c.id == claim_id)
+    ).first()
+    return None if row is None else _claim(row._mapping)
+
+
+def _claim(m) -> ClaimReceipt:
+    c = t.claims.c
+    bundle = Bundle(**{k: m[t.bundles.c[k]] for k in Bundle.__dataclass_fields__})
+    return ClaimReceipt(
+        id=m[c.id],
+        bundle=bundle,
+        beneficiary=m[c.beneficiary],
+        purpose=m[c.purpose],
+        consumption_start=m[c.consumption_start],
+        consumption_end=m[c.consumption_end],
+        consumption_zone=m[c.consumption_zone],
+        claimed_at_ms=m[c.claimed_at_ms],
+        digest=bytes(m[c.digest]),
+        signature=bytes(m[c.signature]),
+        key_id=m[c.key_id],
+        sd_receipt=m[c.sd_receipt] or "",
+    )
 
 
 def journal(conn: Connection, rows: Sequence[dict]) -> None:

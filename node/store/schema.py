@@ -158,6 +158,8 @@ claims = Table(
     Column("digest", LargeBinary, nullable=False),
     Column("signature", LargeBinary, nullable=False),
     Column("key_id", String(64), nullable=False),
+    # SD-JWT receipt with all its disclosures (salts): the holder's to present; NULL before 0010.
+    Column("sd_receipt", Text, nullable=True),
 )
 
 #: Journal of every lifecycle action (issue, transfer, split, retire), for audit and replay.

@@ -219,7 +219,7 @@ class Account(_message.Message):
     def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., identity: _Optional[str] = ..., disclosed: _Optional[bool] = ..., balance_wh: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., holder_public_key: _Optional[bytes] = ...) -> None: ...
 
 class ClaimReceipt(_message.Message):
-    __slots__ = ("id", "bundle", "beneficiary", "purpose", "consumption", "consumption_zone", "claimed_at_ms", "digest", "signature", "key_id")
+    __slots__ = ("id", "bundle", "beneficiary", "purpose", "consumption", "consumption_zone", "claimed_at_ms", "digest", "signature", "key_id", "sd_receipt")
     ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     BENEFICIARY_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,7 @@ class ClaimReceipt(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SD_RECEIPT_FIELD_NUMBER: _ClassVar[int]
     id: str
     bundle: RecordBundle
     beneficiary: str
@@ -240,7 +241,8 @@ class ClaimReceipt(_message.Message):
     digest: bytes
     signature: bytes
     key_id: str
-    def __init__(self, id: _Optional[str] = ..., bundle: _Optional[_Union[RecordBundle, _Mapping]] = ..., beneficiary: _Optional[str] = ..., purpose: _Optional[str] = ..., consumption: _Optional[_Union[Interval, _Mapping]] = ..., consumption_zone: _Optional[str] = ..., claimed_at_ms: _Optional[int] = ..., digest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+    sd_receipt: str
+    def __init__(self, id: _Optional[str] = ..., bundle: _Optional[_Union[RecordBundle, _Mapping]] = ..., beneficiary: _Optional[str] = ..., purpose: _Optional[str] = ..., consumption: _Optional[_Union[Interval, _Mapping]] = ..., consumption_zone: _Optional[str] = ..., claimed_at_ms: _Optional[int] = ..., digest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ..., sd_receipt: _Optional[str] = ...) -> None: ...
 
 class RecordBatch(_message.Message):
     __slots__ = ("issuer", "seq", "count", "serial_start", "serial_end", "interval_start", "interval_end", "device", "source", "technology", "renewable_ppm", "carbon_mg", "zone", "owner", "devices", "zones", "owners", "merkle_root", "created_at_ms", "key_id", "signature")
