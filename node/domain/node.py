@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
+from eap.node.domain import anchoring, cells, custody, idempotency, ledger, obligations, plugin_calls
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
@@ -75,13 +75,9 @@ MAX_PAGE = 1000
 log = logging.getLogger(__name__)
 
 
-def coarse_cell(lat: float, lon: float) -> str:
-    """Public 1-degree cell named by its south-west corner, e.g. ``N06W076`` for Medellín.
-
-    The exact location stays private; only this cell leaves the node.
-    """
-    south, west = math.floor(lat), math.floor(lon)
-    return f"{'N' if south >= 0 else 'S'}{abs(south):02d}{'E' if west >= 0 else 'W'}{abs(west):03d}"
+def coarse_cell(lat: float, lon: float, resolution: int = cells.DEFAULT_RESOLUTION) -> str:
+    """Public H3 cell of a device (:mod:`eap.node.domain.cells`); the exact location stays private."""
+    return cells.public_cell(lat, lon, resolution)
 
 
 class Node:
@@ -359,7 +355,7 @@ class Node:
                 latitude=float(latitude),
                 longitude=float(longitude),
                 zone=zone,
-                cell=coarse_cell(latitude, longitude),
+                cell=coarse_cell(latitude, longitude, self.config.privacy.h3_resolution),
                 owner=owner,
                 meter_id=meter_id,
                 renewable_ppm=renewable_ppm,
