@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -112,7 +113,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         principal = self.node.principal_for_token(auth.removeprefix("Bearer ").strip())
         if principal is None:
             raise Unauthenticated("unknown bearer token")
-        return principal
+        return dataclasses.replace(principal, via="grpc")
 
     @_rpc
     def GetStatus(self, request, context, principal):
@@ -222,9 +223,9 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def GetBundle(self, request, context, principal):
         purpose = _purpose(request.purpose)
-        from eap.node.domain.policy import require_purpose
+        from eap.node.domain.policy import require_record_purpose
 
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         return convert.bundle(
             self.node.get_bundle(request.id, purpose=purpose, principal=principal)
         )

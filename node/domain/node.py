@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import secrets
 import tempfile
 import time
@@ -23,9 +22,23 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, cells, custody, idempotency, ledger, obligations, plugin_calls
+from eap.node.domain import (
+    anchoring,
+    audit_trail,
+    cells,
+    custody,
+    idempotency,
+    ledger,
+    obligations,
+    plugin_calls,
+)
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
-from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
+from eap.node.domain.policy import (
+    redact_account,
+    redact_bundle,
+    redact_device,
+    require_record_purpose,
+)
 from eap.node.domain.rules import (
     ACCOUNT_RE,
     BUNDLE_ID_RE,
@@ -76,7 +89,7 @@ log = logging.getLogger(__name__)
 
 
 def coarse_cell(lat: float, lon: float, resolution: int = cells.DEFAULT_RESOLUTION) -> str:
-    """Public H3 cell of a device (:mod:`eap.node.domain.cells`); the exact location stays private."""
+    """Public H3 cell of a device (:mod:`eap.node.domain.cells`); the location stays private."""
     return cells.public_cell(lat, lon, resolution)
 
 
@@ -209,6 +222,9 @@ class Node:
         """Authenticate a bearer token: the operator's, or an account's."""
         if secrets.compare_digest(token, self.config.api_token()):
             return Principal.operator()
+        regulator = self.config.regulator_token()
+        if regulator and secrets.compare_digest(token, regulator):
+            return Principal("regulator")
         with self.store.read() as conn:
             account = repos.account_by_token(conn, _token_hash(token))
         return Principal("account", account) if account else None
@@ -222,7 +238,7 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         page_token = check_page_token(page_token, ACCOUNT_RE)
         with self.store.transaction() as conn:
             if principal.kind == "account":
@@ -392,7 +408,7 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         page_token = check_page_token(page_token, DEVICE_ID_RE)
         with self.store.transaction() as conn:
             items = repos.list_devices(conn, page_token, _page(page_size))
@@ -806,7 +822,7 @@ class Node:
         principal: Principal | None = None,
     ) -> Bundle:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         with self.store.read() as conn:
             found = repos.get_bundle(conn, bundle_ref)
         if found is None:
@@ -828,7 +844,7 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         page_token = check_page_token(page_token, BUNDLE_ID_RE)
         if purpose == Purpose.HOLDINGS:
             owner = principal.account_id or owner
@@ -1036,15 +1052,16 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         after = int(check_page_token(page_token, CLAIM_SEQ_RE) or 0)
         with self.store.read() as conn:
             rows = repos.list_claims(conn, beneficiary or None, after, _page(page_size))
-        items = [
-            (s, c)
-            for s, c in rows
-            if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
-        ]
+            items = [
+                (s, c)
+                for s, c in rows
+                if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
+            ]
+            self._audit(conn, principal, purpose, "claims", [c for _, c in items])
         for _, c in items:
             c.bundle = redact_bundle(c.bundle, purpose)
         nxt = str(rows[-1][0]) if len(rows) == _page(page_size) else ""
@@ -1101,17 +1118,49 @@ class Node:
         if principal.kind != "operator":
             raise PermissionDenied(f"only the node operator may {what}")
 
-    @staticmethod
-    def _audit(conn, principal: Principal, purpose: Purpose, what: str, items: list[Any]) -> None:
-        if purpose == Purpose.OPERATIONS and items:
-            repos.audit(
-                conn,
-                at_ms=now_ms(),
-                principal=principal.name,
-                purpose=purpose.name,
-                what=what,
-                count=len(items),
+    def _audit(
+        self,
+        conn,
+        principal: Principal,
+        purpose: Purpose,
+        what: str,
+        items: list[Any],
+        subjects: list[str] | None = None,
+    ) -> None:
+        """Chain an audit row for a read that disclosed personal fields (:mod:`audit_trail`)."""
+        audit_trail.record(
+            conn,
+            self.keys,
+            self.node_id,
+            at_ms=now_ms(),
+            principal=principal,
+            purpose=purpose,
+            what=what,
+            items=items,
+            subjects=subjects,
+        )
+
+    def audit_entries(
+        self,
+        *,
+        account: str = "",
+        principal: Principal | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> Page:
+        """Who read ``account``'s personal data, and why; the operator's look is audited too."""
+        principal = principal or Principal.operator()
+        with self.store.transaction() as conn:
+            account, items = audit_trail.entries_for(
+                conn, account, principal, after=after, limit=_page(limit)
             )
+            if principal.kind == "operator":
+                self._audit(conn, principal, Purpose.OPERATIONS, "audit_log", items, [account])
+        return _paged(items, limit, lambda e: str(e.seq))
+
+    def verify_audit_log(self, expect: tuple[int, str] | None = None):
+        """Recompute the audit chain and check its signed head (:func:`audit_trail.verify`)."""
+        return audit_trail.verify(self.store, self.keys, self.node_id, expect=expect)
 
 
 _RENEWABLE = {
