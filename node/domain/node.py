@@ -23,6 +23,7 @@ from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
 from eap.node.domain import (
+    aggregates,
     anchoring,
     audit_trail,
     cells,
@@ -37,6 +38,7 @@ from eap.node.domain.policy import (
     redact_account,
     redact_bundle,
     redact_device,
+    require_purpose,
     require_record_purpose,
 )
 from eap.node.domain.rules import (
@@ -1157,6 +1159,34 @@ class Node:
             if principal.kind == "operator":
                 self._audit(conn, principal, Purpose.OPERATIONS, "audit_log", items, [account])
         return _paged(items, limit, lambda e: str(e.seq))
+
+    def aggregates(
+        self,
+        *,
+        zone: str,
+        start: int,
+        end: int,
+        k: int = 0,
+        epsilon: float = 0.0,
+        bound_wh: int = 0,
+        purpose: Purpose = Purpose.REGULATION,
+        principal: Principal | None = None,
+    ):
+        """Regulator aggregates of a zone (:mod:`eap.node.domain.aggregates`)."""
+        principal = principal or Principal.operator()
+        if require_purpose(purpose, principal) != Purpose.REGULATION:
+            raise invalid("purpose", "aggregates are read with the REGULATION purpose")
+        return aggregates.compute(
+            self.store,
+            self.node_id,
+            zone=zone,
+            start=start,
+            end=end,
+            k=k,
+            k_min=self.config.privacy.k_anonymity,
+            epsilon=epsilon,
+            bound_wh=bound_wh or aggregates.DEFAULT_BOUND_WH,
+        )
 
     def verify_audit_log(self, expect: tuple[int, str] | None = None):
         """Recompute the audit chain and check its signed head (:func:`audit_trail.verify`)."""
