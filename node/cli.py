@@ -1071,3 +1071,8 @@ _register_ledger(main)
 from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
 _register_plugins(main)
+
+# Privacy: the audit log of personal-data reads, regulator aggregates and the regulator token.
+from eap.node.privacy_cli import register as _register_privacy  # noqa: E402
+
+_register_privacy(main)
