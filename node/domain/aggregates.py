@@ -168,7 +168,7 @@ def compute(
         cells = _cells(metric, rows[metric], k, caps, bound_wh if noisy else None)
         published = [key for key, (wh, ok) in cells.items() if ok]
         noise = laplace_noise(len(published), scale) if noisy and published else []
-        shift = dict(zip(published, noise, strict=True))
+        shift = dict(zip(published, noise, strict=True)) if noise else {}
         for key in sorted(cells):
             wh, ok = cells[key]
             value = max(0, wh + shift.get(key, 0)) if ok else None
