@@ -155,7 +155,18 @@ def verify(
                 problems.append(f"row {n} in order carries seq {e.seq}: rows deleted or reordered")
             if e.prev_hash != prev:
                 problems.append(f"seq {e.seq}: prev_hash does not match the previous row's hash")
-            digest = ar.row_digest(**{k: v for k, v in e.as_dict().items() if k != "row_hash"})
+            digest = ar.row_digest(
+                seq=e.seq,
+                at_ms=e.at_ms,
+                principal=e.principal,
+                via=e.via,
+                purpose=e.purpose,
+                what=e.what,
+                count=e.count,
+                accounts=e.accounts,
+                fields=e.fields,
+                prev_hash=e.prev_hash,
+            )
             if digest != e.row_hash:
                 problems.append(f"seq {e.seq}: content does not match its row_hash (edited)")
             if expect and e.seq == expect[0]:

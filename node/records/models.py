@@ -230,6 +230,6 @@ class AuditEntry:
     row_hash: str
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["accounts"], d["fields"] = list(self.accounts), list(self.fields)
         return d
