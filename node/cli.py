@@ -805,8 +805,11 @@ def _all_pages(fetch, limit: int = 0) -> list:
 @click.option("--day", default="2025-06-21", show_default=True, help="The simulated day (UTC).")
 @click.option("--chain", is_flag=True, help="Anchor batch roots and settle on an in-process EVM "
               "chain (plugin evm; needs the `evm` extra) and show the transaction hashes.")
+@click.option("--reports", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("eap-demo-reports"), show_default=True,
+              help="Folder for each city customer's hourly matching report (HTML).")
 @_json_option
-def demo(workdir, keep, seed, day, chain, as_json) -> None:
+def demo(workdir, keep, seed, day, chain, reports, as_json) -> None:
     """Three city nodes as separate processes federating through a simulated day.
 
     Medellín, Barcelona and Amsterdam each run `eap-node serve` on loopback (own SQLite, TLS
@@ -820,7 +823,7 @@ def demo(workdir, keep, seed, day, chain, as_json) -> None:
 
     report = run_with_progress(
         workdir=workdir, keep=keep, seed=seed, day=day, as_json=as_json, console=err_console,
-        chain=chain,
+        chain=chain, reports=reports,
     )
     if as_json:
         _emit(report.to_dict(), True)
@@ -1071,6 +1074,11 @@ _register_ledger(main)
 from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
 _register_plugins(main)
+
+# The hourly matching and carbon report.
+from eap.node.report_cli import register as _register_report  # noqa: E402
+
+_register_report(main)
 
 # Privacy: the audit log of personal-data reads, regulator aggregates and the regulator token.
 from eap.node.privacy_cli import register as _register_privacy  # noqa: E402

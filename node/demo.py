@@ -70,8 +70,8 @@ CLAIM_PURPOSE = "scope2-market-based/24-7-hourly"
 FEDERATION_SETTINGS = {"sync_interval_s": 0.3}
 TRANSFER_SETTINGS = {"worker_interval_s": 0.3, "inline_wait_s": 15.0}
 #: Steps reported to ``progress``: set-up, start, handshakes, 5 per quarter, settle, the
-#: settlement round, checks.
-TOTAL_STEPS = 3 + 5 * QUARTERS + 4
+#: settlement round, checks, the customers' matching reports.
+TOTAL_STEPS = 3 + 5 * QUARTERS + 5
 #: Prices, minor units per kWh: what a co-op charges its local retailer (local currency) and
 #: what surplus costs across borders (EUR).  Every amount is an integer of minor units.
 LOCAL_PRICE = {"CO-ANT": ("COP", 80_000), "ES": ("EUR", 12), "NL": ("EUR", 13)}
@@ -312,6 +312,8 @@ class DemoReport:
     chain: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     workdir: str | None = None
+    #: City name -> path of its customer's hourly matching report (HTML), when written.
+    reports: dict[str, str] = field(default_factory=dict)
 
     @property
     def conserved(self) -> bool:
@@ -333,6 +335,7 @@ class DemoReport:
             "seed": self.seed,
             "seconds": round(self.seconds, 2),
             "workdir": self.workdir,
+            "reports": self.reports,
             "ok": self.ok,
             "conserved": self.conserved,
             "nodes": [n.to_dict() for n in self.nodes],
@@ -682,6 +685,33 @@ class DemoRun:
             "ok": settled and not problems and not any(r.held_out for r in rounds),
         }
 
+    def matching_reports(self, folder: Path) -> dict[str, str]:
+        """Each city's customer: its claims matched against its Green Button load, asked of
+        its node over the API and written as one HTML file per city into ``folder``."""
+        from eap.node.api.convert import matching_report_from
+        from eap.node.report_html import render
+
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for c in self.cities.values():
+            day = c.plan.day
+            msg = c.node.api().GetMatchingReport(
+                self.api.GetMatchingReportRequest(
+                    account=c.consumer,
+                    start_unix=day,
+                    end_unix=day + 3600 * HOURS,
+                    load=[
+                        self.api.HourlyLoad(hour_unix=day + 3600 * h, wh=wh)
+                        for h, wh in enumerate(c.plan.demand)
+                    ],
+                    zone=c.plan.city.zone,
+                )
+            )
+            path = folder / f"{c.plan.city.node_id.split('.')[0]}-customer.html"
+            path.write_text(render(matching_report_from(msg)), encoding="utf-8")
+            written[c.plan.city.name] = str(path)
+        return written
+
     def statuses(self) -> dict[str, Any]:
         return {
             n: c.node.api().GetStatus(self.api.GetStatusRequest()) for n, c in self.cities.items()
@@ -883,6 +913,7 @@ def run_demo(
     progress: Progress | None = None,
     cities: tuple[City, ...] = CITIES,
     chain: bool = False,
+    reports: Path | None = None,
 ) -> DemoReport:
     """Run the demo; every node process is stopped when this returns or raises.
 
@@ -893,6 +924,8 @@ def run_demo(
         chain: run an in-process EVM chain (plugin ``evm``) served over JSON-RPC on
             loopback; every node anchors its batch roots there and settles through the
             ``evm`` backend; the report's ``chain`` lists the transactions.
+        reports: folder for each city customer's hourly matching report (HTML, from the
+            node's GetMatchingReport RPC); None writes none.
     """
     started = time.monotonic()
     step = progress or (lambda what: None)
@@ -932,6 +965,8 @@ def run_demo(
              "statements of every node)")
         audit = audit_report(auditor)
         on_chain = chain_report(dev, net, settlement) if dev is not None else {}
+        step("hourly matching reports for each city's customer (GetMatchingReport)")
+        written = run.matching_reports(reports) if reports is not None else {}
         step("stopping the nodes")
         net.stop()
         report = DemoReport(
@@ -944,6 +979,7 @@ def run_demo(
             replays=run.replays,
             unsettled=unsettled_transfers(net),
             workdir=str(root) if (keep or not own) else None,
+            reports=written,
         )
         report.seconds = time.monotonic() - started
         return report

@@ -40,7 +40,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def run_with_progress(
     *, workdir: Path | None, keep: bool, seed: int, day: str, as_json: bool, console: Console,
-    chain: bool = False,
+    chain: bool = False, reports: Path | None = None,
 ) -> DemoReport:
     """Run the demo showing progress on ``console`` (stderr): a live bar on a terminal, one
     line per step otherwise.  Ctrl-C (or SIGTERM) stops every node, then exits 130."""
@@ -76,7 +76,9 @@ def run_with_progress(
                         bar.update(task, description=what)
 
                     report = run_demo(
-                    workdir, seed=seed, day=day, keep=keep, progress=step, chain=chain)
+                        workdir, seed=seed, day=day, keep=keep, progress=step, chain=chain,
+                        reports=reports,
+                    )
             else:
 
                 def step(what: str) -> None:
@@ -87,7 +89,9 @@ def run_with_progress(
                     )
 
                 report = run_demo(
-                    workdir, seed=seed, day=day, keep=keep, progress=step, chain=chain)
+                    workdir, seed=seed, day=day, keep=keep, progress=step, chain=chain,
+                    reports=reports,
+                )
     except KeyboardInterrupt:
         console.print("interrupted: every node process was stopped")
         sys.exit(130)
@@ -233,6 +237,10 @@ def render(report: DemoReport, console: Console) -> None:
     _render_chain(report.chain, console)
     if report.unsettled:
         console.print(f"[red]unsettled transfers:[/red] {', '.join(report.unsettled[:5])}")
+    for city, path in report.reports.items():
+        console.print(
+            Text(f"{city} customer's hourly matching report (24/7 score, Scope 2): {path}")
+        )
     if report.workdir:
         console.print(f"node homes, logs and descriptors kept in {report.workdir}", highlight=False)
 

@@ -300,3 +300,28 @@ def test_holders_list_only_their_own_rows_over_grpc(node, people):
     with pytest.raises(PermissionDenied):
         node.audit_entries(account=bob.account.id, principal=Principal("account", "acct_x"))
     assert node.verify_audit_log().ok
+
+
+def test_matching_reports_of_an_account_are_audited(node, solar, meter_csv):
+    """A consumer's hourly claims are its consumption profile: reading them is logged."""
+    from eap.node.domain.matching import build
+
+    owner, _ = solar
+    node.import_readings(meter_csv, request_id="imp")
+    node.issue(request_id="iss")
+    b = node.list_bundles(purpose=Purpose.OPERATIONS, owner=owner, page_size=1).items[0]
+    node.retire(b.id, wh=10, beneficiary=owner, purpose="p", request_id="r")
+    build(node, account=owner, start=b.interval_start, end=b.interval_end)
+    build(
+        node,
+        account=owner,
+        start=b.interval_start,
+        end=b.interval_end,
+        principal=Principal("account", owner),
+    )
+    rows = [e for e in node.audit_entries(account=owner).items if e.what == "matching"]
+    assert [(e.principal, e.purpose, e.fields) for e in rows] == [
+        ("operator", "OPERATIONS", ("claims", "consumption")),
+        (f"account:{owner}", "HOLDINGS", ("claims", "consumption")),
+    ]
+    assert node.verify_audit_log().ok

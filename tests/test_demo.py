@@ -21,8 +21,9 @@ CLI = [sys.executable, "-m", "eap.node"]
 def run(tmp_path_factory):
     """One demo run, its workdir kept (``--workdir``) for inspection."""
     workdir = tmp_path_factory.mktemp("demo") / "run"
+    reports = str(workdir.parent / "reports")
     proc = subprocess.run(
-        [*CLI, "demo", "--json", "--workdir", str(workdir)],
+        [*CLI, "demo", "--json", "--workdir", str(workdir), "--reports", reports],
         capture_output=True,
         text=True,
         timeout=120,
@@ -195,3 +196,20 @@ def test_the_day_ends_with_a_signed_settlement_round(run):
         balances = subprocess.run([*CLI, "ledger", "balances", "--json", "--home", str(home)],
                                   capture_output=True, text=True, timeout=60)
         assert balances.returncode == 0 and json.loads(balances.stdout)
+
+
+def test_each_city_customer_gets_its_matching_report(run):
+    """The demo asks each node for its customer's hourly matching (GetMatchingReport) and
+    writes one HTML report per city; its 24/7 score is the one the demo measured."""
+    import re
+
+    data, workdir, _ = run
+    assert len(data["reports"]) == 3
+    scores = {n["city"]: n["cfe_score"] for n in data["nodes"]}
+    for city, path in data["reports"].items():
+        page = Path(path).read_text()
+        assert Path(path).parent == workdir.parent / "reports"
+        for div in ("plot-supply", "plot-score", "plot-emissions", "plot-flows"):
+            assert f'id="{div}"' in page
+        shown = re.search(r"24/7 carbon-free score</th><td>([0-9.]+)%", page)
+        assert shown and abs(float(shown.group(1)) / 100 - scores[city]) < 0.0006, city

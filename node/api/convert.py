@@ -121,3 +121,48 @@ def node_identity(node) -> api.NodeIdentity:
 
         descriptor = describe(node).to_json().encode()
     return identity(proofs.identity(node), descriptor)
+
+
+# -- hourly matching report --------------------------------------------------------------------
+
+_HOUR_FIELDS = (
+    "load_wh", "claimed_wh", "cfe_wh", "matched_cfe_wh", "cfe_score", "market_g", "location_g",
+    "residual_mg_per_kwh", "location_mg_per_kwh", "residual_basis",
+)
+
+
+def matching_report(r) -> api.MatchingReport:
+    """A :class:`~eap.node.domain.matching.MatchingReport` on the wire."""
+    return api.MatchingReport(
+        node_id=r.node_id,
+        subject=r.subject,
+        zone=r.zone,
+        start_unix=r.start,
+        end_unix=r.end,
+        load_basis=r.load_basis,
+        hours=[
+            api.MatchingHour(hour_unix=h.hour, **{k: getattr(h, k) for k in _HOUR_FIELDS})
+            for h in r.hours
+        ],
+        flows=[api.MatchingFlow(source_node=f.source, target_node=f.target, wh=f.wh)
+               for f in r.flows],
+    )
+
+
+def matching_report_from(msg: api.MatchingReport):
+    """The domain report back from the wire (a client renders it, as the demo does)."""
+    from eap.node.domain import matching
+
+    return matching.MatchingReport(
+        node_id=msg.node_id,
+        subject=msg.subject,
+        zone=msg.zone,
+        start=msg.start_unix,
+        end=msg.end_unix,
+        load_basis=msg.load_basis,
+        hours=[
+            matching.HourRow(hour=h.hour_unix, **{k: getattr(h, k) for k in _HOUR_FIELDS})
+            for h in msg.hours
+        ],
+        flows=[matching.Flow(f.source_node, f.target_node, f.wh) for f in msg.flows],
+    )

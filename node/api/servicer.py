@@ -360,6 +360,29 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         return Auditor.from_engine(self.transfers).run(skip_peers=request.skip_peers)
 
     @_rpc
+    def GetMatchingReport(self, request, context, principal):
+        from eap.node.domain import matching
+
+        for i, h in enumerate(request.load):
+            if h.wh < 0 or h.hour_unix % 3600:
+                raise invalid(f"load[{i}]", "hour_unix must be a whole hour and wh >= 0")
+        load = None
+        if request.load:
+            load = {}
+            for h in request.load:
+                load[h.hour_unix] = load.get(h.hour_unix, 0) + h.wh
+        report = matching.build(
+            self.node,
+            account=request.account,
+            start=request.start_unix,
+            end=request.end_unix,
+            load=load,
+            zone=request.zone,
+            principal=principal,
+        )
+        return convert.matching_report(report)
+
+    @_rpc
     def RunSettlement(self, request, context, principal):
         """A settlement round coordinated by this node (``eap.node.federation.settlement``):
         operator only; needs the federation; idempotent by request id."""

@@ -48,6 +48,8 @@ def disclosed(what: str, purpose: Purpose, items: Iterable[Any]) -> tuple[list[s
         return [d.owner for d in items], fields
     if what == "claims":
         return [c.bundle.owner for c in items], ("beneficiary",)
+    if what == "matching":  # a consumer's claims by hour (its consumption profile)
+        return [], ("claims", "consumption")
     if what == "audit_log":
         return sorted({a for e in items for a in e.accounts}), ("audit_entries",)
     raise ValueError(f"unknown read {what!r}")

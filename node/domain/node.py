@@ -1142,6 +1142,14 @@ class Node:
             subjects=subjects,
         )
 
+    def audit_read(
+        self, conn, principal: Principal, what: str, items: list[Any], subjects: list[str]
+    ) -> None:
+        """Audit a read made outside this class (e.g. a matching report) of ``subjects``' data:
+        purpose OPERATIONS for the operator, HOLDINGS for an account reading its own."""
+        purpose = Purpose.OPERATIONS if principal.kind == "operator" else Purpose.HOLDINGS
+        self._audit(conn, principal, purpose, what, items, subjects)
+
     def audit_entries(
         self,
         *,

@@ -494,6 +494,84 @@ class ListSettlementRoundsResponse(_message.Message):
     next_page_token: str
     def __init__(self, rounds: _Optional[_Iterable[_Union[SettlementRound, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class GetMatchingReportRequest(_message.Message):
+    __slots__ = ("account", "start_unix", "end_unix", "load", "zone")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    END_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    start_unix: int
+    end_unix: int
+    load: _containers.RepeatedCompositeFieldContainer[HourlyLoad]
+    zone: str
+    def __init__(self, account: _Optional[str] = ..., start_unix: _Optional[int] = ..., end_unix: _Optional[int] = ..., load: _Optional[_Iterable[_Union[HourlyLoad, _Mapping]]] = ..., zone: _Optional[str] = ...) -> None: ...
+
+class HourlyLoad(_message.Message):
+    __slots__ = ("hour_unix", "wh")
+    HOUR_UNIX_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    hour_unix: int
+    wh: int
+    def __init__(self, hour_unix: _Optional[int] = ..., wh: _Optional[int] = ...) -> None: ...
+
+class MatchingHour(_message.Message):
+    __slots__ = ("hour_unix", "load_wh", "claimed_wh", "cfe_wh", "matched_cfe_wh", "cfe_score", "market_g", "location_g", "residual_mg_per_kwh", "location_mg_per_kwh", "residual_basis")
+    HOUR_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LOAD_WH_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_WH_FIELD_NUMBER: _ClassVar[int]
+    CFE_WH_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_CFE_WH_FIELD_NUMBER: _ClassVar[int]
+    CFE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MARKET_G_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_G_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_MG_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_MG_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    hour_unix: int
+    load_wh: int
+    claimed_wh: int
+    cfe_wh: int
+    matched_cfe_wh: int
+    cfe_score: float
+    market_g: float
+    location_g: float
+    residual_mg_per_kwh: float
+    location_mg_per_kwh: float
+    residual_basis: str
+    def __init__(self, hour_unix: _Optional[int] = ..., load_wh: _Optional[int] = ..., claimed_wh: _Optional[int] = ..., cfe_wh: _Optional[int] = ..., matched_cfe_wh: _Optional[int] = ..., cfe_score: _Optional[float] = ..., market_g: _Optional[float] = ..., location_g: _Optional[float] = ..., residual_mg_per_kwh: _Optional[float] = ..., location_mg_per_kwh: _Optional[float] = ..., residual_basis: _Optional[str] = ...) -> None: ...
+
+class MatchingFlow(_message.Message):
+    __slots__ = ("source_node", "target_node", "wh")
+    SOURCE_NODE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NODE_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    source_node: str
+    target_node: str
+    wh: int
+    def __init__(self, source_node: _Optional[str] = ..., target_node: _Optional[str] = ..., wh: _Optional[int] = ...) -> None: ...
+
+class MatchingReport(_message.Message):
+    __slots__ = ("node_id", "subject", "zone", "start_unix", "end_unix", "load_basis", "hours", "flows")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    END_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BASIS_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    subject: str
+    zone: str
+    start_unix: int
+    end_unix: int
+    load_basis: str
+    hours: _containers.RepeatedCompositeFieldContainer[MatchingHour]
+    flows: _containers.RepeatedCompositeFieldContainer[MatchingFlow]
+    def __init__(self, node_id: _Optional[str] = ..., subject: _Optional[str] = ..., zone: _Optional[str] = ..., start_unix: _Optional[int] = ..., end_unix: _Optional[int] = ..., load_basis: _Optional[str] = ..., hours: _Optional[_Iterable[_Union[MatchingHour, _Mapping]]] = ..., flows: _Optional[_Iterable[_Union[MatchingFlow, _Mapping]]] = ...) -> None: ...
+
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("account", "page_size", "page_token")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]

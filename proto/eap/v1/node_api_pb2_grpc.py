@@ -137,6 +137,11 @@ class NodeApiStub:
                 request_serializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.FromString,
                 _registered_method=True)
+        self.GetMatchingReport = channel.unary_unary(
+                '/eap.v1.NodeApi/GetMatchingReport',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.MatchingReport.FromString,
+                _registered_method=True)
         self.ListAuditEntries = channel.unary_unary(
                 '/eap.v1.NodeApi/ListAuditEntries',
                 request_serializer=eap_dot_v1_dot_node__api__pb2.ListAuditEntriesRequest.SerializeToString,
@@ -310,6 +315,15 @@ class NodeApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMatchingReport(self, request, context):
+        """Hourly matching of a consumer's claims against its load: 24/7 carbon-free score,
+        market-based and location-based emissions per hour, flows between nodes (docs/reporting.md).
+        The operator, or the account itself for its own claims.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEntries(self, request, context):
         """Who read an account's personal data and why: the rows of the node's hash-chained audit
         log naming the account. With an account token: that account's rows only (`account` empty
@@ -432,6 +446,11 @@ def add_NodeApiServicer_to_server(servicer, server):
                     servicer.ListSettlementRounds,
                     request_deserializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.FromString,
                     response_serializer=eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.SerializeToString,
+            ),
+            'GetMatchingReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMatchingReport,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.MatchingReport.SerializeToString,
             ),
             'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEntries,
@@ -986,6 +1005,33 @@ class NodeApi:
             '/eap.v1.NodeApi/ListSettlementRounds',
             eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsRequest.SerializeToString,
             eap_dot_v1_dot_node__api__pb2.ListSettlementRoundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMatchingReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/GetMatchingReport',
+            eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.MatchingReport.FromString,
             options,
             channel_credentials,
             insecure,
