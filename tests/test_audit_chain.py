@@ -14,6 +14,8 @@ import threading
 import grpc
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from eap.node.api.server import build_server
@@ -325,3 +327,57 @@ def test_matching_reports_of_an_account_are_audited(node, solar, meter_csv):
         (f"account:{owner}", "HOLDINGS", ("claims", "consumption")),
     ]
     assert node.verify_audit_log().ok
+
+
+_COLUMNS = [
+    "at_ms",
+    "principal",
+    "via",
+    "purpose",
+    "what",
+    "count",
+    "accounts",
+    "fields",
+    "prev_hash",
+    "row_hash",
+    "seq",
+]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_single_column_edit_is_detected(tmp_path_factory, data):
+    """Hypothesis: on a chain of 6 rows, changing any one column of any row is caught."""
+    from conftest import make_node
+
+    node = _CHAINS.get("node")
+    if node is None:
+        node = make_node(tmp_path_factory.mktemp("chain") / "home")
+        alice = node.create_account(request_id="a", label="A").account.id
+        _device(node, alice, "roof")
+        for _ in range(3):
+            _reads(node)
+        _CHAINS["node"] = node
+    seq = data.draw(st.integers(1, 6))
+    column = data.draw(st.sampled_from(_COLUMNS))
+    row = _raw(node, "SELECT * FROM audit_log WHERE seq = :s", s=seq).mappings().one()
+    old = row[column]
+    new = data.draw(
+        st.integers(-5, 10**13).filter(lambda v: v != old)
+        if isinstance(old, int)
+        else st.text('abcdef0123456789[]",:_', min_size=0, max_size=70).filter(lambda v: v != old)
+    )
+    if column == "seq" and new in range(1, 7):
+        new = 1000 + new  # keep the unique constraint: a moved row, not a collision
+    _raw(node, f"UPDATE audit_log SET {column} = :v WHERE seq = :s", v=new, s=seq)
+    try:
+        assert not node.verify_audit_log().ok
+    finally:
+        where = "seq = :k" if column == "seq" else "seq = :s"
+        _raw(node, f"UPDATE audit_log SET {column} = :v WHERE {where}", v=old, s=seq, k=new)
+    assert node.verify_audit_log().ok
+
+
+_CHAINS: dict = {}
