@@ -1130,3 +1130,8 @@ hcli.register(main)
 from eap.node.receipt_cli import register as _register_receipts  # noqa: E402
 
 _register_receipts(main)
+
+# Privacy: the audit log of personal-data reads, regulator aggregates and the regulator token.
+from eap.node.privacy_cli import register as _register_privacy  # noqa: E402
+
+_register_privacy(main)

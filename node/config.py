@@ -22,6 +22,40 @@ CONFIG_NAME = "eap-node.toml"
 PROTOCOL_VERSION = "eap.v1"
 
 
+@dataclass(frozen=True)
+class PrivacySettings:
+    """``[privacy]`` of the config.
+
+    * ``h3_resolution`` (0..7, default 7): resolution of the public H3 cell of new devices.
+      Finer than 7 is refused: the cell leaves the node in every bundle.
+    * ``k_anonymity`` (2..1000, default 5): aggregates suppress a cell with fewer distinct
+      devices (issued) or holders (transferred, claimed).
+    """
+
+    h3_resolution: int = 7
+    k_anonymity: int = 5
+
+    @classmethod
+    def parse(cls, table: object, path: Path) -> PrivacySettings:
+        if not isinstance(table, dict):
+            raise ConfigError(f"invalid {path}: [privacy] must be a table")
+        unknown = set(table) - {"h3_resolution", "k_anonymity"}
+        if unknown:
+            raise ConfigError(f"invalid {path}: unknown [privacy] setting(s) {sorted(unknown)}")
+        res = table.get("h3_resolution", cls.h3_resolution)
+        if isinstance(res, bool) or not isinstance(res, int) or not 0 <= res <= 7:
+            raise ConfigError(
+                f"invalid {path}: privacy.h3_resolution must be an integer 0..7, not {res!r} "
+                "(resolutions finer than 7 would publish a device's location too precisely)"
+            )
+        k = table.get("k_anonymity", cls.k_anonymity)
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 1000:
+            raise ConfigError(
+                f"invalid {path}: privacy.k_anonymity must be an integer 2..1000, not {k!r}"
+            )
+        return cls(h3_resolution=res, k_anonymity=k)
+
+
 def default_home() -> Path:
     """``$EAP_NODE_HOME``, else ``~/.eap-node``."""
     return Path(os.environ.get("EAP_NODE_HOME") or Path.home() / ".eap-node")
@@ -57,6 +91,30 @@ class NodeConfig:
     #: Upper bound of records in one issued or imported batch.
     max_batch_records: int = 100_000
     extra: dict = field(default_factory=dict)
+
+    @property
+    def privacy(self) -> PrivacySettings:
+        """``[privacy]``: public cell resolution and the aggregates' suppression threshold."""
+        return PrivacySettings.parse(self.extra.get("privacy", {}), self.home / CONFIG_NAME)
+
+    @property
+    def regulator_token_path(self) -> Path:
+        return self.home / "regulator-token"
+
+    def regulator_token(self) -> str | None:
+        """The regulator's bearer token (``eap-node regulator-token``), None until created."""
+        if not self.regulator_token_path.exists():
+            return None
+        return _read_private(self.regulator_token_path)
+
+    def create_regulator_token(self) -> str:
+        """Write a fresh regulator token (0600), replacing an earlier one; returns it."""
+        token = secrets.token_urlsafe(32)
+        tmp = self.regulator_token_path.with_suffix(".new")
+        tmp.unlink(missing_ok=True)
+        _write_private(tmp, token)
+        os.replace(tmp, self.regulator_token_path)
+        return token
 
     @property
     def keys_dir(self) -> Path:
@@ -109,7 +167,7 @@ class NodeConfig:
             data = tomllib.loads(path.read_text())
             node = data["node"]
             api = data.get("api", {})
-            return cls(
+            cfg = cls(
                 home=Path(home),
                 node_id=node["id"],
                 zone=node["zone"],
@@ -136,6 +194,12 @@ class NodeConfig:
             )
         except (KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"invalid {path}: {exc}") from exc
+        return cfg.check()
+
+    def check(self) -> NodeConfig:
+        """Validate the settings read lazily from ``extra`` (``[privacy]``); ConfigError."""
+        _ = self.privacy
+        return self
 
     def save(self) -> None:
         data = {

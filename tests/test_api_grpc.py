@@ -60,7 +60,7 @@ def test_full_walkthrough_over_grpc(served, meter_csv):
         ),
         metadata=md,
     )
-    assert dev.id.startswith("dev_") and dev.cell == "N06W076"
+    assert dev.id.startswith("dev_") and dev.cell == "876619d92ffffff"
     imp = stub.ImportReadings(
         api.ImportReadingsRequest(
             request_id="i1", content=meter_csv.read_bytes(), filename="m.csv"

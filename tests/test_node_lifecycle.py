@@ -325,7 +325,7 @@ def test_account_principal_can_only_spend_its_own(node, solar, meter_csv):
 def test_transparency_reads_hide_private_fields(node, solar):
     devs = node.list_devices(purpose=Purpose.TRANSPARENCY).items
     assert devs[0].latitude is None and devs[0].meter_id is None and devs[0].local_ref == ""
-    assert devs[0].cell == "N06W076"  # the 1-degree cell around Medellín
+    assert devs[0].cell == "876619d92ffffff"  # the resolution-7 H3 cell around the roof
     with pytest.raises(InvalidArgument):
         node.list_devices(purpose=Purpose.UNSPECIFIED)
 

@@ -35,7 +35,7 @@ RECORDS = [
      11_000, "CO-ANT", "acct_bbbbbbbbbbbbbbbbbbbbbbbbbb"),
 ]
 LINEAGE = [f"{ISSUER}/1500-2300", f"{ISSUER}/1500-2000", f"{ISSUER}/1700-2000"]
-CELL = "N06W076"
+CELL = "876619d92ffffff"  # resolution-7 H3 cell (docs/protocol.md, "The cell")
 #: name -> (what is changed, the check that refuses it)
 TAMPERED = {
     "attribute": "bundle.attributes.carbonMgPerKwh: 0 -> 1 (attribute equality)",

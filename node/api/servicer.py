@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -44,6 +45,7 @@ _WIRE_NAMES: dict[str, dict[str, str]] = {
     "IssueRecords": {"since": "since_unix"},
     "GetBundle": {"bundle_id": "id"},
     "TransferBundle": {"to": "to_account", "to.node": "to_account", "to.account": "to_account"},
+    "GetAggregates": {"from": "from_unix", "to": "to_unix"},
 }
 #: Per RPC carrying a file: violations located inside it are named under this request field.
 _INNER_FIELD = {"ImportReadings": "content"}
@@ -113,7 +115,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         principal = self.node.principal_for_token(auth.removeprefix("Bearer ").strip())
         if principal is None:
             raise Unauthenticated("unknown bearer token")
-        return principal
+        return dataclasses.replace(principal, via="grpc")
 
     @_rpc
     def GetStatus(self, request, context, principal):
@@ -224,9 +226,9 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     @_rpc
     def GetBundle(self, request, context, principal):
         purpose = _purpose(request.purpose)
-        from eap.node.domain.policy import require_purpose
+        from eap.node.domain.policy import require_record_purpose
 
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         return convert.bundle(
             self.node.get_bundle(request.id, purpose=purpose, principal=principal)
         )
@@ -421,6 +423,62 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             raise PermissionDenied("settlement rounds are reserved to the node operator")
         return self._settlement_reader().list(
             page_size=request.page_size, page_token=request.page_token
+        )
+
+    @_rpc
+    def ListAuditEntries(self, request, context, principal):
+        """Who read an account's personal data: its holder (own rows) or the operator."""
+        token = request.page_token
+        if token and not token.isdigit():
+            raise invalid("page_token", "not a token this node issued")
+        page = self.node.audit_entries(
+            account=request.account,
+            principal=principal,
+            after=int(token or 0),
+            limit=request.page_size,
+        )
+        return api.ListAuditEntriesResponse(
+            entries=[api.AuditEntry(**e.as_dict()) for e in page.items],
+            next_page_token=page.next_token,
+        )
+
+    @_rpc
+    def GetAggregates(self, request, context, principal):
+        """Regulator aggregates (``eap.node.domain.aggregates``)."""
+        report = self.node.aggregates(
+            zone=request.zone,
+            start=request.from_unix,
+            end=request.to_unix,
+            k=request.k,
+            epsilon=request.epsilon,
+            bound_wh=request.bound_wh,
+            purpose=_purpose(request.purpose),
+            principal=principal,
+        )
+        totals = report.totals()
+        return api.AggregatesReport(
+            zone=report.zone,
+            from_unix=report.start,
+            to_unix=report.end,
+            k=report.k,
+            epsilon=report.epsilon,
+            mechanism=report.mechanism,
+            noise_scale=report.noise_scale,
+            bound_wh=report.bound_wh,
+            cells=[
+                api.AggregateCell(
+                    metric=c.metric,
+                    hour_start_unix=c.hour,
+                    source=c.source,
+                    wh=c.wh or 0,
+                    suppressed=c.suppressed,
+                )
+                for c in report.cells
+            ],
+            suppressed_cells=report.suppressed,
+            total_issued_wh=totals["issued"],
+            total_transferred_wh=totals["transferred"],
+            total_claimed_wh=totals["claimed"],
         )
 
 

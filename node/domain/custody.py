@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from eap.node.domain import provenance
+from eap.node.domain import cells, provenance
 from eap.node.errors import EapError, FailedPrecondition
 from eap.node.store import custody_repos as cr
 from eap.node.store import transfer_repos as tr
@@ -171,4 +171,4 @@ def check_record(rec: pb.CustodyRecord, *, tid: str, issuer: str, start: int, en
         return (f"custody record is for {rec.transfer_id[:200]} {rec.issuer[:128]}/"
                 f"{rec.serial_start}-{rec.serial_end} {rec.from_node[:128]} -> "
                 f"{rec.to_node[:128]}, not this transfer")
-    return None
+    return cells.cell_problem(rec.cell)

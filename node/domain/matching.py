@@ -348,6 +348,8 @@ def build(
                 report_repos.consumer_claims(conn, account, start, end) if account else ()
             )
         ]
+        if account and claims:  # a consumer's hourly claims: personal, audit-logged
+            node.audit_read(conn, principal, "matching", claims, [account])
         if not zone:
             by_zone: dict[str, int] = defaultdict(int)
             for c in claims:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import secrets
 import tempfile
 import time
@@ -24,7 +23,10 @@ from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
 from eap.node.domain import (
+    aggregates,
     anchoring,
+    audit_trail,
+    cells,
     custody,
     holder_auth,
     idempotency,
@@ -35,7 +37,13 @@ from eap.node.domain import (
 )
 from eap.node.domain.holder_auth import HolderAuth
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
-from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
+from eap.node.domain.policy import (
+    redact_account,
+    redact_bundle,
+    redact_device,
+    require_purpose,
+    require_record_purpose,
+)
 from eap.node.domain.rules import (
     ACCOUNT_RE,
     BUNDLE_ID_RE,
@@ -85,13 +93,9 @@ MAX_PAGE = 1000
 log = logging.getLogger(__name__)
 
 
-def coarse_cell(lat: float, lon: float) -> str:
-    """Public 1-degree cell named by its south-west corner, e.g. ``N06W076`` for Medellín.
-
-    The exact location stays private; only this cell leaves the node.
-    """
-    south, west = math.floor(lat), math.floor(lon)
-    return f"{'N' if south >= 0 else 'S'}{abs(south):02d}{'E' if west >= 0 else 'W'}{abs(west):03d}"
+def coarse_cell(lat: float, lon: float, resolution: int = cells.DEFAULT_RESOLUTION) -> str:
+    """Public H3 cell of a device (:mod:`eap.node.domain.cells`); the location stays private."""
+    return cells.public_cell(lat, lon, resolution)
 
 
 class Node:
@@ -235,6 +239,9 @@ class Node:
         """Authenticate a bearer token: the operator's, or an account's."""
         if secrets.compare_digest(token, self.config.api_token()):
             return Principal.operator()
+        regulator = self.config.regulator_token()
+        if regulator and secrets.compare_digest(token, regulator):
+            return Principal("regulator")
         with self.store.read() as conn:
             account = repos.account_by_token(conn, _token_hash(token))
         return Principal("account", account) if account else None
@@ -248,7 +255,7 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         page_token = check_page_token(page_token, ACCOUNT_RE)
         with self.store.transaction() as conn:
             if principal.kind == "account":
@@ -381,7 +388,7 @@ class Node:
                 latitude=float(latitude),
                 longitude=float(longitude),
                 zone=zone,
-                cell=coarse_cell(latitude, longitude),
+                cell=coarse_cell(latitude, longitude, self.config.privacy.h3_resolution),
                 owner=owner,
                 meter_id=meter_id,
                 renewable_ppm=renewable_ppm,
@@ -418,7 +425,7 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         page_token = check_page_token(page_token, DEVICE_ID_RE)
         with self.store.transaction() as conn:
             items = repos.list_devices(conn, page_token, _page(page_size))
@@ -832,7 +839,7 @@ class Node:
         principal: Principal | None = None,
     ) -> Bundle:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         with self.store.read() as conn:
             found = repos.get_bundle(conn, bundle_ref)
         if found is None:
@@ -854,7 +861,7 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         page_token = check_page_token(page_token, BUNDLE_ID_RE)
         if purpose == Purpose.HOLDINGS:
             owner = principal.account_id or owner
@@ -1085,15 +1092,16 @@ class Node:
         page_token: str = "",
     ) -> Page:
         principal = principal or Principal.operator()
-        require_purpose(purpose, principal)
+        require_record_purpose(purpose, principal)
         after = int(check_page_token(page_token, CLAIM_SEQ_RE) or 0)
         with self.store.read() as conn:
             rows = repos.list_claims(conn, beneficiary or None, after, _page(page_size))
-        items = [
-            (s, c)
-            for s, c in rows
-            if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
-        ]
+            items = [
+                (s, c)
+                for s, c in rows
+                if purpose != Purpose.HOLDINGS or principal.may_act_for(c.bundle.owner)
+            ]
+            self._audit(conn, principal, purpose, "claims", [c for _, c in items])
         for _, c in items:
             if not principal.may_act_for(c.bundle.owner):
                 c.sd_receipt = ""  # the salts are the holder's: showing them shows everything
@@ -1152,17 +1160,85 @@ class Node:
         if principal.kind != "operator":
             raise PermissionDenied(f"only the node operator may {what}")
 
-    @staticmethod
-    def _audit(conn, principal: Principal, purpose: Purpose, what: str, items: list[Any]) -> None:
-        if purpose == Purpose.OPERATIONS and items:
-            repos.audit(
-                conn,
-                at_ms=now_ms(),
-                principal=principal.name,
-                purpose=purpose.name,
-                what=what,
-                count=len(items),
+    def _audit(
+        self,
+        conn,
+        principal: Principal,
+        purpose: Purpose,
+        what: str,
+        items: list[Any],
+        subjects: list[str] | None = None,
+    ) -> None:
+        """Chain an audit row for a read that disclosed personal fields (:mod:`audit_trail`)."""
+        audit_trail.record(
+            conn,
+            self.keys,
+            self.node_id,
+            at_ms=now_ms(),
+            principal=principal,
+            purpose=purpose,
+            what=what,
+            items=items,
+            subjects=subjects,
+        )
+
+    def audit_read(
+        self, conn, principal: Principal, what: str, items: list[Any], subjects: list[str]
+    ) -> None:
+        """Audit a read made outside this class (e.g. a matching report) of ``subjects``' data:
+        purpose OPERATIONS for the operator, HOLDINGS for an account reading its own."""
+        purpose = Purpose.OPERATIONS if principal.kind == "operator" else Purpose.HOLDINGS
+        self._audit(conn, principal, purpose, what, items, subjects)
+
+    def audit_entries(
+        self,
+        *,
+        account: str = "",
+        principal: Principal | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> Page:
+        """Who read ``account``'s personal data, and why; the operator's look is audited too."""
+        principal = principal or Principal.operator()
+        with self.store.transaction() as conn:
+            account, items = audit_trail.entries_for(
+                conn, account, principal, after=after, limit=_page(limit)
             )
+            if principal.kind == "operator":
+                self._audit(conn, principal, Purpose.OPERATIONS, "audit_log", items, [account])
+        return _paged(items, limit, lambda e: str(e.seq))
+
+    def aggregates(
+        self,
+        *,
+        zone: str,
+        start: int,
+        end: int,
+        k: int = 0,
+        epsilon: float = 0.0,
+        bound_wh: int = 0,
+        purpose: Purpose = Purpose.REGULATION,
+        principal: Principal | None = None,
+    ):
+        """Regulator aggregates of a zone (:mod:`eap.node.domain.aggregates`)."""
+        principal = principal or Principal.operator()
+        if require_purpose(purpose, principal) != Purpose.REGULATION:
+            raise invalid("purpose", "aggregates are read with the REGULATION purpose")
+        return aggregates.compute(
+            self.store,
+            self.node_id,
+            zone=zone,
+            start=start,
+            end=end,
+            k=k,
+            k_min=self.config.privacy.k_anonymity,
+            epsilon=epsilon,
+            bound_wh=bound_wh or aggregates.DEFAULT_BOUND_WH,
+        )
+
+    def verify_audit_log(self, expect: tuple[int, str] | None = None):
+        """Recompute the audit chain and check its signed head (:func:`audit_trail.verify`)."""
+        return audit_trail.verify(self.store, self.keys, self.node_id, expect=expect)
 
 
 _RENEWABLE = {

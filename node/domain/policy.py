@@ -3,6 +3,8 @@
 * OPERATIONS: everything, operator only; reads of private fields are audit-logged.
 * HOLDINGS: an account holder's own bundles and claims; no device or meter details.
 * TRANSPARENCY: energy flows for anyone: pseudonyms, zone, coarse cell, amounts and times.
+* REGULATION: zone/hour aggregates only (``eap.node.domain.aggregates``), for the operator and
+  the regulator principal (``<home>/regulator-token``); no record-level reads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ def require_purpose(purpose: Purpose | int, principal: Principal) -> Purpose:
         raise PermissionDenied("the OPERATIONS purpose is reserved to the node operator")
     if purpose == Purpose.HOLDINGS and principal.kind != "account":
         raise invalid("purpose", "HOLDINGS reads are made by an account holder")
+    if purpose == Purpose.REGULATION and principal.kind not in ("operator", "regulator"):
+        raise PermissionDenied("the REGULATION purpose is reserved to the operator and regulator")
+    if principal.kind == "regulator" and purpose != Purpose.REGULATION:
+        raise PermissionDenied("the regulator reads aggregates only (purpose REGULATION)")
+    return purpose
+
+
+def require_record_purpose(purpose: Purpose | int, principal: Principal) -> Purpose:
+    """:func:`require_purpose` for reads of individual records, which REGULATION may not make."""
+    purpose = require_purpose(purpose, principal)
+    if purpose == Purpose.REGULATION:
+        raise invalid("purpose", "REGULATION reads aggregates only, not individual records")
     return purpose
 
 

@@ -49,7 +49,15 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from eap.node.api import convert
-from eap.node.domain import custody, holder_auth, idempotency, ledger, peer_credit, provenance
+from eap.node.domain import (
+    cells,
+    custody,
+    holder_auth,
+    idempotency,
+    ledger,
+    peer_credit,
+    provenance,
+)
 from eap.node.domain import obligations as obl
 from eap.node.domain.holder_auth import HolderAuth
 from eap.node.domain.rules import (
@@ -1375,6 +1383,9 @@ def _bundle_violation(b: pb.RecordBundle) -> str | None:
         return why
     if len(a.cell) > 16 or any(ord(c) < 0x20 for c in a.cell):
         return "malformed cell"
+    why = cells.cell_problem(a.cell)
+    if why:
+        return why
     if not 1 <= len(a.device_id) <= 64 or any(ord(c) < 0x20 for c in a.device_id):
         return "malformed device id"
     if not _HEX64.match(b.lineage_hash or ""):

@@ -73,3 +73,5 @@ class Purpose(_Named):
     OPERATIONS = 1
     TRANSPARENCY = 2
     HOLDINGS = 3
+    #: Zone-level statistics for a regulator (aggregates only, k-anonymous, optional DP noise).
+    REGULATION = 4

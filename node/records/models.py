@@ -201,8 +201,10 @@ class Page(Serialisable):
 class Principal:
     """Who is calling: the node operator, or the holder of one account."""
 
-    kind: str  # "operator" | "account"
+    kind: str  # "operator" | "account" | "regulator"
     account_id: str | None = None
+    #: How the caller came in, recorded in the audit log: "local" (CLI) or "grpc".
+    via: str = field(default="local", compare=False)
 
     @classmethod
     def operator(cls) -> Principal:
@@ -210,7 +212,31 @@ class Principal:
 
     @property
     def name(self) -> str:
-        return "operator" if self.kind == "operator" else f"account:{self.account_id}"
+        if self.kind in ("operator", "regulator"):
+            return self.kind
+        return f"account:{self.account_id}"
 
     def may_act_for(self, owner: str) -> bool:
         return self.kind == "operator" or self.account_id == owner
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the hash-chained audit log of reads of personal data."""
+
+    seq: int
+    at_ms: int
+    principal: str
+    via: str
+    purpose: str
+    what: str
+    count: int
+    accounts: tuple[str, ...]
+    fields: tuple[str, ...]
+    prev_hash: str
+    row_hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["accounts"], d["fields"] = list(self.accounts), list(self.fields)
+        return d

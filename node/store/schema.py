@@ -189,7 +189,9 @@ idempotency = Table(
     Column("created_at_ms", BigInteger, nullable=False),
 )
 
-#: Reads that disclosed private fields (DESIGN §8, purpose limitation).
+#: Reads that disclosed private fields (DESIGN §8, purpose limitation): append-only and
+#: hash-chained (migration 0012; ``eap.node.store.audit_repos``).  On PostgreSQL a trigger
+#: refuses UPDATE, DELETE and TRUNCATE.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -201,6 +203,43 @@ audit_log = Table(
     Column("purpose", String(32), nullable=False),
     Column("what", String(64), nullable=False),
     Column("count", Integer, nullable=False),
+    #: 1, 2, 3, ... in append order.
+    Column("seq", BigInteger, nullable=False),
+    #: How the reader came in: "local" (CLI, in-process) or "grpc".
+    Column("via", String(64), nullable=False, server_default=""),
+    #: JSON list of the account ids whose personal data the read returned, sorted.
+    Column("accounts", Text, nullable=False, server_default="[]"),
+    #: Comma-separated personal fields the read disclosed.
+    Column("fields", String(256), nullable=False, server_default=""),
+    #: row_hash of the previous row (64 zeros for the first).
+    Column("prev_hash", String(64), nullable=False),
+    #: Hex SHA-256 over the row's canonical content and prev_hash.
+    Column("row_hash", String(64), nullable=False),
+    UniqueConstraint("seq", name="uq_audit_log_seq"),
+)
+
+#: Index of audit rows by the account whose data was read (derived from audit_log.accounts;
+#: ``audit-log verify`` checks it against the chain).  Append-only like audit_log.
+audit_subjects = Table(
+    "audit_subjects",
+    metadata,
+    Column("account", String(200), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+)
+
+#: The chain's head: number of rows and last row_hash, signed with the node key.  One row
+#: (id 1), rewritten on every append in the same transaction.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False, server_default=""),
+    #: Hex Ed25519 signature over ``EAP-AUDIT-HEAD-v1``, node id, count and last_hash; empty
+    #: when written by the migration (no key there) until the next append.
+    Column("signature", Text, nullable=False, server_default=""),
 )
 
 # -- federation (migration 0002) -----------------------------------------------------------------

@@ -15,10 +15,12 @@ class ReadPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     READ_PURPOSE_OPERATIONS: _ClassVar[ReadPurpose]
     READ_PURPOSE_TRANSPARENCY: _ClassVar[ReadPurpose]
     READ_PURPOSE_HOLDINGS: _ClassVar[ReadPurpose]
+    READ_PURPOSE_REGULATION: _ClassVar[ReadPurpose]
 READ_PURPOSE_UNSPECIFIED: ReadPurpose
 READ_PURPOSE_OPERATIONS: ReadPurpose
 READ_PURPOSE_TRANSPARENCY: ReadPurpose
 READ_PURPOSE_HOLDINGS: ReadPurpose
+READ_PURPOSE_REGULATION: ReadPurpose
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -583,3 +585,109 @@ class HolderAuthorization(_message.Message):
     signature: bytes
     expires_at_ms: int
     def __init__(self, signature: _Optional[bytes] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListAuditEntriesRequest(_message.Message):
+    __slots__ = ("account", "page_size", "page_token")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    page_size: int
+    page_token: str
+    def __init__(self, account: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "at_ms", "principal", "via", "purpose", "what", "count", "accounts", "fields", "prev_hash", "row_hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    ROW_HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at_ms: int
+    principal: str
+    via: str
+    purpose: str
+    what: str
+    count: int
+    accounts: _containers.RepeatedScalarFieldContainer[str]
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    prev_hash: str
+    row_hash: str
+    def __init__(self, seq: _Optional[int] = ..., at_ms: _Optional[int] = ..., principal: _Optional[str] = ..., via: _Optional[str] = ..., purpose: _Optional[str] = ..., what: _Optional[str] = ..., count: _Optional[int] = ..., accounts: _Optional[_Iterable[str]] = ..., fields: _Optional[_Iterable[str]] = ..., prev_hash: _Optional[str] = ..., row_hash: _Optional[str] = ...) -> None: ...
+
+class ListAuditEntriesResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetAggregatesRequest(_message.Message):
+    __slots__ = ("purpose", "zone", "from_unix", "to_unix", "k", "epsilon", "bound_wh")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    FROM_UNIX_FIELD_NUMBER: _ClassVar[int]
+    TO_UNIX_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    BOUND_WH_FIELD_NUMBER: _ClassVar[int]
+    purpose: ReadPurpose
+    zone: str
+    from_unix: int
+    to_unix: int
+    k: int
+    epsilon: float
+    bound_wh: int
+    def __init__(self, purpose: _Optional[_Union[ReadPurpose, str]] = ..., zone: _Optional[str] = ..., from_unix: _Optional[int] = ..., to_unix: _Optional[int] = ..., k: _Optional[int] = ..., epsilon: _Optional[float] = ..., bound_wh: _Optional[int] = ...) -> None: ...
+
+class AggregateCell(_message.Message):
+    __slots__ = ("metric", "hour_start_unix", "source", "wh", "suppressed")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    HOUR_START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WH_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    hour_start_unix: int
+    source: _types_pb2.EnergySource
+    wh: int
+    suppressed: bool
+    def __init__(self, metric: _Optional[str] = ..., hour_start_unix: _Optional[int] = ..., source: _Optional[_Union[_types_pb2.EnergySource, str]] = ..., wh: _Optional[int] = ..., suppressed: _Optional[bool] = ...) -> None: ...
+
+class AggregatesReport(_message.Message):
+    __slots__ = ("zone", "from_unix", "to_unix", "k", "epsilon", "mechanism", "noise_scale", "bound_wh", "cells", "suppressed_cells", "total_issued_wh", "total_transferred_wh", "total_claimed_wh")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    FROM_UNIX_FIELD_NUMBER: _ClassVar[int]
+    TO_UNIX_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    BOUND_WH_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_CELLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ISSUED_WH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TRANSFERRED_WH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CLAIMED_WH_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    from_unix: int
+    to_unix: int
+    k: int
+    epsilon: float
+    mechanism: str
+    noise_scale: float
+    bound_wh: int
+    cells: _containers.RepeatedCompositeFieldContainer[AggregateCell]
+    suppressed_cells: int
+    total_issued_wh: int
+    total_transferred_wh: int
+    total_claimed_wh: int
+    def __init__(self, zone: _Optional[str] = ..., from_unix: _Optional[int] = ..., to_unix: _Optional[int] = ..., k: _Optional[int] = ..., epsilon: _Optional[float] = ..., mechanism: _Optional[str] = ..., noise_scale: _Optional[float] = ..., bound_wh: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[AggregateCell, _Mapping]]] = ..., suppressed_cells: _Optional[int] = ..., total_issued_wh: _Optional[int] = ..., total_transferred_wh: _Optional[int] = ..., total_claimed_wh: _Optional[int] = ...) -> None: ...

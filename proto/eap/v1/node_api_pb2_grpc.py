@@ -142,6 +142,16 @@ class NodeApiStub:
                 request_serializer=eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_node__api__pb2.MatchingReport.FromString,
                 _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/eap.v1.NodeApi/ListAuditEntries',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetAggregates = channel.unary_unary(
+                '/eap.v1.NodeApi/GetAggregates',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.GetAggregatesRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.AggregatesReport.FromString,
+                _registered_method=True)
 
 
 class NodeApiServicer:
@@ -314,6 +324,26 @@ class NodeApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEntries(self, request, context):
+        """Who read an account's personal data and why: the rows of the node's hash-chained audit
+        log naming the account. With an account token: that account's rows only (`account` empty
+        or its own id, PERMISSION_DENIED otherwise). With the operator token: any account (the
+        look itself is audit-logged). Regulator: PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAggregates(self, request, context):
+        """Wh issued, transferred and claimed in a zone per hour and energy source, for a regulator:
+        cells with fewer than k distinct devices (issued) or holders (moves) are suppressed;
+        optional differential-privacy noise (docs/aggregates.md). Purpose REGULATION; operator or
+        regulator token (PERMISSION_DENIED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -421,6 +451,16 @@ def add_NodeApiServicer_to_server(servicer, server):
                     servicer.GetMatchingReport,
                     request_deserializer=eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.FromString,
                     response_serializer=eap_dot_v1_dot_node__api__pb2.MatchingReport.SerializeToString,
+            ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'GetAggregates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAggregates,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.GetAggregatesRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.AggregatesReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -992,6 +1032,60 @@ class NodeApi:
             '/eap.v1.NodeApi/GetMatchingReport',
             eap_dot_v1_dot_node__api__pb2.GetMatchingReportRequest.SerializeToString,
             eap_dot_v1_dot_node__api__pb2.MatchingReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/ListAuditEntries',
+            eap_dot_v1_dot_node__api__pb2.ListAuditEntriesRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAggregates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/GetAggregates',
+            eap_dot_v1_dot_node__api__pb2.GetAggregatesRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.AggregatesReport.FromString,
             options,
             channel_credentials,
             insecure,
