@@ -411,6 +411,14 @@ def _sum(conn: Connection, expr, *where, group_by=None) -> list[tuple]:
 
 
 def totals(conn: Connection) -> dict[str, int]:
+    """The node's totals from the maintained ``totals`` table (no scan; see totals_repos)."""
+    from eap.node.store.totals_repos import totals as maintained
+
+    return maintained(conn)
+
+
+def full_totals(conn: Connection) -> dict[str, int]:
+    """The same totals by full scans (the audit of the maintained ones)."""
     c = t.bundles.c
     wh = c.serial_end - c.serial_start
     by_status = dict(_sum(conn, wh, group_by=c.status))

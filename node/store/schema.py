@@ -11,6 +11,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     SmallInteger,
     String,
     Table,
@@ -108,7 +109,11 @@ bundles = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("held_by", String(128)),
     UniqueConstraint("issuer", "serial_start", "serial_end", name="uq_bundles_range"),
-    Index("ix_bundles_owner_status", "owner", "status"),
+    # Keyset listings (migration 0014): each filter's index ends in the page key, no sort.
+    Index("ix_bundles_owner_status_id", "owner", "status", "id"),
+    Index("ix_bundles_owner_id", "owner", "id"),
+    Index("ix_bundles_status_id", "status", "id"),
+    Index("ix_bundles_device_id", "device_id", "id"),
     Index("ix_bundles_device", "device_id", "interval_start"),
 )
 
@@ -141,6 +146,17 @@ claims = Table(
     Column("digest", LargeBinary, nullable=False),
     Column("signature", LargeBinary, nullable=False),
     Column("key_id", String(64), nullable=False),
+    Index("ix_claims_beneficiary_seq", "beneficiary", "seq"),
+)
+
+#: Running totals of the node (``eap-node status``), kept exact by triggers (migration 0014)
+#: in the same transaction as the rows they count: ``accounts``, ``devices``, ``readings``,
+#: ``wh_metered``, ``wh_issued``, ``bundles_<status>``, ``wh_<status>``, ``transfers_wh_<dir>``.
+totals = Table(
+    "totals",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger().with_variant(Numeric(40, 0), "postgresql"), nullable=False),
 )
 
 #: Journal of every lifecycle action (issue, transfer, split, retire), for audit and replay.
