@@ -6,6 +6,7 @@ transaction under an idempotency key; every rule violation raises before anythin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,7 +24,15 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
+from eap.node.domain import (
+    anchoring,
+    custody,
+    idempotency,
+    ledger,
+    listings,
+    obligations,
+    plugin_calls,
+)
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
@@ -400,10 +409,28 @@ class Node:
         page_token = check_page_token(page_token, DEVICE_ID_RE)
         with self.store.transaction() as conn:
             items = repos.list_devices(conn, page_token, _page(page_size))
+            # The next page starts after the last device read, not the last one shown.
+            nxt = items[-1].id if len(items) == _page(page_size) else ""
             if principal.kind == "account":
                 items = [d for d in items if d.owner == principal.account_id]
             self._audit(conn, principal, purpose, "devices", items)
-        return _paged([redact_device(d, purpose) for d in items], page_size, lambda d: d.id)
+        return Page([redact_device(d, purpose) for d in items], nxt)
+
+    def stream_devices(self, **filters: Any):
+        """Every device (``list_devices`` filters), page after page: constant memory."""
+        return listings.walk(functools.partial(self.list_devices, **filters))
+
+    def stream_accounts(self, **filters: Any):
+        """Every account (``list_accounts`` filters), page after page: constant memory."""
+        return listings.walk(functools.partial(self.list_accounts, **filters))
+
+    def stream_bundles(self, **filters: Any):
+        """Every bundle (``list_bundles`` filters) in serial order: constant memory."""
+        return listings.walk(functools.partial(self.list_bundles, **filters))
+
+    def stream_claims(self, **filters: Any):
+        """Every claim receipt (``list_claims`` filters) in claim order: constant memory."""
+        return listings.walk(functools.partial(self.list_claims, **filters))
 
     # -- meter readings -------------------------------------------------------------------------
 

@@ -109,11 +109,12 @@ bundles = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("held_by", String(128)),
     UniqueConstraint("issuer", "serial_start", "serial_end", name="uq_bundles_range"),
-    # Keyset listings (migration 0014): each filter's index ends in the page key, no sort.
-    Index("ix_bundles_owner_status_id", "owner", "status", "id"),
-    Index("ix_bundles_owner_id", "owner", "id"),
-    Index("ix_bundles_status_id", "status", "id"),
-    Index("ix_bundles_device_id", "device_id", "id"),
+    # Keyset listings in serial order (migration 0014): each filter's index ends in the page
+    # key (issuer, serial_start), so a page is an index range scan with no sort.
+    Index("ix_bundles_owner_status_serial", "owner", "status", "issuer", "serial_start"),
+    Index("ix_bundles_owner_serial", "owner", "issuer", "serial_start"),
+    Index("ix_bundles_status_serial", "status", "issuer", "serial_start"),
+    Index("ix_bundles_device_serial", "device_id", "issuer", "serial_start"),
     Index("ix_bundles_device", "device_id", "interval_start"),
 )
 

@@ -1,7 +1,8 @@
 """keyset listing indexes and maintained totals
 
-Listings page with ``WHERE <filter> = ? AND id > ? ORDER BY id LIMIT n``: each filter gets a
-composite index ending in the key, so a page is an index range scan with no sort.  ``totals``
+Listings page in serial order, ``WHERE <filter> = ? AND (issuer, serial_start) > (?, ?)
+ORDER BY issuer, serial_start LIMIT n``: each filter gets a
+composite index ending in that key, so a page is an index range scan with no sort.  ``totals``
 holds the node's running totals, kept exact by triggers on the tables they count, so they
 change in the same transaction as the rows (a rollback undoes both) whatever code path writes.
 
@@ -59,10 +60,8 @@ def _sqlite_triggers(table: str, columns, parts) -> list[str]:
 
     changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
     out = [
-        f"CREATE TRIGGER tr_totals_{table}_ins AFTER INSERT ON {table} BEGIN\n"
-        f"{add('NEW', '')}END",
-        f"CREATE TRIGGER tr_totals_{table}_del AFTER DELETE ON {table} BEGIN\n"
-        f"{add('OLD', '-')}END",
+        f"CREATE TRIGGER tr_totals_{table}_ins AFTER INSERT ON {table} BEGIN\n{add('NEW', '')}END",
+        f"CREATE TRIGGER tr_totals_{table}_del AFTER DELETE ON {table} BEGIN\n{add('OLD', '-')}END",
     ]
     if columns:
         out.append(
@@ -129,10 +128,12 @@ def _recount(table: str, parts) -> str:
 def upgrade() -> None:
     with op.batch_alter_table("bundles") as batch:
         batch.drop_index("ix_bundles_owner_status")
-        batch.create_index("ix_bundles_owner_status_id", ["owner", "status", "id"])
-        batch.create_index("ix_bundles_owner_id", ["owner", "id"])
-        batch.create_index("ix_bundles_status_id", ["status", "id"])
-        batch.create_index("ix_bundles_device_id", ["device_id", "id"])
+        batch.create_index(
+            "ix_bundles_owner_status_serial", ["owner", "status", "issuer", "serial_start"]
+        )
+        batch.create_index("ix_bundles_owner_serial", ["owner", "issuer", "serial_start"])
+        batch.create_index("ix_bundles_status_serial", ["status", "issuer", "serial_start"])
+        batch.create_index("ix_bundles_device_serial", ["device_id", "issuer", "serial_start"])
     with op.batch_alter_table("claims") as batch:
         batch.create_index("ix_claims_beneficiary_seq", ["beneficiary", "seq"])
     op.create_table(
@@ -154,7 +155,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
-    for table, (columns, _parts) in CONTRIBUTIONS.items():
+    for table in CONTRIBUTIONS:
         for kind in ("ins", "del", "upd"):
             op.execute(
                 f"DROP TRIGGER IF EXISTS tr_totals_{table}_{kind}" + (f" ON {table}" if pg else "")
@@ -165,8 +166,8 @@ def downgrade() -> None:
     with op.batch_alter_table("claims") as batch:
         batch.drop_index("ix_claims_beneficiary_seq")
     with op.batch_alter_table("bundles") as batch:
-        batch.drop_index("ix_bundles_device_id")
-        batch.drop_index("ix_bundles_status_id")
-        batch.drop_index("ix_bundles_owner_id")
-        batch.drop_index("ix_bundles_owner_status_id")
+        batch.drop_index("ix_bundles_device_serial")
+        batch.drop_index("ix_bundles_status_serial")
+        batch.drop_index("ix_bundles_owner_serial")
+        batch.drop_index("ix_bundles_owner_status_serial")
         batch.create_index("ix_bundles_owner_status", ["owner", "status"])
