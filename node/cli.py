@@ -1037,3 +1037,8 @@ _register_ledger(main)
 from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
 _register_plugins(main)
+
+# Bulk device onboarding (`device import`).
+from eap.node.device_cli import register as _register_device_import  # noqa: E402
+
+_register_device_import(main)

@@ -27,6 +27,7 @@ from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudony
 from eap.node.domain import (
     anchoring,
     custody,
+    device_rules,
     idempotency,
     ledger,
     listings,
@@ -40,12 +41,9 @@ from eap.node.domain.rules import (
     BUNDLE_ID_RE,
     CLAIM_SEQ_RE,
     DEVICE_ID_RE,
-    LOCAL_REF_RE,
     MAX_CAPACITY_W,
-    MAX_CARBON_MG,
     MAX_INTERVAL_S,
     MAX_READING_WH,
-    MAX_RENEWABLE_PPM,
     ZONE_RE,
     Checker,
     interval_violation,
@@ -271,59 +269,29 @@ class Node:
         principal = principal or Principal.operator()
         self._operator_only(principal, "register devices")
         check = Checker("invalid device")
-        check.text(
-            local_ref,
-            "device.local_ref",
-            max_len=64,
-            pattern=LOCAL_REF_RE,
-            hint="letters, digits, '_', '.', ':' or '-'",
+        payload = device_rules.check_device(
+            check,
+            dict(
+                local_ref=local_ref,
+                capacity_w=capacity_w,
+                source=source,
+                technology=technology,
+                commissioned_on=commissioned_on,
+                latitude=latitude,
+                longitude=longitude,
+                zone=zone,
+                owner=owner,
+                meter_id=meter_id,
+                renewable_ppm=renewable_ppm,
+                carbon_mg=carbon_mg,
+                attestation_scheme=attestation_scheme,
+                attestation_evidence=attestation_evidence,
+            ),
         )
-        check.int_range(capacity_w, "device.capacity_w", 1, MAX_CAPACITY_W, "W")
-        src = tech = None
-        try:
-            src = Source.parse(source, "device.source")
-        except InvalidArgument as e:
-            check.violations += e.violations
-        try:
-            tech = Technology.parse(technology, "device.technology")
-        except InvalidArgument as e:
-            check.violations += e.violations
-        check.iso_date(commissioned_on, "device.commissioned_on")
-        check.require(
-            isinstance(latitude, int | float) and -90 <= latitude <= 90,
-            "device.latitude",
-            "must be within -90..90 degrees",
-        )
-        check.require(
-            isinstance(longitude, int | float) and -180 <= longitude <= 180,
-            "device.longitude",
-            "must be within -180..180 degrees",
-        )
-        check.text(zone, "device.zone", max_len=32, pattern=ZONE_RE, hint="like CO-ANT, ES or NL")
-        check.text(owner, "device.owner", max_len=64, pattern=ACCOUNT_RE, hint="an acct_ id")
-        check.text(meter_id, "device.meter_id", max_len=128)
-        if renewable_ppm is None:
-            renewable_ppm = MAX_RENEWABLE_PPM if src in _RENEWABLE else 0
-        check.int_range(renewable_ppm, "device.renewable_ppm", 0, MAX_RENEWABLE_PPM, "ppm")
-        check.int_range(carbon_mg, "device.carbon_mg_per_kwh", 0, MAX_CARBON_MG, "mg/kWh")
-        check.text(attestation_scheme, "attestation.scheme", max_len=64)
-        check.text(attestation_evidence, "attestation.evidence", max_len=256)
         check.done()
-        payload = dict(
-            local_ref=local_ref,
-            capacity_w=capacity_w,
-            source=int(src),
-            technology=int(tech),
-            commissioned_on=commissioned_on,
-            latitude=latitude,
-            longitude=longitude,
-            zone=zone,
-            owner=owner,
-            meter_id=meter_id,
-            renewable_ppm=renewable_ppm,
-            carbon_mg=carbon_mg,
-            attestation=[attestation_scheme, attestation_evidence],
-        )
+        assert payload is not None
+        src, tech = Source(payload["source"]), Technology(payload["technology"])
+        renewable_ppm = payload["renewable_ppm"]
 
         # Plugins judge the device before anything is written: a violation, a raise or a
         # timeout refuses the registration with nothing changed.
@@ -388,6 +356,24 @@ class Node:
             payload=payload,
             result_type=Device,
             fn=op,
+        )
+
+    def register_devices(
+        self, rows: list[dict[str, Any]], *, request_id: str, principal: Principal | None = None
+    ):
+        """Register many devices, all or nothing (:mod:`~eap.node.domain.device_import`)."""
+        from eap.node.domain import device_import
+
+        return device_import.register_devices(
+            self, rows, request_id=request_id, principal=principal
+        )
+
+    def import_devices(self, path: Path, *, request_id: str, fmt: str = ""):
+        """``register_devices`` over a CSV or JSON Lines file (``eap-node device import``)."""
+        from eap.node.domain import device_import
+
+        return self.register_devices(
+            device_import.read_rows(Path(path), fmt), request_id=request_id
         )
 
     def _attestation_settings(self) -> dict[str, Any]:
@@ -461,7 +447,7 @@ class Node:
             principal=principal,
             payload=payload,
             result_type=ImportResult,
-            fn=lambda conn: self._store_readings(conn, readings),
+            fn=lambda conn: self._store_readings(conn, readings, require_known=True),
         )
 
     def import_pulled_readings(
@@ -510,7 +496,11 @@ class Node:
             except InvalidArgument as exc:  # never show the server's temporary path
                 raise _hide_path(exc, str(path), filename or "content") from None
 
-    def _store_readings(self, conn: Connection, rd: MeterReadings) -> ImportResult:
+    def _store_readings(
+        self, conn: Connection, rd: MeterReadings, *, require_known: bool = False
+    ) -> ImportResult:
+        """Store ``rd``; with ``require_known`` (a file import) a file none of whose meters
+        is registered is refused (NotFound naming the meter ids) rather than imported empty."""
         if rd.kind != "production":
             raise invalid(
                 "file",
@@ -525,6 +515,14 @@ class Node:
         keep = known[rd.meter]
         meter_idx = rd.meter[keep]
         start, end, wh = rd.interval_start[keep], rd.interval_end[keep], rd.wh[keep]
+        if len(start) == 0 and require_known and unknown:
+            shown = ", ".join(unknown[:10]) + (
+                f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            )
+            raise NotFound(
+                f"none of the file's meters has a registered device: {shown}",
+                [_fv("file", f"no registered device for meter {m}") for m in unknown[:50]],
+            )
         if len(start) == 0:
             return ImportResult(unknown_meters=unknown)
         dev_ids = np.array(
