@@ -96,6 +96,82 @@ def _rpc(method):
     return wrapper
 
 
+def _stream_rpc(method):
+    """:func:`_rpc` for server-streaming methods: errors raised while streaming (not only
+    before the first message) are mapped to a status too."""
+
+    @functools.wraps(method)
+    def wrapper(self: NodeApiServicer, request, context: grpc.ServicerContext):
+        try:
+            principal = self.authenticate(context)
+            yield from method(self, request, context, principal)
+        except EapError as exc:
+            abort_with(context, _on_the_wire(method.__name__, request, exc))
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+
+    return wrapper
+
+
+#: ``device import`` column -> its path in a DeviceRegistration (RegisterDevices violations).
+_REGISTRATION_FIELDS = {
+    "ref": "device.local_ref",
+    "capacity_w": "device.capacity_w",
+    "source": "device.source",
+    "technology": "device.technology",
+    "commissioned": "device.commissioned_on",
+    "lat": "device.latitude",
+    "lon": "device.longitude",
+    "zone": "device.zone",
+    "owner": "device.owner",
+    "meter_id": "device.meter_id",
+    "renewable_ppm": "device.renewable_ppm",
+    "carbon": "device.carbon_mg_per_kwh",
+    "attestation": "attestation.evidence",
+    "attestation_scheme": "attestation.scheme",
+}
+#: Field violations carried by one RegisterDevices refusal (status details travel in
+#: trailing metadata, which has a size limit).
+_MAX_WIRE_VIOLATIONS = 100
+
+
+def _registration_row(reg) -> dict:
+    d, a = reg.device, reg.attestation
+    row = {
+        "ref": d.local_ref,
+        "capacity_w": d.capacity_w,
+        "source": d.source,
+        "technology": d.technology,
+        "commissioned": d.commissioned_on,
+        "lat": d.latitude,
+        "lon": d.longitude,
+        "zone": d.zone,
+        "owner": d.owner,
+        "meter_id": d.meter_id,
+        "carbon": d.carbon_mg_per_kwh,
+        "attestation": a.evidence,
+        "attestation_scheme": a.scheme,
+    }
+    if d.renewable_ppm:
+        row["renewable_ppm"] = d.renewable_ppm
+    return row
+
+
+def _registration_violations(exc: EapError) -> EapError:
+    out = []
+    for v in exc.violations[:_MAX_WIRE_VIOLATIONS]:
+        m = re.match(r"^(devices\[\d+\])(?:\.(.*))?$", v.field)
+        if m and m.group(2):
+            out.append(FieldViolation(
+                f"{m.group(1)}.{_REGISTRATION_FIELDS.get(m.group(2), m.group(2))}",
+                v.description))
+        else:
+            out.append(v)
+    exc.violations = out
+    return exc
+
+
 class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     def __init__(self, node: Node, *, transfers: Any = None) -> None:
         self.node = node
@@ -394,6 +470,53 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
         return self._settlement_reader().list(
             page_size=request.page_size, page_token=request.page_token
         )
+
+
+    @_rpc
+    def RegisterDevices(self, request, context, principal):
+        try:
+            res = self.node.register_devices(
+                [_registration_row(r) for r in request.devices],
+                request_id=request.request_id,
+                principal=principal,
+            )
+        except EapError as exc:
+            raise _registration_violations(exc) from None
+        return api.RegisterDevicesResponse(
+            devices=res.devices, first_id=res.first_id, last_id=res.last_id
+        )
+
+    @_stream_rpc
+    def StreamBundles(self, request, context, principal):
+        for b in self._stream(self.node.list_bundles, request, principal, owner=request.owner,
+                              status=request.status, device=request.device):
+            yield convert.bundle(b)
+
+    @_stream_rpc
+    def StreamDevices(self, request, context, principal):
+        for d in self._stream(self.node.list_devices, request, principal):
+            yield convert.device(d)
+
+    @_stream_rpc
+    def StreamClaims(self, request, context, principal):
+        for c in self._stream(self.node.list_claims, request, principal,
+                              beneficiary=request.beneficiary):
+            yield convert.claim(c)
+
+    @staticmethod
+    def _stream(list_page, request, principal, **filters):
+        """Keyset pages of ``list_page`` from the request's page token on, one at a time
+        (:func:`eap.node.domain.listings.walk`): the node holds one page, never the list."""
+        from eap.node.domain.listings import STREAM_PAGE
+
+        token = request.page_token
+        while True:
+            page = list_page(purpose=_purpose(request.purpose), principal=principal,
+                             page_size=STREAM_PAGE, page_token=token, **filters)
+            yield from page.items
+            if not page.next_token:
+                return
+            token = page.next_token
 
 
 def _peer_balance(b) -> api.PeerBalance:
