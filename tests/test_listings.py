@@ -31,13 +31,24 @@ def _fill(node, owners: list[str], n: int, issuer: str = "", start: int = 0) -> 
         s = start + i * 10
         items.append(
             Bundle(
-                id=bundle_id(issuer, s, s + 10), issuer=issuer, serial_start=s, serial_end=s + 10,
-                device_id="dev_x", interval_start=3600 * i, interval_end=3600 * (i + 1),
-                source=int(Source.SOLAR), technology=int(Technology.PHOTOVOLTAIC),
-                renewable_ppm=1_000_000, carbon_mg=0, zone="CO-ANT", cell="N06W076",
+                id=bundle_id(issuer, s, s + 10),
+                issuer=issuer,
+                serial_start=s,
+                serial_end=s + 10,
+                device_id="dev_x",
+                interval_start=3600 * i,
+                interval_end=3600 * (i + 1),
+                source=int(Source.SOLAR),
+                technology=int(Technology.PHOTOVOLTAIC),
+                renewable_ppm=1_000_000,
+                carbon_mg=0,
+                zone="CO-ANT",
+                cell="N06W076",
                 owner=owners[i % len(owners)],
                 status=int(Status.RETIRED if i % 3 == 0 else Status.ACTIVE),
-                parent_id=None, lineage_hash="0" * 64, issued_at_ms=0,
+                parent_id=None,
+                lineage_hash="0" * 64,
+                issued_at_ms=0,
             )
         )
     with node.store.transaction() as conn:
@@ -86,8 +97,7 @@ def test_claims_by_beneficiary_page_on_their_index(node):
     with node.store.read() as conn:
         if conn.dialect.name != "sqlite":
             pytest.skip("SQLite plan; the PostgreSQL index is the same")
-        sql = (f"SELECT seq FROM claims WHERE beneficiary = 'x' AND seq > 5 ORDER BY seq "
-               f"LIMIT 100")
+        sql = "SELECT seq FROM claims WHERE beneficiary = 'x' AND seq > 5 ORDER BY seq LIMIT 100"
         plan = " | ".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
     assert "ix_claims_beneficiary_seq" in plan and "TEMP B-TREE" not in plan, plan
     assert c.beneficiary is not None
@@ -134,8 +144,12 @@ def test_streaming_memory_is_flat_in_the_listing_size(node):
 
 
 def _cli(home, *args):
-    return subprocess.run([sys.executable, "-m", "eap.node", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "eap.node", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_json_is_json_lines_with_named_enums(tmp_path):
@@ -169,25 +183,53 @@ def test_stream_rpcs_send_every_row(node):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = node_api_pb2_grpc.NodeApiStub(ch)
             md = (("authorization", f"Bearer {node.config.api_token()}"),)
-            got = list(stub.StreamBundles(api.ListBundlesRequest(
-                purpose=api.READ_PURPOSE_OPERATIONS, owner=owners[0]), metadata=md))
+            got = list(
+                stub.StreamBundles(
+                    api.ListBundlesRequest(purpose=api.READ_PURPOSE_OPERATIONS, owner=owners[0]),
+                    metadata=md,
+                )
+            )
             assert len(got) == 1150 and {b.owner for b in got} == {owners[0]}
             assert [b.serial_start for b in got] == sorted(b.serial_start for b in got)
-            after = list(stub.StreamBundles(api.ListBundlesRequest(
-                purpose=api.READ_PURPOSE_OPERATIONS, owner=owners[0], page_token=got[99].id),
-                metadata=md))
+            after = list(
+                stub.StreamBundles(
+                    api.ListBundlesRequest(
+                        purpose=api.READ_PURPOSE_OPERATIONS, owner=owners[0], page_token=got[99].id
+                    ),
+                    metadata=md,
+                )
+            )
             assert [b.id for b in after] == [b.id for b in got[100:]]
-            assert list(stub.StreamDevices(api.ListDevicesRequest(
-                purpose=api.READ_PURPOSE_OPERATIONS), metadata=md)) == []
-            assert list(stub.StreamClaims(api.ListClaimsRequest(
-                purpose=api.READ_PURPOSE_OPERATIONS), metadata=md)) == []
+            assert (
+                list(
+                    stub.StreamDevices(
+                        api.ListDevicesRequest(purpose=api.READ_PURPOSE_OPERATIONS), metadata=md
+                    )
+                )
+                == []
+            )
+            assert (
+                list(
+                    stub.StreamClaims(
+                        api.ListClaimsRequest(purpose=api.READ_PURPOSE_OPERATIONS), metadata=md
+                    )
+                )
+                == []
+            )
             with pytest.raises(grpc.RpcError) as err:
-                list(stub.StreamBundles(api.ListBundlesRequest(
-                    purpose=api.READ_PURPOSE_OPERATIONS, page_token="not a token"), metadata=md))
+                list(
+                    stub.StreamBundles(
+                        api.ListBundlesRequest(
+                            purpose=api.READ_PURPOSE_OPERATIONS, page_token="not a token"
+                        ),
+                        metadata=md,
+                    )
+                )
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.RpcError) as err:
-                list(stub.StreamBundles(api.ListBundlesRequest(
-                    purpose=api.READ_PURPOSE_OPERATIONS)))
+                list(
+                    stub.StreamBundles(api.ListBundlesRequest(purpose=api.READ_PURPOSE_OPERATIONS))
+                )
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         server.stop(0).wait()

@@ -35,9 +35,17 @@ def _consistent(node) -> dict:
 def _device(node, owner: str) -> str:
     n = next(_seq)
     node.register_device(
-        request_id=f"dev-{n}", local_ref=f"roof-{n}", capacity_w=5000, source="solar",
-        technology="photovoltaic", commissioned_on="2020-05-01", latitude=6.2,
-        longitude=-75.5, zone="CO-ANT", owner=owner, meter_id=f"m{n}",
+        request_id=f"dev-{n}",
+        local_ref=f"roof-{n}",
+        capacity_w=5000,
+        source="solar",
+        technology="photovoltaic",
+        commissioned_on="2020-05-01",
+        latitude=6.2,
+        longitude=-75.5,
+        zone="CO-ANT",
+        owner=owner,
+        meter_id=f"m{n}",
         attestation_evidence="agreement",
     )
     return f"m{n}"
@@ -53,15 +61,17 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=OPS)
 def test_totals_equal_a_full_recount_after_random_operations(node, tmp_path, ops):
     owners = [a.id for a in node.list_accounts(purpose=Purpose.OPERATIONS, page_size=1000).items]
     if not owners:
         owners.append(node.create_account(request_id="first").account.id)
-    meters = [d.meter_id for d in node.list_devices(purpose=Purpose.OPERATIONS,
-                                                    page_size=1000).items]
+    meters = [
+        d.meter_id for d in node.list_devices(purpose=Purpose.OPERATIONS, page_size=1000).items
+    ]
     for op, x in ops:
         n = next(_seq)
         try:
@@ -71,26 +81,33 @@ def test_totals_equal_a_full_recount_after_random_operations(node, tmp_path, ops
                 meters.append(_device(node, owners[x % len(owners)]))
             elif op == "import" and meters:
                 start = dt.datetime(2024, 1, 1) + dt.timedelta(hours=n)
-                rows = [(f"{start:%Y-%m-%d %H:%M:%S}",
-                         f"{start + dt.timedelta(hours=1):%Y-%m-%d %H:%M:%S}",
-                         meters[x % len(meters)], 1 + x % 4000)]
-                node.import_readings(write_csv(tmp_path / f"r{n}.csv", rows),
-                                     request_id=f"i{n}")
+                rows = [
+                    (
+                        f"{start:%Y-%m-%d %H:%M:%S}",
+                        f"{start + dt.timedelta(hours=1):%Y-%m-%d %H:%M:%S}",
+                        meters[x % len(meters)],
+                        1 + x % 4000,
+                    )
+                ]
+                node.import_readings(write_csv(tmp_path / f"r{n}.csv", rows), request_id=f"i{n}")
             elif op == "issue":
                 node.issue(request_id=f"s{n}")
             elif op in ("transfer", "split", "retire"):
-                active = node.list_bundles(purpose=Purpose.OPERATIONS,
-                                           status=int(Status.ACTIVE), page_size=50).items
+                active = node.list_bundles(
+                    purpose=Purpose.OPERATIONS, status=int(Status.ACTIVE), page_size=50
+                ).items
                 if not active:
                     continue
                 b = active[x % len(active)]
                 part = 0 if op == "transfer" or b.wh < 2 else 1 + x % (b.wh - 1)
                 if op == "retire":
-                    node.retire(b.id, beneficiary="city hall", purpose="scope2", wh=part,
-                                request_id=f"r{n}")
+                    node.retire(
+                        b.id, beneficiary="city hall", purpose="scope2", wh=part, request_id=f"r{n}"
+                    )
                 else:
-                    node.transfer(b.id, to_account=owners[x % len(owners)], wh=part,
-                                  request_id=f"t{n}")
+                    node.transfer(
+                        b.id, to_account=owners[x % len(owners)], wh=part, request_id=f"t{n}"
+                    )
         except EapError:
             pass  # a refused operation changes nothing; the totals must still match
         _consistent(node)
@@ -121,9 +138,10 @@ def test_a_transaction_that_fails_midway_rolls_its_totals_back(node, solar, mete
 
     with pytest.raises(Crash), node.store.transaction() as conn:
         # What a retirement writes, then the process "dies" before the commit.
-        found, version = repos.get_bundle(conn, bundle.id)
-        assert repos.set_bundle_state(conn, bundle.id, version, expect_status=Status.ACTIVE,
-                                      status=int(Status.RETIRED))
+        _found, version = repos.get_bundle(conn, bundle.id)
+        assert repos.set_bundle_state(
+            conn, bundle.id, version, expect_status=Status.ACTIVE, status=int(Status.RETIRED)
+        )
         conn.exec_driver_sql("DELETE FROM readings")
         assert totals_repos.totals(conn) != before  # moved inside the transaction
         raise Crash
