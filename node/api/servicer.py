@@ -163,9 +163,12 @@ def _registration_violations(exc: EapError) -> EapError:
     for v in exc.violations[:_MAX_WIRE_VIOLATIONS]:
         m = re.match(r"^(devices\[\d+\])(?:\.(.*))?$", v.field)
         if m and m.group(2):
-            out.append(FieldViolation(
-                f"{m.group(1)}.{_REGISTRATION_FIELDS.get(m.group(2), m.group(2))}",
-                v.description))
+            out.append(
+                FieldViolation(
+                    f"{m.group(1)}.{_REGISTRATION_FIELDS.get(m.group(2), m.group(2))}",
+                    v.description,
+                )
+            )
         else:
             out.append(v)
     exc.violations = out
@@ -404,10 +407,16 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
         if principal.kind != "operator":
             raise PermissionDenied("SetPeerLimits is reserved to the node operator")
-        return _peer_balance(peer_credit.set_limits(
-            self.node.store, self.node.node_id, peer=request.peer, currency=request.currency,
-            credit_limit_minor=request.credit_limit_minor,
-            settle_threshold_minor=request.settle_threshold_minor))
+        return _peer_balance(
+            peer_credit.set_limits(
+                self.node.store,
+                self.node.node_id,
+                peer=request.peer,
+                currency=request.currency,
+                credit_limit_minor=request.credit_limit_minor,
+                settle_threshold_minor=request.settle_threshold_minor,
+            )
+        )
 
     @_rpc
     def ListPeerBalances(self, request, context, principal):
@@ -416,8 +425,11 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
         if principal.kind != "operator":
             raise PermissionDenied("ListPeerBalances is reserved to the node operator")
-        return api.ListPeerBalancesResponse(balances=[
-            _peer_balance(b) for b in peer_credit.balances(self.node.store, self.node.node_id)])
+        return api.ListPeerBalancesResponse(
+            balances=[
+                _peer_balance(b) for b in peer_credit.balances(self.node.store, self.node.node_id)
+            ]
+        )
 
     @_rpc
     def RunAudit(self, request, context, principal):
@@ -426,8 +438,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             raise PermissionDenied("RunAudit is reserved to the node operator")
         if self.transfers is None:
             raise FailedPrecondition(
-                "the audit needs the federation of `eap-node serve` "
-                "(TLS material in the node home)"
+                "the audit needs the federation of `eap-node serve` (TLS material in the node home)"
             )
         from eap.node.federation.audit import Auditor
 
@@ -471,7 +482,6 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             page_size=request.page_size, page_token=request.page_token
         )
 
-
     @_rpc
     def RegisterDevices(self, request, context, principal):
         try:
@@ -488,8 +498,14 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
     @_stream_rpc
     def StreamBundles(self, request, context, principal):
-        for b in self._stream(self.node.list_bundles, request, principal, owner=request.owner,
-                              status=request.status, device=request.device):
+        for b in self._stream(
+            self.node.list_bundles,
+            request,
+            principal,
+            owner=request.owner,
+            status=request.status,
+            device=request.device,
+        ):
             yield convert.bundle(b)
 
     @_stream_rpc
@@ -499,8 +515,9 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
     @_stream_rpc
     def StreamClaims(self, request, context, principal):
-        for c in self._stream(self.node.list_claims, request, principal,
-                              beneficiary=request.beneficiary):
+        for c in self._stream(
+            self.node.list_claims, request, principal, beneficiary=request.beneficiary
+        ):
             yield convert.claim(c)
 
     @staticmethod
@@ -511,8 +528,13 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
         token = request.page_token
         while True:
-            page = list_page(purpose=_purpose(request.purpose), principal=principal,
-                             page_size=STREAM_PAGE, page_token=token, **filters)
+            page = list_page(
+                purpose=_purpose(request.purpose),
+                principal=principal,
+                page_size=STREAM_PAGE,
+                page_token=token,
+                **filters,
+            )
             yield from page.items
             if not page.next_token:
                 return
@@ -521,6 +543,11 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
 def _peer_balance(b) -> api.PeerBalance:
     return api.PeerBalance(
-        peer=b.peer, currency=b.currency, credit_limit_minor=b.credit_limit_minor,
-        settle_threshold_minor=b.settle_threshold_minor, receivable_minor=b.receivable_minor,
-        payable_minor=b.payable_minor, balance_minor=b.balance_minor)
+        peer=b.peer,
+        currency=b.currency,
+        credit_limit_minor=b.credit_limit_minor,
+        settle_threshold_minor=b.settle_threshold_minor,
+        receivable_minor=b.receivable_minor,
+        payable_minor=b.payable_minor,
+        balance_minor=b.balance_minor,
+    )

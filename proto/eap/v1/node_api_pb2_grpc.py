@@ -323,7 +323,7 @@ class NodeApiServicer:
     def RegisterDevices(self, request, context):
         """Registers many devices at once, all or nothing: every device passes the checks of
         RegisterDevice (attestation and validation plugins included); any refused device refuses
-        the whole request (INVALID_ARGUMENT, NOT_FOUND or ALREADY_EXISTS) with one field violation
+        the whole request (INVALID_ARGUMENT, also for unknown owners and taken refs) with one violation
         per problem named `devices[i].device.<field>` or `devices[i].attestation.<field>`
         (i counts from 0; at most 100 reported). Idempotent by request id. Operator only.
         """
