@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from eap.node.records.enums import Source, Status, Technology
+from eap.node.records.models import Account, Bundle, Device
 
 # Piped output is for logs and scripts: do not squeeze tables into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -47,20 +48,42 @@ class Table(rich_table.Table):
         super().add_row(*(literal(c) for c in cells), **kwargs)
 
 
+#: Records whose fields are all scalars (str, int, float, bool, None).
+_FLAT = {Account, Bundle, Device}
+#: Per enum field: number -> protocol name.
+_NAMES = {key: {int(m): m.name for m in kind} for key, kind in ENUM_FIELDS.items()}
+
+
 def machine(data: Any) -> Any:
-    """``data`` for ``--json``: enum fields named (``ACTIVE``, ``SOLAR``), recursively."""
+    """``data`` for ``--json``: enum fields named (``ACTIVE``, ``SOLAR``), recursively.
+    An unknown number stays a number rather than a wrong name."""
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
-            kind = ENUM_FIELDS.get(key)
-            if kind is not None and isinstance(value, int) and not isinstance(value, bool):
-                # An unknown number stays a number rather than a wrong name.
-                value = kind(value).name if value in kind._value2member_map_ else value
-            out[key] = machine(value)
+            names = _NAMES.get(key)
+            if names is not None and type(value) is int:
+                value = names.get(value, value)
+            elif isinstance(value, dict | list | tuple):
+                value = machine(value)
+            out[key] = value
         return out
     if isinstance(data, list | tuple):
         return [machine(v) for v in data]
     return data
+
+
+def machine_record(item: Any) -> dict:
+    """A record as :func:`machine` would give its ``to_dict``: flat records (every field a
+    scalar) straight from their fields with only the enum fields renamed (the fast path of
+    streamed listings), others through ``to_dict`` (nested records, bytes as hex)."""
+    if type(item) not in _FLAT:
+        return machine(item.to_dict())
+    out = dict(vars(item))
+    for key, names in _NAMES.items():
+        value = out.get(key)
+        if type(value) is int:
+            out[key] = names.get(value, value)
+    return out
 
 
 def emit(data: Any, as_json: bool, table: Any = None, text: str | None = None) -> None:
@@ -87,12 +110,13 @@ def warn(label: str, message: Any) -> None:
     console.print(styled(label, "yellow", message), highlight=False, soft_wrap=True)
 
 
-def json_lines(items: Iterable[Any], to_dict: Callable[[Any], dict] = lambda x: x.to_dict()) -> int:
-    """Write each item as one JSON object per line, flushed as it comes; returns the count."""
+def json_lines(items: Iterable[Any], to_dict: Callable[[Any], dict] = machine_record) -> int:
+    """Write each item as one JSON object per line (``to_dict``, enum values named), flushed
+    as it comes; returns the count."""
     out = click.get_text_stream("stdout")
     n = 0
     for item in items:
-        out.write(json.dumps(machine(to_dict(item)), sort_keys=True) + "\n")
+        out.write(json.dumps(to_dict(item), sort_keys=True) + "\n")
         n += 1
         if n == 1 or n % 1000 == 0:
             out.flush()

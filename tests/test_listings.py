@@ -233,3 +233,15 @@ def test_stream_rpcs_send_every_row(node):
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         server.stop(0).wait()
+
+
+def test_the_fast_record_path_equals_the_general_one(node):
+    from eap.node.cli_output import machine, machine_record
+
+    owners = _accounts(node, 1)
+    _fill(node, owners, 3)
+    for b in node.stream_bundles(purpose=OPS):
+        assert machine_record(b) == machine(b.to_dict())
+        assert machine_record(b)["status"] in ("ACTIVE", "RETIRED")
+    for a in node.stream_accounts(purpose=OPS):
+        assert machine_record(a) == machine(a.to_dict())

@@ -524,21 +524,12 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     def _stream(list_page, request, principal, **filters):
         """Keyset pages of ``list_page`` from the request's page token on, one at a time
         (:func:`eap.node.domain.listings.walk`): the node holds one page, never the list."""
-        from eap.node.domain.listings import STREAM_PAGE
+        from eap.node.domain.listings import walk
 
-        token = request.page_token
-        while True:
-            page = list_page(
-                purpose=_purpose(request.purpose),
-                principal=principal,
-                page_size=STREAM_PAGE,
-                page_token=token,
-                **filters,
-            )
-            yield from page.items
-            if not page.next_token:
-                return
-            token = page.next_token
+        bound = functools.partial(
+            list_page, purpose=_purpose(request.purpose), principal=principal, **filters
+        )
+        return walk(bound, start=request.page_token)
 
 
 def _peer_balance(b) -> api.PeerBalance:

@@ -15,10 +15,13 @@ from typing import Any
 STREAM_PAGE = 1000
 
 
-def walk(list_page: Callable[..., Any], page_size: int = STREAM_PAGE) -> Iterator[Any]:
-    """Every item of a paged listing, in its order; ``list_page(page_size=, page_token=)``
-    is a :class:`~eap.node.domain.node.Node` listing with its filters already bound."""
-    token = ""
+def walk(
+    list_page: Callable[..., Any], page_size: int = STREAM_PAGE, start: str = ""
+) -> Iterator[Any]:
+    """Every item of a paged listing after page token ``start``, in its order;
+    ``list_page(page_size=, page_token=)`` is a :class:`~eap.node.domain.node.Node` listing
+    with its filters already bound."""
+    token = start
     while True:
         page = list_page(page_size=page_size, page_token=token)
         yield from page.items

@@ -245,6 +245,10 @@ def set_bundle_state(
     return done.rowcount == 1
 
 
+#: The bundle columns in :class:`Bundle` field order (rows build records positionally).
+_BUNDLE_COLUMNS = [t.bundles.c[f] for f in Bundle.__dataclass_fields__]
+
+
 def bundle_page_key(bundle_ref: str) -> tuple[str, int]:
     """The keyset position ``(issuer, serial_start)`` of a bundle id ``issuer/start-end``."""
     issuer, _, serials = bundle_ref.rpartition("/")
@@ -262,7 +266,7 @@ def bundles_page_query(
     """One keyset page in serial order: ``(issuer, serial_start) > after``, an index range
     scan on the filter's composite index (migration 0014) with no sort, never OFFSET."""
     c = t.bundles.c
-    q = select(t.bundles)
+    q = select(*_BUNDLE_COLUMNS)
     if owner:
         q = q.where(c.owner == owner)
     if status:
@@ -303,7 +307,7 @@ def iter_bundles(
     cursor on PostgreSQL), so a large page never sits in memory at once."""
     q = bundles_page_query(owner=owner, status=status, device=device, after=after, limit=limit)
     for row in conn.execute(q.execution_options(yield_per=chunk)):
-        yield _bundle(row)
+        yield Bundle(*row)
 
 
 # -- batches & claims --------------------------------------------------------------------------
