@@ -126,7 +126,9 @@ def _timed(fn, repeat: int = 5) -> float:
 
 
 def _cli_stream(home: Path, *args: str) -> dict:
-    """Run ``eap-node ARGS --json``: seconds to the first line, total, lines."""
+    """Run ``eap-node ARGS --json``: seconds to the first line, total, lines, peak RSS (MiB)."""
+    import os
+
     cmd = [sys.executable, "-m", "eap.node", *args, "--json", "--home", str(home)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -135,9 +137,28 @@ def _cli_stream(home: Path, *args: str) -> dict:
     n = 1 if first else 0
     for _ in proc.stdout:
         n += 1
-    proc.wait()
+    _pid, _status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
     total = time.perf_counter() - t0
-    return {"first_line_s": t_first, "total_s": total, "rows": n, "rows_per_s": n / total}
+    return {
+        "first_line_s": t_first,
+        "total_s": total,
+        "rows": n,
+        "rows_per_s": n / total,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
+
+
+def _cli_start(home: Path) -> float:
+    """Seconds of ``eap-node status --json`` (interpreter start, imports, open, status)."""
+    return _timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "eap.node", "status", "--json", "--home", str(home)],
+            capture_output=True,
+            check=True,
+        ),
+        3,
+    )
 
 
 def _raw_stream(node, where: str = "") -> dict:
@@ -276,7 +297,8 @@ def main() -> None:
         print(
             f"status          {s['status_s'] * 1e3:>12.2f} ms          raw SELECT "
             f"{s['raw_select_s'] * 1e3:.2f} ms   old full recount "
-            f"{s['full_recount_s'] * 1e3:.0f} ms"
+            f"{s['full_recount_s'] * 1e3:.0f} ms   `eap-node status` process "
+            f"{s['cli_s'] * 1e3:.0f} ms"
         )
         for key, label in (("list_all", "bundles --json"), ("list_owner", "--owner --json")):
             c, w = r[key]["cli"], r[key]["raw"]

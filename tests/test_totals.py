@@ -156,3 +156,23 @@ def test_saturating_totals_survive_values_past_int64(node, solar):
             f"('{solar[1].id}', 3600, 7200, {2**63 - 1}, 0)"
         )
     assert node.status().wh_metered == 2**63 - 1
+
+
+def test_cross_node_transfer_totals_follow_state_changes(node):
+    """``wh_exported`` / ``wh_imported`` count committed transfers only, whatever writes them."""
+    row = (
+        "INSERT INTO transfers (id, direction, peer, state, wh, expires_at_ms, created_at_ms,"
+        " checks) VALUES ('{id}', '{d}', 'peer.example', '{s}', {wh}, 0, 0, 0)"
+    )
+    with node.store.transaction() as conn:
+        conn.exec_driver_sql(row.format(id="a/1", d="out", s="preparing", wh=40))
+        conn.exec_driver_sql(row.format(id="b/1", d="in", s="committed", wh=7))
+    assert (node.status().wh_exported, node.status().wh_imported) == (0, 7)
+    with node.store.transaction() as conn:
+        conn.exec_driver_sql("UPDATE transfers SET state = 'committed' WHERE id = 'a/1'")
+    assert node.status().wh_exported == 40
+    with node.store.transaction() as conn:
+        conn.exec_driver_sql("UPDATE transfers SET state = 'aborted'")
+        conn.exec_driver_sql("DELETE FROM transfers WHERE id = 'b/1'")
+    assert (node.status().wh_exported, node.status().wh_imported) == (0, 0)
+    _consistent(node)
