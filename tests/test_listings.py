@@ -245,3 +245,47 @@ def test_the_fast_record_path_equals_the_general_one(node):
         assert machine_record(b)["status"] in ("ACTIVE", "RETIRED")
     for a in node.stream_accounts(purpose=OPS):
         assert machine_record(a) == machine(a.to_dict())
+
+
+def test_json_lines_writes_each_row_before_reading_the_next(monkeypatch):
+    """The first line is out (and flushed) before the second row is even produced."""
+    import click
+
+    from eap.node.cli_output import json_lines
+
+    events: list[str] = []
+
+    class Out:
+        def write(self, s):
+            events.append(f"write {json.loads(s)['n']}")
+
+        def flush(self):
+            events.append("flush")
+
+    def rows():
+        for n in range(3):
+            events.append(f"read {n}")
+            yield Bundle(
+                id=f"x/{n}-{n + 1}",
+                issuer="x",
+                serial_start=n,
+                serial_end=n + 1,
+                device_id="d",
+                interval_start=0,
+                interval_end=1,
+                source=1,
+                technology=1,
+                renewable_ppm=0,
+                carbon_mg=0,
+                zone="Z",
+                cell="C",
+                owner="o",
+                status=1,
+                parent_id=None,
+                lineage_hash="",
+                issued_at_ms=0,
+            )
+
+    monkeypatch.setattr(click, "get_text_stream", lambda name: Out())
+    assert json_lines(rows(), lambda b: {"n": b.serial_start}) == 3
+    assert events[:4] == ["read 0", "write 0", "flush", "read 1"]
