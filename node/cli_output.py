@@ -113,7 +113,7 @@ def warn(label: str, message: Any) -> None:
 def json_lines(items: Iterable[Any], to_dict: Callable[[Any], dict] = machine_record) -> int:
     """Write each item as one JSON object per line (``to_dict``, enum values named), flushed
     as it comes; returns the count."""
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     n = 0
     for item in items:
         out.write(json.dumps(to_dict(item), sort_keys=True) + "\n")
@@ -129,7 +129,7 @@ def stream_table(
 ) -> int:
     """A listing too large to hold as one rich table: aligned plain lines, printed in
     chunks as they come (column widths from the first chunk), values printed literally."""
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     out.write(title + "\n")
     widths: list[int] | None = None
     buf: list[list[str]] = []

@@ -82,7 +82,7 @@ def register(main: click.Group) -> None:
                 )
             else:
                 error(f"{file}: nothing was registered; {len(rows)} problem(s):")
-                out = click.get_text_stream("stderr")
+                out = sys.stderr
                 for r in rows:
                     where = f"row {r['row']}" if r["row"] is not None else "file"
                     out.write(f"  {where}: {r['field'] or '-'}: {r['reason']}\n")

@@ -249,7 +249,6 @@ def test_the_fast_record_path_equals_the_general_one(node):
 
 def test_json_lines_writes_each_row_before_reading_the_next(monkeypatch):
     """The first line is out (and flushed) before the second row is even produced."""
-    import click
 
     from eap.node.cli_output import json_lines
 
@@ -286,6 +285,6 @@ def test_json_lines_writes_each_row_before_reading_the_next(monkeypatch):
                 issued_at_ms=0,
             )
 
-    monkeypatch.setattr(click, "get_text_stream", lambda name: Out())
+    monkeypatch.setattr(sys, "stdout", Out())
     assert json_lines(rows(), lambda b: {"n": b.serial_start}) == 3
     assert events[:4] == ["read 0", "write 0", "flush", "read 1"]
