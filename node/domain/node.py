@@ -1143,16 +1143,6 @@ class Node:
             )
 
 
-_RENEWABLE = {
-    Source.SOLAR,
-    Source.WIND,
-    Source.HYDRO,
-    Source.GEOTHERMAL,
-    Source.MARINE,
-    Source.BIOMASS,
-}
-
-
 def _period(at_ms: int) -> str:
     """Settlement period of an event: its UTC day."""
     return time.strftime("%Y-%m-%d", time.gmtime(at_ms / 1000))
