@@ -222,6 +222,7 @@ def run(db: str | None, devices: int, hours: int, workdir: Path) -> dict:
         "status_s": _timed(status),
         "raw_select_s": _timed(raw_totals),
         "full_recount_s": _timed(recount, 2),
+        "cli_s": _cli_start(node.config.home),
     }
     owner = owners[3]
     home = node.config.home
@@ -283,6 +284,7 @@ def main() -> None:
     if a.json:
         print(json.dumps(results, indent=2))
         return
+    print(json.dumps(results), file=sys.stderr)  # the raw figures, whatever the table shows
     for r in results:
         d, s, p = r["device_import"], r["status"], r["pages"]
         print(
