@@ -288,3 +288,29 @@ def test_json_lines_writes_each_row_before_reading_the_next(monkeypatch):
     monkeypatch.setattr(sys, "stdout", Out())
     assert json_lines(rows(), lambda b: {"n": b.serial_start}) == 3
     assert events[:4] == ["read 0", "write 0", "flush", "read 1"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "",
+        "direction = 'out' AND ",
+        "state = 'committed' AND ",
+        "direction = 'in' AND state = 'prepared' AND ",
+    ],
+)
+def test_transfer_pages_use_an_index_without_a_sort(node, where):
+    sql = (
+        f"SELECT id FROM transfers WHERE {where}(created_at_ms, id) > (5, 'a/x') "
+        "ORDER BY created_at_ms, id LIMIT 1000"
+    )
+    with node.store.read() as conn:
+        if conn.dialect.name == "sqlite":
+            plan = " | ".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+            assert "TEMP B-TREE" not in plan, plan
+        else:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            conn.execute(text("SET LOCAL enable_sort = off"))
+            plan = " | ".join(r[0] for r in conn.execute(text("EXPLAIN " + sql)))
+            assert "Sort" not in plan, plan
+    assert "ix_transfers_" in plan, plan

@@ -310,7 +310,11 @@ transfers = Table(
     Column("currency", String(3)),
     #: The paid account, ``<source node>/acct_...`` (``out``: this node's ``from_account``).
     Column("seller", String(200)),
-    Index("ix_transfers_direction_state", "direction", "state"),
+    # Keyset pages of `eap-node transfers` (oldest first, migration 0014), per filter.
+    Index("ix_transfers_direction_state_created", "direction", "state", "created_at_ms", "id"),
+    Index("ix_transfers_direction_created", "direction", "created_at_ms", "id"),
+    Index("ix_transfers_state_created", "state", "created_at_ms", "id"),
+    Index("ix_transfers_created", "created_at_ms", "id"),
     Index("ix_transfers_range", "issuer", "serial_start"),
 )
 

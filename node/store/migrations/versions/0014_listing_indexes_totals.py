@@ -47,6 +47,14 @@ CONTRIBUTIONS = {
     ),
 }
 
+#: Keyset pages of cross-node transfers (oldest first: created_at_ms, id), per filter.
+_TRANSFER_INDEXES = {
+    "ix_transfers_direction_state_created": ["direction", "state", "created_at_ms", "id"],
+    "ix_transfers_direction_created": ["direction", "created_at_ms", "id"],
+    "ix_transfers_state_created": ["state", "created_at_ms", "id"],
+    "ix_transfers_created": ["created_at_ms", "id"],
+}
+
 _UPSERT = "ON CONFLICT (name) DO UPDATE SET value = totals.value + excluded.value"
 
 
@@ -136,6 +144,10 @@ def upgrade() -> None:
         batch.create_index("ix_bundles_device_serial", ["device_id", "issuer", "serial_start"])
     with op.batch_alter_table("claims") as batch:
         batch.create_index("ix_claims_beneficiary_seq", ["beneficiary", "seq"])
+    with op.batch_alter_table("transfers") as batch:
+        batch.drop_index("ix_transfers_direction_state")
+        for name, columns in _TRANSFER_INDEXES.items():
+            batch.create_index(name, columns)
     op.create_table(
         "totals",
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -163,6 +175,10 @@ def downgrade() -> None:
         if pg:
             op.execute(f"DROP FUNCTION IF EXISTS eap_totals_{table}()")
     op.drop_table("totals")
+    with op.batch_alter_table("transfers") as batch:
+        for name in _TRANSFER_INDEXES:
+            batch.drop_index(name)
+        batch.create_index("ix_transfers_direction_state", ["direction", "state"])
     with op.batch_alter_table("claims") as batch:
         batch.drop_index("ix_claims_beneficiary_seq")
     with op.batch_alter_table("bundles") as batch:
