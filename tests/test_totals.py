@@ -176,3 +176,11 @@ def test_cross_node_transfer_totals_follow_state_changes(node):
         conn.exec_driver_sql("DELETE FROM transfers WHERE id = 'b/1'")
     assert (node.status().wh_exported, node.status().wh_imported) == (0, 0)
     _consistent(node)
+    # A bundle now in status EXPORTED does not count as exported Wh (the transfers do).
+    from test_listings import _fill
+
+    _fill(node, [node.create_account(request_id="x").account.id], 2)
+    with node.store.transaction() as conn:
+        conn.exec_driver_sql(f"UPDATE bundles SET status = {int(Status.EXPORTED)}")
+    assert node.status().wh_exported == 0
+    _consistent(node)

@@ -32,13 +32,15 @@ def totals(conn: Connection) -> dict[str, int]:
         "bundles_active": _saturated(raw.get(f"bundles_{int(Status.ACTIVE)}")),
         "wh_metered": _saturated(raw.get("wh_metered")),
         "wh_issued": _saturated(raw.get("wh_issued")),
-        "wh_exported": _saturated(raw.get(f"transfers_wh_{transfer_repos.OUT}")),
-        "wh_imported": _saturated(raw.get(f"transfers_wh_{transfer_repos.IN}")),
     }
     for status in Status:
         key = f"wh_{int(status)}"
         if raw.get(key):
             out[f"wh_{status.name.lower()}"] = _saturated(raw[key])
+    # Cumulative Wh moved by committed cross-node transfers; like the recount, these names
+    # win over the Wh of bundles now in status EXPORTED (``wh_exported``).
+    out["wh_exported"] = _saturated(raw.get(f"transfers_wh_{transfer_repos.OUT}"))
+    out["wh_imported"] = _saturated(raw.get(f"transfers_wh_{transfer_repos.IN}"))
     return out
 
 
