@@ -101,6 +101,48 @@ def _raw_device_insert(node, n: int) -> float:
     return secs
 
 
+def _rpc_register(node, n: int, owner: str) -> float:
+    """``RegisterDevices`` of ``n`` devices over a real loopback gRPC call: devices/s."""
+    import grpc
+
+    from eap.node.api.server import build_server
+    from eap.v1 import node_api_pb2 as api
+    from eap.v1 import node_api_pb2_grpc
+    from eap.v1 import types_pb2 as pb
+
+    regs = [
+        api.DeviceRegistration(
+            device=pb.Device(
+                local_ref=f"rpc-{i}",
+                capacity_w=5000,
+                source=pb.ENERGY_SOURCE_SOLAR,
+                technology=pb.TECHNOLOGY_PHOTOVOLTAIC,
+                commissioned_on="2020-01-01",
+                latitude=6.2,
+                longitude=-75.5,
+                zone="CO-ANT",
+                owner=owner,
+                meter_id=f"rpc-m{i}",
+            ),
+            attestation=pb.Attestation(scheme="operator-signed", evidence=f"agreement {i}"),
+        )
+        for i in range(n)
+    ]
+    server, port = build_server(node, "127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = node_api_pb2_grpc.NodeApiStub(ch)
+            md = (("authorization", f"Bearer {node.config.api_token()}"),)
+            t0 = time.perf_counter()
+            stub.RegisterDevices(
+                api.RegisterDevicesRequest(request_id="rpc", devices=regs), metadata=md
+            )
+            return n / (time.perf_counter() - t0)
+    finally:
+        server.stop(0).wait()
+
+
 def _meter_csv(path: Path, meters: list[str], hours: int) -> Path:
     start = dt.datetime(2024, 1, 1)
     with path.open("w") as f:
@@ -193,6 +235,7 @@ def run(db: str | None, devices: int, hours: int, workdir: Path) -> dict:
     onboard = onboard_devices(node, devices, owners, workdir=workdir)
     raw = _raw_device_insert(node, devices)
     out["device_import"] = {
+        "rpc_per_s": _rpc_register(node, devices, owners[0]),
         "per_s": onboard["per_s"],
         "seconds": onboard["seconds"],
         "raw_insert_per_s": devices / raw,
@@ -295,6 +338,7 @@ def main() -> None:
         print(
             f"device import   {d['per_s']:>12,.0f} devices/s   raw insert "
             f"{d['raw_insert_per_s']:,.0f}/s   ratio {d['per_s'] / d['raw_insert_per_s']:.2f}"
+            f"   RegisterDevices RPC {d['rpc_per_s']:,.0f}/s"
         )
         print(
             f"status          {s['status_s'] * 1e3:>12.2f} ms          raw SELECT "
