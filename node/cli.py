@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import json
 import sys
 import uuid
@@ -16,17 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from eap.node import holder_cli as hcli
+from eap.node.cli_output import Table, console, err_console, error, json_lines, stream_table
+from eap.node.cli_output import emit as _emit
 from eap.node.config import create_home, default_home
 from eap.node.errors import EapError, FailedPrecondition, FieldViolation, InvalidArgument
 from eap.node.records.enums import Purpose, Source, Status, Technology
 
-# Piped output is for logs and scripts: do not squeeze tables into 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+__all__ = ["_emit", "console", "err_console", "main"]
 
 
 def _home_option(f):
@@ -77,15 +76,6 @@ def _open(home: Path | None):
     return _NODES[home]
 
 
-def _emit(data: Any, as_json: bool, table: Table | None = None, text: str | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    elif table is not None:
-        console.print(table)
-    elif text is not None:
-        console.print(text)
-
-
 def _time(value: int) -> str:
     return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -113,7 +103,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EapError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            error(exc)
             sys.exit(exc.exit_code)
 
 
@@ -162,7 +152,7 @@ def init(node_id, zone, database, api_listen, federation_listen, operator_signed
     _emit(
         out,
         as_json,
-        text=f"initialised node [bold]{node_id}[/bold] in {home}\n"
+        text=f"initialised node {node_id} in {home}\n"
         f"  key {out['key_id']}\n  database {out['database']}",
     )
 
@@ -212,15 +202,23 @@ def account_create(label, identity, disclose, holder_key, request_id, home, as_j
 @_home_option
 @_json_option
 def accounts(purpose, home, as_json) -> None:
-    """List accounts with their live balance."""
-    items = _all_pages(
-        lambda tok: _open(home).list_accounts(purpose=Purpose[purpose.upper()], page_token=tok)
+    """List accounts with their live balance, in id order (--json: JSON Lines, streamed)."""
+    items = _open(home).stream_accounts(purpose=Purpose[purpose.upper()])
+    if as_json:
+        json_lines(items)
+        return
+    stream_table(
+        "accounts",
+        ["id", "label", "identity", "balance Wh", "holder-signed"],
+        (
+            [a.id, a.label, a.identity or "", f"{a.balance_wh:,}", _signed(a)]
+            for a in items
+        ),
     )
-    table = Table("id", "label", "identity", "balance Wh", "holder-signed", title="accounts")
-    for a in items:
-        signed = "yes" if a.holder_public_key else ""
-        table.add_row(a.id, a.label, a.identity or "", f"{a.balance_wh:,}", signed)
-    _emit([a.to_dict() for a in items], as_json, table)
+
+
+def _signed(account) -> str:
+    return "yes" if account.holder_public_key else ""
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -278,22 +276,20 @@ def device_register(request_id, home, as_json, **fields) -> None:
 @_home_option
 @_json_option
 def devices(purpose, home, as_json) -> None:
-    """List registered devices."""
-    items = _all_pages(
-        lambda tok: _open(home).list_devices(purpose=Purpose[purpose.upper()], page_token=tok)
+    """List registered devices in id order (--json: JSON Lines, streamed)."""
+    items = _open(home).stream_devices(purpose=Purpose[purpose.upper()])
+    if as_json:
+        json_lines(items)
+        return
+    stream_table(
+        "devices",
+        ["id", "ref", "source", "capacity W", "zone", "cell", "owner"],
+        (
+            [d.id, d.local_ref, Source(d.source).name.lower(), f"{d.capacity_w:,}", d.zone,
+             d.cell, d.owner]
+            for d in items
+        ),
     )
-    table = Table("id", "ref", "source", "capacity W", "zone", "cell", "owner", title="devices")
-    for d in items:
-        table.add_row(
-            d.id,
-            d.local_ref,
-            Source(d.source).name.lower(),
-            f"{d.capacity_w:,}",
-            d.zone,
-            d.cell,
-            d.owner,
-        )
-    _emit([d.to_dict() for d in items], as_json, table)
 
 
 # -- meter data and issuance -------------------------------------------------------------------
@@ -316,7 +312,7 @@ def meter_import(file, fmt, request_id, home, as_json) -> None:
     text = f"imported {res.readings:,} readings ({res.wh:,} Wh), {res.unchanged:,} unchanged"
     if res.unknown_meters:
         text += (
-            f"\n[yellow]skipped meters with no registered device:[/yellow] "
+            "\nskipped meters with no registered device: "
             f"{', '.join(res.unknown_meters[:10])}"
         )
     _emit(res.to_dict(), as_json, text=text)
@@ -351,10 +347,10 @@ def meter_pull(source, subscriptions, request_id, home, as_json) -> None:
             f"{p.subscription}: {p.interval_blocks} interval block(s) in {p.pages} page(s); "
             f"imported {r.readings:,} readings ({r.wh:,} Wh), {r.unchanged:,} unchanged"
         )
-        lines += [f"  [yellow]skipped[/yellow] {s}" for s in p.skipped]
+        lines += [f"  skipped {s}" for s in p.skipped]
         if r.unknown_meters:
             lines.append(
-                "  [yellow]meters with no registered device:[/yellow] "
+                "  meters with no registered device: "
                 + ", ".join(r.unknown_meters[:10])
             )
     _emit(data, as_json, text="\n".join(lines))
@@ -454,7 +450,7 @@ def _transfer_out(
         )
     data = {**first.to_dict(), "transfer": rec.to_dict()}
     text = (
-        f"transfer {rec.id}: [bold]{rec.state}[/bold]\n  {rec.wh:,} Wh of "
+        f"transfer {rec.id}: {rec.state}\n  {rec.wh:,} Wh of "
         f"{first.exported.id} to {to}"
     )
     if price_minor:
@@ -506,38 +502,29 @@ def transfers_(direction, state, resume, home, as_json) -> None:
         with PeerClient(node) as client:
             Transfers(node, client).recover()
     engine = Transfers(node)
-    items, after = [], ""
-    while True:
-        page = engine.list(direction=direction, state=state, after=after, limit=1000)
-        items += page
-        if len(page) < 1000:
-            break
-        after = engine.page_token(page[-1])
-    table = Table(
-        "transfer",
-        "dir",
-        "peer",
-        "bundle",
-        "Wh",
-        "account",
-        "state",
-        "owed",
-        "reason / last error",
-        title="cross-node transfers",
+
+    def pages():
+        after = ""
+        while True:
+            page = engine.list(direction=direction, state=state, after=after, limit=1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = engine.page_token(page[-1])
+
+    if as_json:
+        json_lines(pages())
+        return
+    stream_table(
+        "cross-node transfers",
+        ["transfer", "dir", "peer", "bundle", "Wh", "account", "state", "owed",
+         "reason / last error"],
+        (
+            [r.id, r.direction, r.peer, r.bundle_id or "", f"{r.wh:,}", r.to_account or "",
+             r.state, ",".join(r.pending), r.reason or r.last_error or ""]
+            for r in pages()
+        ),
     )
-    for r in items:
-        table.add_row(
-            r.id,
-            r.direction,
-            r.peer,
-            r.bundle_id or "",
-            f"{r.wh:,}",
-            r.to_account or "",
-            r.state,
-            ",".join(r.pending),
-            r.reason or r.last_error or "",
-        )
-    _emit([r.to_dict() for r in items], as_json, table)
 
 
 @main.command()
@@ -598,30 +585,25 @@ def retire(
 @_home_option
 @_json_option
 def bundles(owner, status_, device, limit, purpose, home, as_json) -> None:
-    """List record bundles."""
+    """List record bundles in serial order (--json: JSON Lines, streamed page by page)."""
     st = int(Status.parse(status_, "--status")) if status_ else 0
-    items = _all_pages(
-        lambda tok: _open(home).list_bundles(
-            purpose=Purpose[purpose.upper()],
-            owner=owner,
-            status=st,
-            device=device,
-            page_token=tok,
-        ),
-        limit=limit,
+    items = _open(home).stream_bundles(
+        purpose=Purpose[purpose.upper()], owner=owner, status=st, device=device
     )
-    table = Table("id", "Wh", "hour (UTC)", "source", "zone", "owner", "status", title="bundles")
-    for b in items:
-        table.add_row(
-            b.id,
-            f"{b.wh:,}",
-            _time(b.interval_start),
-            Source(b.source).name.lower(),
-            b.zone,
-            b.owner,
-            Status(b.status).name.lower(),
-        )
-    _emit([b.to_dict() for b in items], as_json, table)
+    if limit > 0:
+        items = itertools.islice(items, limit)
+    if as_json:
+        json_lines(items)
+        return
+    stream_table(
+        "bundles",
+        ["id", "Wh", "hour (UTC)", "source", "zone", "owner", "status"],
+        (
+            [b.id, f"{b.wh:,}", _time(b.interval_start), Source(b.source).name.lower(), b.zone,
+             b.owner, Status(b.status).name.lower()]
+            for b in items
+        ),
+    )
 
 
 @main.command()
@@ -630,16 +612,18 @@ def bundles(owner, status_, device, limit, purpose, home, as_json) -> None:
 @_home_option
 @_json_option
 def claims(beneficiary, purpose, home, as_json) -> None:
-    """List claim receipts."""
-    items = _all_pages(
-        lambda tok: _open(home).list_claims(
-            purpose=Purpose[purpose.upper()], beneficiary=beneficiary, page_token=tok
-        )
+    """List claim receipts in claim order (--json: JSON Lines, streamed)."""
+    items = _open(home).stream_claims(
+        purpose=Purpose[purpose.upper()], beneficiary=beneficiary
     )
-    table = Table("claim", "bundle", "Wh", "beneficiary", "purpose", title="claims")
-    for c in items:
-        table.add_row(c.id, c.bundle.id, f"{c.bundle.wh:,}", c.beneficiary, c.purpose)
-    _emit([c.to_dict() for c in items], as_json, table)
+    if as_json:
+        json_lines(items)
+        return
+    stream_table(
+        "claims",
+        ["claim", "bundle", "Wh", "beneficiary", "purpose"],
+        ([c.id, c.bundle.id, f"{c.bundle.wh:,}", c.beneficiary, c.purpose] for c in items),
+    )
 
 
 # -- trades and netting ----------------------------------------------------------------------
@@ -826,17 +810,6 @@ def serve(listen, tls_cert, tls_key, client_ca, require_client_cert, allow_plain
                   allow_plaintext_remote=allow_plaintext_remote or None)
 
 
-def _all_pages(fetch, limit: int = 0) -> list:
-    items: list = []
-    token = ""
-    while True:
-        page = fetch(token)
-        items.extend(page.items)
-        if not page.next_token or (limit and len(items) >= limit):
-            return items[:limit] if limit else items
-        token = page.next_token
-
-
 @main.command()
 @click.option(
     "--workdir",
@@ -877,9 +850,9 @@ def demo(workdir, keep, seed, day, chain, reports, as_json) -> None:
 
         render(report, console)
     if not report.ok:
-        err_console.print(
-            "[red]demo check failed:[/red] "
-            + ("the federation audit failed" if not report.conserved else "see the summary above")
+        error(
+            "the federation audit failed" if not report.conserved else "see the summary above",
+            label="demo check failed:",
         )
         sys.exit(1)
 
@@ -1068,8 +1041,7 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
     def reject(reason: str) -> None:
         if as_json:
             click.echo(json.dumps({"ok": False, "reason": reason}, sort_keys=True))
-        err_console.print(f"[red]proof rejected:[/red] {reason}", highlight=False,
-                          soft_wrap=True)
+        error(reason, label="proof rejected:")
         sys.exit(PROOF_REJECTED_EXIT)
 
     try:
@@ -1135,3 +1107,7 @@ _register_receipts(main)
 from eap.node.privacy_cli import register as _register_privacy  # noqa: E402
 
 _register_privacy(main)
+# Bulk device onboarding (`device import`).
+from eap.node.device_cli import register as _register_device_import  # noqa: E402
+
+_register_device_import(main)

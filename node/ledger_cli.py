@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 
 import click
-from rich.table import Table
 
 from eap.node.cli import _emit, _home_option, _json_option, _open
+from eap.node.cli_output import Table
 from eap.node.errors import FailedPrecondition
 from eap.plugins import coop_ledger
 

@@ -6,9 +6,9 @@ Registered on the main command group by :func:`register`.
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from eap.node.cli import _emit, _home_option, _json_option, _open
+from eap.node.cli_output import Table
 from eap.node.domain import anchoring
 from eap.node.domain.plugin_listing import listing
 

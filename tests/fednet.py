@@ -87,7 +87,10 @@ class NodeProc:
         return proc
 
     def js(self, *args: str, ok: bool = True) -> Any:
-        return json.loads(self.cli(*args, "--json", ok=ok).stdout)
+        out = self.cli(*args, "--json", ok=ok).stdout
+        if args[0] in ("accounts", "devices", "bundles", "claims", "transfers"):
+            return [json.loads(line) for line in out.splitlines()]  # JSON Lines listings
+        return json.loads(out)
 
     # -- in-process access -------------------------------------------------------------------------
 

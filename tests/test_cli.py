@@ -22,8 +22,15 @@ def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+#: Listings whose --json is JSON Lines (one object per line, streamed).
+JSON_LINES = {"accounts", "devices", "bundles", "claims", "transfers"}
+
+
 def js(home: Path, *args: str):
-    return json.loads(run(home, *args, "--json").stdout)
+    out = run(home, *args, "--json").stdout
+    if args[0] in JSON_LINES:
+        return [json.loads(line) for line in out.splitlines()]
+    return json.loads(out)
 
 
 @pytest.fixture
@@ -83,7 +90,7 @@ def test_walkthrough(home: Path, meter_csv: Path):
         "--purpose",
         "scope2-market-based",
     )
-    assert claim["bundle"]["status"] == 3
+    assert claim["bundle"]["status"] == "RETIRED"  # enum values named as the proto does
     st = js(home, "status")
     assert st["wh_retired"] == 20 and st["wh_active"] + 20 == st["wh_issued"] == imp["wh"]
     assert len(js(home, "claims")) == 1

@@ -269,7 +269,7 @@ def test_live_node_presentation_verifies_independently(tmp_path):
     )
     _run(home, "meter", "import", str(csv))
     _run(home, "issue")
-    bundle = json.loads(_run(home, "bundles", "--owner", owner, "--json"))[0]
+    bundle = json.loads(_run(home, "bundles", "--owner", owner, "--json").splitlines()[0])
     claim = json.loads(
         _run(
             home,

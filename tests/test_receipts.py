@@ -384,7 +384,8 @@ def test_cli_retire_present_verify_and_tampered_file(tmp_path):
     csv = __import__("support").write_csv(tmp_path / "m.csv", ROWS)
     _cli("meter", "import", str(csv), home=home)
     _cli("issue", home=home)
-    bundle = json.loads(_cli("bundles", "--owner", owner, "--json", home=home).stdout)[0]
+    listed = _cli("bundles", "--owner", owner, "--json", home=home).stdout
+    bundle = json.loads(listed.splitlines()[0])
     claim = json.loads(
         _cli(
             "retire",

@@ -115,7 +115,7 @@ def test_cli_routes_node_slash_account_to_a_cross_node_transfer(tmp_path):
     home = f["a"].home
     bid = f["a"].bundles[0]
     f.close()
-    assert json.loads(_run(home, "transfers", "--json").stdout) == []
+    assert _run(home, "transfers", "--json").stdout == ""  # JSON Lines: no transfer, no line
     # an unknown peer is refused before anything is locked
     bad = _run(home, "transfer", bid, "--to", f"nowhere.example/acct_{'a' * 26}", ok=False)
     assert bad.returncode == 5 and "trust list" in bad.stderr
@@ -127,7 +127,8 @@ def test_cli_routes_node_slash_account_to_a_cross_node_transfer(tmp_path):
     out = json.loads(_run(home, "transfer", bid, "--to", f"barcelona.example/acct_{'a' * 26}",
                           "--wh", "10", "--wait", "0", "--json").stdout)
     assert out["transfer"]["state"] == "preparing" and out["transfer"]["pending"] == ["prepare"]
-    listed = json.loads(_run(home, "transfers", "--json", "--state", "preparing").stdout)
+    listed = [json.loads(line) for line in
+              _run(home, "transfers", "--json", "--state", "preparing").stdout.splitlines()]
     assert [x["id"] for x in listed] == [out["transfer"]["id"]]
     table = _run(home, "transfers").stdout
     assert "preparing" in table and "barcelona.example" in table

@@ -99,6 +99,85 @@ def _rpc(method):
     return wrapper
 
 
+def _stream_rpc(method):
+    """:func:`_rpc` for server-streaming methods: errors raised while streaming (not only
+    before the first message) are mapped to a status too."""
+
+    @functools.wraps(method)
+    def wrapper(self: NodeApiServicer, request, context: grpc.ServicerContext):
+        try:
+            principal = self.authenticate(context)
+            yield from method(self, request, context, principal)
+        except EapError as exc:
+            abort_with(context, _on_the_wire(method.__name__, request, exc))
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+
+    return wrapper
+
+
+#: ``device import`` column -> its path in a DeviceRegistration (RegisterDevices violations).
+_REGISTRATION_FIELDS = {
+    "ref": "device.local_ref",
+    "capacity_w": "device.capacity_w",
+    "source": "device.source",
+    "technology": "device.technology",
+    "commissioned": "device.commissioned_on",
+    "lat": "device.latitude",
+    "lon": "device.longitude",
+    "zone": "device.zone",
+    "owner": "device.owner",
+    "meter_id": "device.meter_id",
+    "renewable_ppm": "device.renewable_ppm",
+    "carbon": "device.carbon_mg_per_kwh",
+    "attestation": "attestation.evidence",
+    "attestation_scheme": "attestation.scheme",
+}
+#: Field violations carried by one RegisterDevices refusal (status details travel in
+#: trailing metadata, which has a size limit).
+_MAX_WIRE_VIOLATIONS = 100
+
+
+def _registration_row(reg) -> dict:
+    d, a = reg.device, reg.attestation
+    row = {
+        "ref": d.local_ref,
+        "capacity_w": d.capacity_w,
+        "source": d.source,
+        "technology": d.technology,
+        "commissioned": d.commissioned_on,
+        "lat": d.latitude,
+        "lon": d.longitude,
+        "zone": d.zone,
+        "owner": d.owner,
+        "meter_id": d.meter_id,
+        "carbon": d.carbon_mg_per_kwh,
+        "attestation": a.evidence,
+        "attestation_scheme": a.scheme,
+    }
+    if d.renewable_ppm:
+        row["renewable_ppm"] = d.renewable_ppm
+    return row
+
+
+def _registration_violations(exc: EapError) -> EapError:
+    out = []
+    for v in exc.violations[:_MAX_WIRE_VIOLATIONS]:
+        m = re.match(r"^(devices\[\d+\])(?:\.(.*))?$", v.field)
+        if m and m.group(2):
+            out.append(
+                FieldViolation(
+                    f"{m.group(1)}.{_REGISTRATION_FIELDS.get(m.group(2), m.group(2))}",
+                    v.description,
+                )
+            )
+        else:
+            out.append(v)
+    exc.violations = out
+    return exc
+
+
 class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
     def __init__(self, node: Node, *, transfers: Any = None) -> None:
         self.node = node
@@ -335,10 +414,16 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
         if principal.kind != "operator":
             raise PermissionDenied("SetPeerLimits is reserved to the node operator")
-        return _peer_balance(peer_credit.set_limits(
-            self.node.store, self.node.node_id, peer=request.peer, currency=request.currency,
-            credit_limit_minor=request.credit_limit_minor,
-            settle_threshold_minor=request.settle_threshold_minor))
+        return _peer_balance(
+            peer_credit.set_limits(
+                self.node.store,
+                self.node.node_id,
+                peer=request.peer,
+                currency=request.currency,
+                credit_limit_minor=request.credit_limit_minor,
+                settle_threshold_minor=request.settle_threshold_minor,
+            )
+        )
 
     @_rpc
     def ListPeerBalances(self, request, context, principal):
@@ -347,8 +432,11 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
         if principal.kind != "operator":
             raise PermissionDenied("ListPeerBalances is reserved to the node operator")
-        return api.ListPeerBalancesResponse(balances=[
-            _peer_balance(b) for b in peer_credit.balances(self.node.store, self.node.node_id)])
+        return api.ListPeerBalancesResponse(
+            balances=[
+                _peer_balance(b) for b in peer_credit.balances(self.node.store, self.node.node_id)
+            ]
+        )
 
     @_rpc
     def RunAudit(self, request, context, principal):
@@ -357,8 +445,7 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             raise PermissionDenied("RunAudit is reserved to the node operator")
         if self.transfers is None:
             raise FailedPrecondition(
-                "the audit needs the federation of `eap-node serve` "
-                "(TLS material in the node home)"
+                "the audit needs the federation of `eap-node serve` (TLS material in the node home)"
             )
         from eap.node.federation.audit import Auditor
 
@@ -481,9 +568,63 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
             total_claimed_wh=totals["claimed"],
         )
 
+    @_rpc
+    def RegisterDevices(self, request, context, principal):
+        try:
+            res = self.node.register_devices(
+                [_registration_row(r) for r in request.devices],
+                request_id=request.request_id,
+                principal=principal,
+            )
+        except EapError as exc:
+            raise _registration_violations(exc) from None
+        return api.RegisterDevicesResponse(
+            devices=res.devices, first_id=res.first_id, last_id=res.last_id
+        )
+
+    @_stream_rpc
+    def StreamBundles(self, request, context, principal):
+        for b in self._stream(
+            self.node.list_bundles,
+            request,
+            principal,
+            owner=request.owner,
+            status=request.status,
+            device=request.device,
+        ):
+            yield convert.bundle(b)
+
+    @_stream_rpc
+    def StreamDevices(self, request, context, principal):
+        for d in self._stream(self.node.list_devices, request, principal):
+            yield convert.device(d)
+
+    @_stream_rpc
+    def StreamClaims(self, request, context, principal):
+        for c in self._stream(
+            self.node.list_claims, request, principal, beneficiary=request.beneficiary
+        ):
+            yield convert.claim(c)
+
+    @staticmethod
+    def _stream(list_page, request, principal, **filters):
+        """Keyset pages of ``list_page`` from the request's page token on, one at a time
+        (:func:`eap.node.domain.listings.walk`): the node holds one page, never the list."""
+        from eap.node.domain.listings import walk
+
+        bound = functools.partial(
+            list_page, purpose=_purpose(request.purpose), principal=principal, **filters
+        )
+        return walk(bound, start=request.page_token)
+
 
 def _peer_balance(b) -> api.PeerBalance:
     return api.PeerBalance(
-        peer=b.peer, currency=b.currency, credit_limit_minor=b.credit_limit_minor,
-        settle_threshold_minor=b.settle_threshold_minor, receivable_minor=b.receivable_minor,
-        payable_minor=b.payable_minor, balance_minor=b.balance_minor)
+        peer=b.peer,
+        currency=b.currency,
+        credit_limit_minor=b.credit_limit_minor,
+        settle_threshold_minor=b.settle_threshold_minor,
+        receivable_minor=b.receivable_minor,
+        payable_minor=b.payable_minor,
+        balance_minor=b.balance_minor,
+    )

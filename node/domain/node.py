@@ -6,6 +6,7 @@ transaction under an idempotency key; every rule violation raises before anythin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,9 +29,11 @@ from eap.node.domain import (
     audit_trail,
     cells,
     custody,
+    device_rules,
     holder_auth,
     idempotency,
     ledger,
+    listings,
     obligations,
     plugin_calls,
     receipts,
@@ -49,12 +52,9 @@ from eap.node.domain.rules import (
     BUNDLE_ID_RE,
     CLAIM_SEQ_RE,
     DEVICE_ID_RE,
-    LOCAL_REF_RE,
     MAX_CAPACITY_W,
-    MAX_CARBON_MG,
     MAX_INTERVAL_S,
     MAX_READING_WH,
-    MAX_RENEWABLE_PPM,
     ZONE_RE,
     Checker,
     interval_violation,
@@ -291,59 +291,29 @@ class Node:
         principal = principal or Principal.operator()
         self._operator_only(principal, "register devices")
         check = Checker("invalid device")
-        check.text(
-            local_ref,
-            "device.local_ref",
-            max_len=64,
-            pattern=LOCAL_REF_RE,
-            hint="letters, digits, '_', '.', ':' or '-'",
+        payload = device_rules.check_device(
+            check,
+            dict(
+                local_ref=local_ref,
+                capacity_w=capacity_w,
+                source=source,
+                technology=technology,
+                commissioned_on=commissioned_on,
+                latitude=latitude,
+                longitude=longitude,
+                zone=zone,
+                owner=owner,
+                meter_id=meter_id,
+                renewable_ppm=renewable_ppm,
+                carbon_mg=carbon_mg,
+                attestation_scheme=attestation_scheme,
+                attestation_evidence=attestation_evidence,
+            ),
         )
-        check.int_range(capacity_w, "device.capacity_w", 1, MAX_CAPACITY_W, "W")
-        src = tech = None
-        try:
-            src = Source.parse(source, "device.source")
-        except InvalidArgument as e:
-            check.violations += e.violations
-        try:
-            tech = Technology.parse(technology, "device.technology")
-        except InvalidArgument as e:
-            check.violations += e.violations
-        check.iso_date(commissioned_on, "device.commissioned_on")
-        check.require(
-            isinstance(latitude, int | float) and -90 <= latitude <= 90,
-            "device.latitude",
-            "must be within -90..90 degrees",
-        )
-        check.require(
-            isinstance(longitude, int | float) and -180 <= longitude <= 180,
-            "device.longitude",
-            "must be within -180..180 degrees",
-        )
-        check.text(zone, "device.zone", max_len=32, pattern=ZONE_RE, hint="like CO-ANT, ES or NL")
-        check.text(owner, "device.owner", max_len=64, pattern=ACCOUNT_RE, hint="an acct_ id")
-        check.text(meter_id, "device.meter_id", max_len=128)
-        if renewable_ppm is None:
-            renewable_ppm = MAX_RENEWABLE_PPM if src in _RENEWABLE else 0
-        check.int_range(renewable_ppm, "device.renewable_ppm", 0, MAX_RENEWABLE_PPM, "ppm")
-        check.int_range(carbon_mg, "device.carbon_mg_per_kwh", 0, MAX_CARBON_MG, "mg/kWh")
-        check.text(attestation_scheme, "attestation.scheme", max_len=64)
-        check.text(attestation_evidence, "attestation.evidence", max_len=256)
         check.done()
-        payload = dict(
-            local_ref=local_ref,
-            capacity_w=capacity_w,
-            source=int(src),
-            technology=int(tech),
-            commissioned_on=commissioned_on,
-            latitude=latitude,
-            longitude=longitude,
-            zone=zone,
-            owner=owner,
-            meter_id=meter_id,
-            renewable_ppm=renewable_ppm,
-            carbon_mg=carbon_mg,
-            attestation=[attestation_scheme, attestation_evidence],
-        )
+        assert payload is not None
+        src, tech = Source(payload["source"]), Technology(payload["technology"])
+        renewable_ppm = payload["renewable_ppm"]
 
         # Plugins judge the device before anything is written: a violation, a raise or a
         # timeout refuses the registration with nothing changed.
@@ -410,6 +380,24 @@ class Node:
             fn=op,
         )
 
+    def register_devices(
+        self, rows: list[dict[str, Any]], *, request_id: str, principal: Principal | None = None
+    ):
+        """Register many devices, all or nothing (:mod:`~eap.node.domain.device_import`)."""
+        from eap.node.domain import device_import
+
+        return device_import.register_devices(
+            self, rows, request_id=request_id, principal=principal
+        )
+
+    def import_devices(self, path: Path, *, request_id: str, fmt: str = ""):
+        """``register_devices`` over a CSV or JSON Lines file (``eap-node device import``)."""
+        from eap.node.domain import device_import
+
+        return self.register_devices(
+            device_import.read_rows(Path(path), fmt), request_id=request_id
+        )
+
     def _attestation_settings(self) -> dict[str, Any]:
         """``[attestation]`` of the config, with ``home`` so plugins can resolve paths."""
         table = dict(self.config.extra.get("attestation", {}) or {})
@@ -429,10 +417,28 @@ class Node:
         page_token = check_page_token(page_token, DEVICE_ID_RE)
         with self.store.transaction() as conn:
             items = repos.list_devices(conn, page_token, _page(page_size))
+            # The next page starts after the last device read, not the last one shown.
+            nxt = items[-1].id if len(items) == _page(page_size) else ""
             if principal.kind == "account":
                 items = [d for d in items if d.owner == principal.account_id]
             self._audit(conn, principal, purpose, "devices", items)
-        return _paged([redact_device(d, purpose) for d in items], page_size, lambda d: d.id)
+        return Page([redact_device(d, purpose) for d in items], nxt)
+
+    def stream_devices(self, **filters: Any):
+        """Every device (``list_devices`` filters), page after page: constant memory."""
+        return listings.walk(functools.partial(self.list_devices, **filters))
+
+    def stream_accounts(self, **filters: Any):
+        """Every account (``list_accounts`` filters), page after page: constant memory."""
+        return listings.walk(functools.partial(self.list_accounts, **filters))
+
+    def stream_bundles(self, **filters: Any):
+        """Every bundle (``list_bundles`` filters) in serial order: constant memory."""
+        return listings.walk(functools.partial(self.list_bundles, **filters))
+
+    def stream_claims(self, **filters: Any):
+        """Every claim receipt (``list_claims`` filters) in claim order: constant memory."""
+        return listings.walk(functools.partial(self.list_claims, **filters))
 
     # -- meter readings -------------------------------------------------------------------------
 
@@ -463,7 +469,7 @@ class Node:
             principal=principal,
             payload=payload,
             result_type=ImportResult,
-            fn=lambda conn: self._store_readings(conn, readings),
+            fn=lambda conn: self._store_readings(conn, readings, require_known=True),
         )
 
     def import_pulled_readings(
@@ -512,7 +518,11 @@ class Node:
             except InvalidArgument as exc:  # never show the server's temporary path
                 raise _hide_path(exc, str(path), filename or "content") from None
 
-    def _store_readings(self, conn: Connection, rd: MeterReadings) -> ImportResult:
+    def _store_readings(
+        self, conn: Connection, rd: MeterReadings, *, require_known: bool = False
+    ) -> ImportResult:
+        """Store ``rd``; with ``require_known`` (a file import) a file none of whose meters
+        is registered is refused (NotFound naming the meter ids) rather than imported empty."""
         if rd.kind != "production":
             raise invalid(
                 "file",
@@ -527,6 +537,14 @@ class Node:
         keep = known[rd.meter]
         meter_idx = rd.meter[keep]
         start, end, wh = rd.interval_start[keep], rd.interval_end[keep], rd.wh[keep]
+        if len(start) == 0 and require_known and unknown:
+            shown = ", ".join(unknown[:10]) + (
+                f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            )
+            raise NotFound(
+                f"none of the file's meters has a registered device: {shown}",
+                [_fv("file", f"no registered device for meter {m}") for m in unknown[:50]],
+            )
         if len(start) == 0:
             return ImportResult(unknown_meters=unknown)
         dev_ids = np.array(
@@ -1239,16 +1257,6 @@ class Node:
     def verify_audit_log(self, expect: tuple[int, str] | None = None):
         """Recompute the audit chain and check its signed head (:func:`audit_trail.verify`)."""
         return audit_trail.verify(self.store, self.keys, self.node_id, expect=expect)
-
-
-_RENEWABLE = {
-    Source.SOLAR,
-    Source.WIND,
-    Source.HYDRO,
-    Source.GEOTHERMAL,
-    Source.MARINE,
-    Source.BIOMASS,
-}
 
 
 def _period(at_ms: int) -> str:

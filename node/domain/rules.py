@@ -59,6 +59,10 @@ def page_token(token: str, pattern: re.Pattern[str]) -> str:
     return token
 
 
+#: Control characters (below U+0020), refused in every text field.
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
 class Checker:
     """Accumulates field violations; :meth:`done` raises them all at once."""
 
@@ -89,7 +93,7 @@ class Checker:
             self.fail(field, f"must be {min_len}..{max_len} characters")
         elif pattern is not None and not pattern.match(value):
             self.fail(field, f"malformed{': ' + hint if hint else ''}")
-        elif any(ord(c) < 0x20 for c in value):
+        elif _CONTROL.search(value):
             self.fail(field, "must not contain control characters")
 
     def int_range(self, value: int, field: str, lo: int, hi: int, unit: str = "") -> None:

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from eap.node.cli import _emit, _home_option, _json_option, _open
+from eap.node.cli_output import Table, styled
 from eap.node.config import NodeConfig, default_home
 from eap.node.errors import EapError, invalid
 
@@ -343,20 +343,20 @@ def _print_audit(report) -> None:
     for i in report.issuers:
         table.add_row(i.issuer, f"{i.issued_wh:,}", f"{i.active_wh:,}", f"{i.retired_wh:,}",
                       f"{i.in_flight_wh:,}", f"{i.missing_wh:,}", f"{i.conflicting_wh:,}",
-                      "[green]close[/green]" if i.ok else "[red]DO NOT CLOSE[/red]")
+                      styled("close", "green") if i.ok else styled("DO NOT CLOSE", "red"))
     console.print(table)
     stmts = Table("node", "statement (SHA-256)", "key", "verified", title="statements")
     for s in report.statements:
         stmts.add_row(s.node_id, s.digest[:16] or "-", s.key_id or "-",
-                      "yes" if s.verified else f"[red]no[/red]: {s.error}")
+                      "yes" if s.verified else styled("no:", "red", s.error))
     console.print(stmts)
     for line in report.problems:
-        console.print(f"[red]problem:[/red] {line}", highlight=False)
+        console.print(styled("problem:", "red", line), highlight=False)
     for i in report.issuers:
         for line in i.problems:
-            console.print(f"[red]{i.issuer}:[/red] {line}", highlight=False)
-    console.print("[green]the books close[/green]" if report.ok
-                  else "[red]the books do NOT close[/red]")
+            console.print(styled(f"{i.issuer}:", "red", line), highlight=False)
+    console.print(styled("the books close", "green") if report.ok
+                  else styled("the books do NOT close", "red"))
 
 
 def register(main: click.Group) -> None:

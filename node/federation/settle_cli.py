@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.table import Table
+from rich.text import Text
 
 from eap.node.cli import _emit, _home_option, _json_option, _open
+from eap.node.cli_output import Table, styled
 
 
 def _ms(value: int | None) -> str:
@@ -85,9 +86,9 @@ def show(round_id, home, as_json) -> None:
     _show(round_dict(Settlement(_open(home)).get(round_id)), as_json)
 
 
-def _state(state: str) -> str:
+def _state(state: str):
     colour = {"settled": "green", "final": "cyan", "failed": "red"}.get(state, "yellow")
-    return f"[{colour}]{state}[/{colour}]"
+    return styled(state, colour)
 
 
 def _show(r: dict, as_json: bool) -> None:
@@ -96,11 +97,12 @@ def _show(r: dict, as_json: bool) -> None:
     if as_json:
         _emit(r, True)
         return
-    console.print(f"round [bold]{r['round_id']}[/bold]  {_state(r['state'])}  period "
-                  f"{r['period']}  coordinator {r['coordinator']}", highlight=False)
-    console.print(f"statement SHA-256 {r['digest'] or '-'}; participants "
+    console.print(Text.assemble("round ", (r["round_id"], "bold"), "  ", _state(r["state"]),
+                                f"  period {r['period']}  coordinator {r['coordinator']}"),
+                  highlight=False)
+    console.print(Text(f"statement SHA-256 {r['digest'] or '-'}; participants "
                   f"{', '.join(r['participants']) or '-'}; signed by "
-                  f"{', '.join(r['signed_by']) or 'nobody yet'}", highlight=False)
+                  f"{', '.join(r['signed_by']) or 'nobody yet'}"), highlight=False)
     cur = Table("currency", "obligations", "gross", "net", "efficiency", title="netting")
     for c in r["currencies"]:
         cur.add_row(c["currency"], str(c["obligations"]), f"{c['gross']:,}", f"{c['net']:,}",
@@ -121,4 +123,4 @@ def _show(r: dict, as_json: bool) -> None:
                          f"{o['amount_minor']:,} {o['currency']}")
         console.print(held)
     for line in r["problems"]:
-        console.print(f"[red]problem:[/red] {line}", highlight=False)
+        console.print(styled("problem:", "red", line), highlight=False)

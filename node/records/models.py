@@ -138,6 +138,19 @@ class ImportResult(Serialisable):
 
 
 @dataclass
+class DeviceImportResult(Serialisable):
+    """A bulk device registration (``device import`` / ``RegisterDevices``): all or nothing."""
+
+    #: Devices registered (every row of the input).
+    devices: int = 0
+    #: SHA-256 (hex) of the normalised rows: what an idempotent replay must match.
+    digest: str = ""
+    #: Pseudonym ids of the first and last registered device, in input order.
+    first_id: str = ""
+    last_id: str = ""
+
+
+@dataclass
 class IssueResult(Serialisable):
     bundles: int = 0
     wh: int = 0

@@ -7,12 +7,12 @@ so a domain operation composes several of them atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from eap.node.errors import InvalidArgument
+from eap.node.errors import FieldViolation, InvalidArgument
 from eap.node.records.enums import Status
 from eap.node.records.models import Account, Bundle, ClaimReceipt, Device
 from eap.node.store import schema as t
@@ -158,7 +158,11 @@ def devices_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, Device]:
 
 def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
     rows = conn.execute(
-        select(t.devices).where(t.devices.c.id > after).order_by(t.devices.c.id).limit(limit)
+        select(t.devices)
+        .where(t.devices.c.id > after)
+        .order_by(t.devices.c.id)
+        .limit(limit)
+        .execution_options(yield_per=500)
     )
     return [Device(**r._mapping) for r in rows]
 
@@ -243,6 +247,40 @@ def set_bundle_state(
     return done.rowcount == 1
 
 
+#: The bundle columns in :class:`Bundle` field order (rows build records positionally).
+_BUNDLE_COLUMNS = [t.bundles.c[f] for f in Bundle.__dataclass_fields__]
+
+
+def bundle_page_key(bundle_ref: str) -> tuple[str, int]:
+    """The keyset position ``(issuer, serial_start)`` of a bundle id ``issuer/start-end``."""
+    issuer, _, serials = bundle_ref.rpartition("/")
+    start, _, _end = serials.partition("-")
+    if not issuer or not start.isdigit():
+        raise InvalidArgument(
+            "invalid page token", [FieldViolation("page_token", "not a bundle id")]
+        )
+    return issuer, int(start)
+
+
+def bundles_page_query(
+    *, owner: str | None, status: int | None, device: str | None, after: str, limit: int
+):
+    """One keyset page in serial order: ``(issuer, serial_start) > after``, an index range
+    scan on the filter's composite index (migration 0014) with no sort, never OFFSET."""
+    c = t.bundles.c
+    q = select(*_BUNDLE_COLUMNS)
+    if owner:
+        q = q.where(c.owner == owner)
+    if status:
+        q = q.where(c.status == status)
+    if device:
+        q = q.where(c.device_id == device)
+    if after:
+        issuer, start = bundle_page_key(after)
+        q = q.where(tuple_(c.issuer, c.serial_start) > tuple_(literal(issuer), literal(start)))
+    return q.order_by(c.issuer, c.serial_start).limit(limit)
+
+
 def list_bundles(
     conn: Connection,
     *,
@@ -252,15 +290,26 @@ def list_bundles(
     after: str,
     limit: int,
 ) -> list[Bundle]:
-    c = t.bundles.c
-    q = select(t.bundles).where(c.id > after)
-    if owner:
-        q = q.where(c.owner == owner)
-    if status:
-        q = q.where(c.status == status)
-    if device:
-        q = q.where(c.device_id == device)
-    return [_bundle(r) for r in conn.execute(q.order_by(c.id).limit(limit))]
+    return list(
+        iter_bundles(conn, owner=owner, status=status, device=device, after=after, limit=limit)
+    )
+
+
+def iter_bundles(
+    conn: Connection,
+    *,
+    owner: str | None,
+    status: int | None,
+    device: str | None,
+    after: str,
+    limit: int,
+    chunk: int = 500,
+) -> Iterator[Bundle]:
+    """The page's bundles as they arrive: fetched ``chunk`` rows at a time (a server-side
+    cursor on PostgreSQL), so a large page never sits in memory at once."""
+    q = bundles_page_query(owner=owner, status=status, device=device, after=after, limit=limit)
+    for row in conn.execute(q.execution_options(yield_per=chunk)):
+        yield Bundle(*row)
 
 
 # -- batches & claims --------------------------------------------------------------------------
@@ -308,7 +357,7 @@ def list_claims(conn: Connection, beneficiary: str | None, after: int, limit: in
         q = q.where(c.beneficiary == beneficiary)
     return [
         (row._mapping[c.seq], _claim(row._mapping))
-        for row in conn.execute(q.order_by(c.seq).limit(limit))
+        for row in conn.execute(q.order_by(c.seq).limit(limit).execution_options(yield_per=500))
     ]
 
 
@@ -425,6 +474,14 @@ def _sum(conn: Connection, expr, *where, group_by=None) -> list[tuple]:
 
 
 def totals(conn: Connection) -> dict[str, int]:
+    """The node's totals from the maintained ``totals`` table (no scan; see totals_repos)."""
+    from eap.node.store.totals_repos import totals as maintained
+
+    return maintained(conn)
+
+
+def full_totals(conn: Connection) -> dict[str, int]:
+    """The same totals by full scans (the audit of the maintained ones)."""
     c = t.bundles.c
     wh = c.serial_end - c.serial_start
     by_status = dict(_sum(conn, wh, group_by=c.status))

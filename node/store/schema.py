@@ -11,6 +11,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     SmallInteger,
     String,
     Table,
@@ -125,7 +126,12 @@ bundles = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("held_by", String(128)),
     UniqueConstraint("issuer", "serial_start", "serial_end", name="uq_bundles_range"),
-    Index("ix_bundles_owner_status", "owner", "status"),
+    # Keyset listings in serial order (migration 0014): each filter's index ends in the page
+    # key (issuer, serial_start), so a page is an index range scan with no sort.
+    Index("ix_bundles_owner_status_serial", "owner", "status", "issuer", "serial_start"),
+    Index("ix_bundles_owner_serial", "owner", "issuer", "serial_start"),
+    Index("ix_bundles_status_serial", "status", "issuer", "serial_start"),
+    Index("ix_bundles_device_serial", "device_id", "issuer", "serial_start"),
     Index("ix_bundles_device", "device_id", "interval_start"),
 )
 
@@ -160,6 +166,17 @@ claims = Table(
     Column("key_id", String(64), nullable=False),
     # SD-JWT receipt with all its disclosures (salts): the holder's to present; NULL before 0010.
     Column("sd_receipt", Text, nullable=True),
+    Index("ix_claims_beneficiary_seq", "beneficiary", "seq"),
+)
+
+#: Running totals of the node (``eap-node status``), kept exact by triggers (migration 0014)
+#: in the same transaction as the rows they count: ``accounts``, ``devices``, ``readings``,
+#: ``wh_metered``, ``wh_issued``, ``bundles_<status>``, ``wh_<status>``, ``transfers_wh_<dir>``.
+totals = Table(
+    "totals",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger().with_variant(Numeric(40, 0), "postgresql"), nullable=False),
 )
 
 #: Journal of every lifecycle action (issue, transfer, split, retire), for audit and replay.
@@ -351,7 +368,11 @@ transfers = Table(
     Column("currency", String(3)),
     #: The paid account, ``<source node>/acct_...`` (``out``: this node's ``from_account``).
     Column("seller", String(200)),
-    Index("ix_transfers_direction_state", "direction", "state"),
+    # Keyset pages of `eap-node transfers` (oldest first, migration 0014), per filter.
+    Index("ix_transfers_direction_state_created", "direction", "state", "created_at_ms", "id"),
+    Index("ix_transfers_direction_created", "direction", "created_at_ms", "id"),
+    Index("ix_transfers_state_created", "state", "created_at_ms", "id"),
+    Index("ix_transfers_created", "created_at_ms", "id"),
     Index("ix_transfers_range", "issuer", "serial_start"),
 )
 

@@ -691,3 +691,29 @@ class AggregatesReport(_message.Message):
     total_transferred_wh: int
     total_claimed_wh: int
     def __init__(self, zone: _Optional[str] = ..., from_unix: _Optional[int] = ..., to_unix: _Optional[int] = ..., k: _Optional[int] = ..., epsilon: _Optional[float] = ..., mechanism: _Optional[str] = ..., noise_scale: _Optional[float] = ..., bound_wh: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[AggregateCell, _Mapping]]] = ..., suppressed_cells: _Optional[int] = ..., total_issued_wh: _Optional[int] = ..., total_transferred_wh: _Optional[int] = ..., total_claimed_wh: _Optional[int] = ...) -> None: ...
+
+class DeviceRegistration(_message.Message):
+    __slots__ = ("device", "attestation")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    device: _types_pb2.Device
+    attestation: _types_pb2.Attestation
+    def __init__(self, device: _Optional[_Union[_types_pb2.Device, _Mapping]] = ..., attestation: _Optional[_Union[_types_pb2.Attestation, _Mapping]] = ...) -> None: ...
+
+class RegisterDevicesRequest(_message.Message):
+    __slots__ = ("request_id", "devices")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceRegistration]
+    def __init__(self, request_id: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[DeviceRegistration, _Mapping]]] = ...) -> None: ...
+
+class RegisterDevicesResponse(_message.Message):
+    __slots__ = ("devices", "first_id", "last_id")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_ID_FIELD_NUMBER: _ClassVar[int]
+    devices: int
+    first_id: str
+    last_id: str
+    def __init__(self, devices: _Optional[int] = ..., first_id: _Optional[str] = ..., last_id: _Optional[str] = ...) -> None: ...

@@ -152,6 +152,26 @@ class NodeApiStub:
                 request_serializer=eap_dot_v1_dot_node__api__pb2.GetAggregatesRequest.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_node__api__pb2.AggregatesReport.FromString,
                 _registered_method=True)
+        self.RegisterDevices = channel.unary_unary(
+                '/eap.v1.NodeApi/RegisterDevices',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.RegisterDevicesRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_node__api__pb2.RegisterDevicesResponse.FromString,
+                _registered_method=True)
+        self.StreamBundles = channel.unary_stream(
+                '/eap.v1.NodeApi/StreamBundles',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.ListBundlesRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.RecordBundle.FromString,
+                _registered_method=True)
+        self.StreamDevices = channel.unary_stream(
+                '/eap.v1.NodeApi/StreamDevices',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.Device.FromString,
+                _registered_method=True)
+        self.StreamClaims = channel.unary_stream(
+                '/eap.v1.NodeApi/StreamClaims',
+                request_serializer=eap_dot_v1_dot_node__api__pb2.ListClaimsRequest.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.ClaimReceipt.FromString,
+                _registered_method=True)
 
 
 class NodeApiServicer:
@@ -344,6 +364,43 @@ class NodeApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterDevices(self, request, context):
+        """Registers many devices at once, all or nothing: every device passes the checks of
+        RegisterDevice (attestation and validation plugins included); any refused device refuses
+        the whole request (INVALID_ARGUMENT, also for unknown owners and taken refs) with one violation
+        per problem named `devices[i].device.<field>` or `devices[i].attestation.<field>`
+        (i counts from 0; at most 100 reported). Idempotent by request id. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamBundles(self, request, context):
+        """Every bundle matching the filters of the request, in serial order (issuer, first serial),
+        streamed with constant memory on the node. `page_token` (a bundle id) starts the stream
+        after that bundle; `page_size` is ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamDevices(self, request, context):
+        """Every device, in id order, streamed with constant memory on the node. `page_token` (a
+        device id) starts the stream after that device; `page_size` is ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamClaims(self, request, context):
+        """Every claim receipt matching the filter, in claim order, streamed with constant memory on
+        the node. `page_token` (a claim sequence number) starts after that claim; `page_size` is
+        ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -461,6 +518,26 @@ def add_NodeApiServicer_to_server(servicer, server):
                     servicer.GetAggregates,
                     request_deserializer=eap_dot_v1_dot_node__api__pb2.GetAggregatesRequest.FromString,
                     response_serializer=eap_dot_v1_dot_node__api__pb2.AggregatesReport.SerializeToString,
+            ),
+            'RegisterDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDevices,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.RegisterDevicesRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_node__api__pb2.RegisterDevicesResponse.SerializeToString,
+            ),
+            'StreamBundles': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBundles,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.ListBundlesRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.RecordBundle.SerializeToString,
+            ),
+            'StreamDevices': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamDevices,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.ListDevicesRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.Device.SerializeToString,
+            ),
+            'StreamClaims': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamClaims,
+                    request_deserializer=eap_dot_v1_dot_node__api__pb2.ListClaimsRequest.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.ClaimReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1086,6 +1163,114 @@ class NodeApi:
             '/eap.v1.NodeApi/GetAggregates',
             eap_dot_v1_dot_node__api__pb2.GetAggregatesRequest.SerializeToString,
             eap_dot_v1_dot_node__api__pb2.AggregatesReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.NodeApi/RegisterDevices',
+            eap_dot_v1_dot_node__api__pb2.RegisterDevicesRequest.SerializeToString,
+            eap_dot_v1_dot_node__api__pb2.RegisterDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eap.v1.NodeApi/StreamBundles',
+            eap_dot_v1_dot_node__api__pb2.ListBundlesRequest.SerializeToString,
+            eap_dot_v1_dot_types__pb2.RecordBundle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eap.v1.NodeApi/StreamDevices',
+            eap_dot_v1_dot_node__api__pb2.ListDevicesRequest.SerializeToString,
+            eap_dot_v1_dot_types__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eap.v1.NodeApi/StreamClaims',
+            eap_dot_v1_dot_node__api__pb2.ListClaimsRequest.SerializeToString,
+            eap_dot_v1_dot_types__pb2.ClaimReceipt.FromString,
             options,
             channel_credentials,
             insecure,
