@@ -23,7 +23,15 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
+from eap.node.domain import (
+    anchoring,
+    custody,
+    idempotency,
+    ledger,
+    obligations,
+    plugin_calls,
+    sybil,
+)
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
@@ -99,6 +107,9 @@ class Node:
         self.keys = keyring
         self.node_id = config.node_id
         self.plugins = plugins or get_plugin_manager()
+        #: Checks a new meter against peer nodes (:mod:`eap.node.domain.sybil`); installed by
+        #: the federation runtime, None on a node that does not federate.
+        self.meter_guard: sybil.MeterGuard | None = None
 
     # -- lifecycle of the node itself -----------------------------------------------------------
 
@@ -340,6 +351,8 @@ class Node:
         if attested is None:
             raise invalid("attestation.scheme", f"no plugin accepts scheme {attestation_scheme!r}")
         attested = attested[1]
+        # Duplicate meter at a peer node (Sybil): refused here, before anything is written.
+        peer_tags = sybil.precheck(self, meter_id=meter_id, local_ref=local_ref)
 
         def op(conn: Connection) -> Device:
             if repos.get_account(conn, owner) is None:
@@ -369,6 +382,7 @@ class Node:
                 registered_at_ms=now_ms(),
             )
             repos.insert_device(conn, dev)
+            sybil.record_registration(conn, self, dev.id, meter_id, peer_tags)
             return dev
 
         return idempotency.run(
