@@ -266,12 +266,15 @@ def device_register(request_id, home, as_json, **fields) -> None:
     _emit(dev.to_dict(), as_json, text=f"registered {dev.id} ({dev.local_ref}, {dev.zone})")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @_purpose_option
 @_home_option
 @_json_option
-def devices(purpose, home, as_json) -> None:
-    """List registered devices."""
+@click.pass_context
+def devices(ctx, purpose, home, as_json) -> None:
+    """List registered devices (subcommands: duplicates, check)."""
+    if ctx.invoked_subcommand:
+        return
     items = _all_pages(
         lambda tok: _open(home).list_devices(purpose=Purpose[purpose.upper()], page_token=tok)
     )
@@ -1071,3 +1074,8 @@ _register_ledger(main)
 from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
 _register_plugins(main)
+
+# Duplicate devices across nodes: `devices duplicates` and `devices check`.
+from eap.node.sybil_cli import register as _register_sybil  # noqa: E402
+
+_register_sybil(devices)
