@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from sqlalchemy import select
 from inproc_fed import InProcFed
 from support import write_csv
 
-from eap.node.domain import peer_credit
+from eap.node.domain import peer_credit, sybil
 from eap.node.federation.audit import Auditor
 from eap.node.records.enums import Purpose
 from eap.node.records.models import Principal
+from eap.node.store import schema as t
 
 A, B, C = "a.example", "b.example", "c.example"
 LAT, LON = 6.244203, -75.581215
@@ -42,6 +44,8 @@ class Scenario:
     exports: dict[str, bytes]
     logs: list[str]
     reads: dict[str, dict[str, list[dict]]]  # purpose name -> entity -> dicts
+    #: What operators see of entities without a read API: entity -> dicts (all nodes).
+    operator_views: dict[str, list[dict]]
     secrets: dict[str, list[str]]
 
 
@@ -81,35 +85,72 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
     f = InProcFed(root / "fed", [A, B, C], monkeypatch=monkeypatch)
     a, b, c = f[A], f[B], f[C]
     made_a = a.node.create_account(request_id="acct-alice", label=LABEL_A)
-    made_b = b.node.create_account(request_id="acct-bodega", label=LABEL_B, identity=IDENTITY_B,
-                                   disclose=True)
+    made_b = b.node.create_account(
+        request_id="acct-bodega", label=LABEL_B, identity=IDENTITY_B, disclose=True
+    )
     acct_a, acct_b = made_a.account.id, made_b.account.id
     dev = a.node.register_device(
-        request_id="dev-alice", local_ref=LOCAL_REF, capacity_w=4200, source="solar",
-        technology="photovoltaic", commissioned_on="2021-03-04", latitude=LAT, longitude=LON,
-        zone="CO-ANT", owner=acct_a, meter_id=METER, attestation_evidence=EVIDENCE)
+        request_id="dev-alice",
+        local_ref=LOCAL_REF,
+        capacity_w=4200,
+        source="solar",
+        technology="photovoltaic",
+        commissioned_on="2021-03-04",
+        latitude=LAT,
+        longitude=LON,
+        zone="CO-ANT",
+        owner=acct_a,
+        meter_id=METER,
+        attestation_evidence=EVIDENCE,
+    )
     t0 = dt.datetime(2026, 3, 1, 10)
-    rows = [((t0 + dt.timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S"),
-             (t0 + dt.timedelta(hours=h + 1)).strftime("%Y-%m-%d %H:%M:%S"), METER, 1500 + h)
-            for h in range(4)]
+    rows = [
+        (
+            (t0 + dt.timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S"),
+            (t0 + dt.timedelta(hours=h + 1)).strftime("%Y-%m-%d %H:%M:%S"),
+            METER,
+            1500 + h,
+        )
+        for h in range(4)
+    ]
     a.node.import_readings(write_csv(root / "readings.csv", rows), request_id="imp-alice")
     a.node.issue(request_id="iss-alice")
     bundles = a.node.list_bundles(purpose=Purpose.OPERATIONS).items
     for peer in (B, C):
-        peer_credit.set_limits(a.node.store, A, peer=peer, currency="EUR",
-                               credit_limit_minor=10**9, settle_threshold_minor=0)
-        peer_credit.set_limits(f[peer].node.store, peer, peer=A, currency="EUR",
-                               credit_limit_minor=10**9, settle_threshold_minor=0)
+        peer_credit.set_limits(
+            a.node.store,
+            A,
+            peer=peer,
+            currency="EUR",
+            credit_limit_minor=10**9,
+            settle_threshold_minor=0,
+        )
+        peer_credit.set_limits(
+            f[peer].node.store,
+            peer,
+            peer=A,
+            currency="EUR",
+            credit_limit_minor=10**9,
+            settle_threshold_minor=0,
+        )
     # A plain cross-node transfer and a priced one (an obligation to settle).
-    a.runtime.transfers.send(bundles[0].id, to=f"{B}/{acct_b}", request_id="xfer-1",
-                             wait_s=10)
-    a.runtime.transfers.send(bundles[1].id, to=f"{B}/{acct_b}", request_id="trade-1",
-                             wait_s=10, price_minor=1234, currency="EUR")
+    a.runtime.transfers.send(bundles[0].id, to=f"{B}/{acct_b}", request_id="xfer-1", wait_s=10)
+    a.runtime.transfers.send(
+        bundles[1].id,
+        to=f"{B}/{acct_b}",
+        request_id="trade-1",
+        wait_s=10,
+        price_minor=1234,
+        currency="EUR",
+    )
     held = b.node.list_bundles(purpose=Purpose.OPERATIONS, owner=acct_b).items
-    claim = b.node.retire(held[0].id, beneficiary=BENEFICIARY, purpose="scope2 2026",
-                          request_id="claim-1")
+    claim = b.node.retire(
+        held[0].id, beneficiary=BENEFICIARY, purpose="scope2 2026", request_id="claim-1"
+    )
     for m in (b, c):
         m.runtime.syncer.sync_all()
+    for m in f:  # the duplicate-device sweep (with the sync worker of `serve`)
+        m.runtime.device_checker.sweep()
     audit = Auditor.from_engine(c.runtime.transfers).run()
     settlement = None
     try:
@@ -131,12 +172,15 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
     exports["audit report"] = str(audit).encode()
     # Reads by purpose.
     reads: dict[str, dict[str, list[dict]]] = {}
-    holder = Principal(kind="account", account_id=acct_a)
-    for purpose, principal in ((Purpose.TRANSPARENCY, None), (Purpose.OPERATIONS, None),
-                               (Purpose.HOLDINGS, holder)):
+    holders = {
+        A: Principal(kind="account", account_id=acct_a),
+        B: Principal(kind="account", account_id=acct_b),
+    }
+    for purpose in (Purpose.TRANSPARENCY, Purpose.OPERATIONS, Purpose.HOLDINGS):
         got: dict[str, list[dict]] = {"device": [], "account": [], "bundle": [], "claim": []}
         for m in f:
-            if purpose == Purpose.HOLDINGS and m is not a:
+            principal = holders.get(m.node_id) if purpose == Purpose.HOLDINGS else None
+            if purpose == Purpose.HOLDINGS and principal is None:
                 continue
             kw = {"purpose": purpose, "principal": principal}
             got["device"] += [d.to_dict() for d in m.node.list_devices(**kw).items]
@@ -144,24 +188,51 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
             got["bundle"] += [x.to_dict() for x in m.node.list_bundles(**kw).items]
             got["claim"] += [x.to_dict() for x in m.node.list_claims(**kw).items]
         reads[purpose.name] = got
+    operator_views: dict[str, list[dict]] = {"transfer": [], "reading": [], "settlement": []}
+    for m in f:
+        operator_views["transfer"] += [x.to_dict() for x in m.runtime.transfers.list()]
+        with m.node.store.read() as conn:
+            operator_views["reading"] += [
+                dict(r._mapping) for r in conn.execute(select(t.readings)).all()
+            ]
+            operator_views["settlement"] += [
+                {k: (v.hex() if isinstance(v, bytes) else v) for k, v in r._mapping.items()}
+                for r in conn.execute(select(t.settlement_rounds)).all()
+            ]
     values = {
-        "device.id": dev.id, "device.local_ref": LOCAL_REF, "device.meter_id": METER,
-        "device.latitude": LAT, "device.longitude": LON, "device.cell": dev.cell,
-        "device.zone": dev.zone, "device.capacity_w": dev.capacity_w, "device.owner": acct_a,
-        "device.attestation_ref": dev.attestation_ref, "device.attested_by": dev.attested_by,
-        "account.id": acct_a, "account.label": LABEL_A, "account.identity": IDENTITY_B,
-"account.token": made_a.token,
-        "account.balance_wh": a.node.list_accounts(purpose=Purpose.OPERATIONS).items[0]
-        .balance_wh,
-        "bundle.id": bundles[2].id, "bundle.device_id": dev.id, "bundle.owner": acct_a,
-        "bundle.zone": "CO-ANT", "bundle.cell": dev.cell,
+        "device.id": dev.id,
+        "device.local_ref": LOCAL_REF,
+        "device.meter_id": METER,
+        "device.latitude": LAT,
+        "device.longitude": LON,
+        "device.cell": dev.cell,
+        "device.zone": dev.zone,
+        "device.capacity_w": dev.capacity_w,
+        "device.owner": acct_a,
+        "device.attestation_ref": dev.attestation_ref,
+        "device.attested_by": dev.attested_by,
+        "account.id": acct_a,
+        "account.label": LABEL_A,
+        "account.identity": IDENTITY_B,
+        "account.token": made_a.token,
+        "account.balance_wh": a.node.list_accounts(purpose=Purpose.OPERATIONS).items[0].balance_wh,
+        "bundle.id": bundles[0].id,
+        "bundle.device_id": dev.id,
+        "bundle.owner": acct_a,
+        "bundle.zone": "CO-ANT",
+        "bundle.cell": dev.cell,
         "bundle.serial_start": bundles[2].serial_start,
-        "claim.id": claim.id, "claim.beneficiary": BENEFICIARY,
-        "claim.purpose": "scope2 2026", "claim.signature": claim.signature,
+        "claim.id": claim.id,
+        "claim.beneficiary": BENEFICIARY,
+        "claim.purpose": "scope2 2026",
+        "claim.signature": claim.signature,
         "reading.wh": 1500 + 3,
-        "transfer.id": _transfer_ids(a)[0], "transfer.to_account": acct_b,
+        "transfer.id": _transfer_ids(a)[0],
+        "transfer.to_account": acct_b,
         "trade.price_minor": 1234,
         "settlement": settlement,
+        "settlement.round_id": getattr(settlement, "round_id", None),
+        "device.meter_tag": sybil.own_tag(a.node, METER),
         "audit": audit,
     }
     secrets = {
@@ -170,7 +241,7 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
         "account token": [made_a.token, made_b.token],
         "private key": [ln for m in f for ln in _pem_bodies(m.home)],
     }
-    return Scenario(f, values, f.wire, exports, handler.lines, reads, secrets)
+    return Scenario(f, values, f.wire, exports, handler.lines, reads, operator_views, secrets)
 
 
 def _transfer_ids(member) -> list[str]:
