@@ -61,7 +61,7 @@ class _Collect(logging.Handler):
 def _pem_bodies(folder: Path) -> list[str]:
     out = []
     for path in folder.rglob("*"):
-        if path.is_file() and path.suffix in (".key", ".pem") or path.name.endswith("key"):
+        if path.is_file() and path.suffix in (".key", ".pem"):
             text = path.read_text(errors="replace")
             if "PRIVATE KEY" in text:
                 out += [ln for ln in text.splitlines() if ln and not ln.startswith("-----")]
