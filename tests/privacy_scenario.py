@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
-from sqlalchemy import select
 from inproc_fed import InProcFed
+from sqlalchemy import select
 from support import write_csv
 
 from eap.node.domain import peer_credit, sybil
