@@ -262,7 +262,11 @@ def device() -> None:
 @_json_option
 def device_register(request_id, home, as_json, **fields) -> None:
     """Register a device after its attestation is accepted."""
-    dev = _open(home).register_device(request_id=_rid(request_id), **fields)
+    from eap.node.sybil_cli import meter_guard
+
+    node = _open(home)
+    with meter_guard(node):  # a meter registered at a peer node is refused here too
+        dev = node.register_device(request_id=_rid(request_id), **fields)
     _emit(dev.to_dict(), as_json, text=f"registered {dev.id} ({dev.local_ref}, {dev.zone})")
 
 

@@ -6,6 +6,7 @@ Registered from :mod:`eap.node.cli` under the ``devices`` group.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import click
@@ -84,6 +85,30 @@ def check(peers, home, as_json) -> None:
     _emit(results, as_json, table)
     if any(r["error"] for r in results):
         raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def meter_guard(node):
+    """While registering from the CLI: check the meter against the peers, as ``serve`` does,
+    when the home federates (has TLS material); a no-op otherwise."""
+    from eap.node.federation.runtime import tls_configured
+
+    if node.meter_guard is not None or not tls_configured(node):
+        yield
+        return
+    from eap.node.federation.client import PeerClient
+    from eap.node.federation.device_check import DeviceChecker
+    from eap.node.federation.peers import TrustList
+    from eap.node.federation.settings import FederationSettings
+
+    settings = FederationSettings.load(node.config)
+    trust = TrustList(node.store, node.node_id, cache_s=0)
+    with PeerClient(node, trust=trust, settings=settings) as client:
+        node.meter_guard = DeviceChecker(node, client, trust, settings)
+        try:
+            yield
+        finally:
+            node.meter_guard = None
 
 
 def register(devices: click.Group) -> None:

@@ -261,3 +261,87 @@ def test_a_malformed_answer_is_not_trusted(fed2):
     a.device(a.account(), METER, "roof-a")
     with a.node.store.read() as conn:
         assert conn.execute(select(func.count()).select_from(t.device_peer_tags)).scalar_one() == 0
+
+
+def test_cli_registration_is_checked_against_peers_too(fed2):
+    from click.testing import CliRunner
+
+    from eap.node.cli import main
+
+    a, b = fed2[A], fed2[B]
+    a.device(a.account(), METER, "roof-a")
+    owner = b.account()
+    args = [
+        "device",
+        "register",
+        "--ref",
+        "roof-cli",
+        "--capacity-w",
+        "300",
+        "--source",
+        "solar",
+        "--technology",
+        "photovoltaic",
+        "--commissioned",
+        "2021-01-01",
+        "--lat",
+        "41.1",
+        "--lon",
+        "2.1",
+        "--zone",
+        "ES",
+        "--owner",
+        owner,
+        "--attestation",
+        "gca-1",
+        "--home",
+        str(b.home),
+    ]
+    out = CliRunner().invoke(main, [*args, "--meter-id", "MTR 7731 0042"])
+    assert out.exit_code == 4, out.output  # already exists: at peer a
+    assert A in out.output
+    out = CliRunner().invoke(main, [*args, "--meter-id", "MTR-OTHER-1"])
+    assert out.exit_code == 0, out.output
+
+
+# -- the repositories on every database ---------------------------------------------------------
+
+
+def test_tags_matches_and_alerts_on_each_database(node):
+    owner = node.create_account(request_id="o", label="o").account.id
+    devs = [
+        node.register_device(
+            request_id=f"d{i}",
+            local_ref=f"r{i}",
+            capacity_w=100,
+            source="solar",
+            technology="photovoltaic",
+            commissioned_on="2020-01-01",
+            latitude=1.0,
+            longitude=2.0,
+            zone="CO-ANT",
+            owner=owner,
+            meter_id=f"M-{i}",
+            attestation_evidence="grid-connection-agreement 2020/117",
+        )
+        for i in range(3)
+    ]
+    from eap.node.store import device_check_repos as dr
+
+    with node.store.read() as conn:
+        mine = dr.own_tags_after(conn, 0, 10)
+    assert [g for _, g in mine] == [sybil.own_tag(node, f"M-{i}") for i in range(3)]
+    peer_key = oprf.derive_key(os.urandom(32))
+    peer_tag = [oprf.tag(B, oprf.element(peer_key, f"M-{i}")) for i in range(3)]
+    with node.store.transaction() as conn:
+        assert [d for d, _ in dr.devices_unchecked_for(conn, B, 10)] == [d.id for d in devs]
+        dr.add_peer_checks(conn, [(d.id, B, g) for d, g in zip(devs, peer_tag, strict=True)], 1)
+        dr.add_peer_checks(conn, [(devs[0].id, B, peer_tag[0])], 2)  # kept, no error
+        dr.add_peer_tags(conn, B, [(1, secrets.token_bytes(16)), (2, peer_tag[1])])
+        assert dr.devices_unchecked_for(conn, B, 10) == []
+        assert dr.peer_cursor(conn, B) == 2
+    assert [x["device_id"] for x in sybil.flag_matches(node, B)] == [devs[1].id]
+    assert sybil.flag_matches(node, B) == []  # durable, not repeated
+    assert [(x["action"], x["local_ref"]) for x in sybil.list_duplicates(node)] == [
+        ("flagged", "r1")
+    ]
