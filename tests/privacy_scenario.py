@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,12 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
     claim = b.node.retire(
         held[0].id, beneficiary=BENEFICIARY, purpose="scope2 2026", request_id="claim-1"
     )
+    # The retirement report to the issuer leaves through b's outbox: drive it until sent.
+    deadline = time.monotonic() + 30
+    while not any(rpc == "ReportRetirement" for rpc, _, _ in f.wire):
+        assert time.monotonic() < deadline, "the retirement report was never sent"
+        b.runtime.transfers.tick(force=True)
+        time.sleep(0.05)
     for m in (b, c):
         m.runtime.syncer.sync_all()
     for m in f:  # the duplicate-device sweep (with the sync worker of `serve`)

@@ -7,6 +7,7 @@ value is visible to it.  Rows marked ``pending: …`` are skipped with that reas
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import struct
@@ -169,3 +170,10 @@ def test_the_probes_can_fail(scenario, probes):
     assert probes.operator("device", "meter_id", v["device.meter_id"])
     assert probes.holder("account", "label", v["account.label"])
     assert probes.regulator("claim", "beneficiary", v["claim.beneficiary"])
+    # A location leaked as an IEEE double in one message would be seen.
+    lat = v["device.latitude"]
+    leaky = dataclasses.replace(
+        scenario, wire=[*scenario.wire, ("X", "request", struct.pack("<d", lat))]
+    )
+    assert not probes.peer("device", "latitude", lat)
+    assert Probes(leaky).peer("device", "latitude", lat)
