@@ -91,9 +91,15 @@ class FederationSettings:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"invalid {path}: federation.{key} = {value!r}") from exc
         settings = cls(**values)
-        if (settings.rate_per_s <= 0 or settings.burst < 1 or settings.max_batches_per_pull < 1
-                or settings.device_checks_per_hour <= 0 or settings.device_check_burst < 1
-                or settings.device_check_timeout_s <= 0 or settings.max_peer_device_tags < 1):
+        if (
+            settings.rate_per_s <= 0
+            or settings.burst < 1
+            or settings.max_batches_per_pull < 1
+            or settings.device_checks_per_hour <= 0
+            or settings.device_check_burst < 1
+            or settings.device_check_timeout_s <= 0
+            or settings.max_peer_device_tags < 1
+        ):
             raise ConfigError(f"invalid {path}: federation limits must be positive")
         return settings
 
