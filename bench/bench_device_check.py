@@ -63,6 +63,8 @@ def main() -> int:
             [(i, "ES") for i in IDS],
             federation={
                 "sync_interval_s": 0,
+                "rate_per_s": 1e6,
+                "burst": 10**6,
                 "device_checks_per_hour": 1e9,
                 "device_check_burst": 10**9,
             },
