@@ -345,3 +345,41 @@ def test_tags_matches_and_alerts_on_each_database(node):
     assert [(x["action"], x["local_ref"]) for x in sybil.list_duplicates(node)] == [
         ("flagged", "r1")
     ]
+
+
+def test_a_malformed_or_oversized_tag_page_is_refused(tmp_path, monkeypatch):
+    f = InProcFed(
+        tmp_path, [A, B], monkeypatch=monkeypatch, federation={"max_peer_device_tags": 10}
+    )
+    try:
+        a, b = f[A], f[B]
+
+        def pages(tags):
+            def handler(envelope):
+                req = fed.DeviceCheckRequest.FromString(envelope.payload)
+                key = oprf.derive_key(b"k" * 32)
+                return dc.PT_RESPONSE, fed.DeviceCheckResponse(
+                    evaluated=[oprf.evaluate(key, p) for p in req.blinded],
+                    tags=[fed.DeviceTag(seq=s, tag=g) for s, g in tags],
+                ).SerializeToString()
+
+            return handler
+
+        t16 = secrets.token_bytes(16)
+        cases = [
+            ([(2, t16), (1, t16)], InvalidArgument),  # seqs must increase
+            ([(1, b"short")], InvalidArgument),  # tags are 16 bytes
+            ([(i + 1, secrets.token_bytes(16)) for i in range(11)], ResourceExhausted),
+        ]
+        for tags, error in cases:
+            b.runtime.servicer.add_handler("on_check_devices", dc.PT_REQUEST, pages(tags))
+            with pytest.raises(error):
+                a.runtime.device_checker._call(B, [])
+        with a.node.store.read() as conn:
+            assert (
+                conn.execute(select(func.count()).select_from(t.peer_device_tags)).scalar_one() == 0
+            )
+        # The sweep reports the refusal instead of raising, and keeps going next time.
+        assert a.runtime.device_checker.sweep_peer(B)["error"]
+    finally:
+        f.close()
