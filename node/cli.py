@@ -267,16 +267,24 @@ def device() -> None:
 @_json_option
 def device_register(request_id, home, as_json, **fields) -> None:
     """Register a device after its attestation is accepted."""
-    dev = _open(home).register_device(request_id=_rid(request_id), **fields)
+    from eap.node.sybil_cli import meter_guard
+
+    node = _open(home)
+    with meter_guard(node):  # a meter registered at a peer node is refused here too
+        dev = node.register_device(request_id=_rid(request_id), **fields)
     _emit(dev.to_dict(), as_json, text=f"registered {dev.id} ({dev.local_ref}, {dev.zone})")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @_purpose_option
 @_home_option
 @_json_option
-def devices(purpose, home, as_json) -> None:
-    """List registered devices in id order (--json: JSON Lines, streamed)."""
+@click.pass_context
+def devices(ctx, purpose, home, as_json) -> None:
+    """List registered devices in id order (--json: JSON Lines, streamed); subcommands:
+    duplicates, check."""
+    if ctx.invoked_subcommand:
+        return
     items = _open(home).stream_devices(purpose=Purpose[purpose.upper()])
     if as_json:
         json_lines(items)
@@ -1111,3 +1119,7 @@ _register_privacy(main)
 from eap.node.device_cli import register as _register_device_import  # noqa: E402
 
 _register_device_import(main)
+# Duplicate devices across nodes: `devices duplicates` and `devices check`.
+from eap.node.sybil_cli import register as _register_sybil  # noqa: E402
+
+_register_sybil(devices)

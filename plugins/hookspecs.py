@@ -110,7 +110,9 @@ def eap_record_event(event: dict[str, Any]) -> None:
     """A record changed, after its transaction committed. ``event["type"]`` is ``issued``,
     ``transferred`` or ``retired`` (``imported`` / ``exported`` are reserved for cross-node
     transfers), with ``node_id``, ``at_ms``, ``request_id`` and fields of the type (batch seq,
-    bundle ids, Wh, accounts). Never for a replayed request. Every implementation is called,
+    bundle ids, Wh, accounts); ``device_duplicate`` when a meter is found registered at a peer
+    node too (``action`` ``refused`` or ``flagged``, ``peer``, ``local_ref``, ``device_id``;
+    docs/security.md §7a). Never for a replayed request. Every implementation is called,
     last registered first, each in a worker thread bounded by ``[plugins] timeout_s``;
     exceptions and timeouts are logged and never undo or fail the operation. Not queued: a
     crash right after the commit may lose an event."""

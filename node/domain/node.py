@@ -37,6 +37,7 @@ from eap.node.domain import (
     obligations,
     plugin_calls,
     receipts,
+    sybil,
 )
 from eap.node.domain.holder_auth import HolderAuth
 from eap.node.domain.ledger import bundle_id, lineage, now_ms
@@ -113,6 +114,9 @@ class Node:
         self.keys = keyring
         self.node_id = config.node_id
         self.plugins = plugins or get_plugin_manager()
+        #: Checks a new meter against peer nodes (:mod:`eap.node.domain.sybil`); installed by
+        #: the federation runtime, None on a node that does not federate.
+        self.meter_guard: sybil.MeterGuard | None = None
 
     # -- lifecycle of the node itself -----------------------------------------------------------
 
@@ -339,6 +343,8 @@ class Node:
         if attested is None:
             raise invalid("attestation.scheme", f"no plugin accepts scheme {attestation_scheme!r}")
         attested = attested[1]
+        # Duplicate meter at a peer node (Sybil): refused here, before anything is written.
+        peer_tags = sybil.precheck(self, meter_id=meter_id, local_ref=local_ref)
 
         def op(conn: Connection) -> Device:
             if repos.get_account(conn, owner) is None:
@@ -368,6 +374,7 @@ class Node:
                 registered_at_ms=now_ms(),
             )
             repos.insert_device(conn, dev)
+            sybil.record_registration(conn, self, dev.id, meter_id, peer_tags)
             return dev
 
         return idempotency.run(

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: ``module:function`` hooks called with the runtime before it starts (missing modules skipped).
 EXTENSIONS: tuple[str, ...] = ("eap.node.federation.transfers:install",
-                               "eap.node.federation.settlement:install")
+                               "eap.node.federation.settlement:install",
+                               "eap.node.federation.device_check:install")
 
 
 @dataclass

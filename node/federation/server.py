@@ -92,6 +92,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "GetSettlementView": Endpoint("envelope", cost=5.0, handler="on_get_settlement_view"),
     "SignSettlement": Endpoint("envelope", cost=5.0, handler="on_sign_settlement"),
     "FinalizeSettlement": Endpoint("envelope", handler="on_finalize_settlement"),
+    # Duplicate-device check; each blinded point also spends the device-check budget.
+    "CheckDevices": Endpoint("envelope", handler="on_check_devices"),
 }
 
 
@@ -122,12 +124,19 @@ class FederationServicer:
             self.me, trust, limiter=RateLimiter(settings.rate_per_s, settings.burst),
             max_payload=settings.max_message_bytes)
         self.transfers = transfers
+        #: Handlers installed by other extensions: handler name -> (payload type, function).
+        self.handlers: dict[str, tuple[str, Any]] = {}
         self._desc_lock = threading.Lock()
         self._desc: tuple[str, bytes] | None = None
 
     def set_transfers(self, handler: TransferHandler | None) -> None:
         """Install (or remove) the handler of the transfer RPCs."""
         self.transfers = handler
+
+    def add_handler(self, name: str, payload_type: str, fn: Any) -> None:
+        """Serve the endpoint whose ``handler`` is ``name`` with ``fn(envelope)``, the request
+        payload being of ``payload_type`` (used by extensions other than transfers)."""
+        self.handlers[name] = (payload_type, fn)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -205,6 +214,9 @@ class FederationServicer:
 
     def _transfer(self, caller: Caller, spec: Endpoint,
                   request: types_pb2.SignedEnvelope) -> tuple[str, bytes]:
+        own = self.handlers.get(spec.handler)
+        if own is not None:
+            return own[1](self.auth.open(caller, request, expected_type=own[0]))
         handler = self.transfers
         if handler is None:
             raise _Unimplemented("this node does not take cross-node transfers (yet)")

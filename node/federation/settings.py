@@ -12,6 +12,10 @@ Every key is optional::
     sync_interval_s = 30.0             # background sync period of `eap-node serve` (0 = off)
     call_timeout_s = 10.0              # deadline of one outbound call
     trust_cache_s = 1.0                # how long a read of the trust list is reused
+    device_checks_per_hour = 600.0     # blinded meter evaluations a peer may ask per hour
+    device_check_burst = 200           # ... and at once (docs/security.md "Duplicate devices")
+    device_check_timeout_s = 3.0       # how long a registration waits for each peer's answer
+    max_peer_device_tags = 1000000     # most meter tags kept of one peer
 
 Message and batch size limits come from ``[limits]`` (:class:`~eap.node.config.NodeConfig`).
 """
@@ -28,7 +32,7 @@ from eap.node.config import CONFIG_NAME, NodeConfig
 from eap.node.errors import ConfigError
 
 #: Capabilities implemented by this package; ``transfer.v1`` only when the transfer engine is.
-BASE_CAPABILITIES: tuple[str, ...] = ("batches.v1",)
+BASE_CAPABILITIES: tuple[str, ...] = ("batches.v1", "devices.v1")
 TRANSFER_CAPABILITY = "transfer.v1"
 
 
@@ -55,6 +59,10 @@ class FederationSettings:
     sync_interval_s: float = 30.0
     call_timeout_s: float = 10.0
     trust_cache_s: float = 1.0
+    device_checks_per_hour: float = 600.0
+    device_check_burst: int = 200
+    device_check_timeout_s: float = 3.0
+    max_peer_device_tags: int = 1_000_000
 
     @classmethod
     def load(cls, config: NodeConfig) -> FederationSettings:
@@ -83,7 +91,15 @@ class FederationSettings:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"invalid {path}: federation.{key} = {value!r}") from exc
         settings = cls(**values)
-        if settings.rate_per_s <= 0 or settings.burst < 1 or settings.max_batches_per_pull < 1:
+        if (
+            settings.rate_per_s <= 0
+            or settings.burst < 1
+            or settings.max_batches_per_pull < 1
+            or settings.device_checks_per_hour <= 0
+            or settings.device_check_burst < 1
+            or settings.device_check_timeout_s <= 0
+            or settings.max_peer_device_tags < 1
+        ):
             raise ConfigError(f"invalid {path}: federation limits must be positive")
         return settings
 

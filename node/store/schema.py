@@ -667,3 +667,58 @@ anchor_queue = Table(
     Column("anchored_at_ms", BigInteger, nullable=True),
     Index("ix_anchor_queue_pending", "plugin", "anchored_at_ms", "seq"),
 )
+
+#: Duplicate-device check (docs/security.md "Duplicate devices"): this node's published tag of
+#: each local meter, ``tag(self, F_k(meter))`` under its own OPRF key, in registration order;
+#: peers page through it by ``seq``.  Never holds the meter id.
+device_tags = Table(
+    "device_tags",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("device_id", String(64), nullable=False, unique=True),
+    Column("tag", LargeBinary(16), nullable=False),
+    Column("added_at_ms", BigInteger, nullable=False),
+    Index("ix_device_tags_tag", "tag"),
+)
+
+#: Tags a peer published (its ``device_tags``), copied by ``seq``: compared locally with
+#: ``device_peer_tags`` to find a meter registered at both nodes.
+peer_device_tags = Table(
+    "peer_device_tags",
+    metadata,
+    Column("peer", String(253), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("tag", LargeBinary(16), nullable=False),
+    Index("ix_peer_device_tags_tag", "peer", "tag"),
+)
+
+#: The tag of each local meter under a peer's key, obtained once by a blinded evaluation at
+#: that peer: what this node would find in the peer's ``device_tags`` if it had the meter too.
+device_peer_tags = Table(
+    "device_peer_tags",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("peer", String(253), primary_key=True),
+    Column("tag", LargeBinary(16), nullable=False),
+    Column("checked_at_ms", BigInteger, nullable=False),
+    Index("ix_device_peer_tags_tag", "peer", "tag"),
+)
+
+#: Durable duplicate alerts: a local meter (``device_id``; empty when the registration was
+#: refused) whose tag a peer publishes too.  ``action``: ``refused`` or ``flagged``.
+device_duplicates = Table(
+    "device_duplicates",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("peer", String(253), nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("local_ref", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("peer_tag", LargeBinary(16), nullable=False),
+    Column("detected_at_ms", BigInteger, nullable=False),
+    UniqueConstraint("peer", "peer_tag", "device_id", "action", name="uq_device_duplicates"),
+)

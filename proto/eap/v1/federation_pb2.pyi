@@ -227,3 +227,29 @@ class SettlementAck(_message.Message):
     executed: int
     pending: int
     def __init__(self, round_id: _Optional[str] = ..., final: _Optional[bool] = ..., executed: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
+
+class DeviceCheckRequest(_message.Message):
+    __slots__ = ("blinded", "after_seq")
+    BLINDED_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    blinded: _containers.RepeatedScalarFieldContainer[bytes]
+    after_seq: int
+    def __init__(self, blinded: _Optional[_Iterable[bytes]] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class DeviceTag(_message.Message):
+    __slots__ = ("seq", "tag")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    tag: bytes
+    def __init__(self, seq: _Optional[int] = ..., tag: _Optional[bytes] = ...) -> None: ...
+
+class DeviceCheckResponse(_message.Message):
+    __slots__ = ("evaluated", "tags", "more")
+    EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    evaluated: _containers.RepeatedScalarFieldContainer[bytes]
+    tags: _containers.RepeatedCompositeFieldContainer[DeviceTag]
+    more: bool
+    def __init__(self, evaluated: _Optional[_Iterable[bytes]] = ..., tags: _Optional[_Iterable[_Union[DeviceTag, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...

@@ -96,6 +96,11 @@ class FederationStub:
                 request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
                 response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
                 _registered_method=True)
+        self.CheckDevices = channel.unary_unary(
+                '/eap.v1.Federation/CheckDevices',
+                request_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+                response_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -205,6 +210,18 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckDevices(self, request, context):
+        """Duplicate-device check (docs/security.md "Duplicate devices"). Payloads:
+        DeviceCheckRequest in, DeviceCheckResponse out. The answering node evaluates its meter
+        OPRF on each blinded point (it learns nothing about the meter ids behind them) and
+        returns a page of its published meter tags. Every blinded point spends one token of the
+        caller's device-check budget (`[federation] device_checks_per_hour`, burst
+        `device_check_burst`): RESOURCE_EXHAUSTED with RetryInfo once spent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +277,11 @@ def add_FederationServicer_to_server(servicer, server):
             ),
             'FinalizeSettlement': grpc.unary_unary_rpc_method_handler(
                     servicer.FinalizeSettlement,
+                    request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+                    response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            ),
+            'CheckDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDevices,
                     request_deserializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
                     response_serializer=eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
             ),
@@ -565,6 +587,33 @@ class Federation:
             request,
             target,
             '/eap.v1.Federation/FinalizeSettlement',
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
+            eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.v1.Federation/CheckDevices',
             eap_dot_v1_dot_types__pb2.SignedEnvelope.SerializeToString,
             eap_dot_v1_dot_types__pb2.SignedEnvelope.FromString,
             options,
