@@ -1239,7 +1239,9 @@ def install(runtime: Any) -> Transfers:
     """Federation runtime extension: serve the transfer RPCs and run the background round.
 
     The first round after start is :meth:`Transfers.recover` (leases and backoff ignored), so
-    a restarted node finishes or aborts what it began at once.
+    a restarted node finishes or aborts what it began at once, unless other replicas of the
+    node serve the same database: their leases are then respected (the worker's rounds run in
+    one replica at a time, :mod:`eap.node.store.coordination`).
     """
     engine = Transfers(runtime.node, runtime.client, trust=runtime.trust)
     engine.fetch_batches = runtime.syncer.sync_peer
@@ -1250,7 +1252,8 @@ def install(runtime: Any) -> Transfers:
     def round_() -> None:
         if first[0]:
             first[0] = False
-            engine.recover()
+            # Alone, catch up at once; beside live replicas, respect their leases.
+            engine.tick(force=not runtime.node.store.coordinator.others_alive())
         else:
             engine.tick()
 
