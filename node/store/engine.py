@@ -109,8 +109,9 @@ class Store:
             if conn.dialect.name == "postgresql":
                 # Replicas starting together migrate one after the other: the first upgrades,
                 # the others find the schema at its head once they hold the lock.
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)",
-                                     (MIGRATION_LOCK[0], MIGRATION_LOCK[1]))
+                conn.exec_driver_sql(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (MIGRATION_LOCK[0], MIGRATION_LOCK[1])
+                )
                 if _revision(conn) == SCHEMA_HEAD:
                     return
             cfg.attributes["connection"] = conn
@@ -144,19 +145,39 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                               connect_args=_pg_connect_args(parsed))
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args=_pg_connect_args(parsed),
+        )
     store = Store(engine)
     if migrate:
         store.migrate()
     return store
 
 
+#: TCP keepalives both ways (unless the URL sets them): a replica whose machine vanished
+#: without closing its connections has its sessions, and so its advisory locks
+#: (:mod:`eap.node.store.coordination`), ended by the server within about a minute; a replica
+#: notices a vanished server as fast.
+PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+}
+
+
 def _pg_connect_args(parsed: Any) -> dict:
-    """Name the process (unless the URL does) so operators can tell replicas apart."""
-    if "application_name" in parsed.query:
-        return {}
-    return {"application_name": application_name()}
+    """Name the process (unless the URL does) so operators can tell replicas apart, and turn
+    keepalives on (:data:`PG_KEEPALIVES`)."""
+    args = {k: v for k, v in PG_KEEPALIVES.items() if k not in parsed.query}
+    if "application_name" not in parsed.query:
+        args["application_name"] = application_name()
+    return args
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) -> int:
