@@ -255,3 +255,60 @@ def test_sqlite_locks_live_beside_the_database(tmp_path: Path):
         assert any(p.name.startswith("task_sync-") for p in store.coordinator.lock_dir.iterdir())
     finally:
         store.dispose()
+
+
+def test_recovery_leaves_rounds_another_replica_drives(node):
+    """A replica starting up fails the undecided rounds of a dead coordinator (presumed
+    abort), never one another live replica is driving (it holds the round's lock)."""
+    from eap.node.federation.settlement import GATHERING, Settlement, round_lock
+    from eap.node.store import open_store
+    from eap.node.store import settlement_repos as srr
+
+    ids = [f"{node.node_id}/2026-01-0{i}/{'a' * 31}{i}" for i in (1, 2)]
+    with node.store.transaction() as conn:
+        for i, rid in enumerate(ids):
+            srr.insert_round(
+                conn,
+                round_id=rid,
+                period=f"2026-01-0{i + 1}",
+                coordinator=node.node_id,
+                state=GATHERING,
+                request_id=None,
+                started_at_ms=1,
+            )
+    other = open_store(node.store.engine.url.render_as_string(hide_password=False))
+    try:
+        with other.coordinator.exclusive(round_lock(ids[0])) as driving:
+            assert driving
+            assert Settlement(node).recover() == 1  # only the orphan
+            with node.store.read() as conn:
+                states = [srr.get_round(conn, r).state for r in ids]
+            assert states == [GATHERING, "failed"]
+        assert Settlement(node).recover() == 1  # its driver gone: presumed abort now
+        with node.store.read() as conn:
+            assert srr.get_round(conn, ids[0]).state == "failed"
+    finally:
+        other.dispose()
+
+
+def test_one_anchor_drain_at_a_time_across_stores(node, monkeypatch):
+    """While another replica drains the anchor queue, a drain here waits for it (and then
+    finds the work done) instead of sending the same batches beside it."""
+    from eap.node.domain import anchoring
+
+    other = open_store(node.store.engine.url.render_as_string(hide_password=False))
+    calls: list[str] = []
+    monkeypatch.setattr(
+        anchoring.plugin_calls, "impls", lambda plugins, hook: calls.append("drain") or []
+    )
+    try:
+        with other.coordinator.exclusive(anchoring.DRAIN_LOCK) as held:
+            assert held
+            th = threading.Thread(target=anchoring.drain, args=(node,))
+            th.start()
+            th.join(0.5)
+            assert th.is_alive() and calls == []  # waiting for the other drain
+        th.join(30)
+        assert not th.is_alive() and calls == ["drain"]
+    finally:
+        other.dispose()
