@@ -1071,3 +1071,8 @@ _register_ledger(main)
 from eap.node.plugins_cli import register as _register_plugins  # noqa: E402
 
 _register_plugins(main)
+
+# Replicas of the node serving its database (coordination of background work).
+from eap.node.replicas_cli import register as _register_replicas  # noqa: E402
+
+_register_replicas(main)

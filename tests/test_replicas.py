@@ -358,6 +358,8 @@ def test_replica_sigkilled_mid_anchoring_another_anchors_each_batch_once(tmp_pat
             r.start(wait=False, env=env)
         for r in c.replicas:
             r.wait_ready()
+        listed = c.replicas[1].js("replicas")["replicas"]
+        assert len(listed) == 2 and all(r["application"].startswith("eap-node ") for r in listed)
         calls = shared / "calls.log"
 
         def attempts() -> list[tuple[int, int]]:
@@ -399,11 +401,11 @@ def test_replica_sigkilled_mid_anchoring_another_anchors_each_batch_once(tmp_pat
         # the survivor took over after the kill: the batch in flight again, then the rest;
         # never the batch the victim finished
         assert lines[:2] == before_kill and by_others == seqs[1:]
-        assert [e["pid"] == victim_pid for e in sorted(anchored, key=lambda e: e["seq"])] == [
-            True,
-            False,
-            False,
-        ]
+        by_seq = sorted(anchored, key=lambda e: e["seq"])
+        assert [e["pid"] == victim_pid for e in by_seq] == [True, False, False]
+        (survivor,) = [r for r in c.replicas if r is not victim]
+        (left,) = survivor.js("replicas")["replicas"]  # the dead one's session is gone
+        assert left["application"].endswith(f" {survivor.proc.pid}")
     finally:
         c.stop()
 
@@ -420,6 +422,8 @@ def test_a_second_serve_on_one_sqlite_database_is_refused(tmp_path):
         assert "another `eap-node serve` is running on the SQLite database" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert first.running  # the first one serves on
+        (listed,) = twin.js("replicas")["replicas"]
+        assert listed["pid"] == first.proc.pid
     finally:
         net.stop_all()
 

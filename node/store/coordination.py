@@ -36,7 +36,7 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -225,10 +225,11 @@ class Coordinator:
         """Live serving processes of this database: ``[{pid, application, client, since_ms}]``
         (PostgreSQL: from ``pg_locks`` and ``pg_stat_activity``; SQLite: at most this one)."""
         if self.dialect != "postgresql":
+            pid = os.getpid() if self._replica is not None else self._sqlite_server()
             return (
-                [{"pid": os.getpid(), "application": "eap-node", "client": "local", "since_ms": 0}]
-                if self._replica is not None
-                else []
+                []
+                if pid is None
+                else [{"pid": pid, "application": "eap-node", "client": "local", "since_ms": 0}]
             )
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
@@ -251,6 +252,53 @@ class Coordinator:
             }
             for r in rows
         ]
+
+    def _sqlite_server(self) -> int | None:
+        """The pid of the process serving this SQLite database, if one does (its lock)."""
+        import fcntl
+
+        path = self.lock_dir / f"{SERVE_LOCK}.lock" if self.lock_dir else None
+        if path is None or not path.exists():
+            return None
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = f.read().strip()
+                return int(text) if text.isdigit() else 0
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+    def held(self, names: Iterable[str] = ()) -> list[dict]:
+        """Named locks held now (PostgreSQL): ``[{pid, name}]``, the name found among
+        ``names`` by its key, else ``"lock <key>"``.  Other backends: ``[]``."""
+        if self.dialect != "postgresql":
+            return []
+        by_key = {lock_key(n): n for n in names}
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT pid, objid::bigint FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted AND classid = %s AND objsubid = 2 "
+                "  AND database = (SELECT oid FROM pg_database "
+                "                  WHERE datname = current_database()) ORDER BY pid",
+                (NAMESPACE,),
+            ).all()
+        out = []
+        for pid, objid in rows:
+            key = int(objid) - 2**32 if int(objid) >= 2**31 else int(objid)
+            out.append({"pid": int(pid), "name": by_key.get(key, f"lock {key}")})
+        return out
+
+    def applications(self) -> dict[int, str]:
+        """PostgreSQL backend pid -> application name of this database's sessions."""
+        if self.dialect != "postgresql":
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT pid, application_name FROM pg_stat_activity "
+                "WHERE datname = current_database()"
+            ).all()
+        return {int(pid): name or "" for pid, name in rows}
 
     def others_alive(self) -> bool:
         """Whether another serving process of this database is registered (always False on
