@@ -66,12 +66,12 @@ def replica(proc: NodeProc, name: str) -> NodeProc:
 class Cluster:
     """Node A as replicas on one PostgreSQL database, and its peer B (SQLite)."""
 
-    def __init__(self, root: Path, pg_url: str, n: int = 3, **plugins) -> None:
+    def __init__(self, root: Path, pg_url: str, n: int = 3, **sections: dict) -> None:
         self.net = FedNet(root, [(A, "CO-ANT"), (B, "ES")], db_urls={A: pg_url})
         for proc in self.net:
             write_settings(proc.home, "transfers", **TIMINGS)
-            if plugins:
-                write_settings(proc.home, "plugins", **plugins)
+            for section, values in sections.items():
+                write_settings(proc.home, section, **values)
         self.net.connect_all()
         created = self.net[A].node.create_account(request_id="owner")
         self.owner, self.owner_token = created.account.id, created.token
@@ -359,7 +359,7 @@ def test_replica_killed_mid_delivery_another_finishes_the_transfer(tmp_path, pg_
 @pytest.mark.postgres
 def test_replica_sigkilled_mid_anchoring_another_anchors_each_batch_once(tmp_path, pg_url):
     shared = tmp_path / "anchors"
-    c = Cluster(tmp_path / "net", pg_url, n=2, anchor_interval_s=0.2)
+    c = Cluster(tmp_path / "net", pg_url, n=2, plugins={"anchor_interval_s": 0.2})
     try:
         seqs = []
         for _ in range(3):
@@ -428,6 +428,162 @@ def test_replica_sigkilled_mid_anchoring_another_anchors_each_batch_once(tmp_pat
         assert left["application"].endswith(f" {survivor.proc.pid}")
     finally:
         c.stop()
+
+
+SETTLEMENT = {
+    "rpc_timeout_s": 10.0,
+    "rpc_attempts": 2,
+    "backoff_base_s": 0.05,
+    "backoff_cap_s": 0.4,
+    "exec_interval_s": 0.2,
+    "round_interval_s": 0.3,
+    "backend": "coop-ledger",
+    "coop-ledger": {"default_credit_line_minor": {"EUR": 10**13}},
+}
+
+
+def _unsettled_obligations(store) -> list:
+    with store.read() as conn:
+        return conn.execute(
+            t.obligations.select().where(t.obligations.c.settled_round.is_(None))
+        ).all()
+
+
+def _wait(what, predicate, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_replica_killed_driving_a_round_another_fails_it_and_settles(tmp_path, pg_url):
+    """The replica driving a settlement round dies (after gathering the views, before asking
+    for signatures); another live replica fails that round (presumed abort: nobody holds its
+    lock), and a round run through it settles every obligation once on both nodes."""
+    from eap.plugins import coop_ledger
+
+    c = Cluster(tmp_path, pg_url, n=2, settlement=SETTLEMENT)
+    try:
+        bundle = max(c.issue(4), key=lambda b: b.wh)
+        c.net[B].issue_hours(2)
+        b_node = c.net[B].node
+        b_owner = b_node.list_bundles(purpose=Purpose.OPERATIONS, page_size=10).items[0]
+        c.start()
+        op = (("authorization", f"Bearer {c.token}"),)
+        b_stub = node_api_pb2_grpc.NodeApiStub(
+            grpc.insecure_channel(f"127.0.0.1:{c.net[B].api_port}")
+        )
+        b_md = (("authorization", f"Bearer {b_node.config.api_token()}"),)
+        for stub, md, peer in ((c.stub(1), op, B), (b_stub, b_md, A)):
+            stub.SetPeerLimits(
+                api.SetPeerLimitsRequest(
+                    peer=peer, currency="EUR", credit_limit_minor=10**15, settle_threshold_minor=0
+                ),
+                metadata=md,
+                timeout=30,
+            )
+        # priced trades both ways, through both replicas of A
+        source = bundle.id
+        for i in range(4):
+            res = c.stub(i % 2).TransferBundle(
+                api.TransferBundleRequest(
+                    request_id=f"sell-{i}",
+                    bundle_id=source,
+                    to_account=f"{B}/{c.remote}",
+                    wh=1,
+                    price_minor=1000 + i,
+                    currency="EUR",
+                ),
+                metadata=c.md,
+                timeout=60,
+            )
+            assert res.transfer.state == fed_state("committed")
+            source = res.remainder.id
+        b_source = b_owner.id
+        for i in range(2):
+            res = b_stub.TransferBundle(
+                api.TransferBundleRequest(
+                    request_id=f"buy-{i}",
+                    bundle_id=b_source,
+                    to_account=f"{A}/{c.buyers[0]}",
+                    wh=1,
+                    price_minor=700,
+                    currency="EUR",
+                ),
+                metadata=b_md,
+                timeout=60,
+            )
+            assert res.transfer.state == fed_state("committed")
+            b_source = res.remainder.id
+        _wait_settled(c)
+        (period,) = {o.period for o in _unsettled_obligations(c.node.store)}
+        # replica 0 coordinates, and dies with the round in hand
+        dying = c.replicas[0]
+        dying.stop()
+        dying.start(env={"EAP_CRASH_AT": "coordinator.after_views"})
+        with pytest.raises(grpc.RpcError) as err:
+            c.stub(0).RunSettlement(
+                api.RunSettlementRequest(period=period), metadata=op, timeout=60
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert dying.proc.wait(30) == 137
+        with c.node.store.read() as conn:
+            (orphan,) = conn.execute(t.settlement_rounds.select()).all()
+        assert orphan.state == "signing"
+        # the live replica's worker finds nobody driving it: presumed abort
+
+        def failed():
+            with c.node.store.read() as conn:
+                row = conn.execute(
+                    t.settlement_rounds.select().where(
+                        t.settlement_rounds.c.round_id == orphan.round_id
+                    )
+                ).first()
+            return row.state == "failed"
+
+        _wait("the orphaned round failed", failed)
+        done = c.stub(1).RunSettlement(
+            api.RunSettlementRequest(period=period), metadata=op, timeout=120
+        )
+        assert done.state in ("final", "settled"), done
+        _wait(
+            "every obligation settled on both nodes",
+            lambda: (
+                not (_unsettled_obligations(c.node.store) or _unsettled_obligations(b_node.store))
+            ),
+        )
+
+        def executed():
+            with c.node.store.read() as conn:
+                row = conn.execute(
+                    t.settlement_rounds.select().where(
+                        t.settlement_rounds.c.round_id == done.round_id
+                    )
+                ).first()
+            return row.state == "settled"
+
+        _wait("the round's sides executed", executed)
+        with c.node.store.read() as conn:
+            settled_by = {
+                o.obligation_id: o.settled_round for o in conn.execute(t.obligations.select()).all()
+            }
+        assert set(settled_by.values()) == {done.round_id}
+        assert coop_ledger.check(c.node.store) == []
+        entries = coop_ledger.entries(c.node.store, done.round_id)
+        assert entries and len({e["idempotency_key"] for e in entries}) == len(entries)
+        c.conserved()
+    finally:
+        c.stop()
+
+
+def fed_state(name: str) -> int:
+    from eap.v1 import federation_pb2 as fed
+
+    return fed.TransferState.Value(f"TRANSFER_STATE_{name.upper()}")
 
 
 def test_a_second_serve_on_one_sqlite_database_is_refused(tmp_path):

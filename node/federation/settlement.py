@@ -952,22 +952,20 @@ def round_dict(msg: api.SettlementRound) -> dict[str, Any]:
 
 
 def install(runtime: Any) -> Settlement | None:
-    """Federation runtime extension: the round worker (first: :meth:`Settlement.recover`,
-    then finals still owed and settlement requests) and the executor."""
+    """Federation runtime extension: the round worker (:meth:`Settlement.recover` -- rounds
+    no live coordinator drives fail, finals still owed are delivered -- then settlement
+    requests) and the executor."""
     engine = getattr(runtime, "transfers", None)
     if engine is None:
         log.warning("settlement rounds need the transfer engine; not installed")
         return None
     svc: Settlement = engine.settlement
     runtime.settlement = svc
-    first = [True]
 
     def rounds() -> None:
-        if first[0]:
-            first[0] = False
-            svc.recover()
-        else:
-            svc.resume()
+        # Every round, not only the first: a replica of this node that died driving a round
+        # left it open with its lock released; another replica fails it (presumed abort).
+        svc.recover()
         svc.take_requests()
 
     runtime.worker.every("settlement", svc.settings.round_interval_s, rounds,
