@@ -71,9 +71,12 @@ class Coordinator:
     (``store.coordinator``).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, lock_engine: Engine | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        #: Connections that hold session locks: autocommit (no transaction stays open while a
+        #: job runs), from their own pool so that the job's transactions never wait for them.
+        self._locks_engine = lock_engine or engine
         self._local_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.lock_dir: Path | None = None
@@ -114,9 +117,20 @@ class Coordinator:
                 return False, None
             return True, fn()
 
+    def _lock_connection(self) -> Connection:
+        conn = self._locks_engine.connect()
+        if self._locks_engine is self.engine:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn
+
+    def dispose(self) -> None:
+        """Close the lock connections' pool (not the store's)."""
+        if self._locks_engine is not self.engine:
+            self._locks_engine.dispose()
+
     @contextlib.contextmanager
     def _pg_lock(self, name: str, wait: bool) -> Iterator[bool]:
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        conn = self._lock_connection()
         key = lock_key(name)
         try:
             sql = (
@@ -179,7 +193,7 @@ class Coordinator:
         if self._replica is not None:
             return
         if self.dialect == "postgresql":
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn = self._lock_connection()
             try:
                 conn.exec_driver_sql(
                     "SELECT pg_advisory_lock_shared(%s, %s)", (REPLICA_NAMESPACE, 0)

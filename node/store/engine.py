@@ -70,7 +70,18 @@ class Store:
         if self._coordinator is None:
             from eap.node.store.coordination import Coordinator
 
-            self._coordinator = Coordinator(self.engine)
+            lock_engine = None
+            if self.dialect == "postgresql":
+                # autocommit connections of their own: no isolation switch per lock, and a
+                # job's transactions never queue behind the connections holding locks
+                lock_engine = create_engine(
+                    self.engine.url,
+                    isolation_level="AUTOCOMMIT",
+                    pool_size=4,
+                    max_overflow=28,
+                    connect_args=_pg_connect_args(self.engine.url),
+                )
+            self._coordinator = Coordinator(self.engine, lock_engine=lock_engine)
         return self._coordinator
 
     @property
@@ -118,6 +129,8 @@ class Store:
             command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.dispose()
         self.engine.dispose()
 
 
