@@ -1251,9 +1251,10 @@ def install(runtime: Any) -> Transfers:
 
     def round_() -> None:
         if first[0]:
-            first[0] = False
             # Alone, catch up at once; beside live replicas, respect their leases.
-            engine.tick(force=not runtime.node.store.coordinator.others_alive())
+            alone = not runtime.node.store.coordinator.others_alive()
+            first[0] = False
+            engine.tick(force=alone)
         else:
             engine.tick()
 

@@ -321,7 +321,11 @@ class Coordinator:
             return False
         mine = None
         if self._replica is not None and self._replica is not True:
-            mine = self._replica.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            try:
+                mine = self._replica.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            except Exception:  # our registration's connection broke: assume company
+                log.warning("replica registration lost its connection", exc_info=True)
+                return True
         return any(r["pid"] != mine for r in self.replicas())
 
 
