@@ -278,6 +278,46 @@ def test_conflicting_spends_through_different_replicas(cluster):
     cluster.issue(8)
     cluster.start()
     _run_conflicts(cluster, rounds=6, seed=20261130)
+    _same_request_everywhere(cluster)
+
+
+def _same_request_everywhere(c: Cluster) -> None:
+    """One request id sent to every replica at once (a client retrying through the balancer):
+    one effect, and every replica answers with the first result."""
+    op = (("authorization", f"Bearer {c.token}"),)
+    stubs = [c.stub(i) for i in range(len(c.replicas))]
+    before = len(c.node.list_accounts(purpose=Purpose.OPERATIONS, page_size=1000).items)
+    made = _race(
+        [
+            lambda s=s: s.CreateAccount(
+                api.CreateAccountRequest(request_id="same-account", label="retried"),
+                metadata=op,
+                timeout=60,
+            )
+            for s in stubs
+        ]
+    )
+    assert not any(isinstance(r, grpc.RpcError) for r in made), made
+    assert len({r.account.id for r in made}) == 1
+    after = c.node.list_accounts(purpose=Purpose.OPERATIONS, page_size=1000).items
+    assert len(after) == before + 1
+    bundle = max(c.bundles(), key=lambda b: b.wh)
+    moved = _race(
+        [
+            lambda s=s: s.TransferBundle(
+                api.TransferBundleRequest(
+                    request_id="same-split", bundle_id=bundle.id, to_account=c.buyers[1], wh=3
+                ),
+                metadata=c.md,
+                timeout=60,
+            )
+            for s in stubs
+        ]
+    )
+    assert not any(isinstance(r, grpc.RpcError) for r in moved), moved
+    assert len({r.SerializeToString(deterministic=True) for r in moved}) == 1
+    assert c.node.get_bundle(moved[0].transferred.id).wh == 3
+    c.conserved()
 
 
 @pytest.mark.postgres
