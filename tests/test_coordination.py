@@ -314,3 +314,15 @@ def test_one_anchor_drain_at_a_time_across_stores(node, monkeypatch):
         assert not th.is_alive() and calls == ["drain"]
     finally:
         other.dispose()
+
+
+def test_sqlite_lock_files_stay_few_for_many_values(tmp_path: Path):
+    store = open_store(f"sqlite:///{tmp_path / 'n.db'}")
+    try:
+        for i in range(500):
+            with store.coordinator.exclusive(f"settlement-round:n.example/2026-01-01/{i:032x}"):
+                pass
+        names = [p.name for p in store.coordinator.lock_dir.iterdir()]
+        assert len(names) <= 64 and all(n.startswith("settlement-round-bucket") for n in names)
+    finally:
+        store.dispose()

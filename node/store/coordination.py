@@ -155,7 +155,7 @@ class Coordinator:
 
         assert self.lock_dir is not None
         self.lock_dir.mkdir(mode=0o700, exist_ok=True)
-        path = self.lock_dir / f"{_SAFE.sub('_', name)}-{lock_key(name) & 0xFFFFFFFF:08x}.lock"
+        path = self.lock_dir / _lock_file(name)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             try:
@@ -327,6 +327,19 @@ class Coordinator:
                 log.warning("replica registration lost its connection", exc_info=True)
                 return True
         return any(r["pid"] != mine for r in self.replicas())
+
+
+#: Lock files for names of one kind with many values (a settlement round each): the name's
+#: kind and one of this many buckets, so the folder stays small; two values sharing a bucket
+#: only wait for each other.
+FILE_BUCKETS = 64
+
+
+def _lock_file(name: str) -> str:
+    key = lock_key(name) & 0xFFFFFFFF
+    if len(name) <= 40 and "/" not in name:
+        return f"{_SAFE.sub('_', name)}-{key:08x}.lock"
+    return f"{_SAFE.sub('_', name.split(':', 1)[0])}-bucket{key % FILE_BUCKETS:02d}.lock"
 
 
 def _pg_unlock(conn: Connection, sql: str, a: int, b: int) -> None:
