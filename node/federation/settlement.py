@@ -738,6 +738,12 @@ class Settlement:
         for period, ids in sorted(by_period.items()):
             if self._retry_after.get(period, 0.0) > self._clock():
                 continue
+            # Shared by replicas (this node's rounds are in the database): wait after a round
+            # of the period failed, whichever replica ran it.
+            with self.store.read() as conn:
+                failed_at = srr.last_failed_ms(conn, self.me, period)
+            if failed_at and failed_at + self.settings.request_retry_s * 1000 > self.now_ms():
+                continue
             try:
                 result = self.run(period)
             except EapError as exc:
