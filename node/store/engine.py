@@ -78,7 +78,7 @@ class Store:
                     self.engine.url,
                     isolation_level="AUTOCOMMIT",
                     pool_size=4,
-                    max_overflow=28,
+                    max_overflow=12,
                     connect_args=_pg_connect_args(self.engine.url),
                 )
             self._coordinator = Coordinator(self.engine, lock_engine=lock_engine)
