@@ -13,17 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eap.node.cli import _emit, _home_option, _json_option, _open
-
-#: Coordinated jobs, by the names of their locks (the serve worker's tasks and the queues).
-JOBS = (
-    "task:sync",
-    "task:transfers",
-    "task:settlement",
-    "task:settlement-exec",
-    "task:anchor-queue",
-    "anchor-drain",
-    "settlement-exec",
-)
+from eap.node.store.coordination import JOBS
 
 
 def _since(ms: int) -> str:

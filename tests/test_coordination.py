@@ -326,3 +326,23 @@ def test_sqlite_lock_files_stay_few_for_many_values(tmp_path: Path):
         assert len(names) <= 64 and all(n.startswith("settlement-round-bucket") for n in names)
     finally:
         store.dispose()
+
+
+@pytest.mark.postgres
+def test_held_locks_name_the_job_and_the_process(pg_url):
+    from eap.node.store.coordination import JOBS
+    from eap.node.store.engine import application_name
+
+    store = open_store(pg_url)
+    try:
+        assert store.coordinator.held(JOBS) == []
+        with store.coordinator.exclusive("task:sync"), store.coordinator.exclusive("odd"):
+            held = store.coordinator.held(JOBS)
+            assert sorted(h["name"] for h in held) == sorted(
+                ["task:sync", f"lock {lock_key('odd')}"]
+            )
+            apps = store.coordinator.applications()
+            assert {apps[h["pid"]] for h in held} == {application_name()}
+        assert store.coordinator.held(JOBS) == []
+    finally:
+        store.dispose()

@@ -55,6 +55,18 @@ REPLICA_NAMESPACE = 0x45415032
 #: Name of the lock file of the serving process in SQLite mode.
 SERVE_LOCK = "serve"
 
+#: Locks of the coordinated jobs (the serve worker's tasks, the anchor drain, the settlement
+#: executor), for listings; a settlement round's lock is ``settlement-round:<round id>``.
+JOBS: tuple[str, ...] = (
+    "task:sync",
+    "task:transfers",
+    "task:settlement",
+    "task:settlement-exec",
+    "task:anchor-queue",
+    "anchor-drain",
+    "settlement-exec",
+)
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
