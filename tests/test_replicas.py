@@ -397,6 +397,57 @@ def test_replica_killed_mid_delivery_another_finishes_the_transfer(tmp_path, pg_
 
 
 @pytest.mark.postgres
+def test_replica_sigkilled_mid_outbox_resend_another_finishes_it(tmp_path, pg_url):
+    """The peer is down when a transfer starts, so its PREPARE waits in the outbox; once the
+    peer is back, the replica whose worker resends it stops right after the peer answered
+    PREPARED (``EAP_HANG_AT``: the first replica to get there, holding the worker's lock and
+    the message's lease) and is SIGKILLed.  The other replica's worker takes the message over
+    once the lease ends, and the transfer commits once on both nodes."""
+    c = Cluster(tmp_path, pg_url, n=2)
+    marker = tmp_path / "hung.pid"
+    try:
+        bundle = sorted(c.issue(3), key=lambda b: b.id)[0]
+        c.start(env={"EAP_HANG_AT": f"source.after_send_prepare={marker}"})
+        c.net[B].js("sync", "--peer", A)  # B knows A's batches, then goes down
+        c.net[B].stop()
+        res = c.stub(1).TransferBundle(
+            api.TransferBundleRequest(
+                request_id="x1", bundle_id=bundle.id, to_account=f"{B}/{c.remote}"
+            ),
+            metadata=c.md,
+            timeout=30,
+        )
+        assert res.transfer.state == fed_state("preparing")  # the peer is down
+        c.net[B].start()
+        _wait("a replica's worker resent the PREPARE", marker.exists, timeout=60)
+        hung_pid = int(_wait("the marker's pid", lambda: marker.read_text().strip()))
+        (hung,) = [r for r in c.replicas if r.proc.pid == hung_pid]
+        with c.node.store.read() as conn:
+            assert tr.get_transfer(conn, res.transfer.id).state == T.PREPARING
+        hung.proc.send_signal(signal.SIGKILL)
+        hung.proc.wait(30)
+        _wait_settled(c)
+        with c.node.store.read() as conn:
+            out = tr.get_transfer(conn, res.transfer.id)
+        with c.net[B].node.store.read() as conn:
+            inb = tr.get_transfer(conn, res.transfer.id)
+        assert out.state == inb.state == T.COMMITTED
+        held = (
+            c.net[B]
+            .node.list_bundles(
+                purpose=Purpose.OPERATIONS, owner=c.remote, status=int(Status.ACTIVE), page_size=10
+            )
+            .items
+        )
+        assert [b.wh for b in held] == [bundle.wh]
+        (survivor,) = [r for r in c.replicas if r is not hung]
+        assert survivor.running
+        c.conserved()
+    finally:
+        c.stop()
+
+
+@pytest.mark.postgres
 def test_replica_sigkilled_mid_anchoring_another_anchors_each_batch_once(tmp_path, pg_url):
     shared = tmp_path / "anchors"
     c = Cluster(tmp_path / "net", pg_url, n=2, plugins={"anchor_interval_s": 0.2})
