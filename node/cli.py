@@ -1123,3 +1123,7 @@ _register_device_import(main)
 from eap.node.sybil_cli import register as _register_sybil  # noqa: E402
 
 _register_sybil(devices)
+# Replicas of the node serving its database (coordination of background work).
+from eap.node.replicas_cli import register as _register_replicas  # noqa: E402
+
+_register_replicas(main)

@@ -5,6 +5,8 @@
 * ``EAP_TRACE_HOOKS=1`` logs every hook call and its result at DEBUG on ``eap.plugins.trace``.
 * ``EAP_TEST_FLAKY_BACKEND=N`` (a testing aid) also registers :mod:`eap.plugins.flaky_backend`,
   a settlement backend ``flaky`` failing transiently N times per idempotency key.
+* ``EAP_TEST_SLOW_ANCHOR=<seconds>:<folder>`` (a testing aid) also registers
+  :mod:`eap.plugins.slow_anchor`, an anchoring plugin that waits before anchoring.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ DEFAULT_PLUGINS = (
 
 #: Set, registers the test backend ``flaky`` (:mod:`eap.plugins.flaky_backend`).
 FLAKY_ENV = "EAP_TEST_FLAKY_BACKEND"
+#: Set, registers the slow test anchor ``slow_anchor`` (:mod:`eap.plugins.slow_anchor`).
+SLOW_ANCHOR_ENV = "EAP_TEST_SLOW_ANCHOR"
 
 
 def _allowed() -> set[str] | None:
@@ -73,6 +77,9 @@ def get_plugin_manager(*, load_entry_points: bool = True) -> EapPluginManager:
     if os.environ.get(FLAKY_ENV):  # fault tests of `eap-node serve` processes only
         pm.register(importlib.import_module("eap.plugins.flaky_backend"), name="flaky_backend")
         pm.versions["flaky_backend"] = "built-in (test)"
+    if os.environ.get(SLOW_ANCHOR_ENV):  # fault tests of replicas draining the anchor queue
+        pm.register(importlib.import_module("eap.plugins.slow_anchor"), name="slow_anchor")
+        pm.versions["slow_anchor"] = "built-in (test)"
     if load_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and ep.name not in allowed:

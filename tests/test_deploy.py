@@ -947,3 +947,39 @@ def test_k8s_bootstrap_job_and_replicas(tmp_path, kube_api):
         material = load_tls_material(home / "tls", expected_node_id="barcelona.example")
         assert material is not None
     assert len(key_ids) == 1
+
+
+def test_postgres_replicas_share_only_the_database_and_the_secrets():
+    """PostgreSQL mode scales out: several replicas, nothing on disk shared between them,
+    every pod the same identity; SQLite mode stays one process (its lock refuses a second)."""
+    objects = k8s_objects("base", "postgres")
+    (work,) = workloads("postgres")
+    spec = work["spec"]
+    replicas = spec["replicas"]
+    assert replicas >= 2
+    # rollouts never drop below the replicas serving; disruptions keep at least one
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (pdb,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert 1 <= pdb["spec"]["minAvailable"] < replicas
+    labels = spec["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pod = spec["template"]["spec"]
+    assert "podAntiAffinity" in pod["affinity"]  # spread over machines
+    (c,) = containers(work)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in c["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        # a pod's own disk is ephemeral; what is shared comes from the ConfigMap and Secrets
+        assert "persistentVolumeClaim" not in volume
+        assert "emptyDir" in volume or mount.get("readOnly"), mount
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # no plugin writing per-pod state it must share: the home's anchor log is per replica
+    assert "anchor_log" not in env["EAP_PLUGINS"].split(",")
+    # the worker's advisory locks need one PostgreSQL database for every replica
+    assert config_map_toml("postgres")["database"]["url"].startswith("postgresql://")
+    assert "advisory locks" in (K8S / "postgres" / "deployment.yaml").read_text()
+    # SQLite: exactly one, and the manifest says why
+    (single,) = workloads("sqlite")
+    assert single["spec"]["replicas"] == 1
+    text = (K8S / "sqlite" / "statefulset.yaml").read_text()
+    assert "Never more than 1" in text and "refused" in text

@@ -100,12 +100,13 @@ def build_health_server(
 
 def start_node_tasks(node: Node) -> Any:
     """Background tasks of ``serve`` that need no federation: the anchor queue's catch-up,
-    every ``[plugins] anchor_interval_s`` seconds (:mod:`eap.node.domain.anchoring`)."""
+    every ``[plugins] anchor_interval_s`` seconds (:mod:`eap.node.domain.anchoring`); one
+    replica at a time (:mod:`eap.node.store.coordination`)."""
     from eap.node.domain import anchoring
     from eap.node.domain.plugin_calls import PluginSettings
     from eap.node.federation.runtime import Worker
 
-    worker = Worker()
+    worker = Worker(node.store.coordinator)
     interval = PluginSettings.from_config(node.config).anchor_interval_s
     worker.every("anchor-queue", interval, lambda: anchoring.drain(node), initial_delay_s=1.0)
     worker.start()
@@ -125,6 +126,10 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
     node.config.api_token()
     node.config.node_secret()
     settings = resolve(node.config, listen=listen, **api_options)
+    # One serving process per SQLite database (ConfigError otherwise); on PostgreSQL a replica
+    # among others (docs/deploy.md "Several replicas").
+    coordinator = node.store.coordinator
+    coordinator.register_replica()
     address = settings.listen
     servicer = NodeApiServicer(node)
     server, port, health_servicer = _build(node, address, servicer=servicer, tls=settings)
@@ -159,4 +164,5 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
     if health_server is not None:
         health_server.stop(grace=1)
     server.stop(grace=5).wait()
+    coordinator.unregister_replica()
     node.close()

@@ -11,13 +11,14 @@ and the queue catches up on the next drain, which runs right after each issuance
 
 Nothing is sent twice to a plugin that answered, except after a crash between its answer and
 the row being marked done: then the batch is sent again with the same seq, which is why the
-hook must be idempotent per ``(node_id, seq)`` (the built-in ``anchor_log`` is).
+hook must be idempotent per ``(node_id, seq)`` (the built-in ``anchor_log`` is).  The same
+holds across replicas of one node: one drains at a time, and one killed mid-drain leaves its
+rows to the next drain elsewhere, which sends at most the one in flight again.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, insert, select, update
@@ -31,8 +32,9 @@ from eap.node.store import schema as t
 log = logging.getLogger(__name__)
 
 HOOK = "eap_batch_issued"
-#: One drain at a time per process (the serve worker, issuance and the CLI may overlap).
-_draining = threading.Lock()
+#: One drain at a time per database: the serve worker of every replica, issuance and the CLI
+#: may overlap (:mod:`eap.node.store.coordination`; a dead drainer's lock is released with it).
+DRAIN_LOCK = "anchor-drain"
 
 
 def anchoring_plugins(plugins: Any) -> list[str]:
@@ -61,7 +63,7 @@ def drain(node: Any, *, limit: int = 1000) -> dict:
     """
     timeout_s = plugin_calls.timeout_of(node)
     anchored, failed = 0, {}
-    with _draining:
+    with node.store.coordinator.exclusive(DRAIN_LOCK, wait=True):
         for plugin, impl in plugin_calls.impls(node.plugins, HOOK):
             with node.store.read() as conn:
                 rows = conn.execute(

@@ -6,6 +6,10 @@ Nothing happens unless a test asked for it:
 * ``EAP_CRASH_AT=<name>[,<name>...]`` in a node process's environment makes that process
   exit at once with ``os._exit(137)`` (as if SIGKILLed: no cleanup, no flush, no rollback
   handler) when it reaches the point.  ``<name>@<n>`` crashes at the n-th time it is reached.
+* ``EAP_HANG_AT=<name>=<marker file>`` makes the first process of a test that reaches the
+  point (the one that creates ``<marker file>``, holding its pid) stop there for good, with its
+  locks and leases held, for the test to SIGKILL it; processes reaching it later go on.  Used
+  on replicas of one node, where only one of them must stop.
 * :func:`arm` makes the *current* process raise :class:`SimulatedCrash` (a ``BaseException``,
   so no ``except Exception`` swallows it) at the point, once.  In-process tests use it to
   abandon a node object mid-flight and reopen its database, like a restart.
@@ -17,6 +21,7 @@ import os
 import threading
 
 ENV = "EAP_CRASH_AT"
+HANG_ENV = "EAP_HANG_AT"
 EXIT_CODE = 137
 
 #: The transfer engine's crash points, in the order a transfer reaches them.
@@ -109,6 +114,9 @@ def hit(point: str) -> None:
             _armed.discard(point)
         if fire:
             raise SimulatedCrash(point)
+    hang = os.environ.get(HANG_ENV)
+    if hang:
+        _maybe_hang(point, hang)
     wanted = os.environ.get(ENV)
     if not wanted:
         return
@@ -121,3 +129,16 @@ def hit(point: str) -> None:
             reached = _counts[point]
         if not nth or reached == int(nth):
             os._exit(EXIT_CODE)
+
+
+def _maybe_hang(point: str, spec: str) -> None:
+    name, _, marker = spec.partition("=")
+    if name != point or not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # another process stopped here already
+        return
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    threading.Event().wait()  # until SIGKILLed

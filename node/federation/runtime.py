@@ -48,6 +48,8 @@ class PeriodicTask:
     initial_delay_s: float = 0.0
     runs: int = 0
     failures: int = 0
+    #: Rounds left to another replica (it held the task's lock).
+    skipped: int = 0
     _wake: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def wake(self) -> None:
@@ -57,9 +59,16 @@ class PeriodicTask:
 
 class Worker:
     """Background threads running periodic tasks until :meth:`stop`; one thread per task, so a
-    slow sync never delays, say, a transfer outbox dispatcher."""
+    slow sync never delays, say, a transfer outbox dispatcher.
 
-    def __init__(self) -> None:
+    With a ``coordinator`` (:class:`eap.node.store.coordination.Coordinator`, what ``serve``
+    passes) each round of a task runs under the database-wide lock ``task:<name>``: among
+    replicas sharing the database, one runs it and the others skip that round.  A replica
+    killed mid-round loses the lock with its connection; the next round elsewhere takes over.
+    """
+
+    def __init__(self, coordinator: Any = None) -> None:
+        self.coordinator = coordinator
         self._tasks: dict[str, PeriodicTask] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -106,8 +115,15 @@ class Worker:
                     return
             task._wake.clear()
             try:
-                task.fn()
-                task.runs += 1
+                if self.coordinator is None:
+                    task.fn()
+                    task.runs += 1
+                else:
+                    ran, _ = self.coordinator.run_exclusive(f"task:{task.name}", task.fn)
+                    if ran:
+                        task.runs += 1
+                    else:
+                        task.skipped += 1
             except Exception:
                 task.failures += 1
                 log.exception("periodic task %s failed", task.name)
@@ -135,7 +151,7 @@ class FederationRuntime:
         self.client = PeerClient(node, trust=self.trust, settings=self.settings)
         self.syncer = Syncer(node, self.client, trust=self.trust,
                              pull_batches=self.settings.max_batches_per_pull)
-        self.worker = Worker()
+        self.worker = Worker(node.store.coordinator)
         #: The transfer engine, once an extension installed one.
         self.transfers: Any = None
         if self.settings.sync_interval_s > 0:

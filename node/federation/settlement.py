@@ -530,13 +530,15 @@ class Settlement:
                 "background, run again later")
         round_id = f"{self.me}/{period}/{uuid.uuid4().hex}"
         self._started.add(round_id)
-        with self.store.transaction() as conn:
-            srr.insert_round(conn, round_id=round_id, period=period, coordinator=self.me,
-                             state=GATHERING, request_id=request_id or None,
-                             started_at_ms=self.now_ms())
-        crashpoints.hit("coordinator.after_round_created")
-        log.info("settlement round %s started", round_id)
-        self._drive(round_id, period)
+        # Held while this replica drives the round: another replica's recovery leaves it alone.
+        with self.store.coordinator.exclusive(round_lock(round_id)):
+            with self.store.transaction() as conn:
+                srr.insert_round(conn, round_id=round_id, period=period, coordinator=self.me,
+                                 state=GATHERING, request_id=request_id or None,
+                                 started_at_ms=self.now_ms())
+            crashpoints.hit("coordinator.after_round_created")
+            log.info("settlement round %s started", round_id)
+            self._drive(round_id, period)
         return self.get(round_id)
 
     def _drive(self, round_id: str, period: str) -> None:
@@ -701,12 +703,22 @@ class Settlement:
         """After a restart: fail this coordinator's undecided rounds (presumed abort), then
         deliver the finals of the decided ones.  Rounds failed.
 
-        Rounds started by this instance are left alone: the serve worker recovers a moment
-        after start, when a round started through the node API may already be under way."""
+        Rounds still driven are left alone: those started by this instance (the serve worker
+        recovers a moment after start, when a round started through the node API may already
+        be under way) and those whose round lock another replica holds
+        (:mod:`eap.node.store.coordination`); a dead replica's lock is released with it."""
         failed = 0
-        with self.store.transaction() as conn:
-            for row in srr.rounds_in(conn, OPEN, coordinator=self.me):
-                if row.finals_pending is None and row.round_id not in self._started:
+        with self.store.read() as conn:
+            rows = [r for r in srr.rounds_in(conn, OPEN, coordinator=self.me)
+                    if r.finals_pending is None and r.round_id not in self._started]
+        for candidate in rows:
+            with self.store.coordinator.exclusive(round_lock(candidate.round_id)) as idle:
+                if not idle:
+                    continue
+                with self.store.transaction() as conn:
+                    row = srr.get_round(conn, candidate.round_id)
+                    if row is None or row.state not in OPEN or row.finals_pending is not None:
+                        continue
                     srr.add_problem(conn, row, "the coordinator restarted before the round was "
                                     "decided (presumed abort); run it again",
                                     state=FAILED, finished_at_ms=self.now_ms())
@@ -726,6 +738,12 @@ class Settlement:
         for period, ids in sorted(by_period.items()):
             if self._retry_after.get(period, 0.0) > self._clock():
                 continue
+            # Shared by replicas (this node's rounds are in the database): wait after a round
+            # of the period failed, whichever replica ran it.
+            with self.store.read() as conn:
+                failed_at = srr.last_failed_ms(conn, self.me, period)
+            if failed_at and failed_at + self.settings.request_retry_s * 1000 > self.now_ms():
+                continue
             try:
                 result = self.run(period)
             except EapError as exc:
@@ -744,7 +762,10 @@ class Settlement:
 
     def execute_due(self, *, force: bool = False) -> int:
         """Run the due queued sides through the backend; how many executed now."""
-        with self._lock:  # one executor round at a time in this process
+        # One executor round at a time in this process, and among replicas of the node.
+        with self._lock, self.store.coordinator.exclusive("settlement-exec") as mine:
+            if not mine:
+                return 0
             now = self.now_ms()
             with self.store.read() as conn:
                 due = srr.due_executions(conn, 2**62 if force else now, self.settings.batch)
@@ -902,6 +923,11 @@ def _receipt_ref(row: Any) -> str:
     return f"{row.side}:{ref if ref else row.receipt}"[:300]
 
 
+def round_lock(round_id: str) -> str:
+    """Name of the lock a coordinator holds while it drives ``round_id``."""
+    return f"settlement-round:{round_id}"
+
+
 def round_dict(msg: api.SettlementRound) -> dict[str, Any]:
     """A SettlementRound as plain JSON-able data (the statement decoded; integers stay
     integers)."""
@@ -932,22 +958,20 @@ def round_dict(msg: api.SettlementRound) -> dict[str, Any]:
 
 
 def install(runtime: Any) -> Settlement | None:
-    """Federation runtime extension: the round worker (first: :meth:`Settlement.recover`,
-    then finals still owed and settlement requests) and the executor."""
+    """Federation runtime extension: the round worker (:meth:`Settlement.recover` -- rounds
+    no live coordinator drives fail, finals still owed are delivered -- then settlement
+    requests) and the executor."""
     engine = getattr(runtime, "transfers", None)
     if engine is None:
         log.warning("settlement rounds need the transfer engine; not installed")
         return None
     svc: Settlement = engine.settlement
     runtime.settlement = svc
-    first = [True]
 
     def rounds() -> None:
-        if first[0]:
-            first[0] = False
-            svc.recover()
-        else:
-            svc.resume()
+        # Every round, not only the first: a replica of this node that died driving a round
+        # left it open with its lock released; another replica fails it (presumed abort).
+        svc.recover()
         svc.take_requests()
 
     runtime.worker.every("settlement", svc.settings.round_interval_s, rounds,

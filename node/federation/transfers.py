@@ -1255,7 +1255,9 @@ def install(runtime: Any) -> Transfers:
     """Federation runtime extension: serve the transfer RPCs and run the background round.
 
     The first round after start is :meth:`Transfers.recover` (leases and backoff ignored), so
-    a restarted node finishes or aborts what it began at once.
+    a restarted node finishes or aborts what it began at once, unless other replicas of the
+    node serve the same database: their leases are then respected (the worker's rounds run in
+    one replica at a time, :mod:`eap.node.store.coordination`).
     """
     engine = Transfers(runtime.node, runtime.client, trust=runtime.trust)
     engine.fetch_batches = runtime.syncer.sync_peer
@@ -1265,8 +1267,10 @@ def install(runtime: Any) -> Transfers:
 
     def round_() -> None:
         if first[0]:
+            # Alone, catch up at once; beside live replicas, respect their leases.
+            alone = not runtime.node.store.coordinator.others_alive()
             first[0] = False
-            engine.recover()
+            engine.tick(force=alone)
         else:
             engine.tick()
 

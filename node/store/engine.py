@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
@@ -18,6 +21,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Newest migration revision; tests/test_store_migrations.py checks it is Alembic's head.
 SCHEMA_HEAD = "0015"
+#: Advisory lock (PostgreSQL) serialising migrations of replicas starting at once.
+MIGRATION_LOCK = (0x45415031, 0x4D494752)
 
 
 def normalise_url(url: str) -> str:
@@ -56,6 +61,28 @@ class Store:
     """A node's database: an engine plus transaction helpers."""
 
     engine: Engine
+    _coordinator: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def coordinator(self) -> Any:
+        """Named locks and the replica registry of this database
+        (:class:`eap.node.store.coordination.Coordinator`)."""
+        if self._coordinator is None:
+            from eap.node.store.coordination import Coordinator
+
+            lock_engine = None
+            if self.dialect == "postgresql":
+                # autocommit connections of their own: no isolation switch per lock, and a
+                # job's transactions never queue behind the connections holding locks
+                lock_engine = create_engine(
+                    self.engine.url,
+                    isolation_level="AUTOCOMMIT",
+                    pool_size=4,
+                    max_overflow=12,
+                    connect_args=_pg_connect_args(self.engine.url),
+                )
+            self._coordinator = Coordinator(self.engine, lock_engine=lock_engine)
+        return self._coordinator
 
     @property
     def dialect(self) -> str:
@@ -77,12 +104,8 @@ class Store:
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None for an empty database)."""
-        from sqlalchemy import inspect, text
-
         with self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision(conn)
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent; cheap when already there)."""
@@ -94,11 +117,35 @@ class Store:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together migrate one after the other: the first upgrades,
+                # the others find the schema at its head once they hold the lock.
+                conn.exec_driver_sql(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (MIGRATION_LOCK[0], MIGRATION_LOCK[1])
+                )
+                if _revision(conn) == SCHEMA_HEAD:
+                    return
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.dispose()
         self.engine.dispose()
+
+
+def _revision(conn: Connection) -> str | None:
+    from sqlalchemy import inspect, text
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def application_name() -> str:
+    """How this process names itself to PostgreSQL (``pg_stat_activity``, replica listings):
+    ``eap-node <host> <pid>``."""
+    return f"eap-node {socket.gethostname()} {os.getpid()}"[:63]
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -111,11 +158,39 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args=_pg_connect_args(parsed),
+        )
     store = Store(engine)
     if migrate:
         store.migrate()
     return store
+
+
+#: TCP keepalives both ways (unless the URL sets them): a replica whose machine vanished
+#: without closing its connections has its sessions, and so its advisory locks
+#: (:mod:`eap.node.store.coordination`), ended by the server within about a minute; a replica
+#: notices a vanished server as fast.
+PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+}
+
+
+def _pg_connect_args(parsed: Any) -> dict:
+    """Name the process (unless the URL does) so operators can tell replicas apart, and turn
+    keepalives on (:data:`PG_KEEPALIVES`)."""
+    args = {k: v for k, v in PG_KEEPALIVES.items() if k not in parsed.query}
+    if "application_name" not in parsed.query:
+        args["application_name"] = application_name()
+    return args
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) -> int:

@@ -33,17 +33,19 @@ def put_meta(conn: Connection, values: dict[str, str]) -> None:
 
 
 def bump(conn: Connection, name: str, n: int = 1) -> int:
-    """Atomically add ``n`` to a counter; returns the value *before* the bump."""
-    row = conn.execute(
-        update(t.counters)
-        .where(t.counters.c.name == name)
-        .values(value=t.counters.c.value + n)
-        .returning(t.counters.c.value)
-    ).first()
-    if row is None:
-        conn.execute(insert(t.counters).values(name=name, value=n))
-        return 0
-    return int(row[0]) - n
+    """Atomically add ``n`` to a counter; returns the value *before* the bump.
+
+    One upsert: concurrent first bumps from several replicas never both insert (the loser of
+    the unique key waits for the winner's row and adds to it)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    stmt = upsert(t.counters).values(name=name, value=n)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.counters.c.name], set_={"value": t.counters.c.value + n}
+    ).returning(t.counters.c.value)
+    return int(conn.execute(stmt).scalar_one()) - n
 
 
 # -- accounts ----------------------------------------------------------------------------------

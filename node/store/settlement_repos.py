@@ -206,6 +206,14 @@ def execution_counts(conn: Connection, round_id: str) -> dict[str, int]:
 # -- requests -----------------------------------------------------------------------------------
 
 
+def last_failed_ms(conn: Connection, coordinator: str, period: str) -> int | None:
+    """When the latest failed round of ``period`` coordinated by ``coordinator`` ended."""
+    return conn.execute(
+        select(func.max(R.c.finished_at_ms)).where(
+            R.c.coordinator == coordinator, R.c.period == period, R.c.state == "failed")
+    ).scalar()
+
+
 def open_requests(conn: Connection):
     rq = t.settlement_requests
     return conn.execute(select(rq).where(rq.c.taken_at_ms.is_(None)).order_by(rq.c.id)).all()
