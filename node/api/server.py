@@ -63,7 +63,7 @@ def _build(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
-        interceptors=(MalformedRequestGuard(),),
+        interceptors=(_tracing(node), MalformedRequestGuard()),
     )
     node_api_pb2_grpc.add_NodeApiServicer_to_server(servicer or NodeApiServicer(node), server)
     health_servicer = health.HealthServicer()
@@ -80,6 +80,17 @@ def _build(
     if port == 0:
         raise OSError(f"could not bind {listen}")
     return server, port, health_servicer
+
+
+def _tracing(node: Node) -> grpc.ServerInterceptor:
+    """RPC spans and latency; the API adopts a caller's trace context only when ``[telemetry]
+    api_accept_traceparent`` is set (:mod:`eap.node.telemetry.grpc`)."""
+    from eap.node import telemetry
+    from eap.node.telemetry import grpc as tgrpc
+
+    tele = telemetry.of(node)
+    adopt = tgrpc.always if tele.settings.api_accept_traceparent else tgrpc.never
+    return tgrpc.TracingInterceptor(tele, adopt)
 
 
 def build_health_server(

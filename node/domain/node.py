@@ -139,6 +139,8 @@ class Node:
 
     def close(self) -> None:
         self.store.dispose()
+        if getattr(self, "_telemetry", None) is not None:
+            self._telemetry.shutdown()  # flush spans, stop /metrics
 
     def status(self) -> NodeStatus:
         with self.store.read() as conn:

@@ -25,6 +25,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from eap.node import telemetry
 from eap.node.crypto import (
     PeerKeys,
     ReplayGuard,
@@ -51,6 +52,7 @@ from eap.node.errors import (
 from eap.node.federation.descriptor import PROTOCOL_VERSIONS
 from eap.node.federation.peers import PENDING, Peer, TrustList
 from eap.node.federation.settings import FederationSettings, local_capabilities
+from eap.node.telemetry.grpc import instrument_channel
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2
 
@@ -162,6 +164,8 @@ class PeerClient:
                              ("grpc.max_receive_message_length", limit),
                              ("grpc.max_send_message_length", limit),
                              *RECONNECT_OPTIONS])
+                # CLIENT spans; the peer continues this trace if it trusts this node.
+                chan = instrument_channel(chan, telemetry.of(self.node))
                 for old in [k for k in self._channels if k[0] == peer.node_id]:
                     self._channels.pop(old).close()
                 self._channels[key] = chan
