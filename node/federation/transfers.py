@@ -83,6 +83,9 @@ from eap.node.store import custody_repos as cr
 from eap.node.store import obligation_repos as ob
 from eap.node.store import peer_repos, repos
 from eap.node.store import transfer_repos as tr
+from eap.node.telemetry import ops as telemetry_ops
+from eap.node.telemetry.metrics import outbox_depth
+from eap.node.telemetry.ops import traced
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2 as pb
 
@@ -296,9 +299,12 @@ class Transfers:
 
     def _drop_events(self) -> None:
         self._local.__dict__.pop("events", None)
+        self._local.__dict__.pop("aborts", None)
 
     def _flush_events(self) -> None:
         record = getattr(self.node, "record_event", None)
+        for direction in self._local.__dict__.pop("aborts", []):
+            telemetry_ops.transfer_aborted(self.node, direction)
         for kind, fields in self._local.__dict__.pop("events", []):
             if record is not None:
                 record(kind, fields.pop("request_id", "") or "", **fields)
@@ -329,6 +335,9 @@ class Transfers:
 
     # == source ===================================================================================
 
+    @traced("eap.transfer.prepare", lambda o: {
+        "scope": "cross_node", "transfer_id": o.transfer.id, "wh": o.transfer.wh,
+        "split": o.remainder is not None})
     def start(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
               principal: Principal | None = None, ttl_s: float | None = None,
               price_minor: int = 0, currency: str = "") -> OutboundTransfer:
@@ -429,6 +438,9 @@ class Transfers:
                                principal=principal, payload=payload,
                                result_type=OutboundTransfer, fn=op)
 
+    @traced("eap.transfer.cross_node", lambda r: {
+        "scope": "cross_node", "direction": "out", "transfer_id": r[1].id, "wh": r[1].wh,
+        "peer": r[1].peer, "state": r[1].state})
     def send(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
              principal: Principal | None = None, ttl_s: float | None = None,
              wait_s: float | None = None, price_minor: int = 0,
@@ -481,6 +493,7 @@ class Transfers:
 
     # == destination handlers (called by the federation servicer) =================================
 
+    @traced("eap.transfer.accept_prepare", lambda r: {"direction": "in", "phase": "prepare"})
     def on_prepare(self, envelope: Any) -> tuple[str, bytes]:
         """PREPARE from the source: validate, record the import PREPARED (or ABORTED), answer.
 
@@ -495,6 +508,7 @@ class Transfers:
         crashpoints.hit("dest.after_prepared_commit")
         return PT_STATUS, reply.SerializeToString()
 
+    @traced("eap.transfer.accept_decision", lambda r: {"direction": "in", "phase": "decision"})
     def on_decision(self, envelope: Any) -> tuple[str, bytes]:
         """COMMIT or ABORT from the source: finish the import; a replay changes nothing."""
         msg = _parse(fed.TransferDecision, envelope.payload)
@@ -829,6 +843,8 @@ class Transfers:
             raise EapError(f"transfer {rec.id}: bundle {bundle.id} is not locked for it")
         ledger.journal(conn, action, bundle.id, rec.from_account, to_owner, rec.wh,
                        rec.request_id)
+        if state == ABORTED:  # counted once the transaction commits (_flush_events)
+            self._local.__dict__.setdefault("aborts", []).append("out")
         if state == COMMITTED:
             self._queue_event("exported", request_id=rec.request_id, bundle=bundle.id,
                               wh=rec.wh, transfer=rec.id, to=f"{rec.peer}/{rec.to_account}")
@@ -1245,6 +1261,7 @@ def install(runtime: Any) -> Transfers:
     engine.fetch_batches = runtime.syncer.sync_peer
     runtime.servicer.set_transfers(engine)
     runtime.transfers = engine
+    telemetry_ops.of(runtime.node).metrics.observe("outbox", outbox_depth(engine))
     first = [True]
 
     def round_() -> None:

@@ -43,12 +43,14 @@ class Telemetry:
     def __init__(self, node_id: str, settings: TelemetrySettings | None = None) -> None:
         self.node_id = node_id
         self.settings = settings or TelemetrySettings()
-        resource = Resource.create({
-            **self.settings.resource_attributes,
-            SERVICE_NAME: self.settings.service_name,
-            SERVICE_INSTANCE_ID: node_id,
-            "eap.node.id": node_id,
-        })
+        resource = Resource.create(
+            {
+                **self.settings.resource_attributes,
+                SERVICE_NAME: self.settings.service_name,
+                SERVICE_INSTANCE_ID: node_id,
+                "eap.node.id": node_id,
+            }
+        )
         self.tracer_provider = TracerProvider(resource=resource)
         exporter = _span_exporter(self.settings)
         if exporter is not None:
@@ -57,11 +59,15 @@ class Telemetry:
         #: The registry ``/metrics`` serves: this node's metrics only.
         self.registry = CollectorRegistry(auto_describe=True)
         readers: list[MetricReader] = [
-            PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)]
+            PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
+        ]
         if self.settings.metrics_exporter == "otlp":
-            readers.append(PeriodicExportingMetricReader(
-                _metric_exporter(self.settings),
-                export_interval_millis=self.settings.metrics_interval_s * 1000))
+            readers.append(
+                PeriodicExportingMetricReader(
+                    _metric_exporter(self.settings),
+                    export_interval_millis=self.settings.metrics_interval_s * 1000,
+                )
+            )
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         self.metrics = NodeMetrics(self.meter_provider.get_meter(SCOPE))
         self._http: Any = None

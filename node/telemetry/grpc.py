@@ -79,18 +79,23 @@ class TracingInterceptor(grpc.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                response_serializer=handler.response_serializer,
+            )
         return handler  # the node serves no client-streaming RPCs
 
     def _start(self, method: str, context: grpc.ServicerContext):
         service, _, name = method.lstrip("/").partition("/")
-        carrier = {md.key: md.value for md in (context.invocation_metadata() or ())
-                   if md.key in ("traceparent", "tracestate")}
+        carrier = {
+            md.key: md.value
+            for md in (context.invocation_metadata() or ())
+            if md.key in ("traceparent", "tracestate")
+        }
         adopt, caller = self.adopt(context) if carrier else (False, "")
         links: list[Link] = []
         parent = otel_context.Context()  # a new trace unless the caller may continue its own
@@ -103,24 +108,39 @@ class TracingInterceptor(grpc.ServerInterceptor):
                 if remote.is_valid:
                     links.append(Link(remote, {"eap.link.untrusted": True}))
         attributes: dict[str, Any] = {
-            "rpc.system": "grpc", "rpc.service": service, "rpc.method": name,
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
             "eap.node_id": self.telemetry.node_id,
         }
         if caller:
             attributes["eap.peer"] = caller
         cm = self.telemetry.tracer.start_as_current_span(
-            method.lstrip("/"), context=parent, kind=SpanKind.SERVER, links=links,
-            attributes=attributes, record_exception=False, set_status_on_exception=False)
+            method.lstrip("/"),
+            context=parent,
+            kind=SpanKind.SERVER,
+            links=links,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
         return cm, {"rpc.service": service, "rpc.method": name}
 
-    def _finish(self, span: Any, labels: dict, context: grpc.ServicerContext, started: float,
-                error: BaseException | None) -> None:
+    def _finish(
+        self,
+        span: Any,
+        labels: dict,
+        context: grpc.ServicerContext,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
         code = _code(context, error)
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code != grpc.StatusCode.OK:
             span.set_status(Status(StatusCode.ERROR, code.name))
         self.telemetry.metrics.rpc_duration.record(
-            time.perf_counter() - started, {**labels, "rpc.grpc.status_code": code.name})
+            time.perf_counter() - started, {**labels, "rpc.grpc.status_code": code.name}
+        )
 
     def _unary(self, behavior, method: str):
         def call(request, context):
@@ -173,6 +193,6 @@ def instrument_channel(channel: grpc.Channel, telemetry: Telemetry) -> grpc.Chan
     """``channel`` with the OpenTelemetry client interceptor of ``telemetry``'s provider:
     a ``CLIENT`` span per call and the current trace context in ``traceparent``."""
     from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-    return grpc.intercept_channel(
-        channel, client_interceptor(tracer_provider=telemetry.tracer_provider))
+    return intercept_channel(channel, client_interceptor(tracer_provider=telemetry.tracer_provider))

@@ -30,7 +30,8 @@ class JsonFormatter(logging.Formatter):
         trace_id, span_id = current_ids()
         entry = {
             "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -42,8 +43,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure(fmt: str = "text", level: int | str = logging.INFO,
-              stream: TextIO | None = None) -> logging.Handler:
+def configure(
+    fmt: str = "text", level: int | str = logging.INFO, stream: TextIO | None = None
+) -> logging.Handler:
     """Route the root logger to ``stream`` (stderr) as ``fmt`` (``text`` or ``json``),
     replacing a handler installed by an earlier call; returns the handler.
 

@@ -26,38 +26,56 @@ class NodeMetrics:
 
     def __init__(self, meter: Meter) -> None:
         self.issued_wh = meter.create_counter(
-            "eap.issued.wh", description="Wh issued as bundles by this node")
+            "eap.issued.wh", description="Wh issued as bundles by this node"
+        )
         self.transferred_wh = meter.create_counter(
             "eap.transferred.wh",
-            description="Wh moved between accounts (scope=local) or nodes (scope=cross_node)")
+            description="Wh moved between accounts (scope=local) or nodes (scope=cross_node)",
+        )
         self.claimed_wh = meter.create_counter(
-            "eap.claimed.wh", description="Wh retired (claimed) on this node")
+            "eap.claimed.wh", description="Wh retired (claimed) on this node"
+        )
         self.transfers = meter.create_counter(
-            "eap.transfers", description="Finished transfers by scope, direction and outcome")
+            "eap.transfers", description="Finished transfers by scope, direction and outcome"
+        )
         self.settlement_rounds = meter.create_counter(
-            "eap.settlement.rounds", description="Settlement rounds coordinated, by outcome")
+            "eap.settlement.rounds", description="Settlement rounds coordinated, by outcome"
+        )
         self.synced_batches = meter.create_counter(
-            "eap.sync.batches", description="Signed batches imported from peers, by peer")
+            "eap.sync.batches", description="Signed batches imported from peers, by peer"
+        )
         self.imported_readings = meter.create_counter(
-            "eap.import.readings", description="Meter readings imported (stored)")
+            "eap.import.readings", description="Meter readings imported (stored)"
+        )
         self.import_duration = meter.create_histogram(
-            "eap.import.duration", unit="s", description="Duration of one meter-data import",
-            explicit_bucket_boundaries_advisory=IMPORT_BUCKETS)
+            "eap.import.duration",
+            unit="s",
+            description="Duration of one meter-data import",
+            explicit_bucket_boundaries_advisory=IMPORT_BUCKETS,
+        )
         self.rpc_duration = meter.create_histogram(
-            "eap.rpc.server.duration", unit="s",
+            "eap.rpc.server.duration",
+            unit="s",
             description="Server-side latency of NodeApi and Federation RPCs",
-            explicit_bucket_boundaries_advisory=RPC_BUCKETS)
+            explicit_bucket_boundaries_advisory=RPC_BUCKETS,
+        )
         self._lock = threading.Lock()
         self._sources: dict[str, Callable[[], Iterable[tuple[float, dict[str, Any]]]]] = {}
         meter.create_observable_gauge(
-            "eap.outbox.depth", callbacks=[self._observe("outbox")],
-            description="Unacknowledged federation outbox messages, by kind")
+            "eap.outbox.depth",
+            callbacks=[self._observe("outbox")],
+            description="Unacknowledged federation outbox messages, by kind",
+        )
         meter.create_observable_gauge(
-            "eap.sync.lag", unit="s", callbacks=[self._observe("sync_lag")],
-            description="Seconds since the last successful sync from each peer")
+            "eap.sync.lag",
+            unit="s",
+            callbacks=[self._observe("sync_lag")],
+            description="Seconds since the last successful sync from each peer",
+        )
 
-    def observe(self, name: str,
-                source: Callable[[], Iterable[tuple[float, dict[str, Any]]]] | None) -> None:
+    def observe(
+        self, name: str, source: Callable[[], Iterable[tuple[float, dict[str, Any]]]] | None
+    ) -> None:
         """Install (or remove) the source of gauge ``name`` (``outbox`` or ``sync_lag``): a
         callable returning ``(value, labels)`` pairs, read at each collection."""
         with self._lock:
@@ -83,8 +101,10 @@ def sync_lag(trust: Any, clock: Callable[[], float] = time.time):
     def source() -> list[tuple[float, dict[str, Any]]]:
         trust.reload()
         now_ms = clock() * 1000
-        return [((now_ms - p.last_sync_ms) / 1000 if p.last_sync_ms else -1.0,
-                 {"peer": p.node_id}) for p in trust.all()]
+        return [
+            ((now_ms - p.last_sync_ms) / 1000 if p.last_sync_ms else -1.0, {"peer": p.node_id})
+            for p in trust.all()
+        ]
 
     return source
 
@@ -94,7 +114,8 @@ def outbox_depth(transfers: Any):
 
     def source() -> list[tuple[float, dict[str, Any]]]:
         backlog = transfers.backlog()
-        return [(float(n), {"kind": kind}) for kind, n in sorted(backlog.items())] or \
-            [(0.0, {"kind": "all"})]
+        return [(float(n), {"kind": kind}) for kind, n in sorted(backlog.items())] or [
+            (0.0, {"kind": "all"})
+        ]
 
     return source

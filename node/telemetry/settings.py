@@ -76,8 +76,11 @@ class TelemetrySettings:
 
         traces = _env(env, "OTEL_TRACES_EXPORTER") or text("traces_exporter", "none")
         metrics = _env(env, "OTEL_METRICS_EXPORTER") or text("metrics_exporter", "none")
-        protocol = (_env(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                    or _env(env, "OTEL_EXPORTER_OTLP_PROTOCOL") or text("otlp_protocol", "grpc"))
+        protocol = (
+            _env(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or _env(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+            or text("otlp_protocol", "grpc")
+        )
         insecure_env = _env(env, "OTEL_EXPORTER_OTLP_INSECURE")
         insecure = table.get("otlp_insecure", False)
         if not isinstance(insecure, bool):
@@ -86,24 +89,27 @@ class TelemetrySettings:
             insecure = insecure_env.lower() in ("1", "true", "yes")
         accept = table.get("api_accept_traceparent", False)
         if not isinstance(accept, bool):
-            raise ConfigError("[telemetry] api_accept_traceparent must be true or false, "
-                              f"not {accept!r}")
+            raise ConfigError(
+                f"[telemetry] api_accept_traceparent must be true or false, not {accept!r}"
+            )
         interval = table.get("metrics_interval_s", 30.0)
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise ConfigError(f"[telemetry] metrics_interval_s must be > 0, not {interval!r}")
         attrs = table.get("resource_attributes", {})
         if not isinstance(attrs, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()
+        ):
             raise ConfigError("[telemetry] resource_attributes must be a table of strings")
         settings = cls(
             traces_exporter=_one(traces, TRACE_EXPORTERS, "traces_exporter"),
             metrics_exporter=_one(metrics, METRIC_EXPORTERS, "metrics_exporter"),
             otlp_endpoint=_env(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            or _env(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or text("otlp_endpoint", ""),
+            or _env(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+            or text("otlp_endpoint", ""),
             otlp_protocol=_one(protocol, OTLP_PROTOCOLS, "otlp_protocol"),
             otlp_insecure=insecure,
-            service_name=_env(env, "OTEL_SERVICE_NAME") or text("service_name",
-                                                                DEFAULT_SERVICE_NAME),
+            service_name=_env(env, "OTEL_SERVICE_NAME")
+            or text("service_name", DEFAULT_SERVICE_NAME),
             resource_attributes=dict(attrs),
             metrics_listen=text("metrics_listen", ""),
             metrics_interval_s=float(interval),

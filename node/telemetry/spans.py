@@ -19,22 +19,51 @@ from opentelemetry.trace import Span, Status, StatusCode
 from eap.node.telemetry.core import of
 
 #: Attribute names (without the ``eap.`` prefix) a domain span may carry.
-ALLOWED = frozenset({
-    "node_id", "peer", "outcome", "wh", "bundles", "records", "readings", "batches",
-    "batch_seq", "cursor", "split", "scope", "direction", "phase", "transfer_id", "round_id",
-    "period", "state", "participants", "obligations", "plugins", "anchored", "failed",
-    "pending", "unknown_meters", "priced", "format", "messages", "replayed",
-})
+ALLOWED = frozenset(
+    {
+        "node_id",
+        "peer",
+        "outcome",
+        "wh",
+        "bundles",
+        "records",
+        "readings",
+        "batches",
+        "batch_seq",
+        "cursor",
+        "split",
+        "scope",
+        "direction",
+        "phase",
+        "transfer_id",
+        "round_id",
+        "period",
+        "state",
+        "participants",
+        "obligations",
+        "plugins",
+        "anchored",
+        "failed",
+        "pending",
+        "unknown_meters",
+        "priced",
+        "format",
+        "messages",
+        "replayed",
+    }
+)
 
 
 @contextmanager
-def span(node: Any, name: str, *, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-         **attributes: Any) -> Iterator[Span]:
+def span(
+    node: Any, name: str, *, kind: trace.SpanKind = trace.SpanKind.INTERNAL, **attributes: Any
+) -> Iterator[Span]:
     """A span of ``node``'s tracer, child of the current one; ``eap.outcome`` is set on exit
     (``ok``, or the gRPC status name of an :class:`~eap.node.errors.EapError`, else
     ``INTERNAL``) and re-raised errors mark the span as failed."""
     with of(node).tracer.start_as_current_span(
-            name, kind=kind, record_exception=False, set_status_on_exception=False) as s:
+        name, kind=kind, record_exception=False, set_status_on_exception=False
+    ) as s:
         s.set_attribute("eap.node_id", node.node_id)
         annotate(s, **attributes)
         try:
@@ -60,5 +89,6 @@ def annotate(s: Span, **attributes: Any) -> None:
             raise ValueError(f"span attribute {key!r} is not on the telemetry allowlist")
         if value is None:
             continue
-        s.set_attribute(f"eap.{key}", value if isinstance(value, bool | int | float | str)
-                        else str(value))
+        s.set_attribute(
+            f"eap.{key}", value if isinstance(value, bool | int | float | str) else str(value)
+        )

@@ -1,0 +1,286 @@
+"""Observability end to end: one trace across two real federation servers, trust-gated trace
+context, Prometheus ``/metrics`` over a socket, JSON logs without private fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import urllib.request
+
+import pytest
+from fednet import FedNet
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+from support import write_csv
+
+from eap.node import telemetry
+from eap.node.errors import PermissionDenied
+from eap.node.federation.client import PeerClient
+from eap.node.federation.runtime import FederationRuntime
+from eap.node.records.enums import Purpose
+from eap.node.telemetry import logs
+from eap.node.telemetry.spans import ALLOWED
+
+A, B, C = "a.example", "b.example", "c.example"
+# Private values of the flow: none may reach a log line or a span attribute.
+LABEL = "Casa-Lucia-Privada"
+METER = "MTR-SECRET-7781"
+LAT, LON = 6.2442, -75.5812
+BENEFICIARY = "Beneficiaria-Ana-Gomez"
+WH = 900
+
+
+class Net:
+    """Two trusted nodes (a, b) serving federation in this process, and c: a node with a
+    certificate of the same CA that b does not trust."""
+
+    def __init__(self, tmp_path):
+        self.fed = FedNet(tmp_path, [(A, "CO-ANT"), (B, "ES"), (C, "NL")])
+        self.fed.connect(A, B)
+        self.fed.trust(C, B)  # c knows b; b does not know c
+        self.spans: dict[str, InMemorySpanExporter] = {}
+        self.runtimes: dict[str, FederationRuntime] = {}
+        for node_id in (A, B, C):
+            exporter = InMemorySpanExporter()
+            tele = telemetry.of(self.fed[node_id].node)
+            tele.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+            self.spans[node_id] = exporter
+        for node_id in (A, B):
+            rt = FederationRuntime(self.fed[node_id].node)
+            rt.server.start()  # the servers only: no background worker racing the test
+            self.runtimes[node_id] = rt
+
+    def node(self, node_id):
+        return self.fed[node_id].node
+
+    def close(self):
+        for rt in self.runtimes.values():
+            rt.stop(grace=1)
+        self.fed.stop_all()
+
+    def finished(self, node_id):
+        return list(self.spans[node_id].get_finished_spans())
+
+
+@pytest.fixture
+def net(tmp_path):
+    n = Net(tmp_path)
+    yield n
+    n.close()
+
+
+def _issue(node, tmp_path):
+    """A private account, device and meter on ``node``; one hour of WH Wh issued."""
+    created = node.create_account(request_id="acct-1", label=LABEL)
+    owner = created.account.id
+    node.register_device(
+        request_id="dev-1",
+        local_ref="roof-private-1",
+        capacity_w=5000,
+        source="solar",
+        technology="photovoltaic",
+        commissioned_on="2020-01-01",
+        latitude=LAT,
+        longitude=LON,
+        zone=node.config.zone,
+        owner=owner,
+        meter_id=METER,
+        attestation_evidence="grid-connection private",
+    )
+    t0 = dt.datetime(2026, 1, 1)
+    rows = [
+        (
+            t0.strftime("%Y-%m-%d %H:%M:%S"),
+            (t0 + dt.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S"),
+            METER,
+            WH,
+        )
+    ]
+    node.import_readings(write_csv(tmp_path / "readings.csv", rows), request_id="imp-1")
+    node.issue(request_id="iss-1")
+    bundle = node.list_bundles(purpose=Purpose.OPERATIONS).items[0]
+    return created, bundle
+
+
+def _send(net, tmp_path, wh=300):
+    a, b = net.node(A), net.node(B)
+    created, bundle = _issue(a, tmp_path)
+    dest = b.create_account(request_id="acct-b", label="Receiver-Private-Label")
+    engine = net.runtimes[A].transfers
+    _, rec = engine.send(bundle.id, to=f"{B}/{dest.account.id}", wh=wh, request_id="x-1", wait_s=20)
+    assert rec.state == "committed"
+    return created, dest, rec, bundle
+
+
+def test_cross_node_transfer_is_one_trace_across_both_nodes(net, tmp_path):
+    _, _, rec, _ = _send(net, tmp_path)
+    root = [s for s in net.finished(A) if s.name == "eap.transfer.cross_node"]
+    assert len(root) == 1
+    trace_id = root[0].context.trace_id
+    assert root[0].attributes["eap.wh"] == 300
+    assert root[0].attributes["eap.transfer_id"] == rec.id
+    assert root[0].attributes["eap.outcome"] == "ok"
+
+    a_ids = {s.context.span_id: s for s in net.finished(A)}
+    clients = {
+        sid: s
+        for sid, s in a_ids.items()
+        if s.kind == trace.SpanKind.CLIENT and s.context.trace_id == trace_id
+    }
+    served = [
+        s
+        for s in net.finished(B)
+        if s.kind == trace.SpanKind.SERVER
+        and s.name in ("eap.v1.Federation/PrepareTransfer", "eap.v1.Federation/DecideTransfer")
+    ]
+    assert {s.name for s in served} == {
+        "eap.v1.Federation/PrepareTransfer",
+        "eap.v1.Federation/DecideTransfer",
+    }
+    for s in served:
+        # b's server span continues a's trace, as the child of a's client span of that call
+        assert s.context.trace_id == trace_id
+        assert s.parent is not None and s.parent.is_remote
+        assert s.parent.span_id in clients
+        assert s.attributes["eap.peer"] == A
+        assert s.attributes["rpc.grpc.status_code"] == 0
+    # and b's domain work hangs below its server span
+    accept = [s for s in net.finished(B) if s.name == "eap.transfer.accept_prepare"]
+    assert accept and accept[0].context.trace_id == trace_id
+    assert accept[0].parent.span_id in {s.context.span_id for s in served}
+
+
+def test_untrusted_caller_does_not_join_the_trace(net):
+    c = net.node(C)
+    tracer = telemetry.of(c).tracer
+    client = PeerClient(c)
+    try:
+        with tracer.start_as_current_span("c.probe") as probe, pytest.raises(PermissionDenied):
+            client.hello(B)
+    finally:
+        client.close()
+    offered = probe.get_span_context()
+    hello = [s for s in net.finished(B) if s.name == "eap.v1.Federation/Hello"]
+    assert len(hello) == 1
+    span = hello[0]
+    assert span.context.trace_id != offered.trace_id  # a new trace, not c's
+    assert span.parent is None
+    assert [link.context.trace_id for link in span.links] == [offered.trace_id]
+    assert span.links[0].attributes["eap.link.untrusted"] is True
+    assert span.attributes["rpc.grpc.status_code"] == 7  # PERMISSION_DENIED
+    # c's own client span did send the context: only b's refusal kept it out
+    sent = [s for s in net.finished(C) if s.kind == trace.SpanKind.CLIENT]
+    assert sent and sent[0].context.trace_id == offered.trace_id
+
+
+def test_sync_is_one_trace(net, tmp_path):
+    _issue(net.node(A), tmp_path)
+    syncer = net.runtimes[B].syncer
+    result = syncer.sync_peer(A)
+    assert result.batches == 1
+    sync = [s for s in net.finished(B) if s.name == "eap.sync"]
+    assert sync[0].attributes["eap.batches"] == 1
+    assert sync[0].attributes["eap.wh"] == WH
+    pulled = [s for s in net.finished(A) if s.name == "eap.v1.Federation/PullBatches"]
+    assert pulled and pulled[-1].context.trace_id == sync[0].context.trace_id
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_metrics_endpoint_counts_the_transferred_wh(net, tmp_path):
+    ta, tb = telemetry.of(net.node(A)), telemetry.of(net.node(B))
+    port_a, port_b = ta.start_metrics_server("127.0.0.1:0"), tb.start_metrics_server("127.0.0.1:0")
+    before_a, before_b = _scrape(port_a), _scrape(port_b)
+    out = ("eap_transferred_wh_total", (("direction", "out"), ("scope", "cross_node")))
+    into = ("eap_transferred_wh_total", (("direction", "in"), ("scope", "cross_node")))
+    assert before_a.get(out, 0) == 0 and before_b.get(into, 0) == 0
+    _, dest, _, bundle = _send(net, tmp_path, wh=250)
+    after_a, after_b = _scrape(port_a), _scrape(port_b)
+    assert after_a[out] == 250
+    assert after_b[into] == 250
+    assert after_a[("eap_issued_wh_total", ())] == WH
+    committed = (("direction", "out"), ("outcome", "committed"), ("scope", "cross_node"))
+    assert after_a[("eap_transfers_total", committed)] == 1
+    assert after_a[("eap_import_readings_total", ())] == 1
+    # an idempotent replay moves nothing
+    engine = net.runtimes[A].transfers
+    engine.send(bundle.id, to=f"{B}/{dest.account.id}", wh=250, request_id="x-1")
+    assert _scrape(port_a)[out] == 250
+    # RPC latency histograms of the federation server, by method and status
+    served = [k for k in after_b if k[0] == "eap_rpc_server_duration_seconds_count"]
+    methods = {dict(k[1])["rpc_method"] for k in served}
+    assert {"PrepareTransfer", "DecideTransfer"} <= methods
+    # gauges: the outbox and the sync lag per peer
+    assert any(k[0] == "eap_outbox_depth" for k in after_a)
+    assert any(k[0] == "eap_sync_lag_seconds" and dict(k[1]).get("peer") == A for k in after_b)
+
+
+def test_json_logs_carry_trace_ids_and_no_private_fields(net, tmp_path):
+    stream = io.StringIO()
+    handler = logs.configure("json", logging.DEBUG, stream=stream)
+    try:
+        created, dest, _, _ = _send(net, tmp_path)
+        a = net.node(A)
+        bundle = next(x for x in a.list_bundles(purpose=Purpose.OPERATIONS).items if x.status == 1)
+        a.retire(
+            bundle.id, beneficiary=BENEFICIARY, purpose="audit-test", wh=100, request_id="ret-1"
+        )
+        net.runtimes[B].syncer.sync_peer(A)
+        with telemetry.of(a).tracer.start_as_current_span("probe") as probe:
+            logging.getLogger("eap.test").info("inside a span")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(logging.WARNING)
+    text = stream.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) > 5
+    for entry in lines:
+        assert {"timestamp", "level", "logger", "message", "trace_id", "span_id"} <= set(entry)
+    mine = next(e for e in lines if e["message"] == "inside a span")
+    assert mine["trace_id"] == f"{probe.get_span_context().trace_id:032x}"
+    assert mine["span_id"] == f"{probe.get_span_context().span_id:016x}"
+    assert any(e["trace_id"] for e in lines if e["logger"].startswith("eap.node"))
+    a_home = net.fed[A].home
+    secrets = [
+        LABEL,
+        METER,
+        BENEFICIARY,
+        "Receiver-Private-Label",
+        "roof-private-1",
+        str(LAT),
+        str(LON),
+        "6.24",
+        "75.58",
+        created.token,
+        dest.token,
+        a.config.api_token(),
+        a.config.node_secret().hex(),
+    ]
+    for key in (a_home / "keys").rglob("*"):
+        if key.is_file():
+            secrets += [
+                line
+                for line in key.read_text(errors="ignore").splitlines()
+                if len(line) > 20 and "-----" not in line
+            ]
+    for secret in secrets:
+        assert secret and secret not in text, f"log output leaks {secret[:12]}…"
+    # span attributes of every node stay on the allowlist
+    for node_id in (A, B):
+        for s in net.finished(node_id):
+            for key, value in (s.attributes or {}).items():
+                if key.startswith("eap."):
+                    assert key[4:] in ALLOWED | {"link.untrusted"}
+                assert not any(secret in str(value) for secret in secrets[:5])
