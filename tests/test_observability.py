@@ -284,3 +284,49 @@ def test_json_logs_carry_trace_ids_and_no_private_fields(net, tmp_path):
                 if key.startswith("eap."):
                     assert key[4:] in ALLOWED | {"link.untrusted"}
                 assert not any(secret in str(value) for secret in secrets[:5])
+
+
+def test_serve_process_json_logs_and_metrics(tmp_path):
+    """``eap-node serve`` as a process: ``[telemetry] metrics_listen`` serves /metrics and
+    ``EAP_LOG_FORMAT=json`` (the global ``--log-format``) makes every log line a JSON object."""
+    from fednet import free_port, write_settings
+
+    fed = FedNet(tmp_path, [(A, "CO-ANT")])
+    port = free_port()
+    write_settings(fed[A].home, "telemetry", metrics_listen=f"127.0.0.1:{port}")
+    fed[A].issue_hours(2)
+    fed[A].close()
+    try:
+        fed[A].start(env={"EAP_LOG_FORMAT": "json", "EAP_LOG_LEVEL": "debug"})
+        scraped = _scrape(port)
+        assert ("eap_outbox_depth", (("kind", "all"),)) in scraped
+        assert any(k[0] == "target_info" and dict(k[1]).get("service_instance_id") == A
+                   for k in scraped)
+    finally:
+        fed.stop_all()
+    entries = [json.loads(line) for line in fed[A].log().splitlines() if line.startswith("{")]
+    assert entries, fed[A].log()
+    assert all({"timestamp", "level", "logger", "message", "trace_id", "span_id"} <= set(e)
+               for e in entries)
+    # nothing but the serve banners is printed outside JSON
+    others = [line for line in fed[A].log().splitlines() if line and not line.startswith("{")]
+    assert all(line.startswith(f"eap-node {A} serving") for line in others), others
+
+
+def test_bad_telemetry_settings_are_refused(tmp_path):
+    from eap.node.errors import ConfigError
+    from eap.node.telemetry import TelemetrySettings
+
+    class Cfg:
+        extra = {"telemetry": {"traces_exporter": "zipkin"}}
+
+    with pytest.raises(ConfigError, match="traces_exporter"):
+        TelemetrySettings.from_config(Cfg(), env={})
+    Cfg.extra = {"telemetry": {"metrics_listen": "nowhere"}}
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        TelemetrySettings.from_config(Cfg(), env={})
+    Cfg.extra = {"telemetry": {"traces_exporter": "otlp", "otlp_endpoint": "http://c:4317"}}
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "city-node"}
+    s = TelemetrySettings.from_config(Cfg(), env=env)
+    assert (s.traces_exporter, s.service_name, s.otlp_endpoint) == (
+        "console", "city-node", "http://c:4317")

@@ -123,15 +123,22 @@ def start_node_tasks(node: Node) -> Any:
     return worker
 
 
-def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> None:
+def serve_forever(node: Node, listen: str | None = None, *, log_format: str | None = None,
+                  log_level: str | None = None, **api_options: Any) -> None:
     """Serve until SIGINT/SIGTERM.  ``api_options`` override ``[api]`` settings (see
     :func:`eap.node.api.tls.resolve`: ``tls_cert``, ``tls_key``, ``client_ca``,
-    ``require_client_cert``, ``allow_plaintext_remote``).
+    ``require_client_cert``, ``allow_plaintext_remote``); ``log_format`` / ``log_level``
+    override ``[telemetry] log_format`` and INFO.  ``[telemetry] metrics_listen`` serves
+    Prometheus ``/metrics`` (docs/observability.md).
 
     Raises:
         ConfigError: unusable API settings, e.g. a non-loopback address without TLS.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from eap.node import telemetry
+    from eap.node.telemetry import logs
+
+    tele = telemetry.of(node)  # ConfigError on a bad [telemetry] table, before anything binds
+    logs.configure(log_format or tele.settings.log_format, log_level or logging.INFO)
     # Refuse to start on loose secrets (ConfigError: one line from the CLI), not on first use.
     node.config.api_token()
     node.config.node_secret()
@@ -150,6 +157,11 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
     if federation is not None:
         servicer.transfers = federation.transfers
     server.start()
+    if tele.settings.metrics_listen:
+        metrics_port = tele.start_metrics_server()
+        host = tele.settings.metrics_listen.rsplit(":", 1)[0]
+        print(f"eap-node {node.node_id} serving Prometheus /metrics on {host}:{metrics_port}",
+              flush=True)
     if health_server is not None:
         health_server.start()
         host = settings.health_listen.rsplit(":", 1)[0]
