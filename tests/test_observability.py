@@ -330,3 +330,48 @@ def test_bad_telemetry_settings_are_refused(tmp_path):
     s = TelemetrySettings.from_config(Cfg(), env=env)
     assert (s.traces_exporter, s.service_name, s.otlp_endpoint) == (
         "console", "city-node", "http://c:4317")
+
+
+def test_settlement_round_is_one_trace(net):
+    settlement = net.runtimes[A].transfers.settlement
+    result = settlement.run("2026-01-01", request_id="round-1")
+    (root,) = [s for s in net.finished(A) if s.name == "eap.settlement.round"]
+    assert root.attributes["eap.round_id"] == result.round_id
+    assert root.attributes["eap.state"] == result.state
+    views = [s for s in net.finished(B) if s.name == "eap.v1.Federation/GetSettlementView"]
+    assert views and all(s.context.trace_id == root.context.trace_id for s in views)
+    handled = [s for s in net.finished(B) if s.name == "eap.settlement.view"]
+    assert handled and handled[0].parent.span_id == views[0].context.span_id
+
+
+@pytest.mark.parametrize("accept", [False, True])
+def test_local_api_adopts_a_traceparent_only_when_configured(tmp_path, accept):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from eap.node.api.server import build_server
+    from eap.node.config import create_home
+    from eap.node.domain.node import Node
+
+    cfg = create_home(tmp_path / "n", "n.example", "ES")
+    cfg.extra["telemetry"] = {"api_accept_traceparent": accept}
+    node = Node.initialise(cfg)
+    exporter = InMemorySpanExporter()
+    telemetry.of(node).tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server, port = build_server(node, "127.0.0.1:0")
+    server.start()
+    offered_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+            health_pb2_grpc.HealthStub(chan).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10,
+                metadata=(("traceparent", f"00-{offered_trace}-00f067aa0ba902b7-01"),))
+    finally:
+        server.stop(None)
+        node.close()
+    (span,) = [s for s in exporter.get_finished_spans()
+               if s.name == "grpc.health.v1.Health/Check"]
+    assert span.kind == trace.SpanKind.SERVER
+    assert (f"{span.context.trace_id:032x}" == offered_trace) is accept
+    assert bool(span.links) is not accept
+    assert span.attributes["rpc.grpc.status_code"] == 0
