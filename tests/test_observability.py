@@ -300,14 +300,17 @@ def test_serve_process_json_logs_and_metrics(tmp_path):
         fed[A].start(env={"EAP_LOG_FORMAT": "json", "EAP_LOG_LEVEL": "debug"})
         scraped = _scrape(port)
         assert ("eap_outbox_depth", (("kind", "all"),)) in scraped
-        assert any(k[0] == "target_info" and dict(k[1]).get("service_instance_id") == A
-                   for k in scraped)
+        assert any(
+            k[0] == "target_info" and dict(k[1]).get("service_instance_id") == A for k in scraped
+        )
     finally:
         fed.stop_all()
     entries = [json.loads(line) for line in fed[A].log().splitlines() if line.startswith("{")]
     assert entries, fed[A].log()
-    assert all({"timestamp", "level", "logger", "message", "trace_id", "span_id"} <= set(e)
-               for e in entries)
+    assert all(
+        {"timestamp", "level", "logger", "message", "trace_id", "span_id"} <= set(e)
+        for e in entries
+    )
     # nothing but the serve banners is printed outside JSON
     others = [line for line in fed[A].log().splitlines() if line and not line.startswith("{")]
     assert all(line.startswith(f"eap-node {A} serving") for line in others), others
@@ -329,7 +332,10 @@ def test_bad_telemetry_settings_are_refused(tmp_path):
     env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "city-node"}
     s = TelemetrySettings.from_config(Cfg(), env=env)
     assert (s.traces_exporter, s.service_name, s.otlp_endpoint) == (
-        "console", "city-node", "http://c:4317")
+        "console",
+        "city-node",
+        "http://c:4317",
+    )
 
 
 def test_settlement_round_is_one_trace(net):
@@ -364,13 +370,14 @@ def test_local_api_adopts_a_traceparent_only_when_configured(tmp_path, accept):
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
             health_pb2_grpc.HealthStub(chan).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=10,
-                metadata=(("traceparent", f"00-{offered_trace}-00f067aa0ba902b7-01"),))
+                health_pb2.HealthCheckRequest(service=""),
+                timeout=10,
+                metadata=(("traceparent", f"00-{offered_trace}-00f067aa0ba902b7-01"),),
+            )
     finally:
         server.stop(None)
         node.close()
-    (span,) = [s for s in exporter.get_finished_spans()
-               if s.name == "grpc.health.v1.Health/Check"]
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "grpc.health.v1.Health/Check"]
     assert span.kind == trace.SpanKind.SERVER
     assert (f"{span.context.trace_id:032x}" == offered_trace) is accept
     assert bool(span.links) is not accept

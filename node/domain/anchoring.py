@@ -53,8 +53,10 @@ def enqueue(conn: Connection, plugins: Any, seq: int) -> int:
     return len(names)
 
 
-@traced("eap.anchor", lambda d: {
-    "anchored": d["anchored"], "failed": len(d["failed"]), "pending": d["pending"]})
+@traced(
+    "eap.anchor",
+    lambda d: {"anchored": d["anchored"], "failed": len(d["failed"]), "pending": d["pending"]},
+)
 def drain(node: Any, *, limit: int = 1000) -> dict:
     """Send queued batches to their plugins, oldest first; stop a plugin at its first failure.
 
