@@ -382,3 +382,20 @@ def test_local_api_adopts_a_traceparent_only_when_configured(tmp_path, accept):
     assert (f"{span.context.trace_id:032x}" == offered_trace) is accept
     assert bool(span.links) is not accept
     assert span.attributes["rpc.grpc.status_code"] == 0
+
+
+def test_refused_transfer_counts_as_aborted_on_both_nodes(net, tmp_path):
+    a = net.node(A)
+    _, bundle = _issue(a, tmp_path)
+    engine = net.runtimes[A].transfers
+    _, rec = engine.send(
+        bundle.id, to=f"{B}/acct_{'a' * 26}", wh=100, request_id="bad-1", wait_s=20
+    )
+    assert rec.state == "aborted"
+    aborted = {"scope": "cross_node", "outcome": "aborted"}
+    for node_id, direction in ((A, "out"), (B, "in")):
+        port = telemetry.of(net.node(node_id)).start_metrics_server("127.0.0.1:0")
+        key = tuple(sorted({**aborted, "direction": direction}.items()))
+        assert _scrape(port)[("eap_transfers_total", key)] == 1, node_id
+    (root,) = [s for s in net.finished(A) if s.name == "eap.transfer.cross_node"]
+    assert root.attributes["eap.state"] == "aborted"

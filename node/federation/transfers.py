@@ -937,6 +937,7 @@ class Transfers:
                         sig: provenance.SignatureCheck) -> fed.TransferStatus:
         tid = msg.transfer_id
         for _ in range(3):
+            refused = False
             try:
                 with self.store.transaction() as conn:
                     rec = tr.get_transfer(conn, tid, lock=True)
@@ -949,9 +950,12 @@ class Transfers:
                         reply = _status(rec)  # an ABORT overtook this PREPARE
                     else:
                         reply = self._prepare_new(conn, origin, msg, now, sig)
+                        refused = reply.state == fed.TRANSFER_STATE_ABORTED
                     tr.inbox_put(conn, transfer_id=tid, kind=PREPARE, origin=origin,
                                  response=reply.SerializeToString(), now_ms=now)
                     crashpoints.hit("dest.in_prepare_txn")
+                if refused:  # committed: count the refused import once
+                    telemetry_ops.transfer_aborted(self.node, "in")
                 return reply
             except IntegrityError:  # a duplicate delivered concurrently won: answer as it did
                 continue
@@ -1172,6 +1176,7 @@ class Transfers:
             else:
                 ok = tr.set_transfer_state(conn, rec.id, expect=PREPARED, state=ABORTED,
                                            decided_at_ms=now, reason=reason)
+                self._local.__dict__.setdefault("aborts", []).append("in")  # see _flush_events
                 log.info("transfer %s ABORTED: %s", rec.id, reason)
             if not ok:
                 raise Aborted(f"transfer {rec.id} changed concurrently; retry")
