@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
@@ -399,3 +400,36 @@ def test_refused_transfer_counts_as_aborted_on_both_nodes(net, tmp_path):
         assert _scrape(port)[("eap_transfers_total", key)] == 1, node_id
     (root,) = [s for s in net.finished(A) if s.name == "eap.transfer.cross_node"]
     assert root.attributes["eap.state"] == "aborted"
+
+
+def test_background_delivery_continues_the_transfer_trace(net, tmp_path):
+    """The peer is down when the transfer starts; the worker delivers later, outside any
+    span, and the peer's spans still join the transfer's trace (traceparent in the outbox)."""
+    net.runtimes[B].stop(grace=0)
+    a, b = net.node(A), net.node(B)
+    _, bundle = _issue(a, tmp_path)
+    dest = b.create_account(request_id="acct-b", label="Receiver-Private-Label")
+    engine = net.runtimes[A].transfers
+    _, rec = engine.send(
+        bundle.id, to=f"{B}/{dest.account.id}", wh=200, request_id="late-1", wait_s=0.2
+    )
+    assert rec.state == "preparing"
+    (root,) = [s for s in net.finished(A) if s.name == "eap.transfer.cross_node"]
+    net.runtimes[B] = FederationRuntime(b)
+    net.runtimes[B].server.start()
+    assert trace.get_current_span().get_span_context().is_valid is False
+    for _ in range(100):  # the worker's rounds, until the channel has reconnected
+        engine.tick(force=True)
+        if engine.get(rec.id).state != "preparing":
+            break
+        time.sleep(0.1)
+    assert engine.get(rec.id).state == "committed"
+    served = [s for s in net.finished(B) if s.name == "eap.v1.Federation/PrepareTransfer"]
+    assert served and {s.context.trace_id for s in served} == {root.context.trace_id}
+    late = [
+        s
+        for s in net.finished(A)
+        if s.name == "eap.transfer.deliver" and s.attributes["eap.outcome"] == "ok"
+    ]
+    assert {s.attributes["eap.phase"] for s in late} == {"prepare", "commit"}
+    assert all(s.context.trace_id == root.context.trace_id for s in late)

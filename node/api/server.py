@@ -138,6 +138,7 @@ def serve_forever(node: Node, listen: str | None = None, *, log_format: str | No
     from eap.node.telemetry import logs
 
     tele = telemetry.of(node)  # ConfigError on a bad [telemetry] table, before anything binds
+    tele.install_global()
     logs.configure(log_format or tele.settings.log_format, log_level or logging.INFO)
     # Refuse to start on loose secrets (ConfigError: one line from the CLI), not on first use.
     node.config.api_token()

@@ -424,7 +424,8 @@ class Transfers:
             payload = prepare.SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=tid, peer=to_node, kind=PREPARE,
                                 payload=payload, now_ms=now,
-                                next_attempt_at_ms=now + self._lease_ms())
+                                next_attempt_at_ms=now + self._lease_ms(),
+                                traceparent=telemetry_ops.traceparent())
             ledger.journal(conn, "export_prepare", moved.id, bundle.owner,
                                f"{to_node}/{to_account}", amount, request_id)
             crashpoints.hit("source.in_prepare_txn")
@@ -618,6 +619,17 @@ class Transfers:
         return done
 
     def _deliver(self, m: Any) -> tuple[bool, list]:
+        """Send one outbox message and record the answer, as the span
+        ``eap.transfer.deliver``: in the trace that queued it when the background worker
+        sends it (:func:`~eap.node.telemetry.ops.resumed`)."""
+        with telemetry_ops.resumed(self.node, "eap.transfer.deliver",
+                                   getattr(m, "traceparent", None), phase=m.kind, peer=m.peer,
+                                   transfer_id=m.transfer_id) as s:
+            answered, follow = self._deliver_message(m)
+            telemetry_ops.annotate(s, outcome="ok" if answered else "unanswered")
+            return answered, follow
+
+    def _deliver_message(self, m: Any) -> tuple[bool, list]:
         """Send one outbox message and record the answer.
 
         Returns:
@@ -744,7 +756,8 @@ class Transfers:
             serial_end=rec.serial_end, to_node=rec.peer,
             expires_at_ms=rec.expires_at_ms).SerializeToString()
         mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.issuer, kind=CUSTODY,
-                            payload=payload, now_ms=now, next_attempt_at_ms=now + self._lease_ms())
+                            payload=payload, now_ms=now, next_attempt_at_ms=now + self._lease_ms(),
+                            traceparent=telemetry_ops.traceparent())
         log.info("transfer %s: %s PREPARED; asking the issuer %s to move custody", rec.id,
                  rec.peer, rec.issuer)
         return _Msg(mid, rec.id, rec.issuer, CUSTODY, payload, 0)
@@ -860,7 +873,8 @@ class Transfers:
                 custody=signed_custody if state == COMMITTED else None).SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.peer, kind=kind,
                                 payload=payload, now_ms=now,
-                                next_attempt_at_ms=now + self._lease_ms())
+                                next_attempt_at_ms=now + self._lease_ms(),
+                                traceparent=telemetry_ops.traceparent())
             msg = _Msg(mid, rec.id, rec.peer, kind, payload, 0)
         log.info("transfer %s %s (%d Wh of %s to %s/%s)%s", rec.id, state.upper(), rec.wh,
                  rec.bundle_id, rec.peer, rec.to_account, f": {reason}" if reason else "")
@@ -1293,6 +1307,8 @@ class _Msg:
     kind: str
     payload: bytes
     attempts: int
+    #: The trace that wrote it (as stored in its row): its deliveries continue that trace.
+    traceparent: str | None = field(default_factory=telemetry_ops.traceparent)
 
 
 def _fv(name: str, description: str):

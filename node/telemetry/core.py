@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -78,6 +79,11 @@ class Telemetry:
         """For the node of ``config`` (``[telemetry]`` and ``OTEL_*``)."""
         return cls(config.node_id, TelemetrySettings.from_config(config))
 
+    def install_global(self) -> None:
+        """Make this node's tracer provider the process's (``serve``: one node per process),
+        so that spans of node-agnostic code (``eap.kernels.*``) join the node's traces."""
+        trace.set_tracer_provider(self.tracer_provider)
+
     def start_metrics_server(self, listen: str | None = None) -> int:
         """Serve ``/metrics`` (Prometheus text format) on ``listen`` (default ``[telemetry]
         metrics_listen``); returns the bound port (``listen`` may use port 0).
@@ -138,7 +144,8 @@ def current_ids() -> tuple[str, str]:
 
 def _span_exporter(settings: TelemetrySettings):
     if settings.traces_exporter == "console":
-        return ConsoleSpanExporter(service_name=settings.service_name)
+        # stderr: stdout carries command output (`--json`)
+        return ConsoleSpanExporter(service_name=settings.service_name, out=sys.stderr)
     if settings.traces_exporter != "otlp":
         return None
     kwargs: dict[str, Any] = {}

@@ -9,21 +9,39 @@ record events, and trace context carried into worker threads.
   event (``issued``, ``transferred``, ``retired``, ``exported``, ``imported``), which the node
   emits only after a commit and never for a replay.
 - :func:`in_context` runs a callable in another thread under the caller's trace context.
+- :func:`traceparent` / :func:`resumed`: the current trace as a W3C ``traceparent`` stored
+  with an outbox message, and a span that continues that trace when a worker sends it later.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from eap.node.telemetry.core import of
 from eap.node.telemetry.metrics import NodeMetrics
 from eap.node.telemetry.spans import annotate, span
+
+__all__ = [
+    "annotate",
+    "in_context",
+    "mark_replayed",
+    "of",
+    "on_event",
+    "resumed",
+    "traced",
+    "traceparent",
+    "transfer_aborted",
+]
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,3 +117,25 @@ def in_context(fn: Callable[..., Any]) -> Callable[..., Any]:
             otel_context.detach(token)
 
     return run
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C ``traceparent`` (None outside a span)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def resumed(node: Any, name: str, stored: str | None, **attributes: Any) -> Iterator[Span]:
+    """The span ``name``, child of the current span, or, when there is none (a background
+    worker), of the stored ``traceparent`` the node itself wrote earlier."""
+    token = None
+    if stored and not trace.get_current_span().get_span_context().is_valid:
+        token = otel_context.attach(_PROPAGATOR.extract({"traceparent": stored}))
+    try:
+        with span(node, name, **attributes) as s:
+            yield s
+    finally:
+        if token is not None:
+            otel_context.detach(token)

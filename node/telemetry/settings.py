@@ -29,7 +29,7 @@ class TelemetrySettings:
     """What a node's :class:`~eap.node.telemetry.core.Telemetry` is built from."""
 
     #: ``none`` (spans are made, so trace ids reach logs and peers, but not exported),
-    #: ``console`` (one JSON span per line on stderr) or ``otlp``.
+    #: ``console`` (JSON spans on stderr) or ``otlp``.
     traces_exporter: str = "none"
     #: ``none`` or ``otlp`` (periodic push); ``prometheus`` is accepted as "scrape only".
     metrics_exporter: str = "none"
