@@ -433,3 +433,24 @@ def test_background_delivery_continues_the_transfer_trace(net, tmp_path):
     ]
     assert {s.attributes["eap.phase"] for s in late} == {"prepare", "commit"}
     assert all(s.context.trace_id == root.context.trace_id for s in late)
+
+
+def test_unsampled_spans_do_not_break_operations(tmp_path, monkeypatch):
+    """``OTEL_TRACES_SAMPLER=always_off``: spans are not recorded, operations still run and
+    the metrics still count."""
+    from eap.node.config import create_home
+    from eap.node.domain.node import Node
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    node = Node.initialise(create_home(tmp_path / "n", "n.example", "ES", operator_signed=True))
+    try:
+        _, bundle = _issue(node, tmp_path)
+        other = node.create_account(request_id="acct-2", label="x").account.id
+        node.transfer(bundle.id, to_account=other, wh=10, request_id="t-1")
+        port = telemetry.of(node).start_metrics_server("127.0.0.1:0")
+        scraped = _scrape(port)
+        assert scraped[("eap_issued_wh_total", ())] == WH
+        key = ("eap_transferred_wh_total", (("direction", "local"), ("scope", "local")))
+        assert scraped[key] == 10
+    finally:
+        node.close()
