@@ -454,3 +454,21 @@ def test_unsampled_spans_do_not_break_operations(tmp_path, monkeypatch):
         assert scraped[key] == 10
     finally:
         node.close()
+
+
+def test_database_errors_do_not_quote_private_values(db_url):
+    """A failed statement's error (which the node logs with its traceback) names the SQL,
+    not the values bound to it."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from eap.node.store import open_store
+
+    store = open_store(db_url)
+    try:
+        with pytest.raises(DBAPIError) as info, store.transaction() as conn:
+            conn.execute(text("SELECT * FROM no_such_table WHERE x = :meter"), {"meter": METER})
+        assert METER not in str(info.value)
+        assert "no_such_table" in str(info.value)
+    finally:
+        store.dispose()
