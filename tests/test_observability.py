@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 from fednet import FedNet
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -472,3 +474,84 @@ def test_database_errors_do_not_quote_private_values(db_url):
         assert "no_such_table" in str(info.value)
     finally:
         store.dispose()
+
+
+def test_pending_peer_is_authenticated_but_does_not_join_the_trace(net):
+    """c is on b's trust list as ``pending`` (pinned fingerprint, no handshake): its Hello is
+    served, but b still starts a trace of its own for it."""
+    from eap.node.federation.descriptor import describe
+    from eap.node.federation.peers import TrustList
+
+    c = net.node(C)
+    desc = describe(c)
+    TrustList(net.node(B).store, B).add_pinned(C, net.fed[C].endpoint, desc.signer_fingerprint())
+    net.runtimes[B].trust.reload()
+    client = PeerClient(c)
+    try:
+        with telemetry.of(c).tracer.start_as_current_span("c.hello") as probe:
+            client.hello(B)
+    finally:
+        client.close()
+    (span,) = [s for s in net.finished(B) if s.name == "eap.v1.Federation/Hello"]
+    assert span.attributes["rpc.grpc.status_code"] == 0  # served
+    assert span.attributes["eap.peer"] == C
+    assert span.context.trace_id != probe.get_span_context().trace_id
+    assert span.links[0].context.trace_id == probe.get_span_context().trace_id
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["transfer", "retire", "replay"]), st.integers(1, 40)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_wh_counters_equal_the_committed_wh(tmp_path_factory, steps):
+    """Whatever mix of local transfers, claims and replays: the Wh counters moved by exactly
+    the Wh committed, and a replay of a request id moves nothing."""
+    from eap.node.config import create_home
+    from eap.node.domain.node import Node
+
+    tmp = tmp_path_factory.mktemp("wh")
+    node = Node.initialise(create_home(tmp / "n", "n.example", "ES", operator_signed=True))
+    try:
+        _, bundle = _issue(node, tmp)
+        other = node.create_account(request_id="acct-2", label="x").account.id
+        m = telemetry.of(node)
+        port = m.start_metrics_server("127.0.0.1:0")
+        moved = claimed = 0
+        ref, last = bundle.id, None
+        for i, (op, wh) in enumerate(steps):
+            if op == "replay" and last is not None:
+                last()
+                continue
+            if op == "transfer":
+
+                def call(ref=ref, wh=wh, i=i):
+                    return node.transfer(ref, to_account=other, wh=wh, request_id=f"t{i}")
+
+                ref = call().remainder.id
+                moved += wh
+            else:
+
+                def call(ref=ref, wh=wh, i=i):
+                    return node.retire(ref, beneficiary="b", purpose="p", wh=wh, request_id=f"r{i}")
+
+                call()
+                ref = next(
+                    b.id
+                    for b in node.list_bundles(purpose=Purpose.OPERATIONS, status=1).items
+                    if b.owner != other
+                )
+                claimed += wh
+            last = call
+        scraped = _scrape(port)
+        local = ("eap_transferred_wh_total", (("direction", "local"), ("scope", "local")))
+        assert scraped.get(local, 0) == moved
+        assert scraped.get(("eap_claimed_wh_total", ()), 0) == claimed
+        assert scraped[("eap_issued_wh_total", ())] == WH
+    finally:
+        node.close()
