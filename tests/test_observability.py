@@ -555,3 +555,22 @@ def test_wh_counters_equal_the_committed_wh(tmp_path_factory, steps):
         assert scraped[("eap_issued_wh_total", ())] == WH
     finally:
         node.close()
+
+
+def test_a_failing_span_description_does_not_fail_the_operation(caplog):
+    """Telemetry runs after the operation committed: its own failure is logged, not raised."""
+    from types import SimpleNamespace
+
+    from eap.node.telemetry.ops import traced
+
+    class Op:
+        node_id = "n.example"
+        config = SimpleNamespace(node_id="n.example", extra={})
+
+        @traced("eap.issue", lambda r: {"not_allowed": r})
+        def run(self):
+            return 42
+
+    with caplog.at_level(logging.ERROR, logger="eap.node.telemetry.ops"):
+        assert Op().run() == 42
+    assert "telemetry of eap.issue failed" in caplog.text

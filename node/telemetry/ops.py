@@ -16,6 +16,7 @@ record events, and trace context carried into worker threads.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ __all__ = [
     "transfer_aborted",
 ]
 _PROPAGATOR = TraceContextTextMapPropagator()
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,11 +64,14 @@ def traced(
             started = time.perf_counter()
             with span(node, name) as s:
                 result = fn(self, *args, **kwargs)
-                if describe is not None:
-                    annotate(s, **describe(result))
-                replayed = bool((getattr(s, "attributes", None) or {}).get("eap.replayed"))
-                if measure is not None and not replayed:
-                    measure(of(node).metrics, result, time.perf_counter() - started)
+                try:  # the operation is done: telemetry must not turn it into a failure
+                    if describe is not None:
+                        annotate(s, **describe(result))
+                    replayed = bool((getattr(s, "attributes", None) or {}).get("eap.replayed"))
+                    if measure is not None and not replayed:
+                        measure(of(node).metrics, result, time.perf_counter() - started)
+                except Exception:
+                    log.exception("telemetry of %s failed", name)
                 return result
 
         return wrapper  # type: ignore[return-value]
@@ -81,8 +86,14 @@ def mark_replayed() -> None:
 
 
 def on_event(node: Any, kind: str, fields: dict[str, Any]) -> None:
-    """Count a committed record event (see the module docstring)."""
-    m = of(node).metrics
+    """Count a committed record event (see the module docstring); never raises."""
+    try:
+        _count(of(node).metrics, kind, fields)
+    except Exception:
+        log.exception("counting the %s event failed", kind)
+
+
+def _count(m: NodeMetrics, kind: str, fields: dict[str, Any]) -> None:
     wh = int(fields.get("wh") or 0)
     if kind == "issued":
         m.issued_wh.add(wh)
