@@ -109,8 +109,23 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="eap-node")
-def main() -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              envvar="EAP_LOG_FORMAT",
+              help="Log lines as text or one JSON object per line (default: [telemetry] "
+                   "log_format for serve, else text).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                               case_sensitive=False),
+              default=None, envvar="EAP_LOG_LEVEL",
+              help="Lowest level logged (default: INFO for serve, else WARNING).")
+@click.pass_context
+def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
     """Run and operate an Energy Attribute Protocol node."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(log_format=log_format, log_level=log_level.upper() if log_level else None)
+    if log_format or log_level:
+        from eap.node.telemetry import logs
+
+        logs.configure(log_format or "text", ctx.obj["log_level"] or "WARNING")
 
 
 @main.command()
@@ -805,8 +820,9 @@ def keys_rotate(retire_after_days, home, as_json) -> None:
 @click.option("--allow-plaintext-remote", is_flag=True, default=None,
               help="Serve a non-loopback API without TLS (tokens in clear): an explicit opt-out.")
 @_home_option
-def serve(listen, tls_cert, tls_key, client_ca, require_client_cert, allow_plaintext_remote,
-          home) -> None:
+@click.pass_context
+def serve(ctx, listen, tls_cert, tls_key, client_ca, require_client_cert,
+          allow_plaintext_remote, home) -> None:
     """Serve the local gRPC API (eap.v1.NodeApi, grpc.health.v1, reflection) until stopped.
 
     A non-loopback API needs TLS ([api] tls_cert / tls_key, docs/operator-guide.md).
@@ -815,7 +831,9 @@ def serve(listen, tls_cert, tls_key, client_ca, require_client_cert, allow_plain
 
     serve_forever(_open(home), listen=listen, tls_cert=tls_cert, tls_key=tls_key,
                   client_ca=client_ca, require_client_cert=require_client_cert,
-                  allow_plaintext_remote=allow_plaintext_remote or None)
+                  allow_plaintext_remote=allow_plaintext_remote or None,
+                  log_format=(ctx.obj or {}).get("log_format"),
+                  log_level=(ctx.obj or {}).get("log_level"))
 
 
 @main.command()

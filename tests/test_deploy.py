@@ -43,6 +43,7 @@ BIN = Path(sys.executable).parent  # eap-node and python3 of the environment und
 API_PORT, FED_PORT = 7443, 7444  # the image's [api] / [federation] listen ports
 HEALTH_PORT = 7445  # Kubernetes: [api] health_listen, plaintext grpc.health.v1 for probes
 HOME_MOUNT = "/var/lib/eap"
+METRICS_PORT = 9464  # [telemetry] metrics_listen of the Kubernetes pods: Prometheus /metrics
 UID = 10001
 
 # -- reading the files ----------------------------------------------------------------------------
@@ -408,8 +409,36 @@ def test_compose_federation_is_consistent():
     for svc in (pki, services[pg_node]):
         assert svc["environment"]["PGPASSWORD"] == pg["POSTGRES_PASSWORD"]
     assert services[pg_node]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for volume in {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}:
+    for volume in {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])
+                   if not v.startswith("./")}:
         assert volume in spec["volumes"], f"undeclared volume {volume}"
+
+
+def test_compose_exports_traces_to_the_collector_and_jaeger():
+    from eap.node.telemetry import TelemetrySettings
+
+    spec = compose()
+    services = spec["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    (mount,) = collector["volumes"]
+    source, target = mount.split(":")[:2]
+    assert (DEPLOY / source).is_file() and collector["command"] == [f"--config={target}"]
+    (config,) = yaml_docs(DEPLOY / source)
+    assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+    pipelines = config["service"]["pipelines"]
+    assert pipelines["traces"]["receivers"] == ["otlp"]
+    (trace_out,) = pipelines["traces"]["exporters"]
+    assert config["exporters"][trace_out]["endpoint"] == "jaeger:4317"
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]
+    assert pipelines["metrics"]["exporters"] == ["prometheus"]
+    for name, *_ in demo_nodes():
+        env = services[name]["environment"]
+        assert "otel-collector" in services[name]["depends_on"]
+        settings = TelemetrySettings.from_config(None, env=env)
+        assert (settings.traces_exporter, settings.metrics_exporter) == ("otlp", "otlp")
+        assert settings.otlp_endpoint == "http://otel-collector:4317" and settings.otlp_insecure
+        assert env["EAP_LOG_FORMAT"] == "json"
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------
@@ -525,7 +554,21 @@ def test_kubernetes_mode_is_consistent(folder):
         assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "eap-node-db"
     # ports: container, probes, Services, NetworkPolicy
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc-api": api_port, "federation": fed_port, "health": HEALTH_PORT}
+    metrics_port = port_of(toml["telemetry"]["metrics_listen"])
+    assert metrics_port == METRICS_PORT and toml["telemetry"]["log_format"] == "json"
+    assert ports == {"grpc-api": api_port, "federation": fed_port, "health": HEALTH_PORT,
+                     "metrics": metrics_port}
+    # Prometheus finds /metrics through the scrape annotations of the pods and the Service
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port),
+              "prometheus.io/path": "/metrics"}
+    assert work["spec"]["template"]["metadata"]["annotations"] == scrape
+    assert by_kind["Service"]["eap-node-metrics"]["metadata"]["annotations"] == scrape
+    from eap.node.telemetry import TelemetrySettings
+
+    class _Cfg:
+        extra = {"telemetry": toml["telemetry"]}
+
+    assert TelemetrySettings.from_config(_Cfg(), env={}).metrics_listen.endswith(":9464")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"]["port"] == HEALTH_PORT, probe
     assert c["readinessProbe"]["grpc"]["service"] == "eap.v1.NodeApi"
@@ -541,7 +584,7 @@ def test_kubernetes_mode_is_consistent(folder):
     (policy,) = by_kind["NetworkPolicy"].values()
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     allowed = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
-    assert allowed == [fed_port]
+    assert allowed == [fed_port, metrics_port]
     # secrets named consistently: pods, bootstrap Job, RBAC, the example placeholders
     (job,) = by_kind["Job"].values()
     job_args = containers(job)[0]["args"]

@@ -63,7 +63,7 @@ def _build(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
-        interceptors=(MalformedRequestGuard(),),
+        interceptors=(_tracing(node), MalformedRequestGuard()),
     )
     node_api_pb2_grpc.add_NodeApiServicer_to_server(servicer or NodeApiServicer(node), server)
     health_servicer = health.HealthServicer()
@@ -80,6 +80,17 @@ def _build(
     if port == 0:
         raise OSError(f"could not bind {listen}")
     return server, port, health_servicer
+
+
+def _tracing(node: Node) -> grpc.ServerInterceptor:
+    """RPC spans and latency; the API adopts a caller's trace context only when ``[telemetry]
+    api_accept_traceparent`` is set (:mod:`eap.node.telemetry.grpc`)."""
+    from eap.node import telemetry
+    from eap.node.telemetry import grpc as tgrpc
+
+    tele = telemetry.of(node)
+    adopt = tgrpc.always if tele.settings.api_accept_traceparent else tgrpc.never
+    return tgrpc.TracingInterceptor(tele, adopt)
 
 
 def build_health_server(
@@ -113,15 +124,23 @@ def start_node_tasks(node: Node) -> Any:
     return worker
 
 
-def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> None:
+def serve_forever(node: Node, listen: str | None = None, *, log_format: str | None = None,
+                  log_level: str | None = None, **api_options: Any) -> None:
     """Serve until SIGINT/SIGTERM.  ``api_options`` override ``[api]`` settings (see
     :func:`eap.node.api.tls.resolve`: ``tls_cert``, ``tls_key``, ``client_ca``,
-    ``require_client_cert``, ``allow_plaintext_remote``).
+    ``require_client_cert``, ``allow_plaintext_remote``); ``log_format`` / ``log_level``
+    override ``[telemetry] log_format`` and INFO.  ``[telemetry] metrics_listen`` serves
+    Prometheus ``/metrics`` (docs/observability.md).
 
     Raises:
         ConfigError: unusable API settings, e.g. a non-loopback address without TLS.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from eap.node import telemetry
+    from eap.node.telemetry import logs
+
+    tele = telemetry.of(node)  # ConfigError on a bad [telemetry] table, before anything binds
+    tele.install_global()
+    logs.configure(log_format or tele.settings.log_format, log_level or logging.INFO)
     # Refuse to start on loose secrets (ConfigError: one line from the CLI), not on first use.
     node.config.api_token()
     node.config.node_secret()
@@ -144,6 +163,11 @@ def serve_forever(node: Node, listen: str | None = None, **api_options: Any) -> 
     if federation is not None:
         servicer.transfers = federation.transfers
     server.start()
+    if tele.settings.metrics_listen:
+        metrics_port = tele.start_metrics_server()
+        host = tele.settings.metrics_listen.rsplit(":", 1)[0]
+        print(f"eap-node {node.node_id} serving Prometheus /metrics on {host}:{metrics_port}",
+              flush=True)
     if health_server is not None:
         health_server.start()
         host = settings.health_listen.rsplit(":", 1)[0]

@@ -28,6 +28,7 @@ from eap.node.crypto.keys import now_ms
 from eap.node.domain import plugin_calls
 from eap.node.errors import EapError
 from eap.node.store import schema as t
+from eap.node.telemetry.ops import traced
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ def enqueue(conn: Connection, plugins: Any, seq: int) -> int:
     return len(names)
 
 
+@traced(
+    "eap.anchor",
+    lambda d: {"anchored": d["anchored"], "failed": len(d["failed"]), "pending": d["pending"]},
+)
 def drain(node: Any, *, limit: int = 1000) -> dict:
     """Send queued batches to their plugins, oldest first; stop a plugin at its first failure.
 

@@ -23,6 +23,7 @@ from eap.node.domain import cells, provenance
 from eap.node.errors import EapError, FailedPrecondition
 from eap.node.store import custody_repos as cr
 from eap.node.store import transfer_repos as tr
+from eap.node.telemetry.ops import traceparent
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2 as pb
 
@@ -130,7 +131,8 @@ def report_retirement(conn: Connection, claim_id: str, bundle: Any, at_ms: int) 
                                   serial_start=bundle.serial_start,
                                   serial_end=bundle.serial_end, retired_at_ms=at_ms)
     tr.outbox_put(conn, transfer_id=claim_id, peer=bundle.issuer, kind=RETIRE,
-                  payload=report.SerializeToString(), now_ms=at_ms, next_attempt_at_ms=0)
+                  payload=report.SerializeToString(), now_ms=at_ms, next_attempt_at_ms=0,
+                  traceparent=traceparent())
 
 
 def record_retirement(conn: Connection, *, origin: str, report: fed.RetirementReport,

@@ -14,6 +14,7 @@ from eap.node.domain.rules import REQUEST_ID_RE, Checker
 from eap.node.errors import EapError, invalid
 from eap.node.records.models import Principal, Serialisable
 from eap.node.store import Store, repos
+from eap.node.telemetry.ops import mark_replayed
 
 R = TypeVar("R", bound=Serialisable)
 
@@ -64,6 +65,7 @@ def run(
 
     first = stored()
     if first is not None:
+        mark_replayed()
         return first
     try:
         with store.transaction() as conn:

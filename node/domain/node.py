@@ -88,10 +88,21 @@ from eap.node.records.models import (
 from eap.node.store import Store, custody_repos, open_store, repos
 from eap.node.store import schema as t
 from eap.node.store.engine import bulk_insert
+from eap.node.telemetry import ops as telemetry_ops
+from eap.node.telemetry.ops import traced
 from eap.plugins.manager import get_plugin_manager
 
 MAX_PAGE = 1000
 log = logging.getLogger(__name__)
+
+
+def _import_attrs(r: ImportResult) -> dict:
+    return {"readings": r.readings, "wh": r.wh, "unknown_meters": len(r.unknown_meters)}
+
+
+def _import_metrics(metrics: Any, r: ImportResult, seconds: float) -> None:
+    metrics.imported_readings.add(r.readings)
+    metrics.import_duration.record(seconds)
 
 
 def coarse_cell(lat: float, lon: float, resolution: int = cells.DEFAULT_RESOLUTION) -> str:
@@ -157,6 +168,8 @@ class Node:
 
     def close(self) -> None:
         self.store.dispose()
+        if getattr(self, "_telemetry", None) is not None:
+            self._telemetry.shutdown()  # flush spans, stop /metrics
 
     def status(self) -> NodeStatus:
         with self.store.read() as conn:
@@ -449,6 +462,7 @@ class Node:
 
     # -- meter readings -------------------------------------------------------------------------
 
+    @traced("eap.import", _import_attrs, _import_metrics)
     def import_readings(
         self, path: Path, *, request_id: str, fmt: str = "", principal: Principal | None = None
     ) -> ImportResult:
@@ -479,6 +493,7 @@ class Node:
             fn=lambda conn: self._store_readings(conn, readings, require_known=True),
         )
 
+    @traced("eap.import", _import_attrs, _import_metrics)
     def import_pulled_readings(
         self,
         readings: MeterReadings,
@@ -654,6 +669,7 @@ class Node:
 
     # -- issuance -------------------------------------------------------------------------------
 
+    @traced("eap.issue", lambda r: {"bundles": r.bundles, "wh": r.wh, "batch_seq": r.batch_seq})
     def issue(
         self,
         *,
@@ -718,6 +734,7 @@ class Node:
 
         Called after the commit; plugin failures are logged and never reach the caller.
         """
+        telemetry_ops.on_event(self, kind, fields)
         event = {
             "type": kind,
             "node_id": self.node_id,
@@ -904,6 +921,10 @@ class Node:
             )
         return _paged([redact_bundle(b, purpose) for b in items], page_size, lambda b: b.id)
 
+    @traced(
+        "eap.transfer",
+        lambda r: {"scope": "local", "wh": r.transferred.wh, "split": r.remainder is not None},
+    )
     def transfer(
         self,
         bundle_ref: str,
@@ -1007,6 +1028,7 @@ class Node:
             )
         return result
 
+    @traced("eap.retire", lambda r: {"wh": r.bundle.wh})
     def retire(
         self,
         bundle_ref: str,

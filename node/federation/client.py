@@ -24,7 +24,9 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry import propagate
 
+from eap.node import telemetry
 from eap.node.crypto import (
     PeerKeys,
     ReplayGuard,
@@ -51,6 +53,7 @@ from eap.node.errors import (
 from eap.node.federation.descriptor import PROTOCOL_VERSIONS
 from eap.node.federation.peers import PENDING, Peer, TrustList
 from eap.node.federation.settings import FederationSettings, local_capabilities
+from eap.node.telemetry.grpc import instrument_channel
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2
 
@@ -139,13 +142,21 @@ class PeerClient:
         self._sleep = sleep
         self._tls = None
         self._lock = threading.Lock()
-        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self._channels: dict[tuple[str, str], tuple[grpc.Channel, grpc.Channel]] = {}
         self._guard = ReplayGuard()
 
     # -- channels ---------------------------------------------------------------------------------
 
     def channel(self, peer: Peer | str) -> grpc.Channel:
-        """The mutual-TLS channel to a peer; the server must prove it is that node id."""
+        """The mutual-TLS channel to a peer; the server must prove it is that node id.
+
+        Unary calls on it are ``CLIENT`` spans that send the trace context
+        (:func:`~eap.node.telemetry.grpc.instrument_channel`).
+        """
+        return self._channel_pair(peer)[1]
+
+    def _channel_pair(self, peer: Peer | str) -> tuple[grpc.Channel, grpc.Channel]:
+        """``(plain, instrumented)`` channels to a peer: one connection, two call paths."""
         if isinstance(peer, str):
             peer = self.trust.require(peer)
         key = (peer.node_id, peer.endpoint)
@@ -162,14 +173,16 @@ class PeerClient:
                              ("grpc.max_receive_message_length", limit),
                              ("grpc.max_send_message_length", limit),
                              *RECONNECT_OPTIONS])
+                # CLIENT spans; the peer continues this trace if it trusts this node.
+                chan = (chan, instrument_channel(chan, telemetry.of(self.node)))
                 for old in [k for k in self._channels if k[0] == peer.node_id]:
-                    self._channels.pop(old).close()
+                    self._channels.pop(old)[0].close()
                 self._channels[key] = chan
             return chan
 
     def close(self) -> None:
         with self._lock:
-            for chan in self._channels.values():
+            for chan, _ in self._channels.values():
                 chan.close()
             self._channels.clear()
 
@@ -285,12 +298,16 @@ class PeerClient:
         the peer's refusal or a broken stream as a node error (``Unavailable`` …).
         """
         peer = self.trust.require(peer_id)
-        method = self.channel(peer).unary_stream(
+        # The plain channel keeps the call cancellable; the trace context goes as metadata.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        method = self._channel_pair(peer)[0].unary_stream(
             SERVICE_PATH + "PullBatches",
             request_serializer=fed.PullBatchesRequest.SerializeToString,
             response_deserializer=None)
         call = method(fed.PullBatchesRequest(node_id=self.me, cursor=cursor,
                                              max_batches=max_batches),
+                      metadata=tuple(carrier.items()),
                       timeout=timeout if timeout is not None else 10 * self.settings.call_timeout_s)
         return BatchStream(peer_id, call)
 

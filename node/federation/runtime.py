@@ -23,11 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eap.node import telemetry
 from eap.node.federation.client import PeerClient
 from eap.node.federation.peers import TrustList
 from eap.node.federation.server import build_server
 from eap.node.federation.settings import FederationSettings
 from eap.node.federation.sync import Syncer
+from eap.node.telemetry.metrics import sync_lag
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,7 @@ class FederationRuntime:
         if self.settings.sync_interval_s > 0:
             self.worker.every("sync", self.settings.sync_interval_s, self.syncer.sync_all,
                               initial_delay_s=min(1.0, self.settings.sync_interval_s))
+        telemetry.of(node).metrics.observe("sync_lag", sync_lag(self.trust))
         for spec in extensions:
             _load_extension(spec, self)
 

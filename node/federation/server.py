@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from eap.node import telemetry
 from eap.node.api.guard import MalformedRequestGuard, ThrottledLog
 from eap.node.api.status import abort_with
 from eap.node.crypto import VerifiedEnvelope, load_tls_material, seal
@@ -44,6 +45,7 @@ from eap.node.federation.descriptor import PROTOCOL_VERSIONS, describe, version_
 from eap.node.federation.peers import PENDING, TrustList
 from eap.node.federation.settings import FederationSettings, local_capabilities
 from eap.node.store import repos
+from eap.node.telemetry.grpc import TracingInterceptor, trusted_peer
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2
 
@@ -309,7 +311,8 @@ def build_server(node: Any, *, settings: FederationSettings | None = None,
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eap-fed"),
         options=[("grpc.max_receive_message_length", limit),
                  ("grpc.max_send_message_length", limit)],
-        interceptors=(MalformedRequestGuard(ThrottledLog(log)),),
+        interceptors=(TracingInterceptor(telemetry.of(node), trusted_peer(trust)),
+                      MalformedRequestGuard(ThrottledLog(log))),
     )
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health.HealthServicer()

@@ -62,6 +62,7 @@ from eap.node.errors import (
 from eap.node.federation import crashpoints
 from eap.node.federation.peers import PENDING, TrustList
 from eap.node.store import settlement_repos as srr
+from eap.node.telemetry.ops import in_context, traced
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import types_pb2 as pb
@@ -239,15 +240,18 @@ class Settlement:
 
     # == participant ===============================================================================
 
+    @traced("eap.settlement.view")
     def on_get_settlement_view(self, envelope: Any) -> tuple[str, bytes]:
         req = _parse(fed.SettlementViewRequest, envelope.payload)
         return PT_SIGNED, self.view(req.round_id, req.period, origin=envelope.origin)\
             .SerializeToString()
 
+    @traced("eap.settlement.sign")
     def on_sign_settlement(self, envelope: Any) -> tuple[str, bytes]:
         proposal = _parse(fed.SettlementProposal, envelope.payload)
         return PT_SIGNED, self.sign(proposal, origin=envelope.origin).SerializeToString()
 
+    @traced("eap.settlement.finalize")
     def on_finalize_settlement(self, envelope: Any) -> tuple[str, bytes]:
         final = _parse(fed.SettlementFinal, envelope.payload)
         return PT_ACK, self.finalize(final, origin=envelope.origin).SerializeToString()
@@ -499,6 +503,10 @@ class Settlement:
 
     # == coordinator ===============================================================================
 
+    @traced("eap.settlement.round", lambda r: {
+        "round_id": r.round_id, "period": r.period, "state": r.state,
+        "participants": len(r.signed_by)},
+        lambda m, r, _s: m.settlement_rounds.add(1, {"outcome": r.state or "unknown"}))
     def run(self, period: str = "", *, request_id: str = "") -> api.SettlementRound:
         """Run a round for ``period`` (today, UTC, when empty) with this node coordinating;
         the round as this node knows it afterwards (``failed`` with its problems when a
@@ -608,7 +616,7 @@ class Settlement:
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(peers) + 1)),
                                 thread_name_prefix="eap-settle") as pool:
-            answers = list(pool.map(one, [self.me, *peers]))
+            answers = list(pool.map(in_context(one), [self.me, *peers]))
         gathered: dict[str, tuple[pb.Signed, pb.SettlementView]] = {}
         problems = [f"no view from {n}: {why}" for n, s, why in answers if s is None]
         for node_id, signed, _ in answers:
@@ -645,7 +653,7 @@ class Settlement:
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(participants))),
                                 thread_name_prefix="eap-settle") as pool:
-            answers = list(pool.map(one, participants))
+            answers = list(pool.map(in_context(one), participants))
         problems = [f"{n} did not sign: {why}" for n, s, why in answers if s is None]
         return {n: s for n, s, _ in answers if s is not None}, problems
 

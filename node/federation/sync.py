@@ -52,6 +52,7 @@ from eap.node.errors import (
 from eap.node.federation.client import PeerClient
 from eap.node.federation.peers import ACTIVE, TrustList
 from eap.node.store import peer_repos
+from eap.node.telemetry.ops import traced
 from eap.v1 import types_pb2
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,10 @@ class Syncer:
         self.importer = BatchImporter(node, self.trust)
         self.pull_batches = pull_batches
 
+    @traced("eap.sync", lambda r: {
+        "peer": r.peer, "batches": r.batches, "records": r.records, "wh": r.wh,
+        "cursor": r.cursor, "outcome": "ok" if r.error is None else r.error.status.name},
+        lambda m, r, _s: m.synced_batches.add(r.batches, {"peer": r.peer}))
     def sync_peer(self, peer_id: str, *, max_batches: int = 0) -> SyncResult:
         """Import every new batch of ``peer_id`` (at most ``max_batches`` if given).
 

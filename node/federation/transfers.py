@@ -92,6 +92,9 @@ from eap.node.store import custody_repos as cr
 from eap.node.store import obligation_repos as ob
 from eap.node.store import peer_repos, repos
 from eap.node.store import transfer_repos as tr
+from eap.node.telemetry import ops as telemetry_ops
+from eap.node.telemetry.metrics import outbox_depth
+from eap.node.telemetry.ops import traced
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2 as pb
 
@@ -305,9 +308,12 @@ class Transfers:
 
     def _drop_events(self) -> None:
         self._local.__dict__.pop("events", None)
+        self._local.__dict__.pop("aborts", None)
 
     def _flush_events(self) -> None:
         record = getattr(self.node, "record_event", None)
+        for direction in self._local.__dict__.pop("aborts", []):
+            telemetry_ops.transfer_aborted(self.node, direction)
         for kind, fields in self._local.__dict__.pop("events", []):
             if record is not None:
                 record(kind, fields.pop("request_id", "") or "", **fields)
@@ -338,6 +344,9 @@ class Transfers:
 
     # == source ===================================================================================
 
+    @traced("eap.transfer.prepare", lambda o: {
+        "scope": "cross_node", "transfer_id": o.transfer.id, "wh": o.transfer.wh,
+        "split": o.remainder is not None})
     def start(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
               principal: Principal | None = None, ttl_s: float | None = None,
               price_minor: int = 0, currency: str = "",
@@ -430,7 +439,8 @@ class Transfers:
             payload = prepare.SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=tid, peer=to_node, kind=PREPARE,
                                 payload=payload, now_ms=now,
-                                next_attempt_at_ms=now + self._lease_ms())
+                                next_attempt_at_ms=now + self._lease_ms(),
+                                traceparent=telemetry_ops.traceparent())
             ledger.journal(conn, "export_prepare", moved.id, bundle.owner,
                                f"{to_node}/{to_account}", amount, request_id)
             crashpoints.hit("source.in_prepare_txn")
@@ -444,6 +454,9 @@ class Transfers:
                                principal=principal, payload=payload,
                                result_type=OutboundTransfer, fn=op)
 
+    @traced("eap.transfer.cross_node", lambda r: {
+        "scope": "cross_node", "direction": "out", "transfer_id": r[1].id, "wh": r[1].wh,
+        "peer": r[1].peer, "state": r[1].state})
     def send(self, bundle_ref: str, *, to: str, wh: int = 0, request_id: str,
              principal: Principal | None = None, ttl_s: float | None = None,
              wait_s: float | None = None, price_minor: int = 0,
@@ -497,6 +510,7 @@ class Transfers:
 
     # == destination handlers (called by the federation servicer) =================================
 
+    @traced("eap.transfer.accept_prepare", lambda r: {"direction": "in", "phase": "prepare"})
     def on_prepare(self, envelope: Any) -> tuple[str, bytes]:
         """PREPARE from the source: validate, record the import PREPARED (or ABORTED), answer.
 
@@ -511,6 +525,7 @@ class Transfers:
         crashpoints.hit("dest.after_prepared_commit")
         return PT_STATUS, reply.SerializeToString()
 
+    @traced("eap.transfer.accept_decision", lambda r: {"direction": "in", "phase": "decision"})
     def on_decision(self, envelope: Any) -> tuple[str, bytes]:
         """COMMIT or ABORT from the source: finish the import; a replay changes nothing."""
         msg = _parse(fed.TransferDecision, envelope.payload)
@@ -620,6 +635,17 @@ class Transfers:
         return done
 
     def _deliver(self, m: Any) -> tuple[bool, list]:
+        """Send one outbox message and record the answer, as the span
+        ``eap.transfer.deliver``: in the trace that queued it when the background worker
+        sends it (:func:`~eap.node.telemetry.ops.resumed`)."""
+        with telemetry_ops.resumed(self.node, "eap.transfer.deliver",
+                                   getattr(m, "traceparent", None), phase=m.kind, peer=m.peer,
+                                   transfer_id=m.transfer_id) as s:
+            answered, follow = self._deliver_message(m)
+            telemetry_ops.annotate(s, outcome="ok" if answered else "unanswered")
+            return answered, follow
+
+    def _deliver_message(self, m: Any) -> tuple[bool, list]:
         """Send one outbox message and record the answer.
 
         Returns:
@@ -746,7 +772,8 @@ class Transfers:
             serial_end=rec.serial_end, to_node=rec.peer,
             expires_at_ms=rec.expires_at_ms).SerializeToString()
         mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.issuer, kind=CUSTODY,
-                            payload=payload, now_ms=now, next_attempt_at_ms=now + self._lease_ms())
+                            payload=payload, now_ms=now, next_attempt_at_ms=now + self._lease_ms(),
+                            traceparent=telemetry_ops.traceparent())
         log.info("transfer %s: %s PREPARED; asking the issuer %s to move custody", rec.id,
                  rec.peer, rec.issuer)
         return _Msg(mid, rec.id, rec.issuer, CUSTODY, payload, 0)
@@ -845,6 +872,8 @@ class Transfers:
             raise EapError(f"transfer {rec.id}: bundle {bundle.id} is not locked for it")
         ledger.journal(conn, action, bundle.id, rec.from_account, to_owner, rec.wh,
                        rec.request_id)
+        if state == ABORTED:  # counted once the transaction commits (_flush_events)
+            self._local.__dict__.setdefault("aborts", []).append("out")
         if state == COMMITTED:
             self._queue_event("exported", request_id=rec.request_id, bundle=bundle.id,
                               wh=rec.wh, transfer=rec.id, to=f"{rec.peer}/{rec.to_account}")
@@ -860,7 +889,8 @@ class Transfers:
                 custody=signed_custody if state == COMMITTED else None).SerializeToString()
             mid = tr.outbox_put(conn, transfer_id=rec.id, peer=rec.peer, kind=kind,
                                 payload=payload, now_ms=now,
-                                next_attempt_at_ms=now + self._lease_ms())
+                                next_attempt_at_ms=now + self._lease_ms(),
+                                traceparent=telemetry_ops.traceparent())
             msg = _Msg(mid, rec.id, rec.peer, kind, payload, 0)
         log.info("transfer %s %s (%d Wh of %s to %s/%s)%s", rec.id, state.upper(), rec.wh,
                  rec.bundle_id, rec.peer, rec.to_account, f": {reason}" if reason else "")
@@ -937,6 +967,7 @@ class Transfers:
                         sig: provenance.SignatureCheck) -> fed.TransferStatus:
         tid = msg.transfer_id
         for _ in range(3):
+            refused = False
             try:
                 with self.store.transaction() as conn:
                     rec = tr.get_transfer(conn, tid, lock=True)
@@ -949,9 +980,12 @@ class Transfers:
                         reply = _status(rec)  # an ABORT overtook this PREPARE
                     else:
                         reply = self._prepare_new(conn, origin, msg, now, sig)
+                        refused = reply.state == fed.TRANSFER_STATE_ABORTED
                     tr.inbox_put(conn, transfer_id=tid, kind=PREPARE, origin=origin,
                                  response=reply.SerializeToString(), now_ms=now)
                     crashpoints.hit("dest.in_prepare_txn")
+                if refused:  # committed: count the refused import once
+                    telemetry_ops.transfer_aborted(self.node, "in")
                 return reply
             except IntegrityError:  # a duplicate delivered concurrently won: answer as it did
                 continue
@@ -1172,6 +1206,7 @@ class Transfers:
             else:
                 ok = tr.set_transfer_state(conn, rec.id, expect=PREPARED, state=ABORTED,
                                            decided_at_ms=now, reason=reason)
+                self._local.__dict__.setdefault("aborts", []).append("in")  # see _flush_events
                 log.info("transfer %s ABORTED: %s", rec.id, reason)
             if not ok:
                 raise Aborted(f"transfer {rec.id} changed concurrently; retry")
@@ -1263,6 +1298,7 @@ def install(runtime: Any) -> Transfers:
     engine.fetch_batches = runtime.syncer.sync_peer
     runtime.servicer.set_transfers(engine)
     runtime.transfers = engine
+    telemetry_ops.of(runtime.node).metrics.observe("outbox", outbox_depth(engine))
     first = [True]
 
     def round_() -> None:
@@ -1291,6 +1327,8 @@ class _Msg:
     kind: str
     payload: bytes
     attempts: int
+    #: The trace that wrote it (as stored in its row): its deliveries continue that trace.
+    traceparent: str | None = field(default_factory=telemetry_ops.traceparent)
 
 
 def _fv(name: str, description: str):

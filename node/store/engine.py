@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Newest migration revision; tests/test_store_migrations.py checks it is Alembic's head.
-SCHEMA_HEAD = "0015"
+SCHEMA_HEAD = "0017"
 #: Advisory lock (PostgreSQL) serialising migrations of replicas starting at once.
 MIGRATION_LOCK = (0x45415031, 0x4D494752)
 
@@ -34,7 +34,10 @@ def normalise_url(url: str) -> str:
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    # hide_parameters: a database error (logged with its traceback) never quotes the private
+    # values it was bound with (labels, meter ids, locations).
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                           hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
@@ -164,6 +167,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
             pool_size=10,
             max_overflow=20,
             connect_args=_pg_connect_args(parsed),
+            hide_parameters=True,
         )
     store = Store(engine)
     if migrate:

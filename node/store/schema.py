@@ -395,6 +395,9 @@ transfer_outbox = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("acked_at_ms", BigInteger),
     Column("last_error", String(512)),
+    #: W3C ``traceparent`` of the operation that queued the message: a delivery by the
+    #: background worker continues that trace (docs/observability.md).  Never sent as is.
+    Column("traceparent", String(64)),
     UniqueConstraint("transfer_id", "kind", name="uq_transfer_outbox_kind"),
     Index("ix_transfer_outbox_due", "acked_at_ms", "next_attempt_at_ms"),
 )

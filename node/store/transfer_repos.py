@@ -229,11 +229,12 @@ _OUTBOX_RETRY = (update(t.transfer_outbox)
 
 
 def outbox_put(conn: Connection, *, transfer_id: str, peer: str, kind: str, payload: bytes,
-               now_ms: int, next_attempt_at_ms: int) -> int:
-    """Queue a message; returns its id."""
+               now_ms: int, next_attempt_at_ms: int, traceparent: str | None = None) -> int:
+    """Queue a message; returns its id.  ``traceparent``: the trace it belongs to."""
     done = conn.execute(_INSERT_OUTBOX, {
         "transfer_id": transfer_id, "peer": peer, "kind": kind, "payload": payload,
-        "attempts": 0, "next_attempt_at_ms": next_attempt_at_ms, "created_at_ms": now_ms})
+        "attempts": 0, "next_attempt_at_ms": next_attempt_at_ms, "created_at_ms": now_ms,
+        "traceparent": traceparent})
     return int(done.inserted_primary_key[0])
 
 
