@@ -74,7 +74,7 @@ def api_reads(
             servers.append((server, channel))
             stubs[m.node_id] = node_api_pb2_grpc.NodeApiStub(channel)
         sa, sb = stubs[a.node_id], stubs[b.node_id]
-        op_a, op_b = _md(a.node.config.api_token()), _md(b.node.config.api_token())
+        op_a = _md(a.node.config.api_token())
         reg_a = _md(a.node.config.create_regulator_token())
         reg_b = _md(b.node.config.create_regulator_token())
 
@@ -95,7 +95,7 @@ def api_reads(
         refused(
             "holder",
             "ListAuditEntries(other account)",
-            lambda: sb.ListAuditEntries(
+            lambda: sa.ListAuditEntries(
                 api.ListAuditEntriesRequest(account=acct_b), metadata=_md(token_a)
             ),
         )
