@@ -317,7 +317,8 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
     secrets = {
         "node secret": [m.node.config.node_secret().hex() for m in f],
         "api token": [m.node.config.api_token() for m in f],
-        "account token": [made_a.token, made_b.token],
+        "account token": [made_a.token, made_b.token, keyed.token],
+        "regulator token": [m.node.config.regulator_token() or "" for m in f],
         "private key": [ln for m in f for ln in _pem_bodies(m.home)]
         + _pem_bodies(root / "wallet")
         + [holder_priv.hex()],

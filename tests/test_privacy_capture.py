@@ -136,7 +136,10 @@ def test_the_scanner_finds_what_it_looks_for(captured):
     assert any(
         n in json.dumps(captured.reads["TRANSPARENCY"]).encode() for n in bad["identity"]
     )  # the disclosed identity is public
-    assert all(bad[k] for k in ("node secret", "api token", "account token", "private key"))
+    assert all(
+        bad[k]
+        for k in ("node secret", "api token", "account token", "regulator token", "private key")
+    )
 
 
 def test_the_new_outputs_say_something(captured):
