@@ -18,10 +18,11 @@ from typing import Any
 
 from click.testing import CliRunner
 from inproc_fed import InProcFed
+from privacy_api import aggregate_cells, api_reads
 from sqlalchemy import select
 from support import write_csv
 
-from eap.node.domain import peer_credit, sybil
+from eap.node.domain import holder_auth, peer_credit, sybil
 from eap.node.federation.audit import Auditor
 from eap.node.records.enums import Purpose
 from eap.node.records.models import Principal
@@ -35,6 +36,12 @@ LABEL_B, IDENTITY_B = "Bodega Barcelona Buyers", "bodega.buyers@example.org"
 LOCAL_REF = "roof-alice-17"
 EVIDENCE = "grid-connection-agreement GCA-58231"
 BENEFICIARY = "Bodega Barcelona SL"
+#: Four more rooftops of the cooperative (same building): with the first, five devices issue
+#: in the first hour, the regulator's k (5) for that aggregate cell; later hours stay below k.
+NEIGHBOUR_METERS = [f"MTR-PRIV-9918{i}" for i in range(4)]
+#: An account that holds nothing: the public's view of claims (every caller sees every claim,
+#: but only its holder and the operator get a claim's full SD receipt).
+PUBLIC_READER = "acct_public_reader_without_holdings"
 
 
 @dataclasses.dataclass
@@ -48,6 +55,8 @@ class Scenario:
     #: What operators see of entities without a read API: entity -> dicts (all nodes).
     operator_views: dict[str, list[dict]]
     secrets: dict[str, list[str]]
+    #: Public-API reads and refusals (tests/privacy_api.py): raw outputs, views, codes.
+    api: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class _Collect(logging.Handler):
@@ -104,19 +113,38 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
         meter_id=METER,
         attestation_evidence=EVIDENCE,
     )
-    t0 = dt.datetime(2026, 3, 1, 10)
-    rows = [
-        (
-            (t0 + dt.timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S"),
-            (t0 + dt.timedelta(hours=h + 1)).strftime("%Y-%m-%d %H:%M:%S"),
-            METER,
-            1500 + h,
+    for i, meter in enumerate(NEIGHBOUR_METERS):
+        a.node.register_device(
+            request_id=f"dev-neighbour-{i}",
+            local_ref=f"{LOCAL_REF}-n{i}",
+            capacity_w=3000,
+            source="solar",
+            technology="photovoltaic",
+            commissioned_on="2022-05-06",
+            latitude=LAT,
+            longitude=LON,
+            zone="CO-ANT",
+            owner=acct_a,
+            meter_id=meter,
+            attestation_evidence=EVIDENCE,
         )
-        for h in range(4)
-    ]
+    t0 = dt.datetime(2026, 3, 1, 10)
+
+    def hour(h: int) -> str:
+        return (t0 + dt.timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S")
+
+    rows = [(hour(h), hour(h + 1), METER, 1500 + h) for h in range(4)]
+    rows += [(hour(0), hour(1), m, 900 + i) for i, m in enumerate(NEIGHBOUR_METERS)]
     a.node.import_readings(write_csv(root / "readings.csv", rows), request_id="imp-alice")
     a.node.issue(request_id="iss-alice")
-    bundles = a.node.list_bundles(purpose=Purpose.OPERATIONS).items
+    bundles = [
+        x for x in a.node.list_bundles(purpose=Purpose.OPERATIONS).items if x.device_id == dev.id
+    ]
+    # A holder-held key (docs/holder-keys.md): the wallet keeps the private half; the node
+    # of the account (b) gets only the public key, and a bundle comes to it across nodes.
+    holder_key_path, holder_pub = holder_auth.new_key_pair(root / "wallet")
+    holder_priv = holder_auth.load_private_key(holder_key_path).private_bytes_raw()
+    keyed = b.node.create_account(request_id="acct-keyed", holder_public_key=holder_pub)
     for peer in (B, C):
         peer_credit.set_limits(
             a.node.store,
@@ -144,6 +172,9 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
         price_minor=1234,
         currency="EUR",
     )
+    a.runtime.transfers.send(
+        bundles[3].id, to=f"{B}/{keyed.account.id}", request_id="xfer-keyed", wait_s=10
+    )
     held = b.node.list_bundles(purpose=Purpose.OPERATIONS, owner=acct_b).items
     claim = b.node.retire(
         held[0].id, beneficiary=BENEFICIARY, purpose="scope2 2026", request_id="claim-1"
@@ -159,6 +190,20 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
     for m in f:  # the duplicate-device sweep (with the sync worker of `serve`)
         m.runtime.device_checker.sweep()
     audit = Auditor.from_engine(c.runtime.transfers).run()
+    start = int(t0.replace(tzinfo=dt.UTC).timestamp())
+    got_api = api_reads(
+        a,
+        b,
+        acct_a=acct_a,
+        token_a=made_a.token,
+        acct_b=acct_b,
+        token_b=made_b.token,
+        claim_id=claim.id,
+        zone="CO-ANT",
+        start=start,
+        end=start + 4 * 3600,
+        cli=_cli(),
+    )
     settlement = None
     try:
         settlement = a.runtime.transfers.settlement.run(request_id="settle-1")
@@ -177,25 +222,44 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
         res = runner.invoke(_cli(), ["identity", "--json", "--home", str(m.home)])
         exports[f"identity {m.node_id}"] = res.output.encode()
     exports["audit report"] = str(audit).encode()
+    exports.update({f"api {k}": v for k, v in got_api["raw"].items()})
     # Reads by purpose.
     reads: dict[str, dict[str, list[dict]]] = {}
     holders = {
-        A: Principal(kind="account", account_id=acct_a),
-        B: Principal(kind="account", account_id=acct_b),
+        A: [Principal(kind="account", account_id=acct_a)],
+        B: [
+            Principal(kind="account", account_id=acct_b),
+            Principal(kind="account", account_id=keyed.account.id),
+        ],
     }
+    public = Principal(kind="account", account_id=PUBLIC_READER)
     for purpose in (Purpose.TRANSPARENCY, Purpose.OPERATIONS, Purpose.HOLDINGS):
         got: dict[str, list[dict]] = {"device": [], "account": [], "bundle": [], "claim": []}
         for m in f:
-            principal = holders.get(m.node_id) if purpose == Purpose.HOLDINGS else None
-            if purpose == Purpose.HOLDINGS and principal is None:
-                continue
-            kw = {"purpose": purpose, "principal": principal}
-            got["device"] += [d.to_dict() for d in m.node.list_devices(**kw).items]
-            got["account"] += [x.to_dict() for x in m.node.list_accounts(**kw).items]
-            got["bundle"] += [x.to_dict() for x in m.node.list_bundles(**kw).items]
-            got["claim"] += [x.to_dict() for x in m.node.list_claims(**kw).items]
+            principals = holders.get(m.node_id, []) if purpose == Purpose.HOLDINGS else [None]
+            for principal in principals:
+                kw = {"purpose": purpose, "principal": principal}
+                if purpose == Purpose.TRANSPARENCY:  # claims: as anyone, not as the operator
+                    claims = m.node.list_claims(purpose=purpose, principal=public).items
+                else:
+                    claims = m.node.list_claims(**kw).items
+                got["device"] += [d.to_dict() for d in m.node.list_devices(**kw).items]
+                got["account"] += [x.to_dict() for x in m.node.list_accounts(**kw).items]
+                got["bundle"] += [x.to_dict() for x in m.node.list_bundles(**kw).items]
+                got["claim"] += [x.to_dict() for x in claims]
         reads[purpose.name] = got
-    operator_views: dict[str, list[dict]] = {"transfer": [], "reading": [], "settlement": []}
+    # The audit log: the holder's own rows (its account token), the operator's view of them.
+    reads["HOLDINGS"]["audit"] = got_api["holder_audit"]
+    # What the regulator token reads: the aggregates (every other read is refused).
+    aggregate = aggregate_cells(got_api["aggregates_rpc"].get("cells", []))
+    reads["REGULATION"] = {"regulator": [{"zone_aggregate": aggregate}]}
+    operator_views: dict[str, list[dict]] = {
+        "transfer": [],
+        "reading": [],
+        "settlement": [],
+        "audit": got_api["operator_audit"],
+        "regulator": [{"zone_aggregate": aggregate_cells(got_api["aggregates_cli"]["cells"])}],
+    }
     for m in f:
         operator_views["transfer"] += [x.to_dict() for x in m.runtime.transfers.list()]
         with m.node.store.read() as conn:
@@ -241,14 +305,32 @@ def _build(root: Path, monkeypatch, handler: _Collect) -> Scenario:
         "settlement.round_id": getattr(settlement, "round_id", None),
         "device.meter_tag": sybil.own_tag(a.node, METER),
         "audit": audit,
+        "claim.sd_receipt": got_api["sd_receipt"],
+        "account.holder_public_key": holder_pub,
+        "account.holder_private_key": holder_priv,
+        "audit.row_hash": _own_row(got_api["holder_audit"], acct_a)["row_hash"],
+        "audit.principal": _own_row(got_api["holder_audit"], acct_a)["principal"],
+        "regulator.zone_aggregate": aggregate,
+        "presentation": got_api["presentation"],
+        "h3_resolution": a.node.config.privacy.h3_resolution,
     }
     secrets = {
         "node secret": [m.node.config.node_secret().hex() for m in f],
         "api token": [m.node.config.api_token() for m in f],
-        "account token": [made_a.token, made_b.token],
-        "private key": [ln for m in f for ln in _pem_bodies(m.home)],
+        "account token": [made_a.token, made_b.token, keyed.token],
+        "regulator token": [m.node.config.regulator_token() or "" for m in f],
+        "private key": [ln for m in f for ln in _pem_bodies(m.home)]
+        + _pem_bodies(root / "wallet")
+        + [holder_priv.hex()],
     }
-    return Scenario(f, values, f.wire, exports, handler.lines, reads, operator_views, secrets)
+    return Scenario(
+        f, values, f.wire, exports, handler.lines, reads, operator_views, secrets, got_api
+    )
+
+
+def _own_row(rows: list[dict], account: str) -> dict:
+    """The audit row of ``account`` reading its own data (principal ``account:<id>``)."""
+    return next(r for r in rows if r["principal"] == f"account:{account}")
 
 
 def _transfer_ids(member) -> list[str]:

@@ -12,6 +12,7 @@ import struct
 
 import pytest
 from privacy_scenario import (
+    BENEFICIARY,
     EVIDENCE,
     IDENTITY_B,
     LABEL_A,
@@ -20,9 +21,11 @@ from privacy_scenario import (
     LOCAL_REF,
     LON,
     METER,
+    NEIGHBOUR_METERS,
     build,
 )
 
+from eap.node.crypto import sd
 from eap.node.crypto.meter_oprf import normalise_meter_id
 
 
@@ -38,7 +41,11 @@ def forbidden(s) -> dict[str, list[bytes]]:
     out = {
         "latitude": _float_forms(LAT),
         "longitude": _float_forms(LON),
-        "meter id": [m.encode() for m in {METER, METER.lower(), normalise_meter_id(METER)}],
+        "meter id": [
+            m.encode()
+            for meter in (METER, *NEIGHBOUR_METERS)
+            for m in {meter, meter.lower(), normalise_meter_id(meter)}
+        ],
         "account label": [LABEL_A.encode(), LABEL_B.encode()],
         "device local ref": [LOCAL_REF.encode()],
         "attestation evidence": [EVIDENCE.encode()],
@@ -47,6 +54,7 @@ def forbidden(s) -> dict[str, list[bytes]]:
     for kind, values in s.secrets.items():
         out[kind] = [v.encode() for v in values if v]
     out["node secret"] += [bytes.fromhex(v) for v in s.secrets["node secret"]]
+    out["private key"].append(s.values["account.holder_private_key"])
     return out
 
 
@@ -94,6 +102,13 @@ def test_every_kind_of_message_was_captured(captured):
         assert (rpc, "request") in rpcs and (rpc, "response") in rpcs, rpc
     assert len(captured.logs) > 50 and any("DEBUG" in ln or ln for ln in captured.logs)
     assert {"proof a.example", "proof b.example", "audit report"} <= set(captured.exports)
+    # The new outputs of the public API and CLI are scanned like any export.
+    assert {
+        "api aggregates GetAggregates",
+        "api aggregates --json",
+        "api matching report",
+        "api SD presentation",
+    } <= set(captured.exports)
 
 
 def test_nothing_private_leaves_in_messages_exports_logs_or_public_reads(captured, caplog):
@@ -121,4 +136,33 @@ def test_the_scanner_finds_what_it_looks_for(captured):
     assert any(
         n in json.dumps(captured.reads["TRANSPARENCY"]).encode() for n in bad["identity"]
     )  # the disclosed identity is public
-    assert all(bad[k] for k in ("node secret", "api token", "account token", "private key"))
+    assert all(
+        bad[k]
+        for k in ("node secret", "api token", "account token", "regulator token", "private key")
+    )
+
+
+def test_the_new_outputs_say_something(captured):
+    """The aggregates (RPC and CLI), the matching report and the presentation scanned above
+    carry their content: a scan of empty outputs would pass vacuously."""
+    ex = captured.exports
+    for name in ("api aggregates GetAggregates", "api aggregates --json"):
+        assert b"CO-ANT" in ex[name] and b"issued" in ex[name], name
+    assert b"cfe" in ex["api matching report"].lower()
+    assert ex["api SD presentation"].count(b"~") >= 2
+
+
+def test_a_presentation_carries_no_undisclosed_value(captured):
+    """The beneficiary, stated purpose, owner and device of the claim were not chosen for the
+    presentation: they appear in none of its parts, even decoded."""
+    shown = captured.exports["api SD presentation"].decode()
+    parsed = sd.parse(shown)
+    opened = shown + json.dumps(
+        [sd.unverified_payload(shown), [sd.decode_disclosure(d) for d in parsed.disclosures]]
+    )
+    v = captured.values
+    for hidden in (BENEFICIARY, v["claim.purpose"], v["transfer.to_account"], v["device.id"]):
+        assert hidden not in opened, hidden
+    full = captured.values["claim.sd_receipt"]
+    decoded = json.dumps([sd.decode_disclosure(d) for d in sd.parse(full).disclosures])
+    assert BENEFICIARY in decoded  # the full receipt had it: the presentation dropped it

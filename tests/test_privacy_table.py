@@ -14,8 +14,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import grpc
+import h3
 import pytest
-from privacy_scenario import Scenario, build
+from privacy_api import SHOWN
+from privacy_scenario import BENEFICIARY, LAT, LON, Scenario, build
+
+from eap.node.crypto import sd
+from eap.node.domain import cells, receipts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "privacy.md"
 AUDIENCES = ("holder", "operator", "peer", "regulator", "public")
@@ -120,6 +126,8 @@ class Probes:
         return False
 
     def regulator(self, entity, name, value) -> bool:
+        if _in_dicts(self.s.reads["REGULATION"].get(entity, []), name, value):
+            return True
         return self.public(entity, name, value) or any(
             e in self.audit for e in encodings(value) if len(e) >= 4
         )
@@ -177,3 +185,87 @@ def test_the_probes_can_fail(scenario, probes):
     )
     assert not probes.peer("device", "latitude", lat)
     assert Probes(leaky).peer("device", "latitude", lat)
+    # The probes of the new reads see their values where they are.
+    agg = v["regulator.zone_aggregate"]
+    assert agg.startswith("issued@") and probes.regulator("regulator", "zone_aggregate", agg)
+    assert probes.operator("regulator", "zone_aggregate", agg)
+    assert probes.holder("audit", "row_hash", v["audit.row_hash"])
+    assert probes.operator("audit", "row_hash", v["audit.row_hash"])
+    assert probes.holder("account", "holder_public_key", v["account.holder_public_key"])
+
+
+def test_federation_cells_are_coarse_h3_cells(scenario):
+    """Every H3 cell in any federation message has the node's configured resolution (<= 7),
+    and no finer cell of the device's location appears anywhere on the wire."""
+    wire = b"\x00".join(data for _, _, data in scenario.wire)
+    configured = scenario.values["h3_resolution"]
+    assert configured <= cells.MAX_PUBLIC_RESOLUTION
+    assert cells.resolution_of(scenario.values["device.cell"]) == configured
+    found = {
+        m.decode() for m in re.findall(rb"8[0-9a-f]{14}", wire) if h3.is_valid_cell(m.decode())
+    }
+    assert scenario.values["device.cell"] in found
+    assert {cells.resolution_of(c) for c in found} == {configured}, found
+    for res in range(configured + 1, 16):
+        finer = h3.latlng_to_cell(LAT, LON, res)
+        assert finer.encode() not in wire, res
+        assert struct.pack(">Q", h3.str_to_int(finer)) not in wire, res
+
+
+def test_a_presentation_hides_undisclosed_fields(scenario):
+    """The holder's presentation carries the chosen fields and not one undisclosed value,
+    salt or disclosure of the full receipt, encoded or decoded."""
+    full, shown = scenario.values["claim.sd_receipt"], scenario.values["presentation"]
+    disclosures = {sd.decode_disclosure(d)[1]: d for d in sd.parse(full).disclosures}
+    got = {sd.decode_disclosure(d)[1] for d in sd.parse(shown).disclosures}
+    assert got == set(SHOWN)
+    hidden = set(receipts.FIELDS) - set(SHOWN)
+    assert {"beneficiary", "purpose", "owner", "device"} <= hidden
+    opened = shown + json.dumps(
+        [
+            sd.unverified_payload(shown),
+            [sd.decode_disclosure(d) for d in sd.parse(shown).disclosures],
+        ]
+    )
+    shown_values = {json.dumps(sd.decode_disclosure(disclosures[n])[2]) for n in SHOWN}
+    for name in hidden:
+        salt, _, value = sd.decode_disclosure(disclosures[name])
+        if json.dumps(value) in shown_values:
+            continue  # e.g. consumption_zone equal to the shown zone: nothing more is learnt
+        assert disclosures[name] not in shown and salt not in opened, name
+        for form in (json.dumps(value), str(value)):
+            if len(form) >= 8:
+                assert form not in opened, (name, form)
+    assert BENEFICIARY not in opened and scenario.values["device.owner"] not in opened
+    assert BENEFICIARY in json.dumps([sd.decode_disclosure(d) for d in disclosures.values()])
+
+
+def test_the_regulator_token_reads_aggregates_and_nothing_else(scenario):
+    refused = scenario.api["refused"]
+    by_regulator = [(w, rpc, code) for w, rpc, code in refused if w.startswith("regulator")]
+    assert len(by_regulator) == 12
+    assert all(code == grpc.StatusCode.PERMISSION_DENIED for _, _, code in by_regulator), refused
+    assert ("holder", "GetAggregates", grpc.StatusCode.PERMISSION_DENIED) in refused
+    assert (
+        "holder",
+        "ListAuditEntries(other account)",
+        grpc.StatusCode.PERMISSION_DENIED,
+    ) in refused
+    rep = scenario.api["aggregates_rpc"]
+    assert int(rep["k"]) == 5
+    published = [c for c in rep["cells"] if not c.get("suppressed")]
+    suppressed = [c for c in rep["cells"] if c.get("suppressed")]
+    # Hour 1: five devices issued (published); hours 2-4 one device, and every transfer and
+    # claim (one holder) stay below k: suppressed, with no Wh.
+    assert [(c["metric"], int(c["wh"])) for c in published] == [("issued", 1500 + 900 * 4 + 6)]
+    assert len(suppressed) >= 5 and all(not int(c.get("wh", 0)) for c in suppressed)
+    assert int(rep["suppressed_cells"]) == len(suppressed)
+
+
+def test_holders_see_only_their_own_audit_rows(scenario):
+    acct = scenario.values["account.id"]
+    rows = scenario.reads["HOLDINGS"]["audit"]
+    assert rows and all(acct in r.get("accounts", []) for r in rows)
+    assert {r["row_hash"] for r in rows} <= {
+        r["row_hash"] for r in scenario.operator_views["audit"]
+    }
