@@ -1150,8 +1150,10 @@ class Node:
             ]
             self._audit(conn, principal, purpose, "claims", [c for _, c in items])
         for _, c in items:
-            if not principal.may_act_for(c.bundle.owner):
-                c.sd_receipt = ""  # the salts are the holder's: showing them shows everything
+            if purpose == Purpose.TRANSPARENCY or not principal.may_act_for(c.bundle.owner):
+                # The salts are the holder's: showing them shows everything.  Public reads
+                # never carry them, not even the operator's (a public explorer runs on those).
+                c.sd_receipt = ""
             c.bundle = redact_bundle(c.bundle, purpose)
         nxt = str(rows[-1][0]) if len(rows) == _page(page_size) else ""
         return Page([c for _, c in items], nxt)
