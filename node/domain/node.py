@@ -20,11 +20,19 @@ import numpy as np
 import pluggy
 from sqlalchemy import Connection
 
-from eap.node import batches, kernels
+from eap.node import kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
-from eap.node.domain import anchoring, custody, idempotency, ledger, obligations, plugin_calls
-from eap.node.domain.ledger import bundle_id, lineage, now_ms
+from eap.node.domain import (
+    anchoring,
+    custody,
+    idempotency,
+    issuance,
+    ledger,
+    obligations,
+    plugin_calls,
+)
+from eap.node.domain.ledger import now_ms
 from eap.node.domain.policy import redact_account, redact_bundle, redact_device, require_purpose
 from eap.node.domain.rules import (
     ACCOUNT_RE,
@@ -60,13 +68,14 @@ from eap.node.records.models import (
     CreatedAccount,
     Device,
     ImportResult,
+    IssueAllResult,
     IssueResult,
     NodeStatus,
     Page,
     Principal,
     TransferResult,
 )
-from eap.node.store import Store, custody_repos, open_store, repos
+from eap.node.store import Store, open_store, repos
 from eap.node.store import schema as t
 from eap.node.store.engine import bulk_insert
 from eap.plugins.manager import get_plugin_manager
@@ -608,48 +617,33 @@ class Node:
         since: int = 0,
         principal: Principal | None = None,
     ) -> IssueResult:
-        """Issue bundles for every un-issued Wh of the selected readings, as one signed batch."""
-        principal = principal or Principal.operator()
-        self._operator_only(principal, "issue records")
-        if since < 0:
-            raise invalid("since", "must be >= 0")
-
-        def op(conn: Connection) -> IssueResult:
-            dev_filter = ""
-            if device:
-                dev = repos.get_device(conn, device)
-                if dev is None:
-                    raise NotFound(f"no device {device}", [_fv("device", "unknown device")])
-                dev_filter = dev.id
-            rows = repos.unissued_readings(conn, dev_filter, since, lock=True)
-            if not rows:
-                return IssueResult()
-            result = self._issue_rows(conn, rows)
-            # queued in the issuance transaction: a crash after the commit loses no anchor
-            anchoring.enqueue(conn, self.plugins, result.batch_seq)
-            fresh.append(result)
-            return result
-
-        fresh: list[IssueResult] = []
-        result = idempotency.run(
-            self.store,
-            request_id=request_id,
-            operation="issue",
-            principal=principal,
-            payload={"device": device, "since": since},
-            result_type=IssueResult,
-            fn=op,
+        """Issue one signed batch of at most ``[limits] max_batch_records`` pending readings
+        (the ``IssueRecords`` RPC; see :mod:`eap.node.domain.issuance`)."""
+        return issuance.issue_one(
+            self, request_id=request_id, device=device, since=since, principal=principal
         )
-        if fresh:
-            self._anchor()
-            self.record_event(
-                "issued",
-                request_id,
-                batch_seq=result.batch_seq,
-                bundles=result.bundles,
-                wh=result.wh,
-            )
-        return result
+
+    def issue_all(
+        self,
+        *,
+        request_id: str,
+        device: str = "",
+        since: int = 0,
+        batch_size: int | None = None,
+        principal: Principal | None = None,
+        progress: issuance.Progress | None = None,
+    ) -> IssueAllResult:
+        """Issue every pending reading in signed batches, each its own transaction
+        (``eap-node issue``; see :mod:`eap.node.domain.issuance`)."""
+        return issuance.issue_all(
+            self,
+            request_id=request_id,
+            device=device,
+            since=since,
+            batch_size=batch_size,
+            principal=principal,
+            progress=progress,
+        )
 
     def _anchor(self) -> None:
         """Drain the anchor queue after an issuance; an anchoring plugin that is down only
@@ -688,117 +682,6 @@ class Node:
             names = ", ".join(s.name for s in sources)
             raise invalid("format", f"unknown meter data format {fmt!r}; one of: {names}")
         return chosen
-
-    def _issue_rows(self, conn: Connection, rows) -> IssueResult:
-        n = len(rows)
-        if n > self.config.max_batch_records:
-            rows = rows[: self.config.max_batch_records]
-            n = len(rows)
-        reading_id = np.fromiter((r.id for r in rows), np.int64, n)
-        dev_ids = [r.device_id for r in rows]
-        devs = repos.devices_by_id(conn, dev_ids)
-        remaining = np.fromiter((r.wh - r.issued_wh for r in rows), np.int64, n)
-        metered = np.fromiter((r.wh for r in rows), np.int64, n)
-        dev_codes, dev_table = batches.encode_dictionary(dev_ids)
-        d = [devs[x] for x in dev_table]
-        zone_codes, zones = batches.encode_dictionary([x.zone for x in d])
-        owner_codes, owners = batches.encode_dictionary([x.owner for x in d])
-        per_dev = lambda attr, dtype: np.array([getattr(x, attr) for x in d], dtype)[dev_codes]  # noqa: E731
-        base = repos.bump(conn, "serial", int(remaining.sum()))
-        ends = base + np.cumsum(remaining)
-        arrays = {
-            "serial_start": ends - remaining,
-            "serial_end": ends,
-            "interval_start": np.fromiter((r.interval_start for r in rows), np.int64, n),
-            "interval_end": np.fromiter((r.interval_end for r in rows), np.int64, n),
-            "device": dev_codes,
-            "source": per_dev("source", np.uint8),
-            "technology": per_dev("technology", np.uint8),
-            "renewable_ppm": per_dev("renewable_ppm", np.uint32),
-            "carbon_mg": per_dev("carbon_mg", np.uint32),
-            "zone": zone_codes[dev_codes],
-            "owner": owner_codes[dev_codes],
-        }
-        # Zero-Wh readings issue nothing; everything else goes through the core's rule check.
-        live = remaining > 0
-        arrays = {k: v[live] for k, v in arrays.items()}
-        capacity = per_dev("capacity_w", np.int64)[live]
-        cols = batches.Columns(arrays, dev_table, zones, owners)
-        codes = kernels.validate(arrays, capacity_w=capacity, metered_wh=remaining[live])
-        kernels.raise_for_codes(codes, "records violate issuance rules")
-        leaves = cols.leaf_hashes()
-        root = kernels.merkle_root(leaves)
-        seq = repos.bump(conn, "batch") + 1
-        at = now_ms()
-        key_id, signature = self.keys.sign(batches.header_bytes(self.node_id, seq, len(cols), root))
-        msg = batches.to_proto(
-            cols,
-            issuer=self.node_id,
-            seq=seq,
-            root=root,
-            created_at_ms=at,
-            key_id=key_id,
-            signature=signature,
-        )
-        repos.insert_batch(
-            conn,
-            seq=seq,
-            count=len(cols),
-            wh=int(remaining[live].sum()),
-            merkle_root=root,
-            key_id=key_id,
-            payload=msg.SerializeToString(),
-            created_at_ms=at,
-        )
-        starts, ends_ = arrays["serial_start"].tolist(), arrays["serial_end"].tolist()
-        ids = [bundle_id(self.node_id, s, e) for s, e in zip(starts, ends_, strict=True)]
-        dev_col = np.array(dev_table, dtype=object)[arrays["device"]]
-        bulk_insert(
-            conn,
-            t.bundles,
-            {
-                "id": ids,
-                "issuer": [self.node_id] * len(ids),
-                "serial_start": arrays["serial_start"],
-                "serial_end": arrays["serial_end"],
-                "device_id": dev_col,
-                "interval_start": arrays["interval_start"],
-                "interval_end": arrays["interval_end"],
-                "source": arrays["source"].astype(np.int64),
-                "technology": arrays["technology"].astype(np.int64),
-                "renewable_ppm": arrays["renewable_ppm"].astype(np.int64),
-                "carbon_mg": arrays["carbon_mg"].astype(np.int64),
-                "zone": np.array(zones, dtype=object)[arrays["zone"]],
-                "cell": np.array([x.cell for x in d], dtype=object)[arrays["device"]],
-                "owner": np.array(owners, dtype=object)[arrays["owner"]],
-                "status": np.full(len(ids), int(Status.ACTIVE)),
-                "parent_id": [None] * len(ids),
-                "lineage_hash": [
-                    lineage(bytes(leaf), i) for leaf, i in zip(leaves, ids, strict=True)
-                ],
-                "issued_at_ms": np.full(len(ids), at),
-                "batch_seq": np.full(len(ids), seq),
-                "version": np.zeros(len(ids), dtype=np.int64),
-            },
-        )
-        repos.mark_issued(conn, reading_id, metered)
-        wh = int(remaining[live].sum())
-        custody_repos.add_range(conn, int(base), int(base) + wh, self.node_id, at)
-        repos.journal(
-            conn,
-            [
-                {
-                    "at_ms": at,
-                    "action": "issue",
-                    "bundle_id": None,
-                    "from_owner": None,
-                    "to_owner": None,
-                    "wh": wh,
-                    "request_id": f"batch:{seq}",
-                }
-            ],
-        )
-        return IssueResult(bundles=len(ids), wh=wh, batch_seq=seq, merkle_root=root)
 
     # -- bundles --------------------------------------------------------------------------------
 

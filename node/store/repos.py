@@ -174,29 +174,53 @@ def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: 
     ).all()
 
 
-def unissued_readings(conn: Connection, device_id: str | None, since: int, *, lock: bool):
+def _pending(q, device_id: str | None, since: int):
     r = t.readings.c
-    q = select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
-        r.issued_wh < r.wh, r.interval_start >= since
+    q = q.where(r.issued_wh < r.wh, r.interval_start >= since)
+    return q.where(r.device_id == device_id) if device_id else q
+
+
+def pending_page(
+    conn: Connection, after_id: int, limit: int, device_id: str | None, since: int, *, lock: bool
+):
+    """The next ``limit`` readings with un-issued Wh after reading id ``after_id`` (keyset
+    pagination by id: each page is an index range scan, never a load of everything pending).
+
+    On PostgreSQL the page's rows are locked (``FOR UPDATE``) until the caller's transaction
+    ends, so a concurrent issuance waits for them and then finds them issued."""
+    r = t.readings.c
+    q = _pending(
+        select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
+            r.id > after_id
+        ),
+        device_id,
+        since,
     )
-    if device_id:
-        q = q.where(r.device_id == device_id)
-    q = q.order_by(r.device_id, r.interval_start)
+    q = q.order_by(r.id).limit(limit)
     if lock and conn.dialect.name == "postgresql":
         q = q.with_for_update()
     return conn.execute(q).all()
 
 
-def mark_issued(conn: Connection, reading_ids: Sequence[int], issued_wh: Sequence[int]) -> None:
-    """Bulk update of issued Wh per reading (one executemany)."""
-    if not len(reading_ids):
-        return
-    conn.execute(
-        update(t.readings)
-        .where(t.readings.c.id == bindparam("rid"))
-        .values(issued_wh=bindparam("iwh")),
-        [{"rid": int(i), "iwh": int(w)} for i, w in zip(reading_ids, issued_wh, strict=True)],
+def count_pending(conn: Connection, device_id: str | None, since: int) -> tuple[int, int]:
+    """(readings, Wh) not yet issued, for progress reporting."""
+    r = t.readings.c
+    q = _pending(
+        select(func.count(), func.coalesce(func.sum(r.wh - r.issued_wh), 0)), device_id, since
     )
+    n, wh = conn.execute(q).one()
+    return int(n), int(wh)
+
+
+def mark_fully_issued(conn: Connection, reading_ids: Sequence[int]) -> None:
+    """Set ``issued_wh = wh`` on these readings (the whole remainder was issued)."""
+    ids = [int(i) for i in reading_ids]
+    if not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ANY(%s)", (ids,))
+    else:
+        conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ?", [(i,) for i in ids])
 
 
 # -- bundles -----------------------------------------------------------------------------------
