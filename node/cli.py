@@ -310,13 +310,22 @@ def meter() -> None:
 @_home_option
 @_json_option
 def meter_import(file, fmt, request_id, home, as_json) -> None:
-    """Import production readings from FILE (registry CSV or Green Button XML)."""
-    res = _open(home).import_readings(file, request_id=_rid(request_id), fmt=fmt)
+    """Import production readings from FILE (registry CSV or Green Button XML).
+
+    The file is read and stored in chunks, all in one transaction: a bad reading anywhere
+    leaves nothing of the file stored.  Importing an unchanged file again stores nothing."""
+    from rich.markup import escape
+
+    from eap.node.progress import progress_bar, wanted
+
+    node = _open(home)
+    with progress_bar("importing", "bytes", enabled=wanted(as_json)) as progress:
+        res = node.import_readings(file, request_id=_rid(request_id), fmt=fmt, progress=progress)
     text = f"imported {res.readings:,} readings ({res.wh:,} Wh), {res.unchanged:,} unchanged"
     if res.unknown_meters:
         text += (
             f"\n[yellow]skipped meters with no registered device:[/yellow] "
-            f"{', '.join(res.unknown_meters[:10])}"
+            f"{escape(', '.join(res.unknown_meters[:10]))}"
         )
     _emit(res.to_dict(), as_json, text=text)
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pluggy
 from sqlalchemy import Connection
 
@@ -27,6 +26,7 @@ from eap.node.domain import (
     anchoring,
     custody,
     idempotency,
+    ingest,
     issuance,
     ledger,
     obligations,
@@ -42,12 +42,9 @@ from eap.node.domain.rules import (
     LOCAL_REF_RE,
     MAX_CAPACITY_W,
     MAX_CARBON_MG,
-    MAX_INTERVAL_S,
-    MAX_READING_WH,
     MAX_RENEWABLE_PPM,
     ZONE_RE,
     Checker,
-    interval_violation,
 )
 from eap.node.domain.rules import page_token as check_page_token
 from eap.node.errors import (
@@ -59,7 +56,7 @@ from eap.node.errors import (
     PermissionDenied,
     invalid,
 )
-from eap.node.meters import MeterReadings, reader_for
+from eap.node.meters import MeterReadings
 from eap.node.records.enums import Purpose, Source, Status, Technology
 from eap.node.records.models import (
     Account,
@@ -76,8 +73,6 @@ from eap.node.records.models import (
     TransferResult,
 )
 from eap.node.store import Store, open_store, repos
-from eap.node.store import schema as t
-from eap.node.store.engine import bulk_insert
 from eap.plugins.manager import get_plugin_manager
 
 MAX_PAGE = 1000
@@ -417,33 +412,18 @@ class Node:
     # -- meter readings -------------------------------------------------------------------------
 
     def import_readings(
-        self, path: Path, *, request_id: str, fmt: str = "", principal: Principal | None = None
+        self,
+        path: Path,
+        *,
+        request_id: str,
+        fmt: str = "",
+        principal: Principal | None = None,
+        progress: ingest.Progress | None = None,
     ) -> ImportResult:
-        """Import production readings from a meter-data file (CSV or Green Button)."""
-        principal = principal or Principal.operator()
-        self._operator_only(principal, "import meter data")
-        path = Path(path)
-        if not path.is_file():
-            raise invalid("file", f"{path} is not a readable file")
-        content = path.read_bytes()
-        source = reader_for(path, self.meter_sources(fmt))
-        readings = source.read(path, options=None)
-        payload = {"sha256": hashlib.sha256(content).hexdigest(), "format": source.name}
-        plugin_calls.violations(
-            self.plugins,
-            "eap_validate_readings",
-            {"readings": readings, "source": source.name, "config": dict(self.config.extra)},
-            plugin_calls.timeout_of(self),
-            "meter readings refused by a validation policy",
-        )
-        return idempotency.run(
-            self.store,
-            request_id=request_id,
-            operation="import_readings",
-            principal=principal,
-            payload=payload,
-            result_type=ImportResult,
-            fn=lambda conn: self._store_readings(conn, readings),
+        """Import production readings from a meter-data file, streamed in chunks into one
+        transaction (:mod:`eap.node.domain.ingest`)."""
+        return ingest.import_file(
+            self, path, request_id=request_id, fmt=fmt, principal=principal, progress=progress
         )
 
     def import_pulled_readings(
@@ -456,20 +436,8 @@ class Node:
     ) -> ImportResult:
         """Import readings a plugin pulled from a utility API (``eap-node meter pull``): the same
         checks and storage as a file import; ``payload`` names the pull for idempotency."""
-        principal = principal or Principal.operator()
-        self._operator_only(principal, "import meter data")
-        digest = hashlib.sha256()
-        for column in (readings.meter, readings.interval_start, readings.interval_end, readings.wh):
-            digest.update(column.tobytes())
-        digest.update("\n".join(readings.meters).encode())
-        return idempotency.run(
-            self.store,
-            request_id=request_id,
-            operation="import_readings",
-            principal=principal,
-            payload={**payload, "sha256": digest.hexdigest(), "format": readings.source},
-            result_type=ImportResult,
-            fn=lambda conn: self._store_readings(conn, readings),
+        return ingest.import_readings(
+            self, readings, request_id=request_id, payload=payload, principal=principal
         )
 
     def import_readings_bytes(
@@ -491,121 +459,6 @@ class Node:
                 )
             except InvalidArgument as exc:  # never show the server's temporary path
                 raise _hide_path(exc, str(path), filename or "content") from None
-
-    def _store_readings(self, conn: Connection, rd: MeterReadings) -> ImportResult:
-        if rd.kind != "production":
-            raise invalid(
-                "file",
-                f"readings are {rd.kind}; records are only issued from "
-                "production or storage discharge",
-            )
-        if len(rd) == 0:
-            return ImportResult()
-        devices = repos.devices_by_meter(conn, rd.meters)
-        unknown = sorted(set(rd.meters) - set(devices))
-        known = np.array([m in devices for m in rd.meters], dtype=bool)
-        keep = known[rd.meter]
-        meter_idx = rd.meter[keep]
-        start, end, wh = rd.interval_start[keep], rd.interval_end[keep], rd.wh[keep]
-        if len(start) == 0:
-            return ImportResult(unknown_meters=unknown)
-        dev_ids = np.array(
-            [devices[m].id if m in devices else "" for m in rd.meters], dtype=object
-        )[meter_idx]
-        capacity = np.array(
-            [devices[m].capacity_w if m in devices else 0 for m in rd.meters], dtype=np.int64
-        )[meter_idx]
-        self._check_readings(rd, meter_idx, start, end, wh, capacity)
-        # Compare with stored readings of the same devices: identical = unchanged, else conflict.
-        existing = repos.readings_in_range(
-            conn, sorted(set(dev_ids)), int(start.min()), int(end.max())
-        )
-        new = np.ones(len(start), dtype=bool)
-        check = Checker("meter readings conflict with stored readings")
-        by_device: dict[str, list] = {}
-        for r in existing:
-            by_device.setdefault(r.device_id, []).append(r)
-        for device_id, rows in by_device.items():
-            # Stored intervals of one device never overlap: sorted by start, ends are sorted too.
-            rows.sort(key=lambda r: r.interval_start)
-            ex_start = np.fromiter((r.interval_start for r in rows), np.int64, len(rows))
-            ex_end = np.fromiter((r.interval_end for r in rows), np.int64, len(rows))
-            ex_wh = np.fromiter((r.wh for r in rows), np.int64, len(rows))
-            idx = np.flatnonzero(dev_ids == device_id)
-            s_new, e_new, w_new = start[idx], end[idx], wh[idx]
-            pos = np.minimum(np.searchsorted(ex_start, s_new), len(rows) - 1)
-            same_start = ex_start[pos] == s_new
-            identical = same_start & (ex_end[pos] == e_new) & (ex_wh[pos] == w_new)
-            new[idx[identical]] = False
-            last_before_end = np.searchsorted(ex_start, e_new) - 1
-            overlaps = (last_before_end >= 0) & (ex_end[np.maximum(last_before_end, 0)] > s_new)
-            for k in np.flatnonzero((same_start & ~identical) | (overlaps & ~same_start))[:50]:
-                name = f"readings[{rd.meters[meter_idx[idx[k]]]}@{int(s_new[k])}]"
-                if same_start[k]:
-                    p = pos[k]
-                    check.fail(
-                        name,
-                        f"stored reading has {int(ex_wh[p])} Wh over "
-                        f"{int(ex_end[p] - ex_start[p])} s, file has {int(w_new[k])} Wh "
-                        f"over {int(e_new[k] - s_new[k])} s",
-                    )
-                else:
-                    check.fail(name, "overlaps a stored reading of another interval")
-        check.done()
-        n = int(new.sum())
-        bulk_insert(
-            conn,
-            t.readings,
-            {
-                "device_id": dev_ids[new],
-                "interval_start": start[new],
-                "interval_end": end[new],
-                "wh": wh[new],
-                "issued_wh": np.zeros(n, dtype=np.int64),
-            },
-        )
-        return ImportResult(
-            readings=n, wh=int(wh[new].sum()), unchanged=len(start) - n, unknown_meters=unknown
-        )
-
-    @staticmethod
-    def _check_readings(rd, meter_idx, start, end, wh, capacity) -> None:
-        """Interval, sign and capacity rules over the whole file at once (NumPy, no row loop)."""
-        duration = end - start
-        safe = np.where(duration > 0, duration, 1)
-        bad_interval = (
-            (duration <= 0) | (duration > 3600) | (3600 % safe != 0) | (start % safe != 0)
-        )
-        bad_wh = (wh < 0) | (wh > MAX_READING_WH)
-        # Wh * 3600 > cap * dur <=> Wh > floor(cap * dur / 3600): no int64 overflow on huge Wh
-        cap_dur = np.minimum(capacity, MAX_CAPACITY_W) * np.clip(duration, 0, MAX_INTERVAL_S)
-        over = ~bad_wh & (wh > cap_dur // MAX_INTERVAL_S)
-        order = np.lexsort((start, meter_idx))
-        same = meter_idx[order][1:] == meter_idx[order][:-1]
-        overlap = np.zeros(len(start), dtype=bool)
-        overlap[order[1:][same & (start[order][1:] < end[order][:-1])]] = True
-        check = Checker("invalid meter readings")
-        for mask, why in (
-            (bad_interval, "interval"),
-            (bad_wh, "wh"),
-            (over, "wh"),
-            (overlap, "interval"),
-        ):
-            for i in np.flatnonzero(mask)[:20]:
-                name = f"readings[{rd.meters[meter_idx[i]]}@{int(start[i])}].{why}"
-                if mask is bad_interval:
-                    text = interval_violation(int(start[i]), int(end[i])) or "invalid interval"
-                elif mask is bad_wh:
-                    text = f"{int(wh[i])} Wh is outside 0..{MAX_READING_WH} Wh"
-                elif mask is over:
-                    text = (
-                        f"{int(wh[i])} Wh exceeds capacity "
-                        f"{int(capacity[i])} W x {int(duration[i])} s"
-                    )
-                else:
-                    text = "overlaps another reading of the same meter"
-                check.fail(name, text)
-        check.done()
 
     # -- issuance -------------------------------------------------------------------------------
 
