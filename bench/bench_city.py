@@ -10,7 +10,8 @@ Defaults (200 devices x 48 h) are a smoke test; the city-scale issue's targets a
 Each backend gets a fresh node and a fresh database (PostgreSQL: a new database on the local
 server, dropped afterwards).  Every step runs in its own process, as an operator would run
 it (the ``eap-node`` CLI where there is a command), timed wall-clock from the outside and
-with the process's peak RSS (``os.wait4``); each is set beside a baseline of the same rows in
+with the process's peak RSS (``VmHWM`` of its own address space, written at exit: not
+inflated by the parent it was forked from); each is set beside a baseline of the same rows in
 the same run where one makes sense:
 
 * **register devices**: from one devices file (:func:`register_devices`; the fastest
@@ -48,7 +49,19 @@ from typing import Any
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 DEVICES_PER_OWNER = 100
 PG_ADMIN = os.environ.get("EAP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-CLI = [sys.executable, "-m", "eap.node"]
+#: Runs a module as ``python -m`` would and, at exit, writes the process's peak RSS (VmHWM of
+#: its own address space, so not inflated by the parent it was forked from) to a file.
+_WRAP = (
+    "import atexit, os, runpy, sys\n"
+    "def _hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            open(os.environ['BENCH_CITY_HWM'], 'w').write(line.split()[1])\n"
+    "atexit.register(_hwm)\n"
+    "mod, sys.argv = sys.argv[1], sys.argv[1:]\n"
+    "runpy.run_module(mod, run_name='__main__', alter_sys=True)\n"
+)
+CLI = [sys.executable, "-c", _WRAP, "eap.node"]
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -167,6 +180,8 @@ def _step(args: argparse.Namespace) -> dict[str, Any]:
         for lo in range(0, n, step):
             k = np.arange(lo, min(n, lo + step))
             hour, devi = k // d, k % d
+            order = np.lexsort((hour, devi))  # by device, as the importer stores a chunk
+            k, hour, devi = k[order], hour[order], devi[order]
             start = T0 + 3600 * hour
             with store.transaction() as conn:
                 if args.step == "raw_readings":
@@ -256,9 +271,15 @@ def _step(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) -> dict[str, Any]:
     """Run ``cmd``; wall time, time to the first stdout line, peak RSS (MB), its JSON."""
+    hwm = tempfile.NamedTemporaryFile(prefix="bench-city-hwm-", delete=False)  # noqa: SIM115
+    hwm.close()
+    errors = tempfile.TemporaryFile()  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        env={**os.environ, **(env or {}), "BENCH_CITY_HWM": hwm.name},
     )
     first = None
     lines = 0
@@ -271,10 +292,15 @@ def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) ->
         if not first_line:
             chunks.append(line)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code
+    text = Path(hwm.name).read_text().strip()
+    os.unlink(hwm.name)
+    rss_mb = int(text) / 1024 if text else 0.0
+    errors.seek(0)
+    err = errors.read()
+    errors.close()
     if code != 0:
         raise SystemExit(f"{' '.join(cmd[:6])} failed ({code}): {err.decode()[-2000:]}")
     body = b"".join(chunks).decode()
@@ -288,13 +314,16 @@ def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) ->
         "wall": wall,
         "first": first,
         "lines": lines,
-        "rss_mb": usage.ru_maxrss / 1024,
+        "rss_mb": rss_mb,
         "data": data,
     }
 
 
 def _self(*args: str) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), *args]
+    wrap = _WRAP.replace("run_module(mod, run_name='__main__', alter_sys=True)",
+                         "run_path(mod, run_name='__main__')")
+    return [sys.executable, "-c", wrap,
+            str(Path(__file__).resolve()), *args]
 
 
 def bench_backend(

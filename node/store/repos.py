@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from eap.node.errors import InvalidArgument
@@ -180,14 +180,22 @@ def _pending(q, device_id: str | None, since: int):
     return q.where(r.device_id == device_id) if device_id else q
 
 
+#: Advisory lock key serialising issuers on PostgreSQL ("EAP_ISSU").
+_ISSUE_LOCK = 0x4541505F49535355
+
+
 def pending_page(
     conn: Connection, after_id: int, limit: int, device_id: str | None, since: int, *, lock: bool
 ):
     """The next ``limit`` readings with un-issued Wh after reading id ``after_id`` (keyset
     pagination by id: each page is an index range scan, never a load of everything pending).
 
-    On PostgreSQL the page's rows are locked (``FOR UPDATE``) until the caller's transaction
-    ends, so a concurrent issuance waits for them and then finds them issued."""
+    With ``lock`` on PostgreSQL, issuers are serialised by a transaction-level advisory lock
+    taken first: a concurrent issuance waits for this batch's commit and then reads the rows
+    as issued.  (Row locks, ``FOR UPDATE``, would write every row of the page twice.)  SQLite
+    transactions already hold the database's write lock."""
+    if lock and conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ISSUE_LOCK})
     r = t.readings.c
     q = _pending(
         select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
@@ -196,10 +204,7 @@ def pending_page(
         device_id,
         since,
     )
-    q = q.order_by(r.id).limit(limit)
-    if lock and conn.dialect.name == "postgresql":
-        q = q.with_for_update()
-    return conn.execute(q).all()
+    return conn.execute(q.order_by(r.id).limit(limit)).all()
 
 
 def count_pending(conn: Connection, device_id: str | None, since: int) -> tuple[int, int]:
