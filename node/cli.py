@@ -608,18 +608,22 @@ def retire(
 @_home_option
 @_json_option
 def bundles(owner, status_, device, limit, purpose, home, as_json) -> None:
-    """List record bundles."""
+    """List record bundles (--json streams the array page by page)."""
     st = int(Status.parse(status_, "--status")) if status_ else 0
-    items = _all_pages(
-        lambda tok: _open(home).list_bundles(
+
+    def fetch(tok):
+        return _open(home).list_bundles(
             purpose=Purpose[purpose.upper()],
             owner=owner,
             status=st,
             device=device,
             page_token=tok,
-        ),
-        limit=limit,
-    )
+        )
+
+    if as_json:  # one page in memory at a time; the first bundles print at once
+        _stream_json(fetch, limit)
+        return
+    items = _all_pages(fetch, limit=limit)
     table = Table("id", "Wh", "hour (UTC)", "source", "zone", "owner", "status", title="bundles")
     for b in items:
         table.add_row(
@@ -842,6 +846,25 @@ def serve(
         require_client_cert=require_client_cert,
         allow_plaintext_remote=allow_plaintext_remote or None,
     )
+
+
+def _stream_json(fetch, limit: int = 0) -> None:
+    """Print every page's items as one JSON array, written as the pages arrive."""
+    out = sys.stdout
+    page = fetch("")  # a bad request fails before anything is printed
+    out.write("[")
+    n = 0
+    while True:
+        for item in page.items:
+            if limit and n >= limit:
+                break
+            out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(item.to_dict(), sort_keys=True))
+            n += 1
+        out.flush()
+        if not page.next_token or (limit and n >= limit):
+            break
+        page = fetch(page.next_token)
+    out.write("\n]\n" if n else "]\n")
 
 
 def _all_pages(fetch, limit: int = 0) -> list:

@@ -245,3 +245,29 @@ def test_process_killed_mid_run_then_rerun_issues_each_reading_once(
         assert out["batches"] == -(-LIVE // 40) - committed
         assert out["wh"] <= total
     assert before["batch_wh"] == total
+
+
+def test_cli_issue_then_bundles_json_streams_across_pages(tmp_path):
+    from conftest import make_node
+
+    node = make_node(tmp_path / "home")
+    register(node)
+    total = write_csv(tmp_path / "m.csv", hours=300)  # 1,200 readings: more than one page
+    node.import_readings(tmp_path / "m.csv", request_id="imp")
+    home = node.config.home
+    with node.store.read() as conn:
+        owner = conn.execute(select(t.devices.c.owner)).scalars().first()
+    node.close()
+    issued = _cli(home, "issue", "--batch-size", "500", "--json")
+    assert issued.returncode == 0, issued.stderr
+    res = json.loads(issued.stdout)
+    assert res["wh"] == total and res["batches"] == -(-res["bundles"] // 500)
+    listed = _cli(home, "bundles", "--owner", owner, "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)
+    assert len(items) == res["bundles"] > 1000
+    assert len({b["id"] for b in items}) == len(items)
+    assert sum(b["serial_end"] - b["serial_start"] for b in items) == total
+    assert len(json.loads(_cli(home, "bundles", "--json", "--limit", "7").stdout)) == 7
+    none = _cli(home, "bundles", "--json", "--device", "no-such-device")
+    assert none.returncode == 0 and json.loads(none.stdout) == []

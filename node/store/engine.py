@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Newest migration revision; tests/test_store_migrations.py checks it is Alembic's head.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0015"
 
 
 def normalise_url(url: str) -> str:

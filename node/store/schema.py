@@ -109,6 +109,8 @@ bundles = Table(
     Column("held_by", String(128)),
     UniqueConstraint("issuer", "serial_start", "serial_end", name="uq_bundles_range"),
     Index("ix_bundles_owner_status", "owner", "status"),
+    # keyset pages of one owner's bundles (`bundles --owner`): an index range, no sort
+    Index("ix_bundles_owner_id", "owner", "id"),
     Index("ix_bundles_device", "device_id", "interval_start"),
 )
 
