@@ -164,14 +164,25 @@ def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
 # -- readings ----------------------------------------------------------------------------------
 
 
-def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int):
-    """Existing readings of these devices that intersect ``[lo, hi)``."""
+def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int) -> list:
+    """Existing readings of these devices that intersect ``[lo, hi)``, as plain
+    ``(device_id, interval_start, interval_end, wh)`` tuples (devices asked 1,000 at a time:
+    a city's chunk names more devices than SQLite takes parameters)."""
     r = t.readings.c
-    return conn.execute(
-        select(r.device_id, r.interval_start, r.interval_end, r.wh).where(
-            r.device_id.in_(list(device_ids)), r.interval_start < hi, r.interval_end > lo
+    ids = list(device_ids)
+    out: list = []
+    for i in range(0, len(ids), 1000):
+        result = conn.execute(
+            select(r.device_id, r.interval_start, r.interval_end, r.wh).where(
+                r.device_id.in_(ids[i : i + 1000]),
+                # readings last at most an hour: a range of the (device, start) index
+                r.interval_start > lo - 3600,
+                r.interval_start < hi,
+                r.interval_end > lo,
+            )
         )
-    ).all()
+        out.extend(result.tuples())
+    return out
 
 
 def _pending(q, device_id: str | None, since: int):
