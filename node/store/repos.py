@@ -166,22 +166,24 @@ def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
 
 def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int) -> list:
     """Existing readings of these devices that intersect ``[lo, hi)``, as plain
-    ``(device_id, interval_start, interval_end, wh)`` tuples (devices asked 1,000 at a time:
-    a city's chunk names more devices than SQLite takes parameters)."""
-    r = t.readings.c
+    ``(device_id, interval_start, interval_end, wh)`` tuples straight from the driver (a
+    re-import compares whole chunks of them).  Devices are asked 1,000 at a time: a city's
+    chunk names more devices than SQLite takes parameters.  Readings last at most an hour, so
+    ``interval_start > lo - 3600`` makes it a range of the (device, start) index."""
     ids = list(device_ids)
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
     out: list = []
+    cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
     for i in range(0, len(ids), 1000):
-        result = conn.execute(
-            select(r.device_id, r.interval_start, r.interval_end, r.wh).where(
-                r.device_id.in_(ids[i : i + 1000]),
-                # readings last at most an hour: a range of the (device, start) index
-                r.interval_start > lo - 3600,
-                r.interval_start < hi,
-                r.interval_end > lo,
-            )
+        part = ids[i : i + 1000]
+        sql = (
+            "SELECT device_id, interval_start, interval_end, wh FROM readings "
+            f"WHERE device_id IN ({', '.join([mark] * len(part))}) "
+            f"AND interval_start > {mark} AND interval_start < {mark} AND interval_end > {mark}"
         )
-        out.extend(result.tuples())
+        cursor.execute(sql, (*part, lo - 3600, hi, lo))
+        out.extend(cursor.fetchall())
+    cursor.close()
     return out
 
 
