@@ -177,14 +177,12 @@ class CsvMeterSource:
             yield self.read(p, options=opts)
             return
         log = ViolationLog(opts.max_violations)
-        pending: list[tuple[Columns, np.ndarray]] = []
         ids: dict[str, int] = {}
         gen = self._scan_iter(p, log, chunk_bytes or self.chunk_bytes, ids)
         rows = 0
         notes: list[ReadNote] = []
         for cols, gross in gen:
             log.raise_if_any(f"invalid meter CSV {p.name}")
-            pending.append((cols, gross))
             readings, chunk_notes = self._finish(p, opts, log, list(ids), cols, gross)
             rows += len(readings)
             notes += chunk_notes
