@@ -320,10 +320,10 @@ def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) ->
 
 
 def _self(*args: str) -> list[str]:
-    wrap = _WRAP.replace("run_module(mod, run_name='__main__', alter_sys=True)",
-                         "run_path(mod, run_name='__main__')")
-    return [sys.executable, "-c", wrap,
-            str(Path(__file__).resolve()), *args]
+    wrap = _WRAP.replace(
+        "run_module(mod, run_name='__main__', alter_sys=True)", "run_path(mod, run_name='__main__')"
+    )
+    return [sys.executable, "-c", wrap, str(Path(__file__).resolve()), *args]
 
 
 def bench_backend(
