@@ -146,14 +146,20 @@ def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> N
 )
 @_home_option
 @_json_option
-def init(node_id, zone, database, api_listen, federation_listen, operator_signed, home,
-         as_json) -> None:
+def init(
+    node_id, zone, database, api_listen, federation_listen, operator_signed, home, as_json
+) -> None:
     """Create a node home: config, Ed25519 signing key and database."""
     from eap.node.domain.node import Node
 
     home = home or default_home()
     cfg = create_home(
-        home, node_id, zone, database, api_listen, federation_listen,
+        home,
+        node_id,
+        zone,
+        database,
+        api_listen,
+        federation_listen,
         operator_signed=operator_signed,
     )
     node = Node.initialise(cfg)
@@ -330,8 +336,16 @@ def meter() -> None:
 @_home_option
 @_json_option
 def meter_import(file, fmt, request_id, home, as_json) -> None:
-    """Import production readings from FILE (registry CSV or Green Button XML)."""
-    res = _open(home).import_readings(file, request_id=_rid(request_id), fmt=fmt)
+    """Import production readings from FILE (registry CSV or Green Button XML).
+
+    The file is read and stored in chunks, all in one transaction: a bad reading anywhere
+    leaves nothing of the file stored.  Importing an unchanged file again stores nothing."""
+
+    from eap.node.progress import progress_bar, wanted
+
+    node = _open(home)
+    with progress_bar("importing", "bytes", enabled=wanted(as_json)) as progress:
+        res = node.import_readings(file, request_id=_rid(request_id), fmt=fmt, progress=progress)
     text = f"imported {res.readings:,} readings ({res.wh:,} Wh), {res.unchanged:,} unchanged"
     if res.unknown_meters:
         text += (
@@ -343,11 +357,15 @@ def meter_import(file, fmt, request_id, home, as_json) -> None:
 
 @meter.command("pull")
 @click.option(
-    "--source", default="greenbutton_connect", show_default=True,
+    "--source",
+    default="greenbutton_connect",
+    show_default=True,
     help="The meter puller plugin to run (eap_meter_pullers).",
 )
 @click.option(
-    "--subscription", "subscriptions", multiple=True,
+    "--subscription",
+    "subscriptions",
+    multiple=True,
     help="Only this subscription of the source (repeatable; default: all configured).",
 )
 @_request_option
@@ -359,9 +377,10 @@ def meter_pull(source, subscriptions, request_id, home, as_json) -> None:
     node = _open(home)
     pullers = {p.name: p for found in node.plugins.hook.eap_meter_pullers() for p in found}
     if source not in pullers:
-        raise InvalidArgument(f"no meter puller {source!r}; loaded: "
-                              f"{', '.join(sorted(pullers)) or 'none'}",
-                              [FieldViolation("source", "unknown meter puller")])
+        raise InvalidArgument(
+            f"no meter puller {source!r}; loaded: {', '.join(sorted(pullers)) or 'none'}",
+            [FieldViolation("source", "unknown meter puller")],
+        )
     done = pullers[source].pull_into_node(node, subscriptions, request_id=_rid(request_id))
     data = [{**p.to_dict(), "import": r.to_dict()} for p, r in done]
     lines = []
@@ -382,20 +401,39 @@ def meter_pull(source, subscriptions, request_id, home, as_json) -> None:
 @main.command()
 @click.option("--device", default="", help="Only this device (id or local ref).")
 @click.option("--since", default=None, help="Only readings from this time (ISO 8601 or unix s).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Readings per signed batch (default and maximum: [limits] max_batch_records).",
+)
 @_request_option
 @_home_option
 @_json_option
-def issue(device, since, request_id, home, as_json) -> None:
-    """Issue record bundles from readings not yet issued (one signed batch)."""
-    res = _open(home).issue(
-        request_id=_rid(request_id), device=device, since=_parse_time(since, "--since")
-    )
-    text = (
-        f"issued {res.bundles:,} bundles, {res.wh:,} Wh in batch {res.batch_seq} "
-        f"(root {res.merkle_root.hex()[:16]}…)"
-        if res.bundles
-        else "nothing to issue"
-    )
+def issue(device, since, batch_size, request_id, home, as_json) -> None:
+    """Issue record bundles from every reading not yet issued, in signed batches.
+
+    Each batch is its own transaction: after a crash, run again (with the same --request-id
+    or without) and only what is still pending is issued."""
+    from eap.node.progress import progress_bar, wanted
+
+    node = _open(home)
+    with progress_bar("issuing", "readings", enabled=wanted(as_json)) as progress:
+        res = node.issue_all(
+            request_id=_rid(request_id),
+            device=device,
+            since=_parse_time(since, "--since"),
+            batch_size=batch_size,
+            progress=progress,
+        )
+    if res.batches:
+        seqs = res.batch_seqs
+        where = (
+            f"batch {seqs[0]}" if len(seqs) == 1 else f"{len(seqs)} batches ({seqs[0]}..{seqs[-1]})"
+        )
+        text = f"issued {res.bundles:,} bundles, {res.wh:,} Wh in {where}"
+    else:
+        text = "nothing to issue"
     _emit(res.to_dict(), as_json, text=text)
 
 
@@ -809,16 +847,35 @@ def keys_rotate(retire_after_days, home, as_json) -> None:
 
 @main.command()
 @click.option("--listen", default=None, help="host:port for the local API (default: config).")
-@click.option("--tls-cert", type=click.Path(path_type=Path), default=None,
-              help="PEM certificate of the local API (default: [api] tls_cert).")
-@click.option("--tls-key", type=click.Path(path_type=Path), default=None,
-              help="Its private key, mode 0600 (default: [api] tls_key).")
-@click.option("--client-ca", type=click.Path(path_type=Path), default=None,
-              help="CA(s) of accepted client certificates (default: [api] client_ca).")
-@click.option("--require-client-cert/--no-require-client-cert", default=None,
-              help="Refuse API clients without a certificate from --client-ca.")
-@click.option("--allow-plaintext-remote", is_flag=True, default=None,
-              help="Serve a non-loopback API without TLS (tokens in clear): an explicit opt-out.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PEM certificate of the local API (default: [api] tls_cert).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Its private key, mode 0600 (default: [api] tls_key).",
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CA(s) of accepted client certificates (default: [api] client_ca).",
+)
+@click.option(
+    "--require-client-cert/--no-require-client-cert",
+    default=None,
+    help="Refuse API clients without a certificate from --client-ca.",
+)
+@click.option(
+    "--allow-plaintext-remote",
+    is_flag=True,
+    default=None,
+    help="Serve a non-loopback API without TLS (tokens in clear): an explicit opt-out.",
+)
 @_home_option
 @click.pass_context
 def serve(ctx, listen, tls_cert, tls_key, client_ca, require_client_cert,
@@ -906,11 +963,20 @@ def identity(home, as_json) -> None:
     if as_json:
         click.echo(json_format.MessageToJson(ident, indent=2, sort_keys=True))
         return
-    table = Table("key id", "public key (base64)", "active", "not after (ms)",
-                  title=f"{ident.node_id} ({ident.zone}), {', '.join(ident.protocol_versions)}")
+    table = Table(
+        "key id",
+        "public key (base64)",
+        "active",
+        "not after (ms)",
+        title=f"{ident.node_id} ({ident.zone}), {', '.join(ident.protocol_versions)}",
+    )
     for k in ident.keys:
-        table.add_row(k.key_id, base64.b64encode(k.public_key).decode(),
-                      "yes" if k.active else "", str(k.not_after_ms or ""))
+        table.add_row(
+            k.key_id,
+            base64.b64encode(k.public_key).decode(),
+            "yes" if k.active else "",
+            str(k.not_after_ms or ""),
+        )
     console.print(table)
 
 
@@ -941,8 +1007,12 @@ def proof() -> None:
 
 @proof.command("get")
 @click.argument("bundle")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write the proof to FILE (default: stdout).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the proof to FILE (default: stdout).",
+)
 @_home_option
 @_json_option
 def proof_get(bundle, out, home, as_json) -> None:
@@ -959,17 +1029,24 @@ def proof_get(bundle, out, home, as_json) -> None:
     from eap.node.domain import proofs
 
     bp = convert.bundle_proof(proofs.bundle_proof(_open(home), bundle))
-    doc = {"issuer": bp.proof.batch.issuer,
-           "bundle_proof": json_format.MessageToDict(bp)}
+    doc = {"issuer": bp.proof.batch.issuer, "bundle_proof": json_format.MessageToDict(bp)}
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     if out is None:
         click.echo(text, nl=False)
         return
     out.write_text(text)
-    summary = {"bundle": bp.bundle.id, "issuer": bp.proof.batch.issuer,
-               "batch_seq": bp.proof.batch.seq, "out": str(out)}
-    _emit(summary, as_json, text=f"wrote the proof of {bp.bundle.id} (issuer "
-          f"{bp.proof.batch.issuer}, batch #{bp.proof.batch.seq}) to {out}")
+    summary = {
+        "bundle": bp.bundle.id,
+        "issuer": bp.proof.batch.issuer,
+        "batch_seq": bp.proof.batch.seq,
+        "out": str(out),
+    }
+    _emit(
+        summary,
+        as_json,
+        text=f"wrote the proof of {bp.bundle.id} (issuer "
+        f"{bp.proof.batch.issuer}, batch #{bp.proof.batch.seq}) to {out}",
+    )
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -992,25 +1069,32 @@ def _verify_keys(descriptor_file, identity_file) -> tuple[dict, str | None]:
             desc = NodeDescriptor.from_json(descriptor_file.read_bytes())
             desc.verify()
         except (OSError, EapError) as exc:
-            raise click.BadParameter(f"{descriptor_file}: {exc}",
-                                     param_hint="--descriptor") from None
+            raise click.BadParameter(
+                f"{descriptor_file}: {exc}", param_hint="--descriptor"
+            ) from None
         node_id = desc.node_id
         out.setdefault(node_id, {}).update(
-            {k.key_id: k.public_key for k in desc.public_keys.values()})
+            {k.key_id: k.public_key for k in desc.public_keys.values()}
+        )
     if identity_file is not None:
         from google.protobuf import json_format
 
         from eap.v1 import node_api_pb2 as api
 
         try:
-            ident = json_format.ParseDict(_read_json(identity_file, "identity"),
-                                          api.NodeIdentity(), ignore_unknown_fields=True)
+            ident = json_format.ParseDict(
+                _read_json(identity_file, "identity"),
+                api.NodeIdentity(),
+                ignore_unknown_fields=True,
+            )
         except json_format.ParseError as exc:
             raise click.BadParameter(f"{identity_file}: {exc}", param_hint="--identity") from None
         for k in ident.keys:
             if len(k.public_key) != 32 or key_id_for(k.public_key) != k.key_id:
-                raise click.BadParameter(f"{identity_file}: key {k.key_id} does not match "
-                                         "its public key", param_hint="--identity")
+                raise click.BadParameter(
+                    f"{identity_file}: key {k.key_id} does not match its public key",
+                    param_hint="--identity",
+                )
         if node_id is not None and ident.node_id != node_id:
             raise click.BadParameter("--identity and --descriptor name different nodes")
         node_id = ident.node_id
@@ -1020,16 +1104,34 @@ def _verify_keys(descriptor_file, identity_file) -> tuple[dict, str | None]:
 
 @proof.command("verify")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--key", "key_args", multiple=True, metavar="KEYID=BASE64",
-              help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
-              "(repeatable; `eap-node identity` prints them).")
-@click.option("--descriptor", "descriptor_file", type=click.Path(path_type=Path, exists=True),
-              default=None, help="The issuer's signed node descriptor (JSON); its keys are used.")
-@click.option("--identity", "identity_file", type=click.Path(path_type=Path, exists=True),
-              default=None, help="The issuer's identity (`eap-node identity --json`, GetIdentity).")
-@click.option("--issuer", default=None,
-              help="Expected issuer node id (default: the descriptor's or identity's; with "
-              "--key only, the proof's own issuer).")
+@click.option(
+    "--key",
+    "key_args",
+    multiple=True,
+    metavar="KEYID=BASE64",
+    help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
+    "(repeatable; `eap-node identity` prints them).",
+)
+@click.option(
+    "--descriptor",
+    "descriptor_file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="The issuer's signed node descriptor (JSON); its keys are used.",
+)
+@click.option(
+    "--identity",
+    "identity_file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="The issuer's identity (`eap-node identity --json`, GetIdentity).",
+)
+@click.option(
+    "--issuer",
+    default=None,
+    help="Expected issuer node id (default: the descriptor's or identity's; with "
+    "--key only, the proof's own issuer).",
+)
 @_json_option
 def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json) -> None:
     """Check the proof in FILE offline, with only the issuer's public key(s).
@@ -1060,8 +1162,10 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
         except (ValueError, EapError):
             ok = False
         if not ok:
-            raise click.BadParameter(f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key "
-                                     "whose key id is KEYID", param_hint="--key")
+            raise click.BadParameter(
+                f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key whose key id is KEYID",
+                param_hint="--key",
+            )
         raw_keys[kid] = raw
 
     def reject(reason: str) -> None:
@@ -1074,8 +1178,14 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
         doc = json.loads(file.read_text(encoding="utf-8"))
         body = doc.get("bundle_proof", doc) if isinstance(doc, dict) else doc
         bp = json_format.ParseDict(body, pb.BundleProof())
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError,
-            json_format.ParseError) as exc:
+    except (
+        OSError,
+        UnicodeDecodeError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        json_format.ParseError,
+    ) as exc:
         reject(f"not a bundle proof file: {str(exc)[:200]}")
         return
     if raw_keys:  # --key names keys of the expected issuer, else of the proof's issuer
@@ -1100,7 +1210,8 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
         f"{a['device_id']}, {_time(a['interval'][0])}-{_time(a['interval'][1])[11:]} UTC, "
         f"renewable {a['renewable_ppm']} ppm, carbon {a['carbon_mg_per_kwh']} mg/kWh\n"
         f"  cell         {data['cell'] or '-'} (attested by the issuer's custody record, "
-        "not by the proof)")
+        "not by the proof)"
+    )
 
 
 # Federation commands (certs, descriptor, peer, sync) live with the federation package.

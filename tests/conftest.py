@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-METER_CSV = SHARED_DATA / "meters" / "hourly_measurements.csv"
+#: The project's own copies of the small shared files (tests/data/README.md).
+TEST_DATA = ROOT / "tests" / "data"
+METER_CSV = TEST_DATA / "meters" / "hourly_measurements.csv"
 PG_ADMIN_URL = os.environ.get("EAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -74,7 +75,7 @@ def db_url(request, tmp_path: Path) -> str:
 @pytest.fixture
 def meter_csv() -> Path:
     if not METER_CSV.exists():
-        pytest.skip(f"shared meter data absent: {METER_CSV}")
+        pytest.skip(f"meter fixture absent: {METER_CSV}")
     return METER_CSV
 
 

@@ -12,6 +12,8 @@ from eap.node.errors import ConfigError, InvalidArgument
 from eap.node.meters import GreenButtonSource
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "greenbutton"
+LOCAL = Path(__file__).parent / "data" / "greenbutton"
+# The custodian serves a full-year feed, which only the shared data has.
 if not SHARED.is_dir():
     pytest.skip(
         f"shared test data absent: {SHARED} (see the project README on ../shared/data)",
@@ -27,9 +29,9 @@ from eap.plugins.greenbutton_connect import (  # noqa: E402
 )
 
 COASTAL = SHARED / "Coastal_Multi_Family_Jan_1_2011_to_Jan_1_2012_RetailCustomer_5.xml"
-NINE_DAYS = SHARED / "TestGBDataHourlyNineDaysBinnedDaily.xml"
-CONTAINERIZED = SHARED / "electric_containerized.xml"
-GAS = SHARED / "gas_direct.xml"
+NINE_DAYS = LOCAL / "TestGBDataHourlyNineDaysBinnedDaily.xml"
+CONTAINERIZED = LOCAL / "electric_containerized.xml"
+GAS = LOCAL / "gas_direct.xml"
 GBD = "https://services.greenbuttondata.org/DataCustodian/espi/1_1/resource"
 CLIENT_ID, SECRET = "eap-node-test", "s3cret-client"
 T_2013 = 1_356_998_400  # 2013-01-01: every block of the 2011 files is published

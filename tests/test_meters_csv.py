@@ -23,17 +23,14 @@ from eap.node.meters import (
     parse_timestamp,
 )
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
+DATA = Path(__file__).parent / "data"
 HEADER = ",".join(CSV_COLUMNS)
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 
 
 @pytest.fixture
 def shared_csv() -> Path:
-    path = SHARED / "meters" / "hourly_measurements.csv"
-    if not path.is_file():
-        pytest.skip(f"shared test data absent: {path} (see the project README on ../shared/data)")
-    return path
+    return DATA / "meters" / "hourly_measurements.csv"
 
 
 def _write(tmp_path: Path, *rows: str, header: str = HEADER, name: str = "m.csv") -> Path:

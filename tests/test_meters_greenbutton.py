@@ -20,6 +20,9 @@ from eap.node.meters import (
 )
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "greenbutton"
+#: The small feeds are the project's own fixtures (tests/data/README.md); only the year files
+#: stay in the shared data.
+LOCAL = Path(__file__).parent / "data" / "greenbutton"
 ESPI = "http://naesb.org/espi"
 BASE = "https://services.greenbuttondata.org/DataCustodian/espi/1_1/resource"
 UP2 = f"{BASE}/RetailCustomer/2/UsagePoint/2"  # the usage point of the packaged sample
@@ -35,7 +38,7 @@ _READING = re.compile(
 
 
 def shared(name: str) -> Path:
-    path = SHARED / name
+    path = LOCAL / name if (LOCAL / name).is_file() else SHARED / name
     if not path.is_file():
         pytest.skip(f"shared test data absent: {path} (see the project README on ../shared/data)")
     return path

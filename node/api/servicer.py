@@ -277,6 +277,8 @@ class NodeApiServicer(node_api_pb2_grpc.NodeApiServicer):
 
     @_rpc
     def IssueRecords(self, request, context, principal):
+        # One bounded batch per call, its own transaction (eap.node.domain.issuance): a client
+        # calls again until batch_seq is 0, as `eap-node issue` loops in-process.
         res = self.node.issue(
             request_id=request.request_id,
             device=request.device,

@@ -26,6 +26,19 @@ def request_hash(operation: str, principal: Principal, payload: dict[str, Any]) 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def check_request_id(request_id: str) -> None:
+    """:class:`InvalidArgument` unless ``request_id`` is 1..128 printable ASCII characters."""
+    check = Checker()
+    check.text(
+        request_id,
+        "request_id",
+        max_len=128,
+        pattern=REQUEST_ID_RE,
+        hint="1..128 printable ASCII characters",
+    )
+    check.done()
+
+
 def run(
     store: Store,
     *,
@@ -42,15 +55,7 @@ def run(
     A replay of the same id and content returns the stored first result (through ``replay`` if
     given, e.g. to blank a one-time secret); the same id with other content is rejected.
     """
-    check = Checker()
-    check.text(
-        request_id,
-        "request_id",
-        max_len=128,
-        pattern=REQUEST_ID_RE,
-        hint="1..128 printable ASCII characters",
-    )
-    check.done()
+    check_request_id(request_id)
     digest = request_hash(operation, principal, payload)
 
     def stored() -> R | None:

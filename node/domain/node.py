@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pluggy
 from sqlalchemy import Connection
 
-from eap.node import batches, kernels
+from eap.node import kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
 from eap.node.domain import (
@@ -32,6 +31,8 @@ from eap.node.domain import (
     device_rules,
     holder_auth,
     idempotency,
+    ingest,
+    issuance,
     ledger,
     listings,
     obligations,
@@ -40,7 +41,7 @@ from eap.node.domain import (
     sybil,
 )
 from eap.node.domain.holder_auth import HolderAuth
-from eap.node.domain.ledger import bundle_id, lineage, now_ms
+from eap.node.domain.ledger import now_ms
 from eap.node.domain.policy import (
     redact_account,
     redact_bundle,
@@ -53,12 +54,8 @@ from eap.node.domain.rules import (
     BUNDLE_ID_RE,
     CLAIM_SEQ_RE,
     DEVICE_ID_RE,
-    MAX_CAPACITY_W,
-    MAX_INTERVAL_S,
-    MAX_READING_WH,
     ZONE_RE,
     Checker,
-    interval_violation,
 )
 from eap.node.domain.rules import page_token as check_page_token
 from eap.node.errors import (
@@ -70,7 +67,7 @@ from eap.node.errors import (
     PermissionDenied,
     invalid,
 )
-from eap.node.meters import MeterReadings, reader_for
+from eap.node.meters import MeterReadings
 from eap.node.records.enums import Purpose, Source, Status, Technology
 from eap.node.records.models import (
     Account,
@@ -79,15 +76,14 @@ from eap.node.records.models import (
     CreatedAccount,
     Device,
     ImportResult,
+    IssueAllResult,
     IssueResult,
     NodeStatus,
     Page,
     Principal,
     TransferResult,
 )
-from eap.node.store import Store, custody_repos, open_store, repos
-from eap.node.store import schema as t
-from eap.node.store.engine import bulk_insert
+from eap.node.store import Store, open_store, repos
 from eap.node.telemetry import ops as telemetry_ops
 from eap.node.telemetry.ops import traced
 from eap.plugins.manager import get_plugin_manager
@@ -464,33 +460,18 @@ class Node:
 
     @traced("eap.import", _import_attrs, _import_metrics)
     def import_readings(
-        self, path: Path, *, request_id: str, fmt: str = "", principal: Principal | None = None
+        self,
+        path: Path,
+        *,
+        request_id: str,
+        fmt: str = "",
+        principal: Principal | None = None,
+        progress: ingest.Progress | None = None,
     ) -> ImportResult:
-        """Import production readings from a meter-data file (CSV or Green Button)."""
-        principal = principal or Principal.operator()
-        self._operator_only(principal, "import meter data")
-        path = Path(path)
-        if not path.is_file():
-            raise invalid("file", f"{path} is not a readable file")
-        content = path.read_bytes()
-        source = reader_for(path, self.meter_sources(fmt))
-        readings = source.read(path, options=None)
-        payload = {"sha256": hashlib.sha256(content).hexdigest(), "format": source.name}
-        plugin_calls.violations(
-            self.plugins,
-            "eap_validate_readings",
-            {"readings": readings, "source": source.name, "config": dict(self.config.extra)},
-            plugin_calls.timeout_of(self),
-            "meter readings refused by a validation policy",
-        )
-        return idempotency.run(
-            self.store,
-            request_id=request_id,
-            operation="import_readings",
-            principal=principal,
-            payload=payload,
-            result_type=ImportResult,
-            fn=lambda conn: self._store_readings(conn, readings, require_known=True),
+        """Import production readings from a meter-data file, streamed in chunks into one
+        transaction (:mod:`eap.node.domain.ingest`)."""
+        return ingest.import_file(
+            self, path, request_id=request_id, fmt=fmt, principal=principal, progress=progress
         )
 
     @traced("eap.import", _import_attrs, _import_metrics)
@@ -504,20 +485,8 @@ class Node:
     ) -> ImportResult:
         """Import readings a plugin pulled from a utility API (``eap-node meter pull``): the same
         checks and storage as a file import; ``payload`` names the pull for idempotency."""
-        principal = principal or Principal.operator()
-        self._operator_only(principal, "import meter data")
-        digest = hashlib.sha256()
-        for column in (readings.meter, readings.interval_start, readings.interval_end, readings.wh):
-            digest.update(column.tobytes())
-        digest.update("\n".join(readings.meters).encode())
-        return idempotency.run(
-            self.store,
-            request_id=request_id,
-            operation="import_readings",
-            principal=principal,
-            payload={**payload, "sha256": digest.hexdigest(), "format": readings.source},
-            result_type=ImportResult,
-            fn=lambda conn: self._store_readings(conn, readings),
+        return ingest.import_readings(
+            self, readings, request_id=request_id, payload=payload, principal=principal
         )
 
     def import_readings_bytes(
@@ -540,133 +509,6 @@ class Node:
             except InvalidArgument as exc:  # never show the server's temporary path
                 raise _hide_path(exc, str(path), filename or "content") from None
 
-    def _store_readings(
-        self, conn: Connection, rd: MeterReadings, *, require_known: bool = False
-    ) -> ImportResult:
-        """Store ``rd``; with ``require_known`` (a file import) a file none of whose meters
-        is registered is refused (NotFound naming the meter ids) rather than imported empty."""
-        if rd.kind != "production":
-            raise invalid(
-                "file",
-                f"readings are {rd.kind}; records are only issued from "
-                "production or storage discharge",
-            )
-        if len(rd) == 0:
-            return ImportResult()
-        devices = repos.devices_by_meter(conn, rd.meters)
-        unknown = sorted(set(rd.meters) - set(devices))
-        known = np.array([m in devices for m in rd.meters], dtype=bool)
-        keep = known[rd.meter]
-        meter_idx = rd.meter[keep]
-        start, end, wh = rd.interval_start[keep], rd.interval_end[keep], rd.wh[keep]
-        if len(start) == 0 and require_known and unknown:
-            shown = ", ".join(unknown[:10]) + (
-                f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
-            )
-            raise NotFound(
-                f"none of the file's meters has a registered device: {shown}",
-                [_fv("file", f"no registered device for meter {m}") for m in unknown[:50]],
-            )
-        if len(start) == 0:
-            return ImportResult(unknown_meters=unknown)
-        dev_ids = np.array(
-            [devices[m].id if m in devices else "" for m in rd.meters], dtype=object
-        )[meter_idx]
-        capacity = np.array(
-            [devices[m].capacity_w if m in devices else 0 for m in rd.meters], dtype=np.int64
-        )[meter_idx]
-        self._check_readings(rd, meter_idx, start, end, wh, capacity)
-        # Compare with stored readings of the same devices: identical = unchanged, else conflict.
-        existing = repos.readings_in_range(
-            conn, sorted(set(dev_ids)), int(start.min()), int(end.max())
-        )
-        new = np.ones(len(start), dtype=bool)
-        check = Checker("meter readings conflict with stored readings")
-        by_device: dict[str, list] = {}
-        for r in existing:
-            by_device.setdefault(r.device_id, []).append(r)
-        for device_id, rows in by_device.items():
-            # Stored intervals of one device never overlap: sorted by start, ends are sorted too.
-            rows.sort(key=lambda r: r.interval_start)
-            ex_start = np.fromiter((r.interval_start for r in rows), np.int64, len(rows))
-            ex_end = np.fromiter((r.interval_end for r in rows), np.int64, len(rows))
-            ex_wh = np.fromiter((r.wh for r in rows), np.int64, len(rows))
-            idx = np.flatnonzero(dev_ids == device_id)
-            s_new, e_new, w_new = start[idx], end[idx], wh[idx]
-            pos = np.minimum(np.searchsorted(ex_start, s_new), len(rows) - 1)
-            same_start = ex_start[pos] == s_new
-            identical = same_start & (ex_end[pos] == e_new) & (ex_wh[pos] == w_new)
-            new[idx[identical]] = False
-            last_before_end = np.searchsorted(ex_start, e_new) - 1
-            overlaps = (last_before_end >= 0) & (ex_end[np.maximum(last_before_end, 0)] > s_new)
-            for k in np.flatnonzero((same_start & ~identical) | (overlaps & ~same_start))[:50]:
-                name = f"readings[{rd.meters[meter_idx[idx[k]]]}@{int(s_new[k])}]"
-                if same_start[k]:
-                    p = pos[k]
-                    check.fail(
-                        name,
-                        f"stored reading has {int(ex_wh[p])} Wh over "
-                        f"{int(ex_end[p] - ex_start[p])} s, file has {int(w_new[k])} Wh "
-                        f"over {int(e_new[k] - s_new[k])} s",
-                    )
-                else:
-                    check.fail(name, "overlaps a stored reading of another interval")
-        check.done()
-        n = int(new.sum())
-        bulk_insert(
-            conn,
-            t.readings,
-            {
-                "device_id": dev_ids[new],
-                "interval_start": start[new],
-                "interval_end": end[new],
-                "wh": wh[new],
-                "issued_wh": np.zeros(n, dtype=np.int64),
-            },
-        )
-        return ImportResult(
-            readings=n, wh=int(wh[new].sum()), unchanged=len(start) - n, unknown_meters=unknown
-        )
-
-    @staticmethod
-    def _check_readings(rd, meter_idx, start, end, wh, capacity) -> None:
-        """Interval, sign and capacity rules over the whole file at once (NumPy, no row loop)."""
-        duration = end - start
-        safe = np.where(duration > 0, duration, 1)
-        bad_interval = (
-            (duration <= 0) | (duration > 3600) | (3600 % safe != 0) | (start % safe != 0)
-        )
-        bad_wh = (wh < 0) | (wh > MAX_READING_WH)
-        # Wh * 3600 > cap * dur <=> Wh > floor(cap * dur / 3600): no int64 overflow on huge Wh
-        cap_dur = np.minimum(capacity, MAX_CAPACITY_W) * np.clip(duration, 0, MAX_INTERVAL_S)
-        over = ~bad_wh & (wh > cap_dur // MAX_INTERVAL_S)
-        order = np.lexsort((start, meter_idx))
-        same = meter_idx[order][1:] == meter_idx[order][:-1]
-        overlap = np.zeros(len(start), dtype=bool)
-        overlap[order[1:][same & (start[order][1:] < end[order][:-1])]] = True
-        check = Checker("invalid meter readings")
-        for mask, why in (
-            (bad_interval, "interval"),
-            (bad_wh, "wh"),
-            (over, "wh"),
-            (overlap, "interval"),
-        ):
-            for i in np.flatnonzero(mask)[:20]:
-                name = f"readings[{rd.meters[meter_idx[i]]}@{int(start[i])}].{why}"
-                if mask is bad_interval:
-                    text = interval_violation(int(start[i]), int(end[i])) or "invalid interval"
-                elif mask is bad_wh:
-                    text = f"{int(wh[i])} Wh is outside 0..{MAX_READING_WH} Wh"
-                elif mask is over:
-                    text = (
-                        f"{int(wh[i])} Wh exceeds capacity "
-                        f"{int(capacity[i])} W x {int(duration[i])} s"
-                    )
-                else:
-                    text = "overlaps another reading of the same meter"
-                check.fail(name, text)
-        check.done()
-
     # -- issuance -------------------------------------------------------------------------------
 
     @traced("eap.issue", lambda r: {"bundles": r.bundles, "wh": r.wh, "batch_seq": r.batch_seq})
@@ -678,48 +520,33 @@ class Node:
         since: int = 0,
         principal: Principal | None = None,
     ) -> IssueResult:
-        """Issue bundles for every un-issued Wh of the selected readings, as one signed batch."""
-        principal = principal or Principal.operator()
-        self._operator_only(principal, "issue records")
-        if since < 0:
-            raise invalid("since", "must be >= 0")
-
-        def op(conn: Connection) -> IssueResult:
-            dev_filter = ""
-            if device:
-                dev = repos.get_device(conn, device)
-                if dev is None:
-                    raise NotFound(f"no device {device}", [_fv("device", "unknown device")])
-                dev_filter = dev.id
-            rows = repos.unissued_readings(conn, dev_filter, since, lock=True)
-            if not rows:
-                return IssueResult()
-            result = self._issue_rows(conn, rows)
-            # queued in the issuance transaction: a crash after the commit loses no anchor
-            anchoring.enqueue(conn, self.plugins, result.batch_seq)
-            fresh.append(result)
-            return result
-
-        fresh: list[IssueResult] = []
-        result = idempotency.run(
-            self.store,
-            request_id=request_id,
-            operation="issue",
-            principal=principal,
-            payload={"device": device, "since": since},
-            result_type=IssueResult,
-            fn=op,
+        """Issue one signed batch of at most ``[limits] max_batch_records`` pending readings
+        (the ``IssueRecords`` RPC; see :mod:`eap.node.domain.issuance`)."""
+        return issuance.issue_one(
+            self, request_id=request_id, device=device, since=since, principal=principal
         )
-        if fresh:
-            self._anchor()
-            self.record_event(
-                "issued",
-                request_id,
-                batch_seq=result.batch_seq,
-                bundles=result.bundles,
-                wh=result.wh,
-            )
-        return result
+
+    def issue_all(
+        self,
+        *,
+        request_id: str,
+        device: str = "",
+        since: int = 0,
+        batch_size: int | None = None,
+        principal: Principal | None = None,
+        progress: issuance.Progress | None = None,
+    ) -> IssueAllResult:
+        """Issue every pending reading in signed batches, each its own transaction
+        (``eap-node issue``; see :mod:`eap.node.domain.issuance`)."""
+        return issuance.issue_all(
+            self,
+            request_id=request_id,
+            device=device,
+            since=since,
+            batch_size=batch_size,
+            principal=principal,
+            progress=progress,
+        )
 
     def _anchor(self) -> None:
         """Drain the anchor queue after an issuance; an anchoring plugin that is down only
@@ -759,117 +586,6 @@ class Node:
             names = ", ".join(s.name for s in sources)
             raise invalid("format", f"unknown meter data format {fmt!r}; one of: {names}")
         return chosen
-
-    def _issue_rows(self, conn: Connection, rows) -> IssueResult:
-        n = len(rows)
-        if n > self.config.max_batch_records:
-            rows = rows[: self.config.max_batch_records]
-            n = len(rows)
-        reading_id = np.fromiter((r.id for r in rows), np.int64, n)
-        dev_ids = [r.device_id for r in rows]
-        devs = repos.devices_by_id(conn, dev_ids)
-        remaining = np.fromiter((r.wh - r.issued_wh for r in rows), np.int64, n)
-        metered = np.fromiter((r.wh for r in rows), np.int64, n)
-        dev_codes, dev_table = batches.encode_dictionary(dev_ids)
-        d = [devs[x] for x in dev_table]
-        zone_codes, zones = batches.encode_dictionary([x.zone for x in d])
-        owner_codes, owners = batches.encode_dictionary([x.owner for x in d])
-        per_dev = lambda attr, dtype: np.array([getattr(x, attr) for x in d], dtype)[dev_codes]  # noqa: E731
-        base = repos.bump(conn, "serial", int(remaining.sum()))
-        ends = base + np.cumsum(remaining)
-        arrays = {
-            "serial_start": ends - remaining,
-            "serial_end": ends,
-            "interval_start": np.fromiter((r.interval_start for r in rows), np.int64, n),
-            "interval_end": np.fromiter((r.interval_end for r in rows), np.int64, n),
-            "device": dev_codes,
-            "source": per_dev("source", np.uint8),
-            "technology": per_dev("technology", np.uint8),
-            "renewable_ppm": per_dev("renewable_ppm", np.uint32),
-            "carbon_mg": per_dev("carbon_mg", np.uint32),
-            "zone": zone_codes[dev_codes],
-            "owner": owner_codes[dev_codes],
-        }
-        # Zero-Wh readings issue nothing; everything else goes through the core's rule check.
-        live = remaining > 0
-        arrays = {k: v[live] for k, v in arrays.items()}
-        capacity = per_dev("capacity_w", np.int64)[live]
-        cols = batches.Columns(arrays, dev_table, zones, owners)
-        codes = kernels.validate(arrays, capacity_w=capacity, metered_wh=remaining[live])
-        kernels.raise_for_codes(codes, "records violate issuance rules")
-        leaves = cols.leaf_hashes()
-        root = kernels.merkle_root(leaves)
-        seq = repos.bump(conn, "batch") + 1
-        at = now_ms()
-        key_id, signature = self.keys.sign(batches.header_bytes(self.node_id, seq, len(cols), root))
-        msg = batches.to_proto(
-            cols,
-            issuer=self.node_id,
-            seq=seq,
-            root=root,
-            created_at_ms=at,
-            key_id=key_id,
-            signature=signature,
-        )
-        repos.insert_batch(
-            conn,
-            seq=seq,
-            count=len(cols),
-            wh=int(remaining[live].sum()),
-            merkle_root=root,
-            key_id=key_id,
-            payload=msg.SerializeToString(),
-            created_at_ms=at,
-        )
-        starts, ends_ = arrays["serial_start"].tolist(), arrays["serial_end"].tolist()
-        ids = [bundle_id(self.node_id, s, e) for s, e in zip(starts, ends_, strict=True)]
-        dev_col = np.array(dev_table, dtype=object)[arrays["device"]]
-        bulk_insert(
-            conn,
-            t.bundles,
-            {
-                "id": ids,
-                "issuer": [self.node_id] * len(ids),
-                "serial_start": arrays["serial_start"],
-                "serial_end": arrays["serial_end"],
-                "device_id": dev_col,
-                "interval_start": arrays["interval_start"],
-                "interval_end": arrays["interval_end"],
-                "source": arrays["source"].astype(np.int64),
-                "technology": arrays["technology"].astype(np.int64),
-                "renewable_ppm": arrays["renewable_ppm"].astype(np.int64),
-                "carbon_mg": arrays["carbon_mg"].astype(np.int64),
-                "zone": np.array(zones, dtype=object)[arrays["zone"]],
-                "cell": np.array([x.cell for x in d], dtype=object)[arrays["device"]],
-                "owner": np.array(owners, dtype=object)[arrays["owner"]],
-                "status": np.full(len(ids), int(Status.ACTIVE)),
-                "parent_id": [None] * len(ids),
-                "lineage_hash": [
-                    lineage(bytes(leaf), i) for leaf, i in zip(leaves, ids, strict=True)
-                ],
-                "issued_at_ms": np.full(len(ids), at),
-                "batch_seq": np.full(len(ids), seq),
-                "version": np.zeros(len(ids), dtype=np.int64),
-            },
-        )
-        repos.mark_issued(conn, reading_id, metered)
-        wh = int(remaining[live].sum())
-        custody_repos.add_range(conn, int(base), int(base) + wh, self.node_id, at)
-        repos.journal(
-            conn,
-            [
-                {
-                    "at_ms": at,
-                    "action": "issue",
-                    "bundle_id": None,
-                    "from_owner": None,
-                    "to_owner": None,
-                    "wh": wh,
-                    "request_id": f"batch:{seq}",
-                }
-            ],
-        )
-        return IssueResult(bundles=len(ids), wh=wh, batch_seq=seq, merkle_root=root)
 
     # -- bundles --------------------------------------------------------------------------------
 

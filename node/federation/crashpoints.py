@@ -1,4 +1,5 @@
-"""Named crash points of the transfer engine and of settlement rounds, for fault tests only.
+"""Named crash points of the transfer engine, settlement rounds and issuance, for fault tests
+only.
 
 Each durability point of a transfer or a round calls :func:`hit` with its name (see :data:`POINTS`).
 Nothing happens unless a test asked for it:
@@ -75,8 +76,16 @@ SETTLEMENT_POINTS: tuple[str, ...] = (
     "executor.after_backend_call",
 )
 
+#: The crash points of issuance (``eap-node issue``: one transaction per signed batch).
+ISSUANCE_POINTS: tuple[str, ...] = (
+    # inside a batch's transaction: bundles and batch written, not committed (rolled back)
+    "issue.in_batch_txn",
+    # a batch committed, the next not started
+    "issue.after_batch_commit",
+)
+
 #: Every crash point.
-POINTS: tuple[str, ...] = TRANSFER_POINTS + SETTLEMENT_POINTS
+POINTS: tuple[str, ...] = TRANSFER_POINTS + SETTLEMENT_POINTS + ISSUANCE_POINTS
 
 
 class SimulatedCrash(BaseException):

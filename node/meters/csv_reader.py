@@ -30,6 +30,7 @@ import enum
 import os
 import re
 from array import array
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +69,9 @@ _TS = re.compile(
     re.ASCII,
 )
 _CACHE_MAX = 1 << 16
+#: Bytes of CSV parsed at a time (about 200,000 rows of the registry layout).
+CHUNK_BYTES = 12 << 20
+_FIELDS = ("meter", "start", "end", "wh", "ref")
 
 
 class GrossPolicy(enum.StrEnum):
@@ -105,6 +109,8 @@ class CsvMeterSource:
     """:class:`~eap.node.meters.base.MeterSource` for the hourly measurement CSV layout."""
 
     name = "csv-hourly"
+    #: Bytes of CSV per chunk of :meth:`read_chunks`.
+    chunk_bytes = CHUNK_BYTES
 
     def __init__(self, gross_policy: GrossPolicy | str = GrossPolicy.IGNORE) -> None:
         try:
@@ -135,21 +141,73 @@ class CsvMeterSource:
         p = check_readable(path)
         opts = options or ReadOptions()
         log = ViolationLog(opts.max_violations)
-        try:
-            with open(p, encoding="utf-8-sig", newline="") as f:
-                parsed = self._parse(f, log)
-        except UnicodeDecodeError as exc:
-            raise InvalidArgument(
-                "cannot read meter CSV",
-                [FieldViolation("path", f"{p}: not UTF-8 text ({exc.reason})")],
-            ) from None
+        parts: list[tuple[Columns, np.ndarray]] = []
+        ids = self._scan(p, log, parts.append, CHUNK_BYTES)
         log.raise_if_any(f"invalid meter CSV {p.name}")
-        assert parsed is not None
-        ids, cols, gross = parsed
+        empty = np.zeros(0, dtype=np.int64)
+        cols = Columns(
+            *(np.concatenate([empty] + [getattr(c, k) for c, _ in parts]) for k in _FIELDS)
+        )
+        gross = np.concatenate([np.zeros(0, dtype=bool)] + [g for _, g in parts])
+        readings, notes = self._finish(p, opts, log, ids, cols, gross)
+        if len(readings) == 0 and notes:
+            raise InvalidArgument(
+                f"no usable readings in meter CSV {p.name}",
+                [FieldViolation(s.where, f"{s.reason} ({s.count})") for s in notes],
+            )
+        return readings
+
+    def read_chunks(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        options: ReadOptions | None = None,
+        chunk_bytes: int = 0,
+    ) -> Iterator[MeterReadings]:
+        """The file as a stream of :class:`MeterReadings` of about ``chunk_bytes`` of CSV each,
+        in constant memory.  Each chunk is checked like a whole file (sorted, duplicates kept
+        once, conflicts and overlaps reported); across chunks the importer compares with what
+        it stored before.  Bad input raises at the chunk that holds it, so a caller that must
+        not keep part of a bad file stores the chunks in one transaction.  Under the
+        ``fallback`` gross policy, which needs every row of the file to decide, the whole file
+        is one chunk."""
+        p = check_readable(path)
+        opts = options or ReadOptions()
+        if self.gross_policy is GrossPolicy.FALLBACK:
+            yield self.read(p, options=opts)
+            return
+        log = ViolationLog(opts.max_violations)
+        ids: dict[str, int] = {}
+        gen = self._scan_iter(p, log, chunk_bytes or self.chunk_bytes, ids)
+        rows = 0
+        notes: list[ReadNote] = []
+        for cols, gross in gen:
+            log.raise_if_any(f"invalid meter CSV {p.name}")
+            readings, chunk_notes = self._finish(p, opts, log, list(ids), cols, gross)
+            rows += len(readings)
+            notes += chunk_notes
+            if len(readings):
+                yield readings
+        log.raise_if_any(f"invalid meter CSV {p.name}")
+        if rows == 0 and notes:
+            raise InvalidArgument(
+                f"no usable readings in meter CSV {p.name}",
+                [FieldViolation(s.where, f"{s.reason} ({s.count})") for s in notes],
+            )
+
+    def _finish(
+        self,
+        p: Path,
+        opts: ReadOptions,
+        log: ViolationLog,
+        ids: list[str],
+        cols: Columns,
+        gross: np.ndarray,
+    ) -> tuple[MeterReadings, list[ReadNote]]:
+        """GROSS policy, sorting and duplicate/conflict/overlap checks over parsed rows."""
         kind = opts.kind or ReadingKind.PRODUCTION
         source = f"{self.name}:{p}"
         notes: list[ReadNote] = []
-
         if gross.any():
             if self.gross_policy is GrossPolicy.IGNORE:
                 notes.append(
@@ -181,14 +239,9 @@ class CsvMeterSource:
         log.raise_if_any(f"invalid meter CSV {p.name}")
         if dropped:
             notes.append(ReadNote(p.name, "exact duplicate rows kept once", dropped))
-        if cols.meter.size == 0 and notes:
-            raise InvalidArgument(
-                f"no usable readings in meter CSV {p.name}",
-                [FieldViolation(s.where, f"{s.reason} ({s.count})") for s in notes],
-            )
         # Keep only the meters that have readings, in order of first appearance.
         used, inverse = np.unique(cols.meter, return_inverse=True)
-        return MeterReadings(
+        readings = MeterReadings(
             tuple(ids[i] for i in used.tolist()),
             inverse.astype(np.int32),
             cols.start,
@@ -198,11 +251,60 @@ class CsvMeterSource:
             source,
             tuple(notes),
         )
+        return readings, notes
 
-    def _parse(self, f, log: ViolationLog) -> tuple[list[str], Columns, np.ndarray] | None:
-        reader = csv.reader(f, strict=True)
+    def _scan(self, p: Path, log: ViolationLog, sink, chunk_bytes: int) -> list[str]:
+        ids: dict[str, int] = {}
+        for part in self._scan_iter(p, log, chunk_bytes, ids):
+            sink(part)
+        return list(ids)
+
+    def _scan_iter(
+        self, p: Path, log: ViolationLog, chunk_bytes: int, ids: dict[str, int]
+    ) -> Iterator[tuple[Columns, np.ndarray]]:
+        """Parse ``p`` in chunks of whole lines; stops (yielding nothing more) at violations,
+        which are in ``log``.  ``ids`` collects the meter dictionary."""
         try:
-            header = next(reader, None)
+            with open(p, "rb") as f:
+                head = f.readline()
+                try:
+                    header_text = head.decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    raise _not_utf8(p, exc) from None
+                parser = self._header(header_text, log, ids)
+                if parser is None:
+                    return
+                line, rest, eof = 2, b"", False
+                while rest or not eof:
+                    data = b"" if eof else f.read(chunk_bytes)
+                    eof = eof or not data
+                    buf = rest + data if rest else data
+                    cut = len(buf) if eof else buf.rfind(b"\n") + 1
+                    # a quoted field may hold newlines: cut only where the quotes balance
+                    if not eof and (cut == 0 or buf.count(b'"', 0, cut) % 2):
+                        rest = buf
+                        continue
+                    chunk, rest = buf[:cut], buf[cut:]
+                    if not chunk:
+                        break
+                    try:
+                        text = chunk.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise _not_utf8(p, exc) from None
+                    part = parser.fast(chunk, text, line)
+                    if part is None:
+                        part = parser.slow(text, line)
+                    if part is None or log.items:
+                        return
+                    yield part
+                    line += text.count("\n")
+        except _NotUtf8 as exc:
+            log.items.clear()
+            raise exc.error from None
+
+    def _header(self, text: str, log: ViolationLog, ids: dict[str, int]) -> _Parser | None:
+        try:
+            header = next(csv.reader([text.rstrip("\r\n")], strict=True), None) if text else None
         except csv.Error as exc:
             log.add("line 1", f"unreadable header ({exc})")
             return None
@@ -225,66 +327,7 @@ class CsvMeterSource:
                 "line 1", "bad header: " + "; ".join(parts) + f" (expected {','.join(CSV_COLUMNS)})"
             )
             return None
-        i_start, i_end, i_dev, i_wh, i_gn = (names.index(c) for c in CSV_COLUMNS)
-        width = len(CSV_COLUMNS)
-        reject_gross = self.gross_policy is GrossPolicy.REJECT
-
-        ids: dict[str, int] = {}
-        meter = array("i")
-        start = array("q")
-        end = array("q")
-        wh = array("q")
-        line = array("q")
-        gross = array("b")
-        cache: dict[str, int] = {}
-
-        def stamp(text: str, n: int, column: str) -> int | None:
-            ts = cache.get(text)
-            if ts is None:
-                try:
-                    ts = parse_timestamp(text)
-                except ValueError as exc:
-                    log.add(f"line {n}.{column}", f"{text!r}: {exc}")
-                    return None
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                cache[text] = ts
-            return ts
-
-        try:
-            for row in reader:
-                n = reader.line_num
-                if len(row) != width:
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue  # blank line
-                    log.add(f"line {n}", f"expected {width} fields, got {len(row)}")
-                elif (
-                    ok := self._row(
-                        row, n, i_start, i_end, i_dev, i_wh, i_gn, reject_gross, stamp, log, ids
-                    )
-                ) is not None:
-                    m, s, e, w, g = ok
-                    meter.append(m)
-                    start.append(s)
-                    end.append(e)
-                    wh.append(w)
-                    line.append(n)
-                    gross.append(g)
-                if log.full:
-                    return None
-        except csv.Error as exc:
-            log.add(f"line {reader.line_num}", f"malformed CSV ({exc})")
-            return None
-        if log.items:
-            return None
-        cols = Columns(
-            np.frombuffer(meter, dtype=np.int32).astype(np.int64),
-            np.frombuffer(start, dtype=np.int64).copy(),
-            np.frombuffer(end, dtype=np.int64).copy(),
-            np.frombuffer(wh, dtype=np.int64).copy(),
-            np.frombuffer(line, dtype=np.int64).copy(),
-        )
-        return list(ids), cols, np.frombuffer(gross, dtype=np.int8).astype(bool)
+        return _Parser(self, log, ids, [names.index(c) for c in CSV_COLUMNS])
 
     @staticmethod
     def _row(row, n, i_start, i_end, i_dev, i_wh, i_gn, reject_gross, stamp, log, ids):
@@ -327,6 +370,198 @@ class CsvMeterSource:
         if len(log.items) != before or log.full:
             return None
         return ids.setdefault(device, len(ids)), s, e, w, indicator == "GROSS"
+
+
+class _NotUtf8(Exception):
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _not_utf8(p: Path, exc: UnicodeDecodeError) -> _NotUtf8:
+    return _NotUtf8(
+        InvalidArgument(
+            "cannot read meter CSV",
+            [FieldViolation("path", f"{p}: not UTF-8 text ({exc.reason})")],
+        )
+    )
+
+
+class _Parser:
+    """Parses chunks of whole lines into columns.
+
+    :meth:`fast` handles the common case column-wise (no quotes, exactly one line per row,
+    every value valid); any doubt returns None and :meth:`slow` parses the chunk row by row
+    with the ``csv`` module, reporting each violation with its line.  Both give the same
+    columns for the same valid input."""
+
+    def __init__(self, source: CsvMeterSource, log: ViolationLog, ids: dict[str, int], index):
+        self.source = source
+        self.log = log
+        self.ids = ids
+        self.index = index  # positions of start, end, device, usage, indicator
+        self.width = len(CSV_COLUMNS)
+        self.cache: dict[str, int] = {}
+        self.indicators: dict[str, bool] = {}
+
+    def stamp(self, text: str, n: int, column: str) -> int | None:
+        ts = self.cache.get(text)
+        if ts is None:
+            try:
+                ts = parse_timestamp(text)
+            except ValueError as exc:
+                self.log.add(f"line {n}.{column}", f"{text!r}: {exc}")
+                return None
+            if len(self.cache) >= _CACHE_MAX:
+                self.cache.clear()
+            self.cache[text] = ts
+        return ts
+
+    def fast(self, raw: bytes, text: str, first: int) -> tuple[Columns, np.ndarray] | None:
+        if '"' in text:
+            return None
+        if "\r" in text:  # CRLF line ends; a lone CR is left to the csv module
+            text, raw = text.replace("\r\n", "\n"), raw.replace(b"\r\n", b"\n")
+            if "\r" in text:
+                return None
+        body = text[:-1] if text.endswith("\n") else text
+        if not body:
+            return None
+        arr = np.frombuffer(raw, dtype=np.uint8)
+        newlines = np.flatnonzero(arr == 10)
+        commas = np.flatnonzero(arr == 44)
+        bounds = np.concatenate(([0], newlines + 1))
+        if bounds[-1] < arr.size:
+            bounds = np.concatenate((bounds, [arr.size]))
+        per_line = np.diff(np.searchsorted(commas, bounds))
+        n = per_line.size
+        if n == 0 or not (per_line == self.width - 1).all():
+            return None  # blank lines or a wrong number of fields: report them row by row
+        flat = body.replace("\n", ",").split(",")
+        i_start, i_end, i_dev, i_wh, i_gn = self.index
+        w = self.width
+        start = self._stamps(flat[i_start::w], n)
+        end = self._stamps(flat[i_end::w], n)
+        if start is None or end is None:
+            return None
+        duration = end - start
+        if (duration <= 0).any() or (duration > MAX_INTERVAL_S).any():
+            return None
+        meter = self._meters(flat[i_dev::w], n)
+        wh = _digits(flat[i_wh::w])
+        gross = self._gross(flat[i_gn::w], n)
+        if meter is None or wh is None or gross is None:
+            return None
+        line = np.arange(first, first + n, dtype=np.int64)
+        return Columns(meter, start, end, wh, line), gross
+
+    def _stamps(self, col: list[str], n: int) -> np.ndarray | None:
+        cache = self.cache
+        fresh = set(col).difference(cache)
+        if len(cache) + len(fresh) > _CACHE_MAX:
+            cache.clear()
+            fresh = set(col)
+        for text in fresh:
+            try:
+                cache[text] = parse_timestamp(text)
+            except ValueError:
+                return None
+        return np.fromiter(map(cache.__getitem__, col), np.int64, n)
+
+    def _meters(self, col: list[str], n: int) -> np.ndarray | None:
+        ids = self.ids
+        fresh = set(col).difference(ids)
+        # in order of first appearance, as the row path numbers them
+        for device in (d for d in dict.fromkeys(col) if d in fresh) if fresh else ():
+            if (
+                not device
+                or device != device.strip()
+                or len(device) > MAX_METER_ID_LEN
+                or not device.isprintable()
+            ):
+                return None
+            ids[device] = len(ids)
+        return np.fromiter(map(ids.__getitem__, col), np.int64, n)
+
+    def _gross(self, col: list[str], n: int) -> np.ndarray | None:
+        values = set(col)
+        if values == {"NET"}:
+            return np.zeros(n, dtype=bool)
+        table = {}
+        for v in values:
+            indicator = v.strip().upper()
+            if indicator not in ("NET", "GROSS"):
+                return None
+            if indicator == "GROSS" and self.source.gross_policy is GrossPolicy.REJECT:
+                return None
+            table[v] = indicator == "GROSS"
+        return np.fromiter(map(table.__getitem__, col), bool, n)
+
+    def slow(self, text: str, first: int) -> tuple[Columns, np.ndarray] | None:
+        """Row by row with the csv module; violations go to the log with their lines."""
+        import io
+
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        i_start, i_end, i_dev, i_wh, i_gn = self.index
+        width = self.width
+        reject_gross = self.source.gross_policy is GrossPolicy.REJECT
+        log, ids = self.log, self.ids
+        meter, start, end, wh = array("q"), array("q"), array("q"), array("q")
+        line, gross = array("q"), array("b")
+        try:
+            for row in reader:
+                n = first - 1 + reader.line_num
+                if len(row) != width:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # blank line
+                    log.add(f"line {n}", f"expected {width} fields, got {len(row)}")
+                elif (
+                    ok := self.source._row(
+                        row,
+                        n,
+                        i_start,
+                        i_end,
+                        i_dev,
+                        i_wh,
+                        i_gn,
+                        reject_gross,
+                        self.stamp,
+                        log,
+                        ids,
+                    )
+                ) is not None:
+                    m, s, e, w, g = ok
+                    meter.append(m)
+                    start.append(s)
+                    end.append(e)
+                    wh.append(w)
+                    line.append(n)
+                    gross.append(g)
+                if log.full:
+                    return None
+        except csv.Error as exc:
+            log.add(f"line {first - 1 + reader.line_num}", f"malformed CSV ({exc})")
+            return None
+        if log.items:
+            return None
+        cols = Columns(
+            np.frombuffer(meter, dtype=np.int64).copy(),
+            np.frombuffer(start, dtype=np.int64).copy(),
+            np.frombuffer(end, dtype=np.int64).copy(),
+            np.frombuffer(wh, dtype=np.int64).copy(),
+            np.frombuffer(line, dtype=np.int64).copy(),
+        )
+        return cols, np.frombuffer(gross, dtype=np.int8).astype(bool)
+
+
+def _digits(col: list[str]) -> np.ndarray | None:
+    """Whole non-negative Wh of at most 18 digits, or None (then the row path reports)."""
+    joined = "".join(col)
+    if not (joined.isascii() and joined.isdigit()):
+        return None
+    lengths = np.fromiter(map(len, col), np.int64, len(col))
+    if lengths.size and (lengths.min() == 0 or lengths.max() > 18):
+        return None
+    return np.array(col).astype(np.int64)
 
 
 def _gross_superseded(cols: Columns, gross: np.ndarray) -> np.ndarray:

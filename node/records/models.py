@@ -159,6 +159,17 @@ class IssueResult(Serialisable):
 
 
 @dataclass
+class IssueAllResult(Serialisable):
+    """What one ``issue`` run over everything pending did: ``batches`` signed batches (their
+    sequence numbers in ``batch_seqs``) holding ``bundles`` bundles and ``wh`` Wh."""
+
+    batches: int = 0
+    bundles: int = 0
+    wh: int = 0
+    batch_seqs: list[int] = field(default_factory=list)
+
+
+@dataclass
 class TransferResult(Serialisable):
     transferred: Bundle
     remainder: Bundle | None = None

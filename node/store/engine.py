@@ -200,23 +200,58 @@ def _pg_connect_args(parsed: Any) -> dict:
 def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) -> int:
     """Insert columns of equal length with the database's bulk path.
 
-    PostgreSQL uses ``COPY ... FROM STDIN``; SQLite one ``executemany`` inside the caller's
-    transaction.  ``rows`` maps column name to a sequence (lists or NumPy arrays).
+    PostgreSQL uses ``COPY ... FROM STDIN`` with the rows rendered column by column into COPY
+    text (NULL, bytes and escapes handled); SQLite one ``executemany`` inside the caller's
+    transaction.  ``rows`` maps column name to a sequence
+    (lists or NumPy arrays).
     """
     names = list(rows)
     columns = [rows[n].tolist() if hasattr(rows[n], "tolist") else list(rows[n]) for n in names]
     n = len(columns[0]) if columns else 0
     if n == 0:
         return 0
-    records = list(zip(*columns, strict=True))
+    if any(len(c) != n for c in columns):
+        raise ValueError("bulk insert columns differ in length")
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         cols = ", ".join(names)
+        text = [_copy_text(c) for c in columns]
         with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as copy:
-            for rec in records:
-                copy.write_row(rec)
+            step = 50_000
+            for i in range(0, n, step):
+                part = [c[i : i + step] for c in text]
+                lines = "\n".join(map("\t".join, zip(*part, strict=True)))
+                copy.write(lines.encode() + b"\n")
     else:
         placeholders = ", ".join("?" for _ in names)
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"
-        conn.exec_driver_sql(sql, records)  # one executemany
+        conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))  # one executemany
     return n
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(values: list) -> list[str]:
+    """One column as PostgreSQL COPY text values."""
+    kinds = {type(v) for v in values}
+    if kinds <= {int}:
+        return list(map(str, values))
+    if kinds <= {str}:
+        joined = "".join(values)
+        if not any(ch in joined for ch in "\\\t\n\r"):
+            return values
+        return [v.translate(_COPY_ESCAPES) for v in values]
+    out = []
+    for v in values:
+        if v is None:
+            out.append("\\N")
+        elif isinstance(v, bytes | bytearray | memoryview):
+            out.append("\\\\x" + bytes(v).hex())
+        elif isinstance(v, bool):
+            out.append("t" if v else "f")
+        elif isinstance(v, str):
+            out.append(v.translate(_COPY_ESCAPES))
+        else:
+            out.append(str(v))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, bindparam, func, insert, literal, select, tuple_, update
+from sqlalchemy import Connection, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from eap.node.errors import FieldViolation, InvalidArgument
@@ -172,39 +172,81 @@ def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
 # -- readings ----------------------------------------------------------------------------------
 
 
-def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int):
-    """Existing readings of these devices that intersect ``[lo, hi)``."""
-    r = t.readings.c
-    return conn.execute(
-        select(r.device_id, r.interval_start, r.interval_end, r.wh).where(
-            r.device_id.in_(list(device_ids)), r.interval_start < hi, r.interval_end > lo
+def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int) -> list:
+    """Existing readings of these devices that intersect ``[lo, hi)``, as plain
+    ``(device_id, interval_start, interval_end, wh)`` tuples straight from the driver (a
+    re-import compares whole chunks of them).  Devices are asked 1,000 at a time: a city's
+    chunk names more devices than SQLite takes parameters.  Readings last at most an hour, so
+    ``interval_start > lo - 3600`` makes it a range of the (device, start) index."""
+    ids = list(device_ids)
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    out: list = []
+    cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
+    for i in range(0, len(ids), 1000):
+        part = ids[i : i + 1000]
+        sql = (
+            "SELECT device_id, interval_start, interval_end, wh FROM readings "
+            f"WHERE device_id IN ({', '.join([mark] * len(part))}) "
+            f"AND interval_start > {mark} AND interval_start < {mark} AND interval_end > {mark}"
         )
-    ).all()
+        cursor.execute(sql, (*part, lo - 3600, hi, lo))
+        out.extend(cursor.fetchall())
+    cursor.close()
+    return out
 
 
-def unissued_readings(conn: Connection, device_id: str | None, since: int, *, lock: bool):
+def _pending(q, device_id: str | None, since: int):
     r = t.readings.c
-    q = select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
-        r.issued_wh < r.wh, r.interval_start >= since
-    )
-    if device_id:
-        q = q.where(r.device_id == device_id)
-    q = q.order_by(r.device_id, r.interval_start)
+    q = q.where(r.issued_wh < r.wh, r.interval_start >= since)
+    return q.where(r.device_id == device_id) if device_id else q
+
+
+#: Advisory lock key serialising issuers on PostgreSQL ("EAP_ISSU").
+_ISSUE_LOCK = 0x4541505F49535355
+
+
+def pending_page(
+    conn: Connection, after_id: int, limit: int, device_id: str | None, since: int, *, lock: bool
+):
+    """The next ``limit`` readings with un-issued Wh after reading id ``after_id`` (keyset
+    pagination by id: each page is an index range scan, never a load of everything pending).
+
+    With ``lock`` on PostgreSQL, issuers are serialised by a transaction-level advisory lock
+    taken first: a concurrent issuance waits for this batch's commit and then reads the rows
+    as issued.  (Row locks, ``FOR UPDATE``, would write every row of the page twice.)  SQLite
+    transactions already hold the database's write lock."""
     if lock and conn.dialect.name == "postgresql":
-        q = q.with_for_update()
-    return conn.execute(q).all()
-
-
-def mark_issued(conn: Connection, reading_ids: Sequence[int], issued_wh: Sequence[int]) -> None:
-    """Bulk update of issued Wh per reading (one executemany)."""
-    if not len(reading_ids):
-        return
-    conn.execute(
-        update(t.readings)
-        .where(t.readings.c.id == bindparam("rid"))
-        .values(issued_wh=bindparam("iwh")),
-        [{"rid": int(i), "iwh": int(w)} for i, w in zip(reading_ids, issued_wh, strict=True)],
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ISSUE_LOCK})
+    r = t.readings.c
+    q = _pending(
+        select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
+            r.id > after_id
+        ),
+        device_id,
+        since,
     )
+    return conn.execute(q.order_by(r.id).limit(limit)).all()
+
+
+def count_pending(conn: Connection, device_id: str | None, since: int) -> tuple[int, int]:
+    """(readings, Wh) not yet issued, for progress reporting."""
+    r = t.readings.c
+    q = _pending(
+        select(func.count(), func.coalesce(func.sum(r.wh - r.issued_wh), 0)), device_id, since
+    )
+    n, wh = conn.execute(q).one()
+    return int(n), int(wh)
+
+
+def mark_fully_issued(conn: Connection, reading_ids: Sequence[int]) -> None:
+    """Set ``issued_wh = wh`` on these readings (the whole remainder was issued)."""
+    ids = [int(i) for i in reading_ids]
+    if not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ANY(%s)", (ids,))
+    else:
+        conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ?", [(i,) for i in ids])
 
 
 # -- bundles -----------------------------------------------------------------------------------

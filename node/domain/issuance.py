@@ -1,0 +1,312 @@
+"""Issuance: signed batches of record bundles from the readings not yet issued.
+
+:func:`issue_all` (``eap-node issue``) streams through every pending reading with keyset
+pagination by reading id and issues it in signed batches of ``batch_size`` readings: each batch
+is its own transaction (bundles, batch, custody, journal, readings marked issued, anchor queue)
+under its own idempotency key derived from the request id.  Nothing is loaded whole and, on
+PostgreSQL, only the rows of the batch in hand are locked.  A crash loses at most the batch in
+flight (rolled back); running again (same request id or a new one) issues what is still
+pending, so every reading is issued exactly once.
+
+:func:`issue_one` (the ``IssueRecords`` RPC) issues one such batch of at most
+``[limits] max_batch_records`` readings per call; a client calls again until nothing is issued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import Connection
+
+from eap.node import batches, kernels
+from eap.node.domain import anchoring, idempotency
+from eap.node.domain.ledger import bundle_id, lineage, now_ms
+from eap.node.errors import FieldViolation, NotFound, invalid
+from eap.node.federation import crashpoints
+from eap.node.records.enums import Status
+from eap.node.records.models import IssueAllResult, IssueResult, Principal
+from eap.node.store import custody_repos, repos
+from eap.node.store import schema as t
+from eap.node.store.engine import bulk_insert
+
+if TYPE_CHECKING:
+    from eap.node.domain.node import Node
+
+#: Called with (readings done, readings pending at the start) after each batch.
+Progress = Callable[[int, int], None]
+
+
+def check_batch_size(node: Node, batch_size: int | None) -> int:
+    """``batch_size`` or the configured default, within ``1..[limits] max_batch_records``."""
+    limit = node.config.max_batch_records
+    size = limit if batch_size is None else batch_size
+    if not 1 <= size <= limit:
+        raise invalid("batch_size", f"must be between 1 and {limit} ([limits] max_batch_records)")
+    return size
+
+
+def _device_filter(conn: Connection, device: str) -> str:
+    if not device:
+        return ""
+    dev = repos.get_device(conn, device)
+    if dev is None:
+        raise NotFound(f"no device {device}", [FieldViolation("device", "unknown device")])
+    return dev.id
+
+
+def _batch_key(request_id: str, k: int) -> str:
+    """The idempotency key of batch ``k`` of a run (at most 128 characters)."""
+    base = request_id if len(request_id) <= 96 else hashlib.sha256(request_id.encode()).hexdigest()
+    return f"{base}#batch{k}"
+
+
+def issue_one(
+    node: Node,
+    *,
+    request_id: str,
+    device: str = "",
+    since: int = 0,
+    principal: Principal | None = None,
+) -> IssueResult:
+    """Issue one signed batch of at most ``[limits] max_batch_records`` pending readings."""
+    principal = principal or Principal.operator()
+    node._operator_only(principal, "issue records")
+    if since < 0:
+        raise invalid("since", "must be >= 0")
+    return _run_batch(
+        node,
+        request_id=request_id,
+        principal=principal,
+        payload={"device": device, "since": since},
+        device=device,
+        since=since,
+        size=node.config.max_batch_records,
+        after_id=0,
+    )[0]
+
+
+def issue_all(
+    node: Node,
+    *,
+    request_id: str,
+    device: str = "",
+    since: int = 0,
+    batch_size: int | None = None,
+    principal: Principal | None = None,
+    progress: Progress | None = None,
+) -> IssueAllResult:
+    """Issue every pending reading (of ``device``, from ``since``) in signed batches.
+
+    A replay of ``request_id`` returns the first run's batches; after a crash it replays the
+    committed batches and goes on with what is still pending.  An error stops the run: the
+    batches committed before it stay issued.
+    """
+    principal = principal or Principal.operator()
+    node._operator_only(principal, "issue records")
+    if since < 0:
+        raise invalid("since", "must be >= 0")
+    size = check_batch_size(node, batch_size)
+    idempotency.check_request_id(request_id)
+    with node.store.read() as conn:
+        dev_filter = _device_filter(conn, device)
+        total, _ = repos.count_pending(conn, dev_filter, since)
+    out = IssueAllResult()
+    done, after_id, k = 0, 0, 0
+    if progress:
+        progress(0, total)
+    while True:
+        result, last_id, count = _run_batch(
+            node,
+            request_id=_batch_key(request_id, k),
+            principal=principal,
+            payload={"device": device, "since": since, "batch_size": size, "batch": k},
+            device=device,
+            since=since,
+            size=size,
+            after_id=after_id,
+        )
+        k += 1
+        if not result.batch_seq:
+            break
+        after_id = max(after_id, last_id)
+        out.batches += 1
+        out.bundles += result.bundles
+        out.wh += result.wh
+        out.batch_seqs.append(result.batch_seq)
+        done += count or result.bundles
+        if progress:
+            progress(min(done, max(total, done)), max(total, done))
+        crashpoints.hit("issue.after_batch_commit")
+    return out
+
+
+def _run_batch(
+    node: Node,
+    *,
+    request_id: str,
+    principal: Principal,
+    payload: dict,
+    device: str,
+    since: int,
+    size: int,
+    after_id: int,
+) -> tuple[IssueResult, int, int]:
+    """One batch in its own transaction: (result, last reading id read, readings read).
+
+    The last two are 0 when the result is a replay (the caller then keeps its cursor)."""
+    seen = [0, 0]
+    fresh: list[IssueResult] = []
+
+    def op(conn: Connection) -> IssueResult:
+        dev_filter = _device_filter(conn, device)
+        rows = repos.pending_page(conn, after_id, size, dev_filter, since, lock=True)
+        if not rows:
+            return IssueResult()
+        seen[0], seen[1] = int(rows[-1].id), len(rows)
+        result = issue_rows(node, conn, rows)
+        # queued in the issuance transaction: a crash after the commit loses no anchor
+        anchoring.enqueue(conn, node.plugins, result.batch_seq)
+        crashpoints.hit("issue.in_batch_txn")
+        fresh.append(result)
+        return result
+
+    result = idempotency.run(
+        node.store,
+        request_id=request_id,
+        operation="issue",
+        principal=principal,
+        payload=payload,
+        result_type=IssueResult,
+        fn=op,
+    )
+    if fresh and result.batch_seq:
+        node._anchor()
+        node.record_event(
+            "issued",
+            request_id,
+            batch_seq=result.batch_seq,
+            bundles=result.bundles,
+            wh=result.wh,
+        )
+    return result, seen[0], seen[1]
+
+
+def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
+    """Validate, hash, sign and store one batch over ``rows`` (pending readings, each issued
+    in full) inside the caller's transaction."""
+    n = len(rows)
+    if n > node.config.max_batch_records:
+        rows = rows[: node.config.max_batch_records]
+        n = len(rows)
+    ids, dev_ids, starts, ends, whs, issued = zip(*rows, strict=True)
+    reading_id = np.fromiter(ids, np.int64, n)
+    devs = repos.devices_by_id(conn, dev_ids)
+    metered = np.fromiter(whs, np.int64, n)
+    remaining = metered - np.fromiter(issued, np.int64, n)
+    dev_codes, dev_table = batches.encode_dictionary(dev_ids)
+    d = [devs[x] for x in dev_table]
+    zone_codes, zones = batches.encode_dictionary([x.zone for x in d])
+    owner_codes, owners = batches.encode_dictionary([x.owner for x in d])
+
+    def per_dev(attr: str, dtype) -> np.ndarray:
+        return np.array([getattr(x, attr) for x in d], dtype)[dev_codes]
+
+    base = repos.bump(conn, "serial", int(remaining.sum()))
+    serial_ends = base + np.cumsum(remaining)
+    arrays = {
+        "serial_start": serial_ends - remaining,
+        "serial_end": serial_ends,
+        "interval_start": np.fromiter(starts, np.int64, n),
+        "interval_end": np.fromiter(ends, np.int64, n),
+        "device": dev_codes,
+        "source": per_dev("source", np.uint8),
+        "technology": per_dev("technology", np.uint8),
+        "renewable_ppm": per_dev("renewable_ppm", np.uint32),
+        "carbon_mg": per_dev("carbon_mg", np.uint32),
+        "zone": zone_codes[dev_codes],
+        "owner": owner_codes[dev_codes],
+    }
+    # Zero-Wh readings issue nothing; everything else goes through the core's rule check.
+    live = remaining > 0
+    arrays = {k: v[live] for k, v in arrays.items()}
+    capacity = per_dev("capacity_w", np.int64)[live]
+    cols = batches.Columns(arrays, dev_table, zones, owners)
+    codes = kernels.validate(arrays, capacity_w=capacity, metered_wh=remaining[live])
+    kernels.raise_for_codes(codes, "records violate issuance rules")
+    leaves = cols.leaf_hashes()
+    root = kernels.merkle_root(leaves)
+    seq = repos.bump(conn, "batch") + 1
+    at = now_ms()
+    key_id, signature = node.keys.sign(batches.header_bytes(node.node_id, seq, len(cols), root))
+    msg = batches.to_proto(
+        cols,
+        issuer=node.node_id,
+        seq=seq,
+        root=root,
+        created_at_ms=at,
+        key_id=key_id,
+        signature=signature,
+    )
+    wh = int(remaining[live].sum())
+    repos.insert_batch(
+        conn,
+        seq=seq,
+        count=len(cols),
+        wh=wh,
+        merkle_root=root,
+        key_id=key_id,
+        payload=msg.SerializeToString(),
+        created_at_ms=at,
+    )
+    issuer = node.node_id
+    bids = [
+        bundle_id(issuer, s, e)
+        for s, e in zip(arrays["serial_start"].tolist(), arrays["serial_end"].tolist(), strict=True)
+    ]
+    m = len(bids)
+    bulk_insert(
+        conn,
+        t.bundles,
+        {
+            "id": bids,
+            "issuer": [issuer] * m,
+            "serial_start": arrays["serial_start"],
+            "serial_end": arrays["serial_end"],
+            "device_id": np.array(dev_table, dtype=object)[arrays["device"]],
+            "interval_start": arrays["interval_start"],
+            "interval_end": arrays["interval_end"],
+            "source": arrays["source"].astype(np.int64),
+            "technology": arrays["technology"].astype(np.int64),
+            "renewable_ppm": arrays["renewable_ppm"].astype(np.int64),
+            "carbon_mg": arrays["carbon_mg"].astype(np.int64),
+            "zone": np.array(zones, dtype=object)[arrays["zone"]],
+            "cell": np.array([x.cell for x in d], dtype=object)[arrays["device"]],
+            "owner": np.array(owners, dtype=object)[arrays["owner"]],
+            "status": np.full(m, int(Status.ACTIVE)),
+            "parent_id": [None] * m,
+            "lineage_hash": [lineage(bytes(leaf), i) for leaf, i in zip(leaves, bids, strict=True)],
+            "issued_at_ms": np.full(m, at),
+            "batch_seq": np.full(m, seq),
+            "version": np.zeros(m, dtype=np.int64),
+        },
+    )
+    repos.mark_fully_issued(conn, reading_id)
+    custody_repos.add_range(conn, int(base), int(base) + wh, issuer, at)
+    repos.journal(
+        conn,
+        [
+            {
+                "at_ms": at,
+                "action": "issue",
+                "bundle_id": None,
+                "from_owner": None,
+                "to_owner": None,
+                "wh": wh,
+                "request_id": f"batch:{seq}",
+            }
+        ],
+    )
+    return IssueResult(bundles=m, wh=wh, batch_seq=seq, merkle_root=root)

@@ -1,0 +1,199 @@
+"""Streamed meter import: chunks in one transaction, unchanged re-import, refused changes.
+
+The CSV reader is forced to small chunks so that a small file spans many of them; the
+column-wise fast path and the row-by-row path must accept and refuse the same input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from eap.node.errors import InvalidArgument
+from eap.node.meters import CSV_COLUMNS, CsvMeterSource, ReadOptions, csv_reader
+from eap.node.store import schema as t
+
+T0 = 1_704_067_200
+HEADER = ",".join(CSV_COLUMNS)
+
+
+def _ts(unix: int) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def row(meter: str, hour: int, wh: int, kind: str = "NET") -> str:
+    return f"{_ts(T0 + 3600 * hour)},{_ts(T0 + 3600 * (hour + 1))},{meter},{wh},{kind}"
+
+
+def write(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    return path
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(CsvMeterSource, "chunk_bytes", 300)  # about five rows per chunk
+
+
+@pytest.fixture
+def meters(node):
+    owner = node.create_account(request_id="acct", label="co-op").account.id
+    for d in range(3):
+        node.register_device(
+            request_id=f"dev-{d}",
+            local_ref=f"roof-{d}",
+            capacity_w=1000,
+            source="solar",
+            technology="photovoltaic",
+            commissioned_on="2020-05-01",
+            latitude=6.2,
+            longitude=-75.5,
+            zone="CO-ANT",
+            owner=owner,
+            meter_id=f"m{d}",
+            attestation_evidence="agreement",
+        )
+    return node
+
+
+def stored(node) -> list[tuple]:
+    with node.store.read() as conn:
+        r = t.readings.c
+        return sorted(conn.execute(select(r.device_id, r.interval_start, r.interval_end, r.wh)))
+
+
+def test_chunked_import_stores_every_reading_once(meters, tmp_path, small_chunks):
+    rows = [row(f"m{d}", h, (d + h) % 50) for h in range(40) for d in range(3)]
+    rows.append(row("stranger", 0, 5))
+    res = meters.import_readings(write(tmp_path / "a.csv", rows), request_id="a")
+    assert res.readings == 120 and res.unknown_meters == ["stranger"]
+    assert res.wh == sum((d + h) % 50 for h in range(40) for d in range(3))
+    assert len(stored(meters)) == 120
+    again = meters.import_readings(write(tmp_path / "b.csv", rows), request_id="b")
+    assert (again.readings, again.unchanged) == (0, 120)
+    assert len(stored(meters)) == 120
+
+
+def test_duplicate_in_a_later_chunk_counts_unchanged(meters, tmp_path, small_chunks):
+    rows = [row("m0", h, 7) for h in range(20)] + [row("m0", 3, 7)]
+    res = meters.import_readings(write(tmp_path / "a.csv", rows), request_id="a")
+    assert res.readings == 20 and res.unchanged == 1
+
+
+def test_conflict_in_a_late_chunk_stores_nothing_and_names_meter_and_time(
+    meters, tmp_path, small_chunks
+):
+    rows = [row("m1", h, 9) for h in range(30)] + [row("m1", 2, 10)]
+    with pytest.raises(InvalidArgument) as e:
+        meters.import_readings(write(tmp_path / "a.csv", rows), request_id="a")
+    v = e.value.violations[0]
+    assert v.field == f"readings[m1@{T0 + 7200}]"
+    assert "2024-01-01T02:00:00Z" in v.description and "9 Wh" in v.description
+    assert stored(meters) == []
+
+
+def test_changed_reading_on_reimport_is_refused(meters, tmp_path, small_chunks):
+    rows = [row("m2", h, 9) for h in range(10)]
+    meters.import_readings(write(tmp_path / "a.csv", rows), request_id="a")
+    rows[7] = row("m2", 7, 11)
+    with pytest.raises(InvalidArgument) as e:
+        meters.import_readings(write(tmp_path / "b.csv", rows), request_id="b")
+    assert e.value.violations[0].field == f"readings[m2@{T0 + 7 * 3600}]"
+    with meters.store.read() as conn:
+        assert conn.execute(select(func.sum(t.readings.c.wh))).scalar_one() == 90
+
+
+def test_bad_row_in_a_late_chunk_stores_nothing(meters, tmp_path, small_chunks):
+    rows = [row("m0", h, 9) for h in range(30)] + [row("m0", 40, 5000)]  # over capacity
+    with pytest.raises(InvalidArgument):
+        meters.import_readings(write(tmp_path / "a.csv", rows), request_id="a")
+    rows[-1] = "2024-01-03 00:00:00,2024-01-03 01:00:00,m0,-5,NET"
+    with pytest.raises(InvalidArgument) as e:
+        meters.import_readings(write(tmp_path / "b.csv", rows), request_id="b")
+    assert e.value.violations[0].field == "line 32.interval_usage"
+    assert stored(meters) == []
+
+
+def test_progress_reaches_the_file_size(meters, tmp_path, small_chunks):
+    path = write(tmp_path / "a.csv", [row("m0", h, 1) for h in range(30)])
+    seen = []
+    meters.import_readings(path, request_id="a", progress=lambda d, n: seen.append((d, n)))
+    size = path.stat().st_size
+    assert seen[0] == (0, size) and seen[-1] == (size, size)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+# -- fast path == row path --------------------------------------------------------------------
+
+_cell = st.sampled_from(["m0", "m1", " m2", "m 3", "", "é", '"m4"'])
+_wh = st.sampled_from(["0", "5", "17", "-3", "1.5", "", " 4", "99999999999999999999", "007"])
+_kind = st.sampled_from(["NET", "GROSS", "net", "bogus"])
+_hour = st.integers(0, 6)
+_line = st.one_of(
+    st.tuples(_cell, _hour, _wh, _kind).map(
+        lambda x: f"{_ts(T0 + 3600 * x[1])},{_ts(T0 + 3600 * (x[1] + 1))},{x[0]},{x[2]},{x[3]}"
+    ),
+    st.sampled_from(
+        [
+            "",
+            "a,b",
+            "2024-01-01 00:00,2024-01-01 02:00,m0,1,NET",
+            "2024-01-01T00:30:00Z,2024-01-01T01:00:00Z,m1,1,NET",
+        ]
+    ),
+)
+
+
+def _outcome(path: Path, policy: str):
+    try:
+        r = CsvMeterSource(policy).read(path, options=ReadOptions(max_violations=50))
+    except InvalidArgument as exc:
+        return ("error", [(v.field, v.description) for v in exc.violations])
+    return ("ok", r.meters, r.meter.tolist(), r.interval_start.tolist(), r.wh.tolist(), r.notes)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(_line, max_size=25),
+    policy=st.sampled_from(["ignore", "reject", "fallback"]),
+    crlf=st.booleans(),
+)
+def test_fast_path_and_row_path_agree(tmp_path, monkeypatch, lines, policy, crlf):
+    path = tmp_path / "p.csv"
+    end = "\r\n" if crlf else "\n"
+    path.write_bytes((end.join([HEADER, *lines]) + end).encode())
+    fast = _outcome(path, policy)
+    with monkeypatch.context() as m:
+        m.setattr(csv_reader._Parser, "fast", lambda self, raw, text, first: None)
+        slow = _outcome(path, policy)
+    assert fast == slow
+
+
+@settings(max_examples=30, deadline=None)
+@given(hours=st.lists(st.integers(0, 40), min_size=1, max_size=60), step=st.integers(60, 400))
+def test_chunks_together_equal_the_whole_file(hours, step):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp) / "c.csv", [row(f"m{h % 3}", h, h) for h in sorted(set(hours))])
+        whole = CsvMeterSource().read(path)
+        parts = list(CsvMeterSource().read_chunks(path, chunk_bytes=step))
+    got = sorted(
+        (p.meters[m], s, w)
+        for p in parts
+        for m, s, w in zip(p.meter.tolist(), p.interval_start.tolist(), p.wh.tolist(), strict=True)
+    )
+    want = sorted(
+        (whole.meters[m], s, w)
+        for m, s, w in zip(
+            whole.meter.tolist(), whole.interval_start.tolist(), whole.wh.tolist(), strict=True
+        )
+    )
+    assert got == want
