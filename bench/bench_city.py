@@ -247,7 +247,13 @@ def _step(args: argparse.Namespace) -> dict[str, Any]:
         with node.store.read() as conn:
             token = ""
             if args.step.endswith("last"):
-                ids = conn.execute(select(c.id).order_by(c.id.desc()).limit(101)).scalars().all()
+                # The node pages in serial order (issuer, first serial); the raw baseline by id.
+                order = (
+                    (c.id.desc(),)
+                    if args.step.startswith("raw")
+                    else (c.issuer.desc(), c.serial_start.desc())
+                )
+                ids = conn.execute(select(c.id).order_by(*order).limit(101)).scalars().all()
                 token = ids[-1] if len(ids) == 101 else ""
         t0 = time.perf_counter()
         if args.step.startswith("raw"):
@@ -435,7 +441,7 @@ def bench_backend(
         owner = node.list_devices(purpose=Purpose.OPERATIONS, page_size=1).items[0].owner
         node.close()
         lst = run([*CLI, "bundles", "--owner", owner, "--json", *h])
-        got = len(lst["data"])
+        got = lst["lines"]  # JSON Lines: one bundle per line
         sel = run(_self("--step", "raw_select", "--url", db_url, "--owner", owner), first_line=True)
         add(
             "bundles --owner X --json",

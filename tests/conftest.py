@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import make_node
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The project's own copies of the small shared files (tests/data/README.md).
@@ -77,15 +78,6 @@ def meter_csv() -> Path:
     if not METER_CSV.exists():
         pytest.skip(f"meter fixture absent: {METER_CSV}")
     return METER_CSV
-
-
-def make_node(
-    home: Path, db: str | None = None, node_id: str = "medellin.example", zone: str = "CO-ANT"
-):
-    from eap.node.config import create_home
-    from eap.node.domain.node import Node
-
-    return Node.initialise(create_home(home, node_id, zone, db, operator_signed=True))
 
 
 @pytest.fixture

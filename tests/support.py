@@ -13,3 +13,12 @@ def write_csv(path: Path, rows: list[tuple[str, str, str, int]]) -> Path:
     lines += [f"{s},{e},{d},{w},NET" for s, e, d, w in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def make_node(
+    home: Path, db: str | None = None, node_id: str = "medellin.example", zone: str = "CO-ANT"
+):
+    from eap.node.config import create_home
+    from eap.node.domain.node import Node
+
+    return Node.initialise(create_home(home, node_id, zone, db, operator_signed=True))

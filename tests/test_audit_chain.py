@@ -202,7 +202,7 @@ def test_forged_head_signature_is_detected(node, people):
 
 @pytest.mark.postgres
 def test_postgres_refuses_update_delete_truncate(pg_url, tmp_path):
-    from conftest import make_node
+    from support import make_node
 
     node = make_node(tmp_path / "pg", pg_url)
     try:
@@ -350,7 +350,7 @@ _COLUMNS = [
 @given(data=st.data())
 def test_any_single_column_edit_is_detected(tmp_path_factory, data):
     """Hypothesis: on a chain of 6 rows, changing any one column of any row is caught."""
-    from conftest import make_node
+    from support import make_node
 
     node = _CHAINS.get("node")
     if node is None:

@@ -143,7 +143,7 @@ def _cli(home, *args):
 
 @pytest.fixture
 def cli_home(tmp_path):
-    from conftest import make_node
+    from support import make_node
 
     node = make_node(tmp_path / "home")
     owner = node.create_account(request_id="o").account.id

@@ -153,7 +153,7 @@ def _cli(home, *args):
 
 
 def test_cli_json_is_json_lines_with_named_enums(tmp_path):
-    from conftest import make_node
+    from support import make_node
 
     node = make_node(tmp_path / "home")
     owners = _accounts(node, 2)

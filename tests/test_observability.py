@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -192,9 +193,19 @@ def test_sync_is_one_trace(net, tmp_path):
     assert pulled and pulled[-1].context.trace_id == sync[0].context.trace_id
 
 
-def _scrape(port: int) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+def _scrape(port: int, wait_s: float = 30.0) -> dict[tuple[str, tuple], float]:
+    """The samples of /metrics; a refused connection is retried until ``wait_s`` (a serve
+    process may report ready before its metrics listener is up on a loaded machine)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            break
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
