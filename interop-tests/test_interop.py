@@ -229,10 +229,10 @@ def test_catches_a_tampered_batch(inprocess, monkeypatch):
 def test_catches_a_wrong_lineage_hash(inprocess, monkeypatch):
     import hashlib
 
-    from eap.node.domain import node as node_module
+    from eap.node.domain import ledger  # splits derive the child's lineage here
 
     monkeypatch.setattr(
-        node_module,
+        ledger,
         "lineage",
         lambda parent, child: hashlib.sha256(parent + child.encode()).hexdigest(),
     )

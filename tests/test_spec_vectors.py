@@ -26,6 +26,7 @@ from eap._core import merkle_py
 from eap.node import batches, kernels
 from eap.node.crypto.envelope import signing_input
 from eap.node.crypto.keys import fingerprint, key_id_for
+from eap.node.domain import ledger
 from eap.node.domain import node as node_module
 from eap.node.errors import InvalidArgument, Unauthenticated
 from eap.node.federation.descriptor import (
@@ -329,10 +330,10 @@ def test_lineage():
         data = b"\x03" + parent + s["bundle_id"].encode("utf-8")
         assert data.hex() == s["input_hex"]
         assert hashlib.sha256(data).hexdigest() == s["lineage_hex"]
-        assert node_module.lineage(parent, s["bundle_id"]) == s["lineage_hex"]
+        assert ledger.lineage(parent, s["bundle_id"]) == s["lineage_hex"]
         issuer, span = s["bundle_id"].rsplit("/", 1)
         start, end = (int(x) for x in span.split("-"))
-        assert node_module.bundle_id(issuer, start, end) == s["bundle_id"]
+        assert ledger.bundle_id(issuer, start, end) == s["bundle_id"]
         known[s["lineage_hex"]] = s
     assert all(s["parent_hex"] in known for s in steps[1:])  # a chain back to the leaf
 
