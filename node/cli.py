@@ -1056,6 +1056,71 @@ def _read_json(path: Path, what: str) -> Any:
         raise click.BadParameter(f"cannot read {what} {path}: {exc}") from None
 
 
+def _issuer_key_options(key_flag: str, descriptor_flags: tuple[str, ...], own: str):
+    """The options naming an issuer's public keys, shared by `proof verify` and `receipt
+    verify`: ``key_flag`` KEYID=BASE64 (repeatable), a descriptor, an identity, ``--issuer``
+    (``own``: what the issuer defaults to with keys only)."""
+
+    def wrap(f):
+        for option in reversed(
+            (
+                click.option(
+                    key_flag,
+                    "key_args",
+                    multiple=True,
+                    metavar="KEYID=BASE64",
+                    help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
+                    "(repeatable; `eap-node identity` prints them).",
+                ),
+                click.option(
+                    *descriptor_flags,
+                    "descriptor_file",
+                    type=click.Path(path_type=Path, exists=True),
+                    default=None,
+                    help="The issuer's signed node descriptor (JSON); its keys are used.",
+                ),
+                click.option(
+                    "--identity",
+                    "identity_file",
+                    type=click.Path(path_type=Path, exists=True),
+                    default=None,
+                    help="The issuer's identity (`eap-node identity --json`, GetIdentity).",
+                ),
+                click.option(
+                    "--issuer",
+                    default=None,
+                    help="Expected issuer node id (default: the descriptor's or identity's; "
+                    f"with {key_flag} only, {own}).",
+                ),
+            )
+        ):
+            f = option(f)
+        return f
+
+    return wrap
+
+
+def _parse_key_args(key_args, param_hint: str) -> dict[str, bytes]:
+    """``{key id: raw key}`` from KEYID=BASE64 arguments; the key id must be the key's own."""
+    from eap.node.crypto.keys import key_id_for
+
+    out: dict[str, bytes] = {}
+    for arg in key_args:
+        kid, sep, b64 = arg.partition("=")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+            ok = sep == "=" and len(raw) == 32 and key_id_for(raw) == kid
+        except (ValueError, EapError):
+            ok = False
+        if not ok:
+            raise click.BadParameter(
+                f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key whose key id is KEYID",
+                param_hint=param_hint,
+            )
+        out[kid] = raw
+    return out
+
+
 def _verify_keys(descriptor_file, identity_file) -> tuple[dict, str | None]:
     """``({node id: {key id: raw}}, node id or None)`` from the key options."""
     from eap.node.crypto.keys import key_id_for
@@ -1104,34 +1169,7 @@ def _verify_keys(descriptor_file, identity_file) -> tuple[dict, str | None]:
 
 @proof.command("verify")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "--key",
-    "key_args",
-    multiple=True,
-    metavar="KEYID=BASE64",
-    help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
-    "(repeatable; `eap-node identity` prints them).",
-)
-@click.option(
-    "--descriptor",
-    "descriptor_file",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="The issuer's signed node descriptor (JSON); its keys are used.",
-)
-@click.option(
-    "--identity",
-    "identity_file",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="The issuer's identity (`eap-node identity --json`, GetIdentity).",
-)
-@click.option(
-    "--issuer",
-    default=None,
-    help="Expected issuer node id (default: the descriptor's or identity's; with "
-    "--key only, the proof's own issuer).",
-)
+@_issuer_key_options("--key", ("--descriptor",), "the proof's own issuer")
 @_json_option
 def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json) -> None:
     """Check the proof in FILE offline, with only the issuer's public key(s).
@@ -1144,7 +1182,6 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
     """
     from google.protobuf import json_format
 
-    from eap.node.crypto.keys import key_id_for
     from eap.node.domain import proofs
     from eap.node.domain.provenance import ProofError
     from eap.v1 import types_pb2 as pb
@@ -1153,20 +1190,7 @@ def proof_verify(file, key_args, descriptor_file, identity_file, issuer, as_json
         raise click.UsageError("give the issuer's key(s): --key, --descriptor or --identity")
     keys, named = _verify_keys(descriptor_file, identity_file)
     issuer = issuer or named
-    raw_keys: dict[str, bytes] = {}
-    for arg in key_args:
-        kid, sep, b64 = arg.partition("=")
-        try:
-            raw = base64.b64decode(b64, validate=True)
-            ok = sep == "=" and len(raw) == 32 and key_id_for(raw) == kid
-        except (ValueError, EapError):
-            ok = False
-        if not ok:
-            raise click.BadParameter(
-                f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key whose key id is KEYID",
-                param_hint="--key",
-            )
-        raw_keys[kid] = raw
+    raw_keys = _parse_key_args(key_args, "--key")
 
     def reject(reason: str) -> None:
         if as_json:

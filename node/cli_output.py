@@ -50,6 +50,8 @@ class Table(rich_table.Table):
 
 #: Records whose fields are all scalars (str, int, float, bool, None).
 _FLAT = {Account, Bundle, Device}
+#: Bytes fields of the flat records (hex in machine output).
+_BYTES = {Account: ("holder_public_key",)}
 #: Per enum field: number -> protocol name.
 _NAMES = {key: {int(m): m.name for m in kind} for key, kind in ENUM_FIELDS.items()}
 
@@ -79,9 +81,9 @@ def machine_record(item: Any) -> dict:
     if type(item) not in _FLAT:
         return machine(item.to_dict())
     out = dict(vars(item))
-    for key, value in out.items():
-        if type(value) is bytes:  # a holder's public key: hex, as to_dict gives it
-            out[key] = value.hex()
+    for key in _BYTES.get(type(item), ()):  # hex, as to_dict gives it
+        if out[key] is not None:
+            out[key] = out[key].hex()
     for key, names in _NAMES.items():
         value = out.get(key)
         if type(value) is int:

@@ -7,7 +7,6 @@ form (``<JWT>~<disclosure>~...~[<KB-JWT>]``) and a newline.
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from pathlib import Path
@@ -15,8 +14,15 @@ from typing import Any
 
 import click
 
-from eap.node.cli import _emit, _home_option, _json_option, _open, _verify_keys
-from eap.node.errors import EapError
+from eap.node.cli import (
+    _emit,
+    _home_option,
+    _issuer_key_options,
+    _json_option,
+    _open,
+    _parse_key_args,
+    _verify_keys,
+)
 
 #: Exit code of ``receipt verify`` when the presentation does not verify.
 RECEIPT_REJECTED_EXIT = 13
@@ -149,56 +155,10 @@ def receipt_present(
     )
 
 
-def _parse_key_args(key_args) -> dict[str, bytes]:
-    from eap.node.crypto.keys import key_id_for
-
-    out: dict[str, bytes] = {}
-    for arg in key_args:
-        kid, sep, b64 = arg.partition("=")
-        try:
-            raw = base64.b64decode(b64, validate=True)
-            ok = sep == "=" and len(raw) == 32 and key_id_for(raw) == kid
-        except (ValueError, EapError):
-            ok = False
-        if not ok:
-            raise click.BadParameter(
-                f"{arg[:80]!r}: expected KEYID=BASE64 of a 32-byte key whose key id is KEYID",
-                param_hint="--issuer-key",
-            )
-        out[kid] = raw
-    return out
-
-
 @receipt.command("verify")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "--issuer-key",
-    "key_args",
-    multiple=True,
-    metavar="KEYID=BASE64",
-    help="An issuer public key: key id and raw 32-byte Ed25519 key in base64 "
-    "(repeatable; `eap-node identity` prints them).",
-)
-@click.option(
-    "--issuer-node-descriptor",
-    "--descriptor",
-    "descriptor_file",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="The issuer's signed node descriptor (JSON); its keys are used.",
-)
-@click.option(
-    "--identity",
-    "identity_file",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="The issuer's identity (`eap-node identity --json`).",
-)
-@click.option(
-    "--issuer",
-    default=None,
-    help="Expected issuer node id (default: the descriptor's or identity's; with "
-    "--issuer-key only, the receipt's own).",
+@_issuer_key_options(
+    "--issuer-key", ("--issuer-node-descriptor", "--descriptor"), "the receipt's own"
 )
 @click.option(
     "--batch-descriptor",
@@ -248,7 +208,7 @@ def receipt_verify(
     if batch_descriptor is not None:
         for node_id, found in _verify_keys(batch_descriptor, None)[0].items():
             keys.setdefault(node_id, {}).update(found)
-    raw_keys = _parse_key_args(key_args)
+    raw_keys = _parse_key_args(key_args, "--issuer-key")
     issuer = issuer or named
 
     def reject(reason: str) -> None:

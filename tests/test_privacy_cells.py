@@ -68,6 +68,21 @@ def test_device_cell_uses_the_configured_resolution(node):
     assert dev.cell == h3.cell_to_parent(h3.latlng_to_cell(6.2442, -75.5812, 7), 5)
     public = node.list_devices(purpose=Purpose.TRANSPARENCY).items[0]
     assert public.cell == dev.cell and public.latitude is None
+    # The bulk path (`eap-node device import`) honours the same setting.
+    bulk = node.register_devices(
+        [
+            {
+                "ref": "roof-2", "capacity_w": 500, "source": "solar",
+                "technology": "photovoltaic", "commissioned": "2021-01-01",
+                "lat": 6.2442, "lon": -75.5812, "zone": "CO-ANT", "owner": owner,
+                "meter_id": "m2", "attestation": "grid agreement",
+            }
+        ],
+        request_id="bulk",
+    )
+    assert bulk.devices == 1
+    cells_now = {d.local_ref: d.cell for d in node.list_devices(purpose=Purpose.OPERATIONS).items}
+    assert cells_now["roof-2"] == dev.cell
 
 
 @settings(max_examples=200, deadline=None)

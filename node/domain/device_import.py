@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from eap.node.crypto import device_pseudonym
-from eap.node.domain import device_rules, idempotency, plugin_calls
+from eap.node.domain import cells, device_rules, idempotency, plugin_calls
 from eap.node.domain.ledger import now_ms
 from eap.node.domain.rules import Checker
 from eap.node.errors import EapError, FieldViolation, InvalidArgument, PluginError
@@ -286,8 +286,6 @@ def register_devices(
     principal: Principal | None = None,
 ) -> DeviceImportResult:
     """Register every row or none (see the module docstring)."""
-    from eap.node.domain.node import coarse_cell
-
     principal = principal or Principal.operator()
     node._operator_only(principal, "register devices")
     payloads, attested = validate(node, rows)
@@ -295,6 +293,7 @@ def register_devices(
         json.dumps(payloads, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
     secret = node.config.node_secret()
+    res = node.config.privacy.h3_resolution
 
     def op(conn: Connection) -> DeviceImportResult:
         check = Checker("devices refused: nothing was registered")
@@ -312,7 +311,7 @@ def register_devices(
             "latitude": [float(p["latitude"]) for p in payloads],
             "longitude": [float(p["longitude"]) for p in payloads],
             "zone": [p["zone"] for p in payloads],
-            "cell": [coarse_cell(p["latitude"], p["longitude"]) for p in payloads],
+            "cell": [cells.public_cell(p["latitude"], p["longitude"], res) for p in payloads],
             "owner": [p["owner"] for p in payloads],
             "meter_id": [p["meter_id"] for p in payloads],
             "renewable_ppm": [p["renewable_ppm"] for p in payloads],

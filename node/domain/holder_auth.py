@@ -44,12 +44,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection
 
 from eap.node.crypto.keys import now_ms
 from eap.node.errors import InvalidArgument, PermissionDenied, invalid
 from eap.node.records.models import Account
-from eap.node.store import schema as t
+from eap.node.store import holder_repos
 
 DOMAIN = b"EAP-HOLDER-AUTH-v1\x00"
 PUBLIC_KEY_LEN = 32
@@ -271,10 +271,7 @@ def signed_by_holder(account: Account, message: bytes, signature: bytes) -> bool
 
 def holder_key(conn: Connection, account: str) -> bytes | None:
     """The holder key of a local account, None for a custodial (or unknown) one."""
-    row = conn.execute(
-        select(t.accounts.c.holder_public_key).where(t.accounts.c.id == account)
-    ).first()
-    return bytes(row[0]) if row and row[0] is not None else None
+    return holder_repos.holder_key(conn, account)
 
 
 def require(
@@ -317,20 +314,17 @@ def require(
             "from what the holder signed"
         )
     digest = hashlib.sha256(bytes(auth.signature)).hexdigest()
-    used = conn.execute(
-        select(t.holder_auth_uses.c.request_id).where(t.holder_auth_uses.c.signature_hash == digest)
-    ).first()
+    used = holder_repos.signature_use(conn, digest)
     if used is not None:
-        raise PermissionDenied(f"the holder's signature was already used (request {used[0]})")
-    conn.execute(
-        insert(t.holder_auth_uses).values(
-            signature_hash=digest,
-            account=intent.account,
-            operation=intent.operation,
-            request_id=intent.request_id,
-            expires_at_ms=auth.expires_at_ms,
-            used_at_ms=now,
-        )
+        raise PermissionDenied(f"the holder's signature was already used (request {used})")
+    holder_repos.record_signature_use(
+        conn,
+        signature_hash=digest,
+        account=intent.account,
+        operation=intent.operation,
+        request_id=intent.request_id,
+        expires_at_ms=auth.expires_at_ms,
+        used_at_ms=now,
     )
 
 

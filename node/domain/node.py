@@ -101,10 +101,6 @@ def _import_metrics(metrics: Any, r: ImportResult, seconds: float) -> None:
     metrics.import_duration.record(seconds)
 
 
-def coarse_cell(lat: float, lon: float, resolution: int = cells.DEFAULT_RESOLUTION) -> str:
-    """Public H3 cell of a device (:mod:`eap.node.domain.cells`); the location stays private."""
-    return cells.public_cell(lat, lon, resolution)
-
 
 class Node:
     """One EAP node over its home (config, keys) and store."""
@@ -373,7 +369,7 @@ class Node:
                 latitude=float(latitude),
                 longitude=float(longitude),
                 zone=zone,
-                cell=coarse_cell(latitude, longitude, self.config.privacy.h3_resolution),
+                cell=cells.public_cell(latitude, longitude, self.config.privacy.h3_resolution),
                 owner=owner,
                 meter_id=meter_id,
                 renewable_ppm=renewable_ppm,
