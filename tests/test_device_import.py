@@ -115,6 +115,8 @@ def test_one_bad_row_refuses_the_file_and_stores_nothing(node, tmp_path, over, f
     assert any(v.field.startswith(f"devices[13].{field}") for v in err.value.violations), (
         err.value.violations
     )
+    # One problem, one line: a plugin's refusal is reported by its fields, not twice.
+    assert len(err.value.violations) == 1, err.value.violations
     assert _devices(node) == [] and node.status().devices == 0
 
 

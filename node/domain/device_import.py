@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from eap.node.crypto import device_pseudonym
 from eap.node.domain import cells, device_rules, idempotency, plugin_calls
@@ -33,6 +33,7 @@ from eap.node.domain.ledger import now_ms
 from eap.node.domain.rules import Checker
 from eap.node.errors import EapError, FieldViolation, InvalidArgument, PluginError
 from eap.node.records.models import DeviceImportResult, Principal
+from eap.node.store import repos
 from eap.node.store import schema as t
 from eap.node.store.engine import bulk_insert
 
@@ -244,15 +245,15 @@ def _each(impl: Any, name: str, rows: list[int], kwargs: list[dict], timeout_s: 
             args = {k: kw[k] for k in impl.argnames if k in kw}
             try:
                 out.append(impl.function(**args))
-            except EapError as exc:
+            except EapError as exc:  # the row's fields when the refusal names them
                 out.append(
-                    [FieldViolation(f"devices[{n}]", f"{exc} (plugin {name})")]
-                    + [
+                    [
                         FieldViolation(
                             f"devices[{n}].{v.field}", f"{v.description} (plugin {name})"
                         )
                         for v in exc.violations
                     ]
+                    or [FieldViolation(f"devices[{n}]", f"{exc} (plugin {name})")]
                 )
         return out
 
@@ -339,9 +340,9 @@ def _database_checks(conn: Connection, payloads: list[dict], check: Checker) -> 
     refs = [p["local_ref"] for p in payloads]
     meters = [p["meter_id"] for p in payloads]
     owners = sorted({p["owner"] for p in payloads})
-    known_owners = _present(conn, t.accounts.c.id, owners)
-    taken_refs = _present(conn, t.devices.c.local_ref, refs)
-    taken_meters = _present(conn, t.devices.c.meter_id, meters)
+    known_owners = repos.present_values(conn, t.accounts.c.id, owners)
+    taken_refs = repos.present_values(conn, t.devices.c.local_ref, refs)
+    taken_meters = repos.present_values(conn, t.devices.c.meter_id, meters)
     seen_refs: dict[str, int] = {}
     seen_meters: dict[str, int] = {}
     for i, p in enumerate(payloads):
@@ -359,14 +360,3 @@ def _database_checks(conn: Connection, payloads: list[dict], check: Checker) -> 
         seen_meters.setdefault(p["meter_id"], i)
         if len(check.violations) >= MAX_VIOLATIONS:
             return
-
-
-def _present(conn: Connection, column, values: list[str]) -> set[str]:
-    """Which of ``values`` are in ``column`` (indexed), queried in chunks."""
-    values = sorted(set(values))
-    found: set[str] = set()
-    for lo in range(0, len(values), CHUNK):
-        found.update(
-            r[0] for r in conn.execute(select(column).where(column.in_(values[lo : lo + CHUNK])))
-        )
-    return found

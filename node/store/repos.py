@@ -138,6 +138,16 @@ def device_conflicts(conn: Connection, local_ref: str, meter_id: str) -> list[st
     return out
 
 
+def present_values(conn: Connection, column, values: Iterable[str], chunk: int = 2000) -> set[str]:
+    """Which of ``values`` are in ``column`` (an indexed column), queried in chunks."""
+    ordered = sorted(set(values))
+    found: set[str] = set()
+    for lo in range(0, len(ordered), chunk):
+        part = ordered[lo : lo + chunk]
+        found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+    return found
+
+
 def devices_by_meter(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Device]:
     ids = list(set(meter_ids))
     out: dict[str, Device] = {}
