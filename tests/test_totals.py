@@ -150,10 +150,15 @@ def test_a_transaction_that_fails_midway_rolls_its_totals_back(node, solar, mete
 
 def test_saturating_totals_survive_values_past_int64(node, solar):
     with node.store.transaction() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO readings (device_id, interval_start, interval_end, wh, issued_wh) "
-            f"VALUES ('{solar[1].id}', 0, 3600, {2**63 - 1}, 0), "
-            f"('{solar[1].id}', 3600, 7200, {2**63 - 1}, 0)"
+        repos.insert_readings(
+            conn,
+            {
+                "device_id": [solar[1].id] * 2,
+                "interval_start": [0, 3600],
+                "interval_end": [3600, 7200],
+                "wh": [2**63 - 1] * 2,
+                "issued_wh": [0, 0],
+            },
         )
     assert node.status().wh_metered == 2**63 - 1
 

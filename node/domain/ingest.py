@@ -35,8 +35,6 @@ from eap.node.errors import FieldViolation, NotFound, invalid
 from eap.node.meters import MeterReadings, reader_for
 from eap.node.records.models import ImportResult, Principal
 from eap.node.store import repos
-from eap.node.store import schema as t
-from eap.node.store.engine import bulk_insert
 
 if TYPE_CHECKING:
     from eap.node.domain.node import Node
@@ -233,9 +231,8 @@ class Storer:
         if n:
             dev_ids = dev_table[meter_idx][new]
             order = np.lexsort((start[new], dev_ids.astype(str)))  # index-friendly order
-            bulk_insert(
+            repos.insert_readings(
                 self.conn,
-                t.readings,
                 {
                     "device_id": dev_ids[order],
                     "interval_start": start[new][order],

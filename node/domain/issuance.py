@@ -29,8 +29,6 @@ from eap.node.federation import crashpoints
 from eap.node.records.enums import Status
 from eap.node.records.models import IssueAllResult, IssueResult, Principal
 from eap.node.store import custody_repos, repos
-from eap.node.store import schema as t
-from eap.node.store.engine import bulk_insert
 
 if TYPE_CHECKING:
     from eap.node.domain.node import Node
@@ -267,9 +265,8 @@ def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
         for s, e in zip(arrays["serial_start"].tolist(), arrays["serial_end"].tolist(), strict=True)
     ]
     m = len(bids)
-    bulk_insert(
+    repos.insert_bundle_columns(
         conn,
-        t.bundles,
         {
             "id": bids,
             "issuer": [issuer] * m,

@@ -7,7 +7,7 @@ so a domain operation composes several of them atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -16,7 +16,8 @@ from eap.node.errors import FieldViolation, InvalidArgument
 from eap.node.records.enums import Status
 from eap.node.records.models import Account, Bundle, ClaimReceipt, Device
 from eap.node.store import schema as t
-from eap.node.store import transfer_repos
+from eap.node.store import totals_repos, transfer_repos
+from eap.node.store.engine import bulk_insert
 
 # -- meta & counters ---------------------------------------------------------------------------
 
@@ -255,6 +256,12 @@ def mark_fully_issued(conn: Connection, reading_ids: Sequence[int]) -> None:
         return
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ANY(%s)", (ids,))
+        return
+    lo, hi = min(ids), max(ids)
+    if hi - lo + 1 == len(ids):
+        # A run of consecutive ids (the usual page; the write lock is held): one range update.
+        sql = "UPDATE readings SET issued_wh = wh WHERE id BETWEEN ? AND ?"
+        conn.exec_driver_sql(sql, (lo, hi))
     else:
         conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ?", [(i,) for i in ids])
 
@@ -283,9 +290,42 @@ def _bundle(row) -> Bundle:
 
 
 def insert_bundles(conn: Connection, items: Sequence[Bundle], batch_seq: int | None = None) -> None:
+    """Insert bundles (and count them in the totals, see totals_repos)."""
     rows = [dict(b.to_dict(), batch_seq=batch_seq, version=0) for b in items]
     if rows:
         conn.execute(insert(t.bundles), rows)
+        totals_repos.count_bundles(
+            conn,
+            status=[b.status for b in items],
+            serial_start=[b.serial_start for b in items],
+            serial_end=[b.serial_end for b in items],
+            issuer=[b.issuer for b in items],
+            root=[b.parent_id is None for b in items],
+        )
+
+
+def insert_bundle_columns(conn: Connection, columns: Mapping[str, Sequence]) -> int:
+    """Bulk-insert bundles given column by column (issuance's path; ``status``,
+    ``serial_start``, ``serial_end``, ``issuer`` and ``parent_id`` are required) and count
+    them in the totals."""
+    n = bulk_insert(conn, t.bundles, columns)
+    totals_repos.count_bundles(
+        conn,
+        status=columns["status"],
+        serial_start=columns["serial_start"],
+        serial_end=columns["serial_end"],
+        issuer=columns["issuer"],
+        root=[p is None for p in columns["parent_id"]],
+    )
+    return n
+
+
+def insert_readings(conn: Connection, columns: Mapping[str, Sequence]) -> int:
+    """Bulk-insert readings given column by column (``device_id``, ``interval_start``,
+    ``interval_end``, ``wh``, ``issued_wh``) and count them in the totals."""
+    n = bulk_insert(conn, t.readings, columns)
+    totals_repos.count_readings(conn, columns["wh"])
+    return n
 
 
 def set_bundle_state(

@@ -132,7 +132,6 @@ bundles = Table(
     Index("ix_bundles_owner_serial", "owner", "issuer", "serial_start"),
     Index("ix_bundles_status_serial", "status", "issuer", "serial_start"),
     Index("ix_bundles_device_serial", "device_id", "issuer", "serial_start"),
-    Index("ix_bundles_device", "device_id", "interval_start"),
 )
 
 #: Signed issuance batches of this node, kept as the exact bytes served to peers.
