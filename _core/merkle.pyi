@@ -45,3 +45,8 @@ def inclusion_proof(leaves: npt.ArrayLike | Sequence[bytes], index: int) -> list
 
 def verify_inclusion(leaf_hash: Any, index: Any, n: Any, proof: Iterable[Any], root: Any) -> bool:
     """RFC 9162 inclusion check; malformed input is False."""
+
+LINEAGE_PREFIX: int
+
+def lineage_hashes(parents: npt.ArrayLike, ids: Iterable[str]) -> list[str]:
+    """``hex(SHA256(0x03 || parent || utf8(id)))`` per row; a list of ``str``."""

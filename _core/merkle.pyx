@@ -323,3 +323,50 @@ def verify_inclusion(leaf_hash, index, n, proof, root):
         fn >>= 1
         sn >>= 1
     return sn == 0 and PyBytes_FromStringAndSize(<char*>r, 32) == expected
+
+
+cdef enum:
+    C_LINEAGE_PREFIX = 0x03
+    C_DIGEST = 32
+
+LINEAGE_PREFIX = C_LINEAGE_PREFIX
+cdef const char* HEX = b"0123456789abcdef"
+
+
+def lineage_hashes(parents, ids):
+    """``hex(SHA256(0x03 || parent || utf8(id)))`` per row: ``parents`` ``(n, 32)`` uint8
+    (batch leaves or parent lineages), ``ids`` ``n`` bundle ids; a list of ``str``."""
+    cdef const uint8_t[:, ::1] p = digest_array("parents", parents)
+    cdef list items = list(ids)
+    cdef Py_ssize_t n = len(items), i, k, size
+    if p.shape[0] != n:
+        raise ValueError(f"parents has {p.shape[0]} rows, ids {n}")
+    cdef list out = [None] * n
+    cdef uint8_t digest[32]
+    cdef char text[64]
+    cdef uint8_t* buf = NULL
+    cdef Py_ssize_t cap = 0
+    cdef bytes data
+    try:
+        for i in range(n):
+            entry = items[i]
+            if not isinstance(entry, str):
+                raise TypeError(f"id {i}: expected str, got {type(entry).__name__}")
+            data = (<str>entry).encode("utf-8")
+            size = C_DIGEST + len(data)
+            if size > cap:
+                free(buf)
+                cap = size * 2
+                buf = <uint8_t*>malloc(cap)
+                if buf == NULL:
+                    raise MemoryError()
+            memcpy(buf, &p[i, 0], C_DIGEST)
+            memcpy(buf + C_DIGEST, PyBytes_AS_STRING(data), len(data))
+            eap_sha256_prefixed(C_LINEAGE_PREFIX, buf, size, digest)
+            for k in range(32):
+                text[2 * k] = HEX[digest[k] >> 4]
+                text[2 * k + 1] = HEX[digest[k] & 15]
+            out[i] = text[:64].decode("ascii")
+    finally:
+        free(buf)
+    return out

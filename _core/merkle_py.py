@@ -195,3 +195,22 @@ def verify_inclusion(leaf_hash: Any, index: Any, n: Any, proof: Iterable[Any], r
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == expected
+
+
+LINEAGE_PREFIX = 0x03
+
+
+def lineage_hashes(parents: Any, ids: Iterable[str]) -> list[str]:
+    """``hex(SHA256(0x03 || parent || utf8(id)))`` per row: ``parents`` ``(n, 32)`` uint8
+    (batch leaves or parent lineages), ``ids`` ``n`` bundle ids; a list of ``str``."""
+    p = digest_array("parents", parents)
+    items = list(ids)
+    if len(p) != len(items):
+        raise ValueError(f"parents has {len(p)} rows, ids {len(items)}")
+    out = []
+    for i, entry in enumerate(items):
+        if not isinstance(entry, str):
+            raise TypeError(f"id {i}: expected str, got {type(entry).__name__}")
+        message = bytes([LINEAGE_PREFIX]) + p[i].tobytes() + entry.encode("utf-8")
+        out.append(hashlib.sha256(message).hexdigest())
+    return out

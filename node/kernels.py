@@ -243,6 +243,13 @@ def leaf_hashes(
         return _merkle.leaf_hashes(*cols, *digests)
 
 
+def lineage_hashes(parents: npt.ArrayLike | Sequence[bytes], ids: Sequence[str]) -> list[str]:
+    """Lineage hashes, hex: ``SHA-256(0x03 || parent || utf8(id))`` per row, where ``parent``
+    is a batch leaf (issued bundles) or the parent's lineage (see ``provenance.lineage``)."""
+    with _span("lineage_hashes", _rows(parents), "bundles"):
+        return _merkle.lineage_hashes(parents, ids)
+
+
 def merkle_root(leaves: npt.ArrayLike | Sequence[bytes]) -> bytes:
     """RFC 6962 root over leaf hashes (``(n, 32)`` uint8 or 32-byte ``bytes``)."""
     with _span("merkle_root", _rows(leaves), "leaves"):

@@ -269,3 +269,31 @@ def test_portable_sha256_matches_the_default_path():
     finally:
         assert merkle_c._sha256_impl("auto") == default
     assert fast_root == merkle_py.merkle_root(merkle_py.leaf_hashes(*cols.values(), *fast_digests))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lineage_hashes_known_answer_and_errors(impl):
+    parents = np.arange(64, dtype=np.uint8).reshape(2, 32)
+    ids = ["city.example/0-10", "é/1-2"]
+    want = [
+        hashlib.sha256(b"\x03" + parents[i].tobytes() + ids[i].encode()).hexdigest()
+        for i in range(2)
+    ]
+    assert impl.lineage_hashes(parents, ids) == want
+    assert impl.lineage_hashes(np.zeros((0, 32), np.uint8), []) == []
+    with pytest.raises(ValueError):
+        impl.lineage_hashes(parents, ids[:1])
+    with pytest.raises(TypeError):
+        impl.lineage_hashes(parents, ["a", b"b"])
+
+
+@needs_ext
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    ids=st.lists(st.text(max_size=300), max_size=40),
+)
+def test_kernel_matches_twin_on_lineage(seed, ids):
+    parents = np.random.default_rng(seed).integers(0, 256, (len(ids), 32), dtype=np.uint8)
+    want = merkle_py.lineage_hashes(parents, ids)
+    assert merkle_c.lineage_hashes(parents, ids) == want

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 
 from eap.node import batches, kernels
 from eap.node.domain import anchoring, idempotency
-from eap.node.domain.ledger import bundle_id, lineage, now_ms
+from eap.node.domain.ledger import bundle_id, now_ms
 from eap.node.errors import FieldViolation, NotFound, invalid
 from eap.node.federation import crashpoints
 from eap.node.records.enums import Status
@@ -284,7 +284,7 @@ def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
             "owner": np.array(owners, dtype=object)[arrays["owner"]],
             "status": np.full(m, int(Status.ACTIVE)),
             "parent_id": [None] * m,
-            "lineage_hash": [lineage(bytes(leaf), i) for leaf, i in zip(leaves, bids, strict=True)],
+            "lineage_hash": kernels.lineage_hashes(leaves, bids),
             "issued_at_ms": np.full(m, at),
             "batch_seq": np.full(m, seq),
             "version": np.zeros(m, dtype=np.int64),
