@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import grpc
 import pytest
 from fednet import FedNet
-from sqlalchemy import insert
 
 from eap.node.api.guard import ThrottledLog
 from eap.node.api.server import build_server
@@ -24,7 +23,7 @@ from eap.node.federation.server import build_server as build_fed_server
 from eap.node.federation.settings import FederationSettings
 from eap.node.federation.transfers import split_destination
 from eap.node.records.enums import Purpose
-from eap.node.store import schema as t
+from eap.node.store import repos
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
 
@@ -100,11 +99,10 @@ def test_status_survives_stored_totals_past_int64(served, solar):
     node, channel = served
     _, dev = solar
     with node.store.transaction() as conn:
-        conn.execute(insert(t.readings), [
-            {"device_id": dev.id, "interval_start": 3600 * k, "interval_end": 3600 * (k + 1),
-             "wh": INT64_MAX, "issued_wh": 0}
-            for k in range(2)
-        ])
+        repos.insert_readings(conn, {
+            "device_id": [dev.id] * 2, "interval_start": [0, 3600], "interval_end": [3600, 7200],
+            "wh": [INT64_MAX] * 2, "issued_wh": [0, 0],
+        })
     st = _call(channel, node.config.api_token())("GetStatus", api.GetStatusRequest())
     assert st.readings == 2 and st.wh_metered == INT64_MAX
 
