@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from fednet import FedNet
@@ -35,7 +36,7 @@ SLACK = 512 * 1024
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sync_dbs(request) -> dict[str, str]:
+def sync_dbs(request) -> Iterator[dict[str, str]]:
     """Databases of the two syncing nodes (the source stays on SQLite)."""
     if request.param == "sqlite":
         yield {}
@@ -55,7 +56,8 @@ def sync_dbs(request) -> dict[str, str]:
 
 
 class Federation:
-    """The source's runtime on its federation port; the syncing nodes, clients closed at end."""
+    """The source node serving from its own ``FederationRuntime``, and two fresh nodes that
+    sync from it (the first a small history, the second a large one)."""
 
     def __init__(self, root, db_urls: dict[str, str]) -> None:
         self.net = FedNet(root, [(SRC, "ES"), (SMALL, "NL"), (LARGE, "NL")], db_urls=db_urls)
