@@ -92,7 +92,7 @@ def bundle_lines_page(
     q = repos.bundles_page_query(
         owner=owner, status=status, device=device, after=after, limit=limit
     ).with_only_columns(t.bundles.c.id, line)
-    return conn.execute(q).tuples().all()
+    return conn.execute(q).all()
 
 
 def bundles_by_id(conn: Connection, ids: Sequence[str]) -> dict[str, Bundle]:
