@@ -31,7 +31,8 @@ the same run where one makes sense:
 
 Prints a Markdown table (``--json``: the figures as JSON).  Ratios are step rate / baseline
 rate (for times without a count: baseline time / step time); above 1 is faster.  ``rows/s
-after 1st line`` is (lines - 1) / (wall - first line) for the streamed listings.
+after 1st line`` is (lines - 1) / (last line - first line) for the streamed listings: the
+stream once the process is up, without its start and exit.
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ def _step(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) -> dict[str, Any]:
-    """Run ``cmd``; wall time, time to the first stdout line, peak RSS (MB), its JSON."""
+    """Run ``cmd``; wall time, times to the first and the last stdout line, peak RSS (MB), its
+    JSON."""
     hwm = tempfile.NamedTemporaryFile(prefix="bench-city-hwm-", delete=False)  # noqa: SIM115
     hwm.close()
     errors = tempfile.TemporaryFile()  # noqa: SIM115
@@ -287,13 +289,14 @@ def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) ->
         stderr=errors,
         env={**os.environ, **(env or {}), "BENCH_CITY_HWM": hwm.name},
     )
-    first = None
+    first = last = None
     lines = 0
     chunks = []
     assert proc.stdout is not None
     for line in proc.stdout:
+        last = time.perf_counter() - t0
         if first is None:
-            first = time.perf_counter() - t0
+            first = last
         lines += 1
         if not first_line:
             chunks.append(line)
@@ -319,6 +322,7 @@ def run(cmd: list[str], *, first_line: bool = False, env: dict | None = None) ->
     return {
         "wall": wall,
         "first": first,
+        "last": last,
         "lines": lines,
         "rss_mb": rss_mb,
         "data": data,
@@ -364,9 +368,10 @@ def bench_backend(
         base: float | None,
         first: float | None = None,
         base_items: int | None = None,
+        last: float | None = None,
     ) -> None:
         rate = items / seconds if items and seconds else None
-        after = seconds - first if first is not None else 0.0
+        after = last - first if first is not None and last is not None else 0.0
         stream = (items - 1) / after if items and items > 1 and after > 0 else None
         if base is None:
             ratio = None
@@ -457,6 +462,7 @@ def bench_backend(
             sel["wall"],
             first=lst["first"],
             base_items=sel["lines"],
+            last=lst["last"],
         )
         add(
             "  raw SELECT to JSON Lines (baseline)",
@@ -465,6 +471,7 @@ def bench_backend(
             sel["rss_mb"],
             None,
             first=sel["first"],
+            last=sel["last"],
         )
         st = run([*CLI, "status", "--json", *h])
         add("status", None, st["wall"], st["rss_mb"], None)

@@ -24,8 +24,8 @@ from eap.node.store import Store, listing_repos
 #: Rows per page of a stream (the domain's MAX_PAGE).
 STREAM_PAGE = 1000
 #: Rows per page of a stream of database-rendered lines after the first page (which has
-#: STREAM_PAGE, for an early first line): fewer round trips, a few MB of text at most.
-LINES_PAGE = 5000
+#: STREAM_PAGE, for an early first line): fewer round trips, about 1 MB of text.
+LINES_PAGE = 2000
 
 #: Per enum field: number -> protocol name.
 _NAMES = {key: {int(m): m.name for m in kind} for key, kind in FIELD_ENUMS.items()}
