@@ -244,3 +244,47 @@ def test_cli_prints_the_per_record_lines(tmp_path):
     )
     assert out.stdout.decode() == want and len(want.splitlines()) == 2500
     assert '"cell": "zon\\u00e9\\u007f"' in want
+
+
+def test_a_redacting_purpose_gets_its_lines_from_the_records(node, monkeypatch):
+    """Were a purpose to redact bundle fields, its lines would come through redact_bundle."""
+    from eap.node.domain import node as node_module
+
+    items = [
+        Bundle(
+            id=f"medellin.example/{i}-{i + 1}",
+            issuer="medellin.example",
+            serial_start=i,
+            serial_end=i + 1,
+            device_id="dev_x",
+            interval_start=0,
+            interval_end=3600,
+            source=int(Source.SOLAR),
+            technology=99,
+            renewable_ppm=0,
+            carbon_mg=0,
+            zone="CO-ANT",
+            cell="zoné" if i == 3 else "c",
+            owner="acct_a",
+            status=int(Status.ACTIVE),
+            parent_id=None,
+            lineage_hash="",
+            issued_at_ms=i,
+        )
+        for i in range(1500)
+    ]
+    _store(node, items)
+    want = _per_record(node, purpose=OPS)
+    redacted = []
+
+    def redact(bundle, purpose):
+        redacted.append(bundle.id)
+        return bundle
+
+    monkeypatch.setattr(node_module, "redacts_bundles", lambda purpose: True)
+    monkeypatch.setattr(node_module, "redact_bundle", redact)
+    assert "".join(node.stream_bundle_lines(purpose=OPS)) == want
+    assert len(redacted) == want.count("\n")
+    assert "".join(node.stream_bundle_lines(purpose=OPS, limit=1)) == "".join(
+        want.splitlines(keepends=True)[:1]
+    )
