@@ -19,7 +19,15 @@ from typing import Any
 import click
 
 from eap.node import holder_cli as hcli
-from eap.node.cli_output import Table, console, err_console, error, json_lines, stream_table
+from eap.node.cli_output import (
+    Table,
+    console,
+    err_console,
+    error,
+    json_lines,
+    stream_table,
+    write_blocks,
+)
 from eap.node.cli_output import emit as _emit
 from eap.node.config import create_home, default_home
 from eap.node.errors import EapError, FailedPrecondition, FieldViolation, InvalidArgument
@@ -648,14 +656,13 @@ def retire(
 def bundles(owner, status_, device, limit, purpose, home, as_json) -> None:
     """List record bundles in serial order (--json: JSON Lines, streamed page by page)."""
     st = int(Status.parse(status_, "--status")) if status_ else 0
-    items = _open(home).stream_bundles(
-        purpose=Purpose[purpose.upper()], owner=owner, status=st, device=device
-    )
+    filters = dict(purpose=Purpose[purpose.upper()], owner=owner, status=st, device=device)
+    if as_json:  # lines rendered by the database, written a page at a time
+        write_blocks(_open(home).stream_bundle_lines(**filters, limit=max(limit, 0)))
+        return
+    items = _open(home).stream_bundles(**filters)
     if limit > 0:
         items = itertools.islice(items, limit)
-    if as_json:
-        json_lines(items)
-        return
     stream_table(
         "bundles",
         ["id", "Wh", "hour (UTC)", "source", "zone", "owner", "status"],

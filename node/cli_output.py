@@ -7,7 +7,9 @@ in the data is shown as typed and never parsed as rich markup.
 
 Machine output (``--json``) names enum values as the protocol does (``"status": "ACTIVE"``,
 ``"source": "SOLAR"``).  Listings that grow with the city stream JSON Lines (one object per
-line, the first line as soon as the first page is read) through :func:`json_lines`.
+line, the first line as soon as the first page is read) through :func:`json_lines`; bundles
+come as lines already rendered (by the database) and are written a page at a time by
+:func:`write_blocks`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rich import table as rich_table
 from rich.console import Console
 from rich.text import Text
 
-from eap.node.records.enums import Source, Status, Technology
+from eap.node.records.enums import FIELD_ENUMS
 from eap.node.records.models import Account, Bundle, Device
 
 # Piped output is for logs and scripts: do not squeeze tables into 80 columns.
@@ -30,7 +32,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 #: Record fields holding a protocol enum, and the enum that names their values.
-ENUM_FIELDS = {"status": Status, "source": Source, "technology": Technology}
+ENUM_FIELDS = FIELD_ENUMS
 
 
 def literal(value: Any) -> Any:
@@ -127,6 +129,16 @@ def json_lines(items: Iterable[Any], to_dict: Callable[[Any], dict] = machine_re
             out.flush()
     out.flush()
     return n
+
+
+def write_blocks(blocks: Iterable[str]) -> None:
+    """Write text that comes in blocks (e.g. a page of JSON Lines each), flushing each as it
+    comes: one write per block, not per line."""
+    out = sys.stdout
+    for block in blocks:
+        out.write(block)
+        out.flush()
+    out.flush()
 
 
 def stream_table(

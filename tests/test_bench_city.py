@@ -58,6 +58,7 @@ def test_city_bench_table_shape(tmp_path):
     assert by["re-import unchanged"]["ratio"] is not None
     assert 0 < by["issue all"]["items"] <= 180
     assert by["bundles --owner X --json"]["first_line_s"] is not None
+    assert by["bundles --owner X --json"]["stream_rate_per_s"] is not None
     assert (
         by["bundles --owner X --json"]["items"]
         == by["  raw SELECT to JSON Lines (baseline)"]["items"]
@@ -68,5 +69,5 @@ def test_city_bench_table_shape(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     table = mod.markdown(rows, 6, 30).splitlines()
-    assert table[2].count("|") == table[3].count("|") == 10
+    assert table[2].count("|") == table[3].count("|") == 11
     assert len(table) == 4 + len(STEPS)

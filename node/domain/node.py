@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from eap.node.domain.policy import (
     redact_account,
     redact_bundle,
     redact_device,
+    redacts_bundles,
     require_purpose,
     require_record_purpose,
 )
@@ -448,6 +451,42 @@ class Node:
         """Every bundle (``list_bundles`` filters) in serial order: constant memory."""
         return listings.walk(functools.partial(self.list_bundles, **filters))
 
+    def stream_bundle_lines(
+        self,
+        *,
+        purpose: Purpose,
+        principal: Principal | None = None,
+        owner: str = "",
+        status: int = 0,
+        device: str = "",
+        limit: int = 0,
+    ) -> Iterator[str]:
+        """The bundles ``stream_bundles`` gives with these filters (at most ``limit``, 0 =
+        all), as the JSON Lines the CLI prints for them (``eap-node bundles --json``), a page
+        of newline-terminated lines per string, rendered by the database; same purpose checks
+        and fields as ``list_bundles``.  Constant memory."""
+        owner = self._bundle_owner(purpose, principal, owner)
+        if redacts_bundles(purpose):  # lines from the records the purpose may see
+            items = self.stream_bundles(
+                purpose=purpose, principal=principal, owner=owner, status=status, device=device
+            )
+            if limit > 0:
+                items = itertools.islice(items, limit)
+            items = iter(items)
+            while chunk := list(itertools.islice(items, listings.STREAM_PAGE)):
+                yield "".join(listings.bundle_line(b) + "\n" for b in chunk)
+            return
+        if device:
+            with self.store.read() as conn:
+                device = self._device_id(conn, device)
+        yield from listings.walk_bundle_lines(
+            self.store,
+            owner=owner or None,
+            status=status or None,
+            device=device or None,
+            limit=max(limit, 0),
+        )
+
     def stream_claims(self, **filters: Any):
         """Every claim receipt (``list_claims`` filters) in claim order: constant memory."""
         return listings.walk(functools.partial(self.list_claims, **filters))
@@ -614,15 +653,11 @@ class Node:
         page_size: int = 100,
         page_token: str = "",
     ) -> Page:
-        principal = principal or Principal.operator()
-        require_record_purpose(purpose, principal)
+        owner = self._bundle_owner(purpose, principal, owner)
         page_token = check_page_token(page_token, BUNDLE_ID_RE)
-        if purpose == Purpose.HOLDINGS:
-            owner = principal.account_id or owner
         with self.store.read() as conn:
             if device:
-                dev = repos.get_device(conn, device)
-                device = dev.id if dev else device
+                device = self._device_id(conn, device)
             items = repos.list_bundles(
                 conn,
                 owner=owner or None,
@@ -632,6 +667,22 @@ class Node:
                 limit=_page(page_size),
             )
         return _paged([redact_bundle(b, purpose) for b in items], page_size, lambda b: b.id)
+
+    @staticmethod
+    def _bundle_owner(purpose: Purpose, principal: Principal | None, owner: str) -> str:
+        """The owner filter of a bundle listing by ``principal`` for ``purpose`` (checked):
+        an account holder reading HOLDINGS lists only its own."""
+        principal = principal or Principal.operator()
+        require_record_purpose(purpose, principal)
+        if purpose == Purpose.HOLDINGS:
+            owner = principal.account_id or owner
+        return owner
+
+    @staticmethod
+    def _device_id(conn: Connection, device: str) -> str:
+        """A device filter given by id or local ref, as the device id."""
+        dev = repos.get_device(conn, device)
+        return dev.id if dev else device
 
     @traced(
         "eap.transfer",

@@ -75,3 +75,12 @@ class Purpose(_Named):
     HOLDINGS = 3
     #: Zone-level statistics for a regulator (aggregates only, k-anonymous, optional DP noise).
     REGULATION = 4
+
+
+#: Record fields holding a protocol enum, and the enum naming their values (machine output
+#: prints the names: ``"status": "ACTIVE"``, ``"source": "SOLAR"``).
+FIELD_ENUMS: dict[str, type[_Named]] = {
+    "status": Status,
+    "source": Source,
+    "technology": Technology,
+}
