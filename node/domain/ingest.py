@@ -288,24 +288,19 @@ class Storer:
         the device, start, end, Wh) sorted by (rank, start)."""
         present = np.zeros(len(self._rank), dtype=bool)
         present[rank] = True
-        ranks = np.flatnonzero(present)
+        ranks = np.flatnonzero(present)  # the chunk's devices in device id order
         rows = repos.readings_in_range(
             self.conn, self._names[self._by_name[ranks]].tolist(), lo, hi
         )
         m = len(rows)
         if m == 0:
             return None
+        s_rank = ranks[np.fromiter(map(itemgetter(0), rows), np.int64, m)]
         s_start = np.fromiter(map(itemgetter(1), rows), np.int64, m)
         s_end = np.fromiter(map(itemgetter(2), rows), np.int64, m)
         s_wh = np.fromiter(map(itemgetter(3), rows), np.int64, m)
-        # rows of one device come together: look up each run's device once
-        s_dev = np.array(list(map(itemgetter(0), rows)), dtype=object)
-        first = np.flatnonzero(np.concatenate(([True], s_dev[1:] != s_dev[:-1])))
-        codes = self.device_codes
-        run_rank = self._rank[np.fromiter(map(codes.__getitem__, s_dev[first]), np.int64)]
-        s_rank = np.repeat(run_rank, np.diff(np.append(first, m)))
         key = s_rank * _SHIFT + s_start
-        if (key[1:] <= key[:-1]).any():  # the database's order of strings may differ
+        if (key[1:] <= key[:-1]).any():  # rows usually come in this order, but need not
             order = np.argsort(key, kind="stable")
             key, s_rank, s_start, s_end, s_wh = (
                 key[order],
