@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 #: Multiplier keying (device rank, start) in one int64: starts are < 2**33 (year 2200).
 _SHIFT = np.int64(1 << 34)
+#: "No stored reading" for a device's latest start.
+_NEVER = -(1 << 40)
 #: Readings stored per chunk when a source returns a whole file.
 CHUNK_ROWS = 200_000
 #: Bytes of file per chunk assumed for progress when a source does not say.
@@ -200,6 +202,9 @@ class Storer:
         self._caps = np.zeros(0, dtype=np.int64)  # code -> capacity_w, as an array
         self._by_name = np.zeros(0, dtype=np.int64)  # codes in device id order
         self._rank = np.zeros(0, dtype=np.int64)  # code -> position in device id order
+        # code -> start of the device's last stored reading (before the import or by it), so
+        # that a chunk asks only for devices with stored readings that can reach it
+        self._latest = np.zeros(0, dtype=np.int64)
         self.readings = 0
         self.wh = 0
         self.unchanged = 0
@@ -230,6 +235,8 @@ class Storer:
         self.device_codes.update(zip(map(itemgetter(1), rows), codes, strict=True))
         self.device_ids += map(itemgetter(1), rows)
         self.capacities += map(itemgetter(2), rows)
+        latest = (_NEVER if x is None else x for x in map(itemgetter(3), rows))
+        self._latest = np.append(self._latest, np.fromiter(latest, np.int64, len(rows)))
         if len(self.device_ids) != len(self._names):
             self._names = np.array(self.device_ids, dtype=object)
             self._caps = np.array(self.capacities, dtype=np.int64)
@@ -279,6 +286,7 @@ class Storer:
                     "issued_wh": np.zeros(n, dtype=np.int64),
                 },
             )
+            np.maximum.at(self._latest, self._by_name[rank], start)
             self.wh += int(wh.sum())
         self.readings += n
         self.unchanged += len(new) - n
@@ -288,7 +296,12 @@ class Storer:
         the device, start, end, Wh) sorted by (rank, start)."""
         present = np.zeros(len(self._rank), dtype=bool)
         present[rank] = True
+        # the query's own condition, interval_start > lo - 3600, rules out a device whose
+        # last stored reading starts before that: leave such devices out of the question
+        present[self._rank[self._latest <= lo - MAX_INTERVAL_S]] = False
         ranks = np.flatnonzero(present)  # the chunk's devices in device id order
+        if ranks.size == 0:
+            return None
         rows = repos.readings_in_range(
             self.conn, self._names[self._by_name[ranks]].tolist(), lo, hi
         )

@@ -148,11 +148,15 @@ def present_values(conn: Connection, column, values: Iterable[str], chunk: int =
     return found
 
 
-def device_keys_by_meter(conn: Connection, meter_ids: Sequence[str]) -> list[tuple[str, str, int]]:
-    """``(meter_id, device id, capacity_w)`` of the devices behind these meter ids, as plain
-    driver tuples (an import maps a city's meters at once; no row objects).  The ids go as
-    one parameter (see :func:`readings_in_range`): a list of 1,000 parameters costs
-    PostgreSQL more to plan than to run."""
+def device_keys_by_meter(
+    conn: Connection, meter_ids: Sequence[str]
+) -> list[tuple[str, str, int, int | None]]:
+    """``(meter_id, device id, capacity_w, latest start)`` of the devices behind these meter
+    ids, ``latest start`` being the ``interval_start`` of the device's last stored reading
+    (None without any; one step back in the (device, start) index), as plain driver tuples:
+    an import maps a city's meters at once.  The ids go as one parameter (see
+    :func:`readings_in_range`): a list of 1,000 parameters costs PostgreSQL more to plan
+    than to run."""
     ids = list(meter_ids)
     if not ids:
         return []
@@ -162,7 +166,12 @@ def device_keys_by_meter(conn: Connection, meter_ids: Sequence[str]) -> list[tup
             sql, arg = "= ANY(%s::text[])", ids
         else:
             sql, arg = "IN (SELECT value FROM json_each(?))", json.dumps(ids)
-        cursor.execute(f"SELECT meter_id, id, capacity_w FROM devices WHERE meter_id {sql}", (arg,))
+        cursor.execute(
+            "SELECT d.meter_id, d.id, d.capacity_w, "
+            "(SELECT max(r.interval_start) FROM readings r WHERE r.device_id = d.id) "
+            f"FROM devices d WHERE d.meter_id {sql}",
+            (arg,),
+        )
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -201,14 +210,19 @@ def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: 
 
     The ids go as one parameter, however many: SQLite's ``json_each`` of a JSON array,
     PostgreSQL's ``unnest`` of an array (a LATERAL subquery with ``OFFSET 0`` keeps the
-    per-device index look-up as the plan whatever the planner guesses of the table)."""
+    per-device index look-up as the plan whatever the planner guesses of the table).  On
+    PostgreSQL it turns JIT and bitmap scans off for the rest of the caller's transaction
+    (``SET LOCAL``: an import's transaction, whose other statements do not need them)."""
     ids = list(device_ids)
     if not ids:
         return []
     cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
     try:
         if conn.dialect.name == "postgresql":
-            cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
+            # compiling costs more than it saves here, and a bitmap for the few rows of one
+            # device's index range more than reading them in index order
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
             cursor.execute(
                 "SELECT k.n - 1, r.interval_start, r.interval_end, r.wh "
                 "FROM unnest(%s::text[]) WITH ORDINALITY AS k(id, n) CROSS JOIN LATERAL ("
