@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -108,6 +109,21 @@ def test_changed_reading_on_reimport_is_refused(meters, tmp_path, small_chunks):
         assert conn.execute(select(func.sum(t.readings.c.wh))).scalar_one() == 90
 
 
+def test_longer_reading_over_stored_shorter_ones_is_refused(meters):
+    from eap.node.meters import MeterReadings
+
+    def pulled(rows):
+        return MeterReadings.from_rows(rows, kind="production", source="test")
+
+    quarter = [("m0", T0 + 900 * q, T0 + 900 * (q + 1), 2) for q in (1, 2)]
+    meters.import_pulled_readings(pulled(quarter), request_id="a", payload={"pull": "a"})
+    hour = pulled([("m0", T0, T0 + 3600, 8)])
+    with pytest.raises(InvalidArgument) as e:
+        meters.import_pulled_readings(hour, request_id="b", payload={"pull": "b"})
+    v = e.value.violations[0]
+    assert v.field == f"readings[m0@{T0}]" and "overlaps a stored reading" in v.description
+
+
 def test_bad_row_in_a_late_chunk_stores_nothing(meters, tmp_path, small_chunks):
     rows = [row("m0", h, 9) for h in range(30)] + [row("m0", 40, 5000)]  # over capacity
     with pytest.raises(InvalidArgument):
@@ -196,4 +212,167 @@ def test_chunks_together_equal_the_whole_file(hours, step):
             whole.meter.tolist(), whole.interval_start.tolist(), whole.wh.tolist(), strict=True
         )
     )
+    assert got == want
+
+
+# -- the Storer against a brute-force reference ------------------------------------------------
+
+
+class _ReferenceStorer:
+    """The importer's rules written plainly: whole device rows per meter, each reading compared
+    with every stored reading, rows inserted by (device id, start).  The Storer must give the
+    same counts, store the same rows in the same order, and refuse with the same violations."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.devices: dict = {}
+        self.readings = self.wh = self.unchanged = 0
+        self.unknown: set[str] = set()
+
+    def add(self, rd) -> None:
+        from eap.node.domain.ingest import _iso, check_readings
+        from eap.node.domain.rules import Checker
+        from eap.node.store.engine import bulk_insert
+
+        d = t.devices.c
+        for m in rd.meters:
+            if m not in self.devices:
+                self.devices[m] = self.conn.execute(
+                    select(d.id, d.capacity_w).where(d.meter_id == m)
+                ).first()
+                if self.devices[m] is None:
+                    self.unknown.add(m)
+        rows = [
+            (self.devices[rd.meters[m]], rd.meters[m], i, s, e, w)
+            for i, (m, s, e, w) in enumerate(
+                zip(
+                    rd.meter.tolist(),
+                    rd.interval_start.tolist(),
+                    rd.interval_end.tolist(),
+                    rd.wh.tolist(),
+                    strict=True,
+                )
+            )
+            if self.devices[rd.meters[m]] is not None
+        ]
+        if not rows:
+            return
+        idx = np.array([r[2] for r in rows])
+        check_readings(
+            rd,
+            rd.meter[idx],
+            rd.interval_start[idx],
+            rd.interval_end[idx],
+            rd.wh[idx],
+            np.array([r[0].capacity_w for r in rows], dtype=np.int64),
+        )
+        r = t.readings.c
+        stored = self.conn.execute(
+            select(r.device_id, r.interval_start, r.interval_end, r.wh)
+        ).all()
+        check = Checker("meter readings conflict with stored readings")
+        new, refused = [], 0
+        for dev, meter, _, s, e, w in rows:
+            mine = [x for x in stored if x[0] == dev.id and x[1] < e and s < x[2]]
+            same = [x for x in mine if x[1] == s]
+            where, when = f"readings[{meter}@{s}]", f"at {_iso(s)}: "
+            if same and same[0][2:] == (e, w):
+                continue
+            if (same or mine) and (refused := refused + 1) > 50:
+                continue  # the importer names the first 50
+            if same:
+                _, ss, se, sw = same[0]
+                check.fail(
+                    where,
+                    f"{when}stored reading has {sw} Wh over {se - ss} s, "
+                    f"file has {w} Wh over {e - s} s",
+                )
+            elif mine:
+                check.fail(where, f"{when}overlaps a stored reading of another interval")
+            else:
+                new.append((dev.id, s, e, w))
+        check.done()
+        new.sort()
+        if new:
+            bulk_insert(
+                self.conn,
+                t.readings,
+                {
+                    "device_id": [x[0] for x in new],
+                    "interval_start": [x[1] for x in new],
+                    "interval_end": [x[2] for x in new],
+                    "wh": [x[3] for x in new],
+                    "issued_wh": [0] * len(new),
+                },
+            )
+        self.readings += len(new)
+        self.wh += sum(x[3] for x in new)
+        self.unchanged += len(rows) - len(new)
+
+
+_SLOT = 900  # readings start on quarter hours and last 15, 30 or 60 minutes
+_reading = st.tuples(
+    st.sampled_from(["m0", "m1", "m2", "stranger"]),
+    st.integers(0, 16),
+    st.sampled_from([900, 1800, 3600]),
+    st.sampled_from([7] * 30 + [5, 0, 400]),  # 400 Wh is over 1000 W for a quarter hour
+)
+
+
+def _chunk(rows):
+    """A chunk as a reader gives it: per meter sorted and without overlaps (later rows that
+    would overlap are left out), the rows of one meter together."""
+    from eap.node.meters import MeterReadings
+
+    kept: dict[str, list] = {}
+    for meter, slot, duration, wh in rows:
+        start = T0 + slot * _SLOT - (slot * _SLOT) % duration
+        mine = kept.setdefault(meter, [])
+        if all(e <= start or start + duration <= s for _, s, e, _ in mine):
+            mine.append((meter, start, start + duration, wh))
+    return MeterReadings.from_rows(
+        [r for m in kept.values() for r in m], kind="production", source="test"
+    )
+
+
+def _stored_by(node, make, chunks):
+    from eap.node.errors import EapError
+
+    r = t.readings.c
+    with node.store.engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            store = make(conn)
+            try:
+                for c in chunks:
+                    store.add(c)
+                out = ("ok", store.readings, store.wh, store.unchanged, sorted(store.unknown))
+            except EapError as exc:
+                out = ("error", str(exc), [(v.field, v.description) for v in exc.violations])
+            rows = conn.execute(
+                select(r.device_id, r.interval_start, r.interval_end, r.wh).order_by(r.id)
+            ).all()
+        finally:
+            tx.rollback()
+    return out, [tuple(x) for x in rows]
+
+
+@pytest.fixture
+def stocked(meters, tmp_path):
+    """Three meters, hourly readings of 7 Wh already stored for m0 (hours 0..1)."""
+    rows = [row("m0", h, 7) for h in range(2)]
+    meters.import_readings(write(tmp_path / "stock.csv", rows), request_id="stock")
+    return meters
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(chunks=st.lists(st.lists(_reading, max_size=10), min_size=1, max_size=4))
+def test_storer_agrees_with_the_reference(stocked, chunks):
+    from eap.node.domain.ingest import Storer
+
+    parts = [_chunk(c) for c in chunks]
+    want = _stored_by(stocked, _ReferenceStorer, parts)
+    got = _stored_by(stocked, lambda conn: Storer(stocked, conn), parts)
     assert got == want

@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,10 @@ from eap.node.store import repos
 if TYPE_CHECKING:
     from eap.node.domain.node import Node
 
+#: Multiplier keying (device rank, start) in one int64: starts are < 2**33 (year 2200).
+_SHIFT = np.int64(1 << 34)
+#: "No stored reading" for a device's latest start.
+_NEVER = -(1 << 40)
 #: Readings stored per chunk when a source returns a whole file.
 CHUNK_ROWS = 200_000
 #: Bytes of file per chunk assumed for progress when a source does not say.
@@ -175,13 +181,28 @@ def _validate_with_plugins(node: Node, readings: MeterReadings, source: str) -> 
 
 
 class Storer:
-    """Stores the chunks of one import inside one transaction and sums up what it did."""
+    """Stores the chunks of one import inside one transaction and sums up what it did.
+
+    Devices are small integer codes for the whole import: each meter id is looked up once (one
+    narrow query for the meters a chunk brings that were not seen before), and a chunk's rows
+    are mapped to devices, capacities and device id order by array indexing.  No step of a
+    chunk does Python work per reading, and the work per distinct meter is a dictionary
+    lookup, so many meters per chunk cost about what few do."""
 
     def __init__(self, node: Node, conn: Connection) -> None:
         self.node = node
         self.conn = conn
-        self.devices: dict[str, object | None] = {}  # meter id -> Device or None (unknown)
-        self.codes: dict[str, int] = {}  # device id -> small int for set comparisons
+        self.meter_codes: dict[str, int] = {}  # meter id -> device code, -1 if unknown
+        self.device_codes: dict[str, int] = {}  # device id -> code
+        self.device_ids: list[str] = []  # code -> device id
+        self.capacities: list[int] = []  # code -> capacity_w
+        self._names = np.zeros(0, dtype=object)  # code -> device id, as an array
+        self._caps = np.zeros(0, dtype=np.int64)  # code -> capacity_w, as an array
+        self._by_name = np.zeros(0, dtype=np.int64)  # codes in device id order
+        self._rank = np.zeros(0, dtype=np.int64)  # code -> position in device id order
+        # code -> start of the device's last stored reading (before the import or by it), so
+        # that a chunk asks only for devices with stored readings that can reach it
+        self._latest = np.zeros(0, dtype=np.int64)
         self.readings = 0
         self.wh = 0
         self.unchanged = 0
@@ -195,6 +216,34 @@ class Storer:
             unknown_meters=sorted(self.unknown),
         )
 
+    def _codes_of(self, meters: tuple[str, ...]) -> np.ndarray:
+        """Device code of each meter id (-1: no registered device), asking for unseen ones."""
+        lookup = self.meter_codes
+        table = np.fromiter(map(lookup.get, meters, repeat(-2)), np.int64, len(meters))
+        unseen = np.flatnonzero(table == -2)
+        if unseen.size == 0:
+            return table
+        missing = [meters[i] for i in unseen.tolist()]
+        rows = repos.device_keys_by_meter(self.conn, missing)
+        # meter_id and device id are both unique: every device found here is new
+        base = len(self.device_ids)
+        codes = range(base, base + len(rows))
+        lookup.update(dict.fromkeys(missing, -1))
+        lookup.update(zip(map(itemgetter(0), rows), codes, strict=True))
+        self.device_codes.update(zip(map(itemgetter(1), rows), codes, strict=True))
+        self.device_ids += map(itemgetter(1), rows)
+        self.capacities += map(itemgetter(2), rows)
+        latest = (_NEVER if x is None else x for x in map(itemgetter(3), rows))
+        self._latest = np.append(self._latest, np.fromiter(latest, np.int64, len(rows)))
+        if len(self.device_ids) != len(self._names):
+            self._names = np.array(self.device_ids, dtype=object)
+            self._caps = np.array(self.capacities, dtype=np.int64)
+            self._by_name = np.argsort(self._names.astype(str), kind="stable")
+            self._rank = np.empty(len(self._names), dtype=np.int64)
+            self._rank[self._by_name] = np.arange(len(self._names), dtype=np.int64)
+        table[unseen] = np.fromiter(map(lookup.__getitem__, missing), np.int64, len(missing))
+        return table
+
     def add(self, rd: MeterReadings) -> None:
         if rd.kind != "production":
             raise invalid(
@@ -204,75 +253,86 @@ class Storer:
             )
         if len(rd) == 0:
             return
-        missing = [m for m in rd.meters if m not in self.devices]
-        if missing:
-            found = repos.devices_by_meter(self.conn, missing)
-            for m in missing:
-                self.devices[m] = found.get(m)
-        devs = [self.devices[m] for m in rd.meters]
-        self.unknown.update(m for m, d in zip(rd.meters, devs, strict=True) if d is None)
-        known = np.array([d is not None for d in devs], dtype=bool)
-        keep = known[rd.meter]
-        meter_idx = rd.meter[keep]
-        start, end, wh = rd.interval_start[keep], rd.interval_end[keep], rd.wh[keep]
+        table = self._codes_of(rd.meters)
+        unknown = np.flatnonzero(table < 0)
+        if unknown.size:
+            self.unknown.update(rd.meters[i] for i in unknown.tolist())
+        codes = table[rd.meter]
+        meter_idx, start, end, wh = rd.meter, rd.interval_start, rd.interval_end, rd.wh
+        if unknown.size:
+            keep = codes >= 0
+            codes, meter_idx = codes[keep], meter_idx[keep]
+            start, end, wh = start[keep], end[keep], wh[keep]
         if len(start) == 0:
             return
-        dev_table = np.array([d.id if d is not None else "" for d in devs], dtype=object)
-        cap_table = np.array([d.capacity_w if d is not None else 0 for d in devs], dtype=np.int64)
-        capacity = cap_table[meter_idx]
-        check_readings(rd, meter_idx, start, end, wh, capacity)
-        code_table = np.array(
-            [self.codes.setdefault(d.id, len(self.codes)) if d is not None else -1 for d in devs],
-            dtype=np.int64,
-        )
-        codes = code_table[meter_idx]
-        new = self._compare(rd, meter_idx, codes, start, end, wh)
+        check_readings(rd, meter_idx, start, end, wh, self._caps[codes])
+        rank = self._rank[codes]  # (rank, start): device id order, the order of the index
+        new = self._compare(rd, meter_idx, rank, start, end, wh)
         n = int(new.sum())
         if n:
-            dev_ids = dev_table[meter_idx][new]
-            order = np.lexsort((start[new], dev_ids.astype(str)))  # index-friendly order
+            if n < len(new):
+                rank, start, end, wh = rank[new], start[new], end[new], wh[new]
+            order = np.lexsort((start, rank))  # index-friendly order
             repos.insert_readings(
                 self.conn,
                 {
-                    "device_id": dev_ids[order],
-                    "interval_start": start[new][order],
-                    "interval_end": end[new][order],
-                    "wh": wh[new][order],
+                    "device_id": self._names[self._by_name[rank[order]]],
+                    "interval_start": start[order],
+                    "interval_end": end[order],
+                    "wh": wh[order],
                     "issued_wh": np.zeros(n, dtype=np.int64),
                 },
             )
+            np.maximum.at(self._latest, self._by_name[rank], start)
+            self.wh += int(wh.sum())
         self.readings += n
-        self.wh += int(wh[new].sum())
-        self.unchanged += len(start) - n
+        self.unchanged += len(new) - n
 
-    def _compare(self, rd, meter_idx, codes, start, end, wh) -> np.ndarray:
+    def _stored(self, rank: np.ndarray, lo: int, hi: int):
+        """Stored readings of the chunk's devices meeting ``[lo, hi)`` as columns (rank of
+        the device, start, end, Wh) sorted by (rank, start)."""
+        present = np.zeros(len(self._rank), dtype=bool)
+        present[rank] = True
+        # the query's own condition, interval_start > lo - 3600, rules out a device whose
+        # last stored reading starts before that: leave such devices out of the question
+        present[self._rank[self._latest <= lo - MAX_INTERVAL_S]] = False
+        ranks = np.flatnonzero(present)  # the chunk's devices in device id order
+        if ranks.size == 0:
+            return None
+        rows = repos.readings_in_range(
+            self.conn, self._names[self._by_name[ranks]].tolist(), lo, hi
+        )
+        m = len(rows)
+        if m == 0:
+            return None
+        s_rank = ranks[np.fromiter(map(itemgetter(0), rows), np.int64, m)]
+        s_start = np.fromiter(map(itemgetter(1), rows), np.int64, m)
+        s_end = np.fromiter(map(itemgetter(2), rows), np.int64, m)
+        s_wh = np.fromiter(map(itemgetter(3), rows), np.int64, m)
+        key = s_rank * _SHIFT + s_start
+        if (key[1:] <= key[:-1]).any():  # rows usually come in this order, but need not
+            order = np.argsort(key, kind="stable")
+            key, s_rank, s_start, s_end, s_wh = (
+                key[order],
+                s_rank[order],
+                s_start[order],
+                s_end[order],
+                s_wh[order],
+            )
+        return key, s_rank, s_start, s_end, s_wh
+
+    def _compare(self, rd, meter_idx, rank, start, end, wh) -> np.ndarray:
         """Mask of readings not stored yet; refuses changed or overlapping ones.
 
         One query fetches the stored readings of the chunk's devices meeting its time range;
-        both sides are keyed (device code, start) and matched with a sorted search."""
-        present = set(np.unique(codes).tolist())
-        device_ids = sorted(d for d, c in self.codes.items() if c in present)
-        stored = repos.readings_in_range(self.conn, device_ids, int(start.min()), int(end.max()))
+        both sides are keyed (device rank, start) and matched with a sorted search."""
         new = np.ones(len(start), dtype=bool)
-        if not stored:
+        stored = self._stored(rank, int(start.min()), int(end.max()))
+        if stored is None:
             return new
-        m = len(stored)
-        s_dev, s_start, s_end, s_wh = zip(*stored, strict=True)
-        s_code = np.fromiter(map(self.codes.__getitem__, s_dev), np.int64, m)
-        s_start_a = np.fromiter(s_start, np.int64, m)
-        s_end_a = np.fromiter(s_end, np.int64, m)
-        s_wh_a = np.fromiter(s_wh, np.int64, m)
-        shift = np.int64(1 << 34)  # starts are < 2**33 (year 2200), codes well below 2**29
-        s_key = s_code * shift + s_start_a
-        order = np.argsort(s_key, kind="stable")
-        s_key, s_start_a, s_end_a, s_wh_a, s_code = (
-            s_key[order],
-            s_start_a[order],
-            s_end_a[order],
-            s_wh_a[order],
-            s_code[order],
-        )
-        key = codes * shift + start
+        s_key, s_rank, s_start_a, s_end_a, s_wh_a = stored
+        m = len(s_key)
+        key = rank * _SHIFT + start
         pos = np.searchsorted(s_key, key)
         at = np.minimum(pos, m - 1)
         same_start = s_key[at] == key
@@ -283,11 +343,11 @@ class Storer:
         before = pos - 1
         prev_ok = before >= 0
         b = np.maximum(before, 0)
-        overlap_prev = prev_ok & (s_code[b] == codes) & (s_end_a[b] > start)
+        overlap_prev = prev_ok & (s_rank[b] == rank) & (s_end_a[b] > start)
         nxt = np.where(same_start, pos + 1, pos)
         nxt_ok = nxt < m
         c = np.minimum(nxt, m - 1)
-        overlap_next = nxt_ok & (s_code[c] == codes) & (s_start_a[c] < end)
+        overlap_next = nxt_ok & (s_rank[c] == rank) & (s_start_a[c] < end)
         changed = same_start & ~identical
         bad = changed | overlap_prev | overlap_next
         if not bad.any():

@@ -32,6 +32,7 @@ import re
 from array import array
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -456,6 +457,9 @@ class _Parser:
 
     def _stamps(self, col: list[str], n: int) -> np.ndarray | None:
         cache = self.cache
+        known = np.fromiter(map(cache.get, col, repeat(-1)), np.int64, n)  # stamps are >= 0
+        if n and known.min() >= 0:
+            return known
         fresh = set(col).difference(cache)
         if len(cache) + len(fresh) > _CACHE_MAX:
             cache.clear()
@@ -469,6 +473,9 @@ class _Parser:
 
     def _meters(self, col: list[str], n: int) -> np.ndarray | None:
         ids = self.ids
+        known = np.fromiter(map(ids.get, col, repeat(-1)), np.int64, n)
+        if n and known.min() >= 0:  # no meter new to this file: one lookup per row
+            return known
         fresh = set(col).difference(ids)
         # in order of first appearance, as the row path numbers them
         for device in (d for d in dict.fromkeys(col) if d in fresh) if fresh else ():
@@ -561,7 +568,7 @@ def _digits(col: list[str]) -> np.ndarray | None:
     lengths = np.fromiter(map(len, col), np.int64, len(col))
     if lengths.size and (lengths.min() == 0 or lengths.max() > 18):
         return None
-    return np.array(col).astype(np.int64)
+    return np.fromiter(map(int, col), np.int64, len(col))  # ASCII digits only, checked above
 
 
 def _gross_superseded(cols: Columns, gross: np.ndarray) -> np.ndarray:

@@ -149,15 +149,33 @@ def present_values(conn: Connection, column, values: Iterable[str], chunk: int =
     return found
 
 
-def devices_by_meter(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Device]:
-    ids = list(set(meter_ids))
-    out: dict[str, Device] = {}
-    for i in range(0, len(ids), 500):
-        for row in conn.execute(
-            select(t.devices).where(t.devices.c.meter_id.in_(ids[i : i + 500]))
-        ):
-            out[row.meter_id] = Device(**row._mapping)
-    return out
+def device_keys_by_meter(
+    conn: Connection, meter_ids: Sequence[str]
+) -> list[tuple[str, str, int, int | None]]:
+    """``(meter_id, device id, capacity_w, latest start)`` of the devices behind these meter
+    ids, ``latest start`` being the ``interval_start`` of the device's last stored reading
+    (None without any; one step back in the (device, start) index), as plain driver tuples:
+    an import maps a city's meters at once.  The ids go as one parameter (see
+    :func:`readings_in_range`): a list of 1,000 parameters costs PostgreSQL more to plan
+    than to run."""
+    ids = list(meter_ids)
+    if not ids:
+        return []
+    cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
+    try:
+        if conn.dialect.name == "postgresql":
+            sql, arg = "= ANY(%s::text[])", ids
+        else:
+            sql, arg = "IN (SELECT value FROM json_each(?))", json.dumps(ids)
+        cursor.execute(
+            "SELECT d.meter_id, d.id, d.capacity_w, "
+            "(SELECT max(r.interval_start) FROM readings r WHERE r.device_id = d.id) "
+            f"FROM devices d WHERE d.meter_id {sql}",
+            (arg,),
+        )
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def devices_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, Device]:
@@ -185,25 +203,45 @@ def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
 
 def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: int) -> list:
     """Existing readings of these devices that intersect ``[lo, hi)``, as plain
-    ``(device_id, interval_start, interval_end, wh)`` tuples straight from the driver (a
-    re-import compares whole chunks of them).  Devices are asked 1,000 at a time: a city's
-    chunk names more devices than SQLite takes parameters.  Readings last at most an hour, so
-    ``interval_start > lo - 3600`` makes it a range of the (device, start) index."""
+    ``(i, interval_start, interval_end, wh)`` tuples straight from the driver, ``i`` being the
+    device's position in ``device_ids`` (a re-import compares whole chunks of them; no
+    strings per row).  The plan walks the ids and looks each device up in the (device, start)
+    index, so rows usually come by (i, start), but no order is promised.  Readings last at
+    most an hour, so ``interval_start > lo - 3600`` makes each look-up a range of the index.
+
+    The ids go as one parameter, however many: SQLite's ``json_each`` of a JSON array,
+    PostgreSQL's ``unnest`` of an array (a LATERAL subquery with ``OFFSET 0`` keeps the
+    per-device index look-up as the plan whatever the planner guesses of the table).  On
+    PostgreSQL it turns JIT and bitmap scans off for the rest of the caller's transaction
+    (``SET LOCAL``: an import's transaction, whose other statements do not need them)."""
     ids = list(device_ids)
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    out: list = []
+    if not ids:
+        return []
     cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
-    for i in range(0, len(ids), 1000):
-        part = ids[i : i + 1000]
-        sql = (
-            "SELECT device_id, interval_start, interval_end, wh FROM readings "
-            f"WHERE device_id IN ({', '.join([mark] * len(part))}) "
-            f"AND interval_start > {mark} AND interval_start < {mark} AND interval_end > {mark}"
-        )
-        cursor.execute(sql, (*part, lo - 3600, hi, lo))
-        out.extend(cursor.fetchall())
-    cursor.close()
-    return out
+    try:
+        if conn.dialect.name == "postgresql":
+            # compiling costs more than it saves here, and a bitmap for the few rows of one
+            # device's index range more than reading them in index order
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
+            cursor.execute(
+                "SELECT k.n - 1, r.interval_start, r.interval_end, r.wh "
+                "FROM unnest(%s::text[]) WITH ORDINALITY AS k(id, n) CROSS JOIN LATERAL ("
+                "SELECT interval_start, interval_end, wh FROM readings WHERE device_id = k.id "
+                "AND interval_start > %s AND interval_start < %s AND interval_end > %s "
+                "OFFSET 0) r",
+                (ids, lo - 3600, hi, lo),
+            )
+        else:
+            cursor.execute(
+                "SELECT k.key, r.interval_start, r.interval_end, r.wh FROM json_each(?) AS k "
+                "JOIN readings r ON r.device_id = k.value "
+                "WHERE r.interval_start > ? AND r.interval_start < ? AND r.interval_end > ?",
+                (json.dumps(ids), lo - 3600, hi, lo),
+            )
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _pending(q, device_id: str | None, since: int):
