@@ -201,10 +201,10 @@ def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
         n = len(rows)
     ids, dev_ids, starts, ends, whs, issued = zip(*rows, strict=True)
     reading_id = np.fromiter(ids, np.int64, n)
-    devs = repos.devices_by_id(conn, dev_ids)
     metered = np.fromiter(whs, np.int64, n)
     remaining = metered - np.fromiter(issued, np.int64, n)
     dev_codes, dev_table = batches.encode_dictionary(dev_ids)
+    devs = repos.issuance_devices(conn, dev_table)
     d = [devs[x] for x in dev_table]
     zone_codes, zones = batches.encode_dictionary([x.zone for x in d])
     owner_codes, owners = batches.encode_dictionary([x.owner for x in d])
