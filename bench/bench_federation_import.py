@@ -25,46 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
+import fednodes
 import numpy as np
 
 TARGETS = {"sqlite": 100_000, "postgresql": 150_000}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _home(root: Path, name: str, node_id: str, db: str | None, ca: Path):
-    from eap.node.config import create_home
-    from eap.node.crypto import issue_node_cert
-    from eap.node.domain.node import Node
-    from eap.node.federation.settings import update_settings
-
-    cfg = create_home(
-        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}",
-        operator_signed=True,
-    )
-    update_settings(root / name, sync_interval_s=0, rate_per_s=1000.0, burst=1000)
-    node = Node.initialise(cfg)
-    issue_node_cert(ca, node_id, root / name / "tls")
-    return node
-
-
-def _trust(a, b) -> None:
-    from eap.node.federation.descriptor import describe
-    from eap.node.federation.peers import TrustList
-
-    TrustList(a.store, a.node_id).add_descriptor(describe(b))
 
 
 def _start(home: Path):
@@ -143,26 +111,6 @@ def _import(node, src_id: str) -> tuple[float, int]:
     return elapsed, res.records
 
 
-def _pg_database(admin: str) -> str | None:
-    try:
-        import psycopg
-
-        name = f"eap_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        return f"{admin.rsplit('/', 1)[0]}/{name}"
-    except Exception as exc:
-        print(f"PostgreSQL unavailable ({exc}); skipping it", file=sys.stderr)
-        return None
-
-
-def _drop(admin: str, url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
@@ -194,7 +142,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eap-bench-fed-") as tmp:
         root = Path(tmp)
         create_ca(root / "ca")
-        src = _home(root, "src", "src.example", None, root / "ca")
+        src = fednodes.make_home(root, "src", "src.example", None, root / "ca")
         raws = craft_batches(
             src.keys, src.node_id, args.batches, args.per_batch, devices=min(1000, args.per_batch)
         )
@@ -213,14 +161,15 @@ def main() -> None:
                     created_at_ms=m.created_at_ms,
                 )
         targets = [("sqlite", None)]
-        pg_url = None if args.no_pg else _pg_database(args.pg)
+        pg_url = None if args.no_pg else fednodes.pg_database(args.pg)
         if pg_url:
             targets.append(("postgresql", pg_url))
         dsts = {}
         for kind, url in targets:
-            dst = _home(root, f"dst-{kind}", f"dst-{kind[:2]}.example", url, root / "ca")
-            _trust(src, dst)
-            _trust(dst, src)
+            name, node_id = f"dst-{kind}", f"dst-{kind[:2]}.example"
+            dst = fednodes.make_home(root, name, node_id, url, root / "ca")
+            fednodes.trust(src, dst)
+            fednodes.trust(dst, src)
             dsts[kind] = dst
         proc = _start(root / "src")
         try:
@@ -243,7 +192,7 @@ def main() -> None:
             proc.stop()
             src.close()
             if pg_url:
-                _drop(args.pg, pg_url)
+                fednodes.drop_database(args.pg, pg_url)
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -30,41 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
+import fednodes
+
 SRC = "src.example"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _home(root: Path, name: str, node_id: str, db: str | None, ca: Path):
-    from eap.node.config import create_home
-    from eap.node.crypto import issue_node_cert
-    from eap.node.domain.node import Node
-    from eap.node.federation.settings import update_settings
-
-    cfg = create_home(
-        root / name, node_id, "ES", db, f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}",
-        operator_signed=True,
-    )
-    update_settings(root / name, sync_interval_s=0, rate_per_s=1000.0, burst=1000)
-    node = Node.initialise(cfg)
-    issue_node_cert(ca, node_id, root / name / "tls")
-    return node
-
-
-def _trust(a, b) -> None:
-    from eap.node.federation.descriptor import describe
-    from eap.node.federation.peers import TrustList
-
-    TrustList(a.store, a.node_id).add_descriptor(describe(b))
 
 
 def _fill(src, batches: int, per_batch: int) -> None:
@@ -122,26 +92,6 @@ def child(home: str, peer: str, max_batches: int, heap: bool = False) -> None:
                       "rss_before_kib": before, "hwm_kib": _vm("VmHWM"), "heap_peak": peak}))
 
 
-def _pg_database(admin: str) -> str | None:
-    try:
-        import psycopg
-
-        name = f"eap_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        return f"{admin.rsplit('/', 1)[0]}/{name}"
-    except Exception as exc:
-        print(f"PostgreSQL unavailable ({exc}); skipping it", file=sys.stderr)
-        return None
-
-
-def _drop(admin: str, url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
 def _sync(home: Path, batches: int, *, heap: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", str(home), SRC, str(batches)]
     done = subprocess.run([*cmd, *(["--heap"] if heap else [])], capture_output=True, text=True,
@@ -172,7 +122,7 @@ def run(sizes: list[int], per_batch: int, *, dbs: list[str], pg: str,
     with tempfile.TemporaryDirectory(prefix="eap-bench-sync-") as tmp:
         root = Path(tmp)
         create_ca(root / "ca")
-        src = _home(root, "src", SRC, None, root / "ca")
+        src = fednodes.make_home(root, "src", SRC, None, root / "ca")
         _fill(src, -(-max(sizes) // per_batch), per_batch)
         made: list[str] = []
         proc = None
@@ -180,15 +130,15 @@ def run(sizes: list[int], per_batch: int, *, dbs: list[str], pg: str,
             plan = []
             for kind in dbs:
                 for size in sizes:
-                    url = _pg_database(pg) if kind == "postgres" else None
+                    url = fednodes.pg_database(pg) if kind == "postgres" else None
                     if kind == "postgres" and url is None:
                         continue
                     if url:
                         made.append(url)
                     name = f"dst-{kind}-{size}"
-                    dst = _home(root, name, f"d{len(plan)}.example", url, root / "ca")
-                    _trust(src, dst)
-                    _trust(dst, src)
+                    dst = fednodes.make_home(root, name, f"d{len(plan)}.example", url, root / "ca")
+                    fednodes.trust(src, dst)
+                    fednodes.trust(dst, src)
                     dst.close()
                     plan.append((kind, size, root / name))
             src.close()
@@ -210,7 +160,7 @@ def run(sizes: list[int], per_batch: int, *, dbs: list[str], pg: str,
             if proc is not None:
                 proc.stop()
             for url in made:
-                _drop(pg, url)
+                fednodes.drop_database(pg, url)
     return out
 
 
