@@ -193,11 +193,8 @@ class Storer:
         self.node = node
         self.conn = conn
         self.meter_codes: dict[str, int] = {}  # meter id -> device code, -1 if unknown
-        self.device_codes: dict[str, int] = {}  # device id -> code
-        self.device_ids: list[str] = []  # code -> device id
-        self.capacities: list[int] = []  # code -> capacity_w
-        self._names = np.zeros(0, dtype=object)  # code -> device id, as an array
-        self._caps = np.zeros(0, dtype=np.int64)  # code -> capacity_w, as an array
+        self._names = np.zeros(0, dtype=object)  # code -> device id
+        self._caps = np.zeros(0, dtype=np.int64)  # code -> capacity_w
         self._by_name = np.zeros(0, dtype=np.int64)  # codes in device id order
         self._rank = np.zeros(0, dtype=np.int64)  # code -> position in device id order
         # code -> start of the device's last stored reading (before the import or by it), so
@@ -226,18 +223,17 @@ class Storer:
         missing = [meters[i] for i in unseen.tolist()]
         rows = repos.device_keys_by_meter(self.conn, missing)
         # meter_id and device id are both unique: every device found here is new
-        base = len(self.device_ids)
-        codes = range(base, base + len(rows))
+        base, k = len(self._names), len(rows)
         lookup.update(dict.fromkeys(missing, -1))
-        lookup.update(zip(map(itemgetter(0), rows), codes, strict=True))
-        self.device_codes.update(zip(map(itemgetter(1), rows), codes, strict=True))
-        self.device_ids += map(itemgetter(1), rows)
-        self.capacities += map(itemgetter(2), rows)
-        latest = (_NEVER if x is None else x for x in map(itemgetter(3), rows))
-        self._latest = np.append(self._latest, np.fromiter(latest, np.int64, len(rows)))
-        if len(self.device_ids) != len(self._names):
-            self._names = np.array(self.device_ids, dtype=object)
-            self._caps = np.array(self.capacities, dtype=np.int64)
+        lookup.update(zip(map(itemgetter(0), rows), range(base, base + k), strict=True))
+        if k:
+            ids = np.empty(k, dtype=object)
+            ids[:] = list(map(itemgetter(1), rows))
+            self._names = np.concatenate([self._names, ids])
+            caps = np.fromiter(map(itemgetter(2), rows), np.int64, k)
+            self._caps = np.concatenate([self._caps, caps])
+            latest = (_NEVER if x is None else x for x in map(itemgetter(3), rows))
+            self._latest = np.append(self._latest, np.fromiter(latest, np.int64, k))
             self._by_name = np.argsort(self._names.astype(str), kind="stable")
             self._rank = np.empty(len(self._names), dtype=np.int64)
             self._rank[self._by_name] = np.arange(len(self._names), dtype=np.int64)
