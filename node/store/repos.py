@@ -6,6 +6,7 @@ so a domain operation composes several of them atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
@@ -150,24 +151,36 @@ def present_values(conn: Connection, column, values: Iterable[str], chunk: int =
     return found
 
 
+@contextlib.contextmanager
+def _driver_cursor(conn: Connection):
+    """A cursor of the driver on this transaction's connection (rows as plain tuples)."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+def _in_ids(conn: Connection, ids: list[str]) -> tuple[str, object]:
+    """``IN``-list of ``ids`` as one bound parameter, however many: (SQL after the column,
+    its argument).  A list of 1,000 parameters costs PostgreSQL more to plan than to run."""
+    if conn.dialect.name == "postgresql":
+        return "= ANY(%s::text[])", ids
+    return "IN (SELECT value FROM json_each(?))", json.dumps(ids)
+
+
 def device_keys_by_meter(
     conn: Connection, meter_ids: Sequence[str]
 ) -> list[tuple[str, str, int, int | None]]:
     """``(meter_id, device id, capacity_w, latest start)`` of the devices behind these meter
     ids, ``latest start`` being the ``interval_start`` of the device's last stored reading
     (None without any; one step back in the (device, start) index), as plain driver tuples:
-    an import maps a city's meters at once.  The ids go as one parameter (see
-    :func:`readings_in_range`): a list of 1,000 parameters costs PostgreSQL more to plan
-    than to run."""
+    an import maps a city's meters at once (the ids as one parameter, :func:`_in_ids`)."""
     ids = list(meter_ids)
     if not ids:
         return []
-    cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
-    try:
-        if conn.dialect.name == "postgresql":
-            sql, arg = "= ANY(%s::text[])", ids
-        else:
-            sql, arg = "IN (SELECT value FROM json_each(?))", json.dumps(ids)
+    sql, arg = _in_ids(conn, ids)
+    with _driver_cursor(conn) as cursor:
         cursor.execute(
             "SELECT d.meter_id, d.id, d.capacity_w, "
             "(SELECT max(r.interval_start) FROM readings r WHERE r.device_id = d.id) "
@@ -175,8 +188,6 @@ def device_keys_by_meter(
             (arg,),
         )
         return cursor.fetchall()
-    finally:
-        cursor.close()
 
 
 class IssuanceDevice(NamedTuple):
@@ -194,24 +205,18 @@ class IssuanceDevice(NamedTuple):
 
 def issuance_devices(conn: Connection, ids: Sequence[str]) -> dict[str, IssuanceDevice]:
     """The issuance fields of these devices by id, in one query whatever their number (the
-    ids go as one parameter, as in :func:`device_keys_by_meter`)."""
+    ids go as one parameter, see :func:`_in_ids`)."""
     ids = list(ids)
     if not ids:
         return {}
-    if conn.dialect.name == "postgresql":
-        sql, arg = "= ANY(%s::text[])", ids
-    else:
-        sql, arg = "IN (SELECT value FROM json_each(?))", json.dumps(ids)
-    cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
-    try:
+    sql, arg = _in_ids(conn, ids)
+    with _driver_cursor(conn) as cursor:
         cursor.execute(
             "SELECT id, source, technology, renewable_ppm, carbon_mg, capacity_w, zone, owner, "
             f"cell FROM devices WHERE id {sql}",
             (arg,),
         )
         return {row[0]: IssuanceDevice._make(row[1:]) for row in cursor.fetchall()}
-    finally:
-        cursor.close()
 
 
 def list_devices(conn: Connection, after: str, limit: int) -> list[Device]:
@@ -244,8 +249,7 @@ def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: 
     ids = list(device_ids)
     if not ids:
         return []
-    cursor = conn.connection.dbapi_connection.cursor()  # this transaction's connection
-    try:
+    with _driver_cursor(conn) as cursor:
         if conn.dialect.name == "postgresql":
             # compiling costs more than it saves here, and a bitmap for the few rows of one
             # device's index range more than reading them in index order
@@ -267,8 +271,6 @@ def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: 
                 (json.dumps(ids), lo - 3600, hi, lo),
             )
         return cursor.fetchall()
-    finally:
-        cursor.close()
 
 
 def _pending(q, device_id: str | None, since: int):
