@@ -189,3 +189,28 @@ def test_cross_node_transfer_totals_follow_state_changes(node):
         conn.exec_driver_sql(f"UPDATE bundles SET status = {int(Status.EXPORTED)}")
     assert node.status().wh_exported == 0
     _consistent(node)
+
+
+def test_only_the_counting_writers_insert_readings_and_bundles():
+    """On SQLite no trigger counts inserted readings and bundles (migration 0018): every
+    insert must go through ``repos.insert_readings``, ``insert_bundles`` or
+    ``insert_bundle_columns``.  An insert written anywhere else in the node would leave the
+    totals short, so none may exist."""
+    import re
+    from pathlib import Path
+
+    root = Path(repos.__file__).resolve().parents[1]  # the node package
+    writer = re.compile(
+        r"insert\(\s*t\.(readings|bundles)\b|bulk_insert\([^)]*t\.(readings|bundles)\b"
+        r"|INSERT\s+INTO\s+(readings|bundles)\b",
+        re.IGNORECASE,
+    )
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        text = path.read_text()
+        for m in writer.finditer(text):
+            found.append(f"{path.relative_to(root)}:{text.count(chr(10), 0, m.start()) + 1}")
+    # insert_bundles, insert_bundle_columns and insert_readings, and nothing else
+    assert [f.split(":")[0] for f in found] == ["store/repos.py"] * 3, found
