@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from eap.node.domain import issuance
 from eap.node.domain.node import Node
 from eap.node.errors import InvalidArgument, NotFound
 from eap.node.federation import crashpoints
+from eap.node.store import repos
 from eap.node.store import schema as t
 
 CLI = [sys.executable, "-m", "eap.node"]
@@ -194,6 +196,69 @@ def test_in_process_crash_inside_a_batch_rolls_it_back(loaded):
     res = node.issue_all(request_id="run", batch_size=64)
     assert res.wh == total
     assert_issued_exactly_once(node, total)
+
+
+def test_batches_are_cut_in_device_order_from_windows_of_pending_readings(loaded, monkeypatch):
+    node, total = loaded
+    monkeypatch.setattr(issuance, "WINDOW_BATCHES", 3)  # windows of 3 batches: several reads
+    reads = []
+    original = repos.pending_window
+    monkeypatch.setattr(
+        repos, "pending_window", lambda *a, **k: reads.append(a[1]) or original(*a, **k)
+    )
+    res = node.issue_all(request_id="all", batch_size=25)
+    assert res.wh == total and res.bundles == LIVE
+    assert len(reads) == LIVE // 75 + 1  # the last read finds the window short
+    assert reads == sorted(reads)  # keyset by reading id, never from the start again
+    assert_issued_exactly_once(node, total)
+    with node.store.read() as conn:
+        b = t.bundles.c
+        rows = conn.execute(
+            select(b.batch_seq, b.device_id, b.interval_start).order_by(b.serial_start)
+        ).all()
+    # within a batch, serials follow (device, hour); a batch spans at most two devices of its
+    # window, where id order would give it every device of the import's chunk
+    for seq in {r.batch_seq for r in rows}:
+        batch = [(r.device_id, r.interval_start) for r in rows if r.batch_seq == seq]
+        assert batch == sorted(batch)
+        assert len({d for d, _ in batch}) <= 2
+
+
+def test_a_rival_issuer_between_read_and_claim_makes_the_batch_read_again(loaded, monkeypatch):
+    """Another issuer (a replica, or an ``IssueRecords`` call) takes readings after the run read
+    its window: the run's batch claims fewer than it read, rolls back, reads again; every
+    reading is still issued exactly once."""
+    node, total = loaded
+    rivals = []
+    original = repos.PendingReadings.device_major
+
+    def then_a_rival(self):
+        if not rivals:
+            node.config.max_batch_records = 30
+            rivals.append(node.issue(request_id="rival"))
+            node.config.max_batch_records = 100_000
+        return original(self)
+
+    monkeypatch.setattr(repos.PendingReadings, "device_major", then_a_rival)
+    res = node.issue_all(request_id="run", batch_size=50)
+    assert rivals[0].bundles == 30
+    assert res.bundles == LIVE - 30 and res.wh + rivals[0].wh == total
+    assert res.batch_seqs == list(range(2, 2 + res.batches))  # the rolled-back batch left none
+    assert_issued_exactly_once(node, total)
+
+
+@pytest.mark.parametrize("fetch", [1, 7, 50_000])
+def test_pending_window_reads_in_pages_as_one_window(loaded, fetch, monkeypatch):
+    node, _ = loaded
+    monkeypatch.setattr(repos, "PENDING_FETCH", fetch)
+    with node.store.read() as conn:
+        rows = repos.pending_page(conn, 5, 100, None, T0 + 3600, lock=False)
+        window = repos.pending_window(conn, 5, 100, None, T0 + 3600)
+    expect = repos.PendingReadings.of_rows(rows)
+    assert window.ids.tolist() == expect.ids.tolist()
+    assert [window.devices[c] for c in window.device] == [r.device_id for r in rows]
+    for f in ("starts", "ends", "wh", "issued"):
+        assert getattr(window, f).tolist() == getattr(expect, f).tolist()
 
 
 def _cli(home: Path, *args: str, crash: str = "") -> subprocess.CompletedProcess:

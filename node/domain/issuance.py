@@ -1,12 +1,13 @@
 """Issuance: signed batches of record bundles from the readings not yet issued.
 
 :func:`issue_all` (``eap-node issue``) streams through every pending reading with keyset
-pagination by reading id and issues it in signed batches of ``batch_size`` readings: each batch
-is its own transaction (bundles, batch, custody, journal, readings marked issued, anchor queue)
-under its own idempotency key derived from the request id.  Nothing is loaded whole and, on
-PostgreSQL, only the rows of the batch in hand are locked.  A crash loses at most the batch in
-flight (rolled back); running again (same request id or a new one) issues what is still
-pending, so every reading is issued exactly once.
+pagination by reading id, a window of up to a million readings at a time, and issues each
+window in device order in signed batches of ``batch_size`` readings: each batch is its own
+transaction (readings claimed, bundles, batch, custody, journal, anchor queue) under its own
+idempotency key derived from the request id.  Nothing is loaded whole, and issuers are
+serialised per batch (PostgreSQL: an advisory lock; SQLite: the write lock).  A crash loses
+at most the batch in flight (rolled back); running again (same request id or a new one)
+issues what is still pending, so every reading is issued exactly once.
 
 :func:`issue_one` (the ``IssueRecords`` RPC) issues one such batch of at most
 ``[limits] max_batch_records`` readings per call; a client calls again until nothing is issued.
@@ -24,7 +25,7 @@ from sqlalchemy import Connection
 from eap.node import batches, kernels
 from eap.node.domain import anchoring, idempotency
 from eap.node.domain.ledger import bundle_id, now_ms
-from eap.node.errors import FieldViolation, NotFound, invalid
+from eap.node.errors import Aborted, FieldViolation, NotFound, invalid
 from eap.node.federation import crashpoints
 from eap.node.records.enums import Status
 from eap.node.records.models import IssueAllResult, IssueResult, Principal
@@ -74,16 +75,29 @@ def issue_one(
     node._operator_only(principal, "issue records")
     if since < 0:
         raise invalid("since", "must be >= 0")
+    size = node.config.max_batch_records
+
+    def rows(conn: Connection) -> repos.PendingReadings:
+        found = repos.pending_page(conn, 0, size, _device_filter(conn, device), since, lock=True)
+        return repos.PendingReadings.of_rows(found)
+
     return _run_batch(
         node,
         request_id=request_id,
         principal=principal,
         payload={"device": device, "since": since},
-        device=device,
-        since=since,
-        size=node.config.max_batch_records,
-        after_id=0,
+        rows=rows,
     )[0]
+
+
+#: ``issue_all`` reads this many batches' worth of pending readings at once (at most
+#: :data:`MAX_WINDOW`) and cuts its batches from them in device order.
+WINDOW_BATCHES = 10
+MAX_WINDOW = 1_000_000
+
+
+class _Taken(Aborted):
+    """Another issuer took some of a batch's readings after they were read."""
 
 
 def issue_all(
@@ -98,6 +112,13 @@ def issue_all(
 ) -> IssueAllResult:
     """Issue every pending reading (of ``device``, from ``since``) in signed batches.
 
+    Pending readings are read a window at a time by reading id (keyset pagination, never
+    everything at once); each window is put in device order and cut into batches, so a batch
+    covers few devices and few owners (the bundle indexes by device and by owner are then
+    written in few places).  Each batch claims its readings first in its own transaction; if
+    another issuer took any since the window was read, the batch rolls back and the window is
+    read again.
+
     A replay of ``request_id`` returns the first run's batches; after a crash it replays the
     committed batches and goes on with what is still pending.  An error stops the run: the
     batches committed before it stay issued.
@@ -111,34 +132,44 @@ def issue_all(
     with node.store.read() as conn:
         dev_filter = _device_filter(conn, device)
         total, _ = repos.count_pending(conn, dev_filter, since)
+    window = max(size, min(MAX_WINDOW, size * WINDOW_BATCHES))
     out = IssueAllResult()
     done, after_id, k = 0, 0, 0
     if progress:
         progress(0, total)
     while True:
-        result, last_id, count = _run_batch(
-            node,
-            request_id=_batch_key(request_id, k),
-            principal=principal,
-            payload={"device": device, "since": since, "batch_size": size, "batch": k},
-            device=device,
-            since=since,
-            size=size,
-            after_id=after_id,
-        )
-        k += 1
-        if not result.batch_seq:
-            break
-        after_id = max(after_id, last_id)
-        out.batches += 1
-        out.bundles += result.bundles
-        out.wh += result.wh
-        out.batch_seqs.append(result.batch_seq)
-        done += count or result.bundles
-        if progress:
-            progress(min(done, max(total, done)), max(total, done))
-        crashpoints.hit("issue.after_batch_commit")
-    return out
+        with node.store.read() as conn:
+            todo = repos.pending_window(conn, after_id, window, dev_filter, since)
+        last_window = len(todo) < window
+        read_to = int(todo.ids.max()) if len(todo) else after_id
+        todo, pos = todo.device_major(), 0
+        while pos < len(todo) or last_window:
+            part = todo.take(slice(pos, pos + size))
+            try:
+                result, fresh = _run_batch(
+                    node,
+                    request_id=_batch_key(request_id, k),
+                    principal=principal,
+                    payload={"device": device, "since": since, "batch_size": size, "batch": k},
+                    rows=lambda _conn, part=part: part,
+                )
+            except _Taken:
+                break  # read the window again: what is still pending
+            k += 1
+            if not result.batch_seq:
+                return out  # nothing was pending (or, in a replay, nothing more was then)
+            if fresh:
+                pos += len(part)
+            out.batches += 1
+            out.bundles += result.bundles
+            out.wh += result.wh
+            out.batch_seqs.append(result.batch_seq)
+            done += len(part) if fresh else result.bundles
+            if progress:
+                progress(min(done, max(total, done)), max(total, done))
+            crashpoints.hit("issue.after_batch_commit")
+        else:
+            after_id = read_to
 
 
 def _run_batch(
@@ -147,24 +178,18 @@ def _run_batch(
     request_id: str,
     principal: Principal,
     payload: dict,
-    device: str,
-    since: int,
-    size: int,
-    after_id: int,
-) -> tuple[IssueResult, int, int]:
-    """One batch in its own transaction: (result, last reading id read, readings read).
-
-    The last two are 0 when the result is a replay (the caller then keeps its cursor)."""
-    seen = [0, 0]
+    rows: Callable[[Connection], repos.PendingReadings],
+) -> tuple[IssueResult, bool]:
+    """One batch in its own transaction, over ``rows(conn)`` read in it: (result, fresh);
+    ``fresh`` is false when the result is a replay of the request id's first run."""
     fresh: list[IssueResult] = []
 
     def op(conn: Connection) -> IssueResult:
-        dev_filter = _device_filter(conn, device)
-        rows = repos.pending_page(conn, after_id, size, dev_filter, since, lock=True)
-        if not rows:
+        repos.lock_issuance(conn)
+        pending = rows(conn)
+        if not len(pending):
             return IssueResult()
-        seen[0], seen[1] = int(rows[-1].id), len(rows)
-        result = issue_rows(node, conn, rows)
+        result = issue_rows(node, conn, pending)
         # queued in the issuance transaction: a crash after the commit loses no anchor
         anchoring.enqueue(conn, node.plugins, result.batch_seq)
         crashpoints.hit("issue.in_batch_txn")
@@ -189,21 +214,29 @@ def _run_batch(
             bundles=result.bundles,
             wh=result.wh,
         )
-    return result, seen[0], seen[1]
+    return result, bool(fresh)
 
 
-def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
-    """Validate, hash, sign and store one batch over ``rows`` (pending readings, each issued
-    in full) inside the caller's transaction."""
+def issue_rows(node: Node, conn: Connection, rows: repos.PendingReadings) -> IssueResult:
+    """Claim, validate, hash, sign and store one batch over ``rows`` (pending readings, each
+    issued in full) inside the caller's transaction (which holds the issuance lock).
+
+    Raises:
+        Aborted: another issuer took some of the readings since they were read.
+    """
+    if len(rows) > node.config.max_batch_records:
+        rows = rows.take(slice(0, node.config.max_batch_records))
     n = len(rows)
-    if n > node.config.max_batch_records:
-        rows = rows[: node.config.max_batch_records]
-        n = len(rows)
-    ids, dev_ids, starts, ends, whs, issued = zip(*rows, strict=True)
-    reading_id = np.fromiter(ids, np.int64, n)
-    metered = np.fromiter(whs, np.int64, n)
-    remaining = metered - np.fromiter(issued, np.int64, n)
-    dev_codes, dev_table = batches.encode_dictionary(dev_ids)
+    if repos.claim_pending(conn, rows.ids) != n:
+        raise _Taken("readings were issued concurrently; read them again")
+    remaining = rows.wh - rows.issued
+    # the batch's own device dictionary, in first-seen order
+    uniq, first, inverse = np.unique(rows.device, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    dev_codes = rank[inverse].astype(np.int32)
+    dev_table = [rows.devices[i] for i in uniq[order].tolist()]
     devs = repos.issuance_devices(conn, dev_table)
     d = [devs[x] for x in dev_table]
     zone_codes, zones = batches.encode_dictionary([x.zone for x in d])
@@ -217,8 +250,8 @@ def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
     arrays = {
         "serial_start": serial_ends - remaining,
         "serial_end": serial_ends,
-        "interval_start": np.fromiter(starts, np.int64, n),
-        "interval_end": np.fromiter(ends, np.int64, n),
+        "interval_start": rows.starts,
+        "interval_end": rows.ends,
         "device": dev_codes,
         "source": per_dev("source", np.uint8),
         "technology": per_dev("technology", np.uint8),
@@ -290,7 +323,6 @@ def issue_rows(node: Node, conn: Connection, rows) -> IssueResult:
             "version": np.zeros(m, dtype=np.int64),
         },
     )
-    repos.mark_fully_issued(conn, reading_id)
     custody_repos.add_range(conn, int(base), int(base) + wh, issuer, at)
     repos.journal(
         conn,

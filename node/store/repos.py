@@ -7,10 +7,12 @@ so a domain operation composes several of them atomically.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
+import numpy as np
 from sqlalchemy import Connection, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -283,6 +285,14 @@ def _pending(q, device_id: str | None, since: int):
 _ISSUE_LOCK = 0x4541505F49535355
 
 
+def lock_issuance(conn: Connection) -> None:
+    """Serialise issuers until the transaction ends: on PostgreSQL a transaction-level advisory
+    lock (replicas of one node share the database); SQLite transactions already hold the
+    database's write lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ISSUE_LOCK})
+
+
 def pending_page(
     conn: Connection, after_id: int, limit: int, device_id: str | None, since: int, *, lock: bool
 ):
@@ -293,8 +303,8 @@ def pending_page(
     taken first: a concurrent issuance waits for this batch's commit and then reads the rows
     as issued.  (Row locks, ``FOR UPDATE``, would write every row of the page twice.)  SQLite
     transactions already hold the database's write lock."""
-    if lock and conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ISSUE_LOCK})
+    if lock:
+        lock_issuance(conn)
     r = t.readings.c
     q = _pending(
         select(r.id, r.device_id, r.interval_start, r.interval_end, r.wh, r.issued_wh).where(
@@ -316,21 +326,113 @@ def count_pending(conn: Connection, device_id: str | None, since: int) -> tuple[
     return int(n), int(wh)
 
 
-def mark_fully_issued(conn: Connection, reading_ids: Sequence[int]) -> None:
-    """Set ``issued_wh = wh`` on these readings (the whole remainder was issued)."""
-    ids = [int(i) for i in reading_ids]
-    if not ids:
-        return
+@dataclasses.dataclass(frozen=True, slots=True)
+class PendingReadings:
+    """Pending readings column by column (issuance's input): reading ids, device ids as codes
+    into ``devices``, interval bounds, metered and already issued Wh."""
+
+    ids: np.ndarray
+    device: np.ndarray
+    devices: list[str]
+    starts: np.ndarray
+    ends: np.ndarray
+    wh: np.ndarray
+    issued: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Sequence]) -> PendingReadings:
+        """From rows ``(id, device_id, interval_start, interval_end, wh, issued_wh)``."""
+        n = len(rows)
+        cols = list(zip(*rows, strict=True)) if n else [()] * 6
+        table: dict[str, int] = {}
+        code = np.fromiter((table.setdefault(d, len(table)) for d in cols[1]), np.int32, n)
+        ids, starts, ends, wh, issued = (np.fromiter(cols[i], np.int64, n) for i in (0, 2, 3, 4, 5))
+        return cls(ids, code, list(table), starts, ends, wh, issued)
+
+    def take(self, index) -> PendingReadings:
+        """These rows (an index array or a slice), sharing the device table."""
+        return dataclasses.replace(
+            self,
+            ids=self.ids[index],
+            device=self.device[index],
+            starts=self.starts[index],
+            ends=self.ends[index],
+            wh=self.wh[index],
+            issued=self.issued[index],
+        )
+
+    def device_major(self) -> PendingReadings:
+        """The rows by device id, then interval start: a batch cut from them touches few
+        devices and owners, so each of the bundle table's per-device and per-owner indexes is
+        written in a few places instead of one per device of the city."""
+        rank = np.argsort(np.array(self.devices, dtype=object)).argsort() if self.devices else []
+        return self.take(np.lexsort((self.starts, np.asarray(rank, np.int64)[self.device])))
+
+
+_PENDING_ARRAYS = ("starts", "ends", "wh", "issued")
+#: Rows fetched from the driver at a time while a window of pending readings is read.
+PENDING_FETCH = 50_000
+
+
+def pending_window(
+    conn: Connection, after_id: int, limit: int, device_id: str | None, since: int
+) -> PendingReadings:
+    """Up to ``limit`` pending readings after reading id ``after_id``, in id order, as columns
+    (fetched in pages from the driver: a million rows take about 50 MB)."""
+    sql = (
+        "SELECT id, device_id, interval_start, interval_end, wh, issued_wh FROM readings "
+        "WHERE id > {p} AND issued_wh < wh AND interval_start >= {p}"
+    )
+    args: list = [after_id, since]
+    if device_id:
+        sql += " AND device_id = {p}"
+        args.append(device_id)
+    sql += " ORDER BY id LIMIT {p}"
+    args.append(limit)
+    sql = sql.format(p="%s" if conn.dialect.name == "postgresql" else "?")
+    parts: list[PendingReadings] = []
+    table: dict[str, int] = {}
+    with _driver_cursor(conn) as cursor:
+        cursor.execute(sql, args)
+        while rows := cursor.fetchmany(PENDING_FETCH):
+            part = PendingReadings.of_rows(rows)
+            remap = np.array([table.setdefault(d, len(table)) for d in part.devices], np.int32)
+            parts.append(dataclasses.replace(part, device=remap[part.device]))
+    if not parts:
+        return PendingReadings.of_rows([])
+    return PendingReadings(
+        np.concatenate([p.ids for p in parts]),
+        np.concatenate([p.device for p in parts]),
+        list(table),
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("starts", "ends", "wh", "issued")
+        ),
+    )
+
+
+def claim_pending(conn: Connection, reading_ids: np.ndarray) -> int:
+    """Set ``issued_wh = wh`` on those of these readings still pending; how many that was.
+
+    Issuance claims its rows first in each batch's transaction: fewer than asked means another
+    issuer took some since they were read, and the batch must be rolled back."""
+    a = np.unique(np.asarray(reading_ids, dtype=np.int64))
+    if not len(a):
+        return 0
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ANY(%s)", (ids,))
-        return
-    lo, hi = min(ids), max(ids)
-    if hi - lo + 1 == len(ids):
-        # A run of consecutive ids (the usual page; the write lock is held): one range update.
-        sql = "UPDATE readings SET issued_wh = wh WHERE id BETWEEN ? AND ?"
-        conn.exec_driver_sql(sql, (lo, hi))
-    else:
-        conn.exec_driver_sql("UPDATE readings SET issued_wh = wh WHERE id = ?", [(i,) for i in ids])
+        sql = "UPDATE readings SET issued_wh = wh WHERE id = ANY(%s) AND issued_wh < wh"
+        return conn.exec_driver_sql(sql, (a.tolist(),)).rowcount
+    # Runs of consecutive ids, one range update each (no other row lies inside a run): an
+    # importer stores each device's hours of a chunk under consecutive ids.
+    cut = np.flatnonzero(np.diff(a) != 1) + 1
+    runs = list(zip(a[np.r_[0, cut]].tolist(), a[np.r_[cut - 1, len(a) - 1]].tolist(), strict=True))
+    sql = "UPDATE readings SET issued_wh = wh WHERE id BETWEEN ? AND ? AND issued_wh < wh"
+    with _driver_cursor(conn) as cursor:
+        cursor.executemany(sql, runs)
+        return cursor.rowcount
 
 
 # -- bundles -----------------------------------------------------------------------------------
