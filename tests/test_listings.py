@@ -314,3 +314,54 @@ def test_transfer_pages_use_an_index_without_a_sort(node, where):
             plan = " | ".join(r[0] for r in conn.execute(text("EXPLAIN " + sql)))
             assert "Sort" not in plan, plan
     assert "ix_transfers_" in plan, plan
+
+
+def _split_family(node, owner: str) -> list[str]:
+    """A SPLIT parent and its children, all ``owner``'s: the parent and its first child share
+    their first serial (the keyset tie the listings must break)."""
+    base = dict(
+        issuer=node.node_id,
+        device_id="dev_x",
+        interval_start=0,
+        interval_end=3600,
+        source=int(Source.SOLAR),
+        technology=int(Technology.PHOTOVOLTAIC),
+        renewable_ppm=1_000_000,
+        carbon_mg=0,
+        zone="CO-ANT",
+        cell="N06W076",
+        owner=owner,
+        lineage_hash="0" * 64,
+        issued_at_ms=0,
+    )
+    me = node.node_id
+    parent = bundle_id(me, 0, 10)
+    rows = [
+        (parent, 0, 10, Status.SPLIT, None),
+        (bundle_id(me, 0, 4), 0, 4, Status.SPLIT, parent),  # split again
+        (bundle_id(me, 0, 1), 0, 1, Status.RETIRED, bundle_id(me, 0, 4)),
+        (bundle_id(me, 1, 4), 1, 4, Status.ACTIVE, bundle_id(me, 0, 4)),
+        (bundle_id(me, 4, 10), 4, 10, Status.ACTIVE, parent),
+    ]
+    with node.store.transaction() as conn:
+        repos.insert_bundles(
+            conn,
+            [
+                Bundle(id=i, serial_start=s, serial_end=e, status=int(st), parent_id=p, **base)
+                for i, s, e, st, p in reversed(rows)
+            ],
+        )
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 100])
+@pytest.mark.parametrize("by", ["owner", "device", "all"])
+def test_pages_never_skip_a_split_child_sharing_its_parents_first_serial(node, page_size, by):
+    owner = _accounts(node, 1)[0]
+    ids = _split_family(node, owner)
+    filters = {"owner": {"owner": owner}, "device": {"device": "dev_x"}, "all": {}}[by]
+    got = [b.id for b in node.stream_bundles(purpose=OPS, page_size=page_size, **filters)]
+    # serial order: by first serial, then last (a first child before its parent)
+    assert got == sorted(ids, key=repos.bundle_page_key)
+    lines = node.stream_bundle_lines(purpose=OPS, **filters)
+    assert [json.loads(x)["id"] for x in "".join(lines).splitlines()] == got

@@ -514,22 +514,24 @@ def set_bundle_state(
 _BUNDLE_COLUMNS = [t.bundles.c[f] for f in Bundle.__dataclass_fields__]
 
 
-def bundle_page_key(bundle_ref: str) -> tuple[str, int]:
-    """The keyset position ``(issuer, serial_start)`` of a bundle id ``issuer/start-end``."""
+def bundle_page_key(bundle_ref: str) -> tuple[str, int, int]:
+    """The keyset position ``(issuer, serial_start, serial_end)`` of a bundle id
+    ``issuer/start-end`` (unique: a split parent and its first child share ``serial_start``)."""
     issuer, _, serials = bundle_ref.rpartition("/")
-    start, _, _end = serials.partition("-")
-    if not issuer or not start.isdigit():
+    start, _, end = serials.partition("-")
+    if not issuer or not start.isdigit() or not end.isdigit():
         raise InvalidArgument(
             "invalid page token", [FieldViolation("page_token", "not a bundle id")]
         )
-    return issuer, int(start)
+    return issuer, int(start), int(end)
 
 
 def bundles_page_query(
     *, owner: str | None, status: int | None, device: str | None, after: str, limit: int
 ):
-    """One keyset page in serial order: ``(issuer, serial_start) > after``, an index range
-    scan on the filter's composite index (migration 0014) with no sort, never OFFSET."""
+    """One keyset page in serial order: ``(issuer, serial_start, serial_end) > after``, an
+    index range scan on the filter's composite index (migrations 0014, 0019) with no sort,
+    never OFFSET."""
     c = t.bundles.c
     q = select(*_BUNDLE_COLUMNS)
     if owner:
@@ -538,10 +540,10 @@ def bundles_page_query(
         q = q.where(c.status == status)
     if device:
         q = q.where(c.device_id == device)
+    key = (c.issuer, c.serial_start, c.serial_end)
     if after:
-        issuer, start = bundle_page_key(after)
-        q = q.where(tuple_(c.issuer, c.serial_start) > tuple_(literal(issuer), literal(start)))
-    return q.order_by(c.issuer, c.serial_start).limit(limit)
+        q = q.where(tuple_(*key) > tuple_(*map(literal, bundle_page_key(after))))
+    return q.order_by(*key).limit(limit)
 
 
 def list_bundles(

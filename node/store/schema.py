@@ -101,6 +101,9 @@ readings = Table(
     UniqueConstraint("device_id", "interval_start", name="uq_readings_device_start"),
 )
 
+#: The keyset of bundle listings: unique (``uq_bundles_range``), in serial order.
+_PAGE_KEY = ("issuer", "serial_start", "serial_end")
+
 bundles = Table(
     "bundles",
     metadata,
@@ -126,12 +129,13 @@ bundles = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("held_by", String(128)),
     UniqueConstraint("issuer", "serial_start", "serial_end", name="uq_bundles_range"),
-    # Keyset listings in serial order (migration 0014): each filter's index ends in the page
-    # key (issuer, serial_start), so a page is an index range scan with no sort.
-    Index("ix_bundles_owner_status_serial", "owner", "status", "issuer", "serial_start"),
-    Index("ix_bundles_owner_serial", "owner", "issuer", "serial_start"),
-    Index("ix_bundles_status_serial", "status", "issuer", "serial_start"),
-    Index("ix_bundles_device_serial", "device_id", "issuer", "serial_start"),
+    # Keyset listings in serial order (migrations 0014, 0019): each filter's index ends in the
+    # page key (issuer, serial_start, serial_end), unique, so a page is an index range scan
+    # with no sort (a split parent and its first child share serial_start).
+    Index("ix_bundles_owner_status_serial", "owner", "status", *_PAGE_KEY),
+    Index("ix_bundles_owner_serial", "owner", *_PAGE_KEY),
+    Index("ix_bundles_status_serial", "status", *_PAGE_KEY),
+    Index("ix_bundles_device_serial", "device_id", *_PAGE_KEY),
 )
 
 #: Signed issuance batches of this node, kept as the exact bytes served to peers.
