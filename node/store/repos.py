@@ -534,16 +534,27 @@ def bundles_page_query(
     never OFFSET."""
     c = t.bundles.c
     q = select(*_BUNDLE_COLUMNS)
-    if owner:
-        q = q.where(c.owner == owner)
-    if status:
-        q = q.where(c.status == status)
-    if device:
-        q = q.where(c.device_id == device)
-    key = (c.issuer, c.serial_start, c.serial_end)
+    # The filter's index: its equality columns, then the key.  The filter is written as a range
+    # of that index, ordered as it is, and never as an equality: PostgreSQL would then drop the
+    # constant column from the order, cannot estimate a row comparison, and may walk the
+    # range index instead, filtering every row after the page start (a whole table's rows for
+    # a small owner's page, 10 x slower for a large one).  Only the filter's index gives
+    # this order.
+    lead = [(col, v) for col, v in ((c.owner, owner), (c.status, status)) if v]
+    if device:  # the device's index; owner and status, if given, filter its rows
+        q = q.where(*(col == v for col, v in lead))
+        lead = [(c.device_id, device)]
+    cols = [col for col, _ in lead]
+    vals = [literal(v) for _, v in lead]
+    key = [c.issuer, c.serial_start, c.serial_end]
+    if lead:
+        q = q.where(tuple_(*cols) <= tuple_(*vals))  # and >= below: the filter's equality
     if after:
-        q = q.where(tuple_(*key) > tuple_(*map(literal, bundle_page_key(after))))
-    return q.order_by(*key).limit(limit)
+        after_key = map(literal, bundle_page_key(after))
+        q = q.where(tuple_(*cols, *key) > tuple_(*vals, *after_key))
+    elif lead:
+        q = q.where(tuple_(*cols) >= tuple_(*vals))
+    return q.order_by(*cols, *key).limit(limit)
 
 
 def list_bundles(
