@@ -7,6 +7,7 @@ column-wise fast path and the row-by-row path must accept and refuse the same in
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,29 @@ def test_storer_agrees_with_the_reference(stocked, chunks):
     want = _stored_by(stocked, _ReferenceStorer, parts)
     got = _stored_by(stocked, lambda conn: Storer(stocked, conn), parts)
     assert got == want
+
+
+def test_read_ahead_keeps_order_and_errors_and_stays_one_item_ahead():
+    from eap.node.domain.ingest import read_ahead
+
+    made: list[int] = []
+
+    def produce():
+        for i in range(5):
+            made.append(i)
+            yield i
+        raise ValueError("bad chunk 5")
+
+    got = []
+    with pytest.raises(ValueError, match="bad chunk 5"):
+        for item in read_ahead(produce()):
+            got.append(item)
+            time.sleep(0.01)  # let the helper run ahead as far as it may
+            assert len(made) <= len(got) + 1  # parsed: this one and at most the next
+    assert got == [0, 1, 2, 3, 4]
+    # a consumer that stops early leaves the producer where it was: one item ahead
+    made.clear()
+    for item in read_ahead(produce()):
+        if item == 1:
+            break
+    assert made == [0, 1, 2]

@@ -17,10 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from sqlalchemy import Connection
@@ -41,6 +42,7 @@ from eap.node.store import repos
 if TYPE_CHECKING:
     from eap.node.domain.node import Node
 
+T = TypeVar("T")
 #: Multiplier keying (device rank, start) in one int64: starts are < 2**33 (year 2200).
 _SHIFT = np.int64(1 << 34)
 #: "No stored reading" for a device's latest start.
@@ -97,7 +99,7 @@ def import_file(
         store = Storer(node, conn)
         if progress:
             progress(0, size)
-        for part, done in chunks():
+        for part, done in read_ahead(chunks()):
             _validate_with_plugins(node, part, source.name)
             store.add(part)
             if progress:
@@ -117,6 +119,19 @@ def import_file(
         result_type=ImportResult,
         fn=op,
     )
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, each next one produced by a helper thread while the caller works on the one
+    before: a file's next chunk is parsed while this one is stored (the parser is Python, the
+    store mostly waits on the database).  At most one item is ahead; an error of the producer
+    is raised here, in order."""
+    end = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="eap-read-ahead") as reader:
+        ahead = reader.submit(next, items, end)
+        while (item := ahead.result()) is not end:
+            ahead = reader.submit(next, items, end)
+            yield item
 
 
 def import_readings(

@@ -210,19 +210,28 @@ def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) ->
     """
     names = list(rows)
     columns = [rows[n].tolist() if hasattr(rows[n], "tolist") else list(rows[n]) for n in names]
+    # integer arrays need no look at each value's type for COPY
+    whole = [getattr(getattr(rows[n], "dtype", None), "kind", "") in ("i", "u") for n in names]
     n = len(columns[0]) if columns else 0
     if n == 0:
         return 0
     if any(len(c) != n for c in columns):
         raise ValueError("bulk insert columns differ in length")
     if conn.dialect.name == "postgresql":
+        from psycopg.copy import QueuedLibpqWriter  # the optional driver, PostgreSQL only
+
         raw = conn.connection.driver_connection
         cols = ", ".join(names)
-        text = [_copy_text(c) for c in columns]
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as copy:
-            step = 50_000
+        sql = f"COPY {table.name} ({cols}) FROM STDIN"
+        # Rendered and sent a part at a time, through a queue a helper thread drains: the
+        # server stores one part while the next is rendered.
+        with raw.cursor() as cur, cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
+            step = 20_000
             for i in range(0, n, step):
-                part = [c[i : i + step] for c in text]
+                part = [
+                    list(map(str, c[i : i + step])) if ints else _copy_text(c[i : i + step])
+                    for c, ints in zip(columns, whole, strict=True)
+                ]
                 lines = "\n".join(map("\t".join, zip(*part, strict=True)))
                 copy.write(lines.encode() + b"\n")
     else:
