@@ -1,7 +1,7 @@
 """Issuance: signed batches of record bundles from the readings not yet issued.
 
 :func:`issue_all` (``eap-node issue``) streams through every pending reading with keyset
-pagination by reading id, a window of up to a million readings at a time, and issues each
+pagination by reading id, a window of up to 500,000 readings at a time, and issues each
 window in device order in signed batches of ``batch_size`` readings: each batch is its own
 transaction (readings claimed, bundles, batch, custody, journal, anchor queue) under its own
 idempotency key derived from the request id.  Nothing is loaded whole, and issuers are
@@ -93,7 +93,7 @@ def issue_one(
 #: ``issue_all`` reads this many batches' worth of pending readings at once (at most
 #: :data:`MAX_WINDOW`) and cuts its batches from them in device order.
 WINDOW_BATCHES = 10
-MAX_WINDOW = 1_000_000
+MAX_WINDOW = 500_000
 
 
 class _Taken(Aborted):
