@@ -23,34 +23,46 @@ from eap.v1 import node_api_pb2_grpc
 OPS = Purpose.OPERATIONS
 
 
+def _bundle(
+    issuer: str, start: int, end: int, owner: str, status: Status, *, parent=None, hour: int = 0
+) -> Bundle:
+    """A bundle of ``dev_x`` with serials ``[start, end)``."""
+    return Bundle(
+        id=bundle_id(issuer, start, end),
+        issuer=issuer,
+        serial_start=start,
+        serial_end=end,
+        device_id="dev_x",
+        interval_start=3600 * hour,
+        interval_end=3600 * (hour + 1),
+        source=int(Source.SOLAR),
+        technology=int(Technology.PHOTOVOLTAIC),
+        renewable_ppm=1_000_000,
+        carbon_mg=0,
+        zone="CO-ANT",
+        cell="N06W076",
+        owner=owner,
+        status=int(status),
+        parent_id=parent,
+        lineage_hash="0" * 64,
+        issued_at_ms=0,
+    )
+
+
 def _fill(node, owners: list[str], n: int, issuer: str = "", start: int = 0) -> None:
     """``n`` bundles straight into the store (round-robin owners, every third retired)."""
     issuer = issuer or node.node_id
-    items = []
-    for i in range(n):
-        s = start + i * 10
-        items.append(
-            Bundle(
-                id=bundle_id(issuer, s, s + 10),
-                issuer=issuer,
-                serial_start=s,
-                serial_end=s + 10,
-                device_id="dev_x",
-                interval_start=3600 * i,
-                interval_end=3600 * (i + 1),
-                source=int(Source.SOLAR),
-                technology=int(Technology.PHOTOVOLTAIC),
-                renewable_ppm=1_000_000,
-                carbon_mg=0,
-                zone="CO-ANT",
-                cell="N06W076",
-                owner=owners[i % len(owners)],
-                status=int(Status.RETIRED if i % 3 == 0 else Status.ACTIVE),
-                parent_id=None,
-                lineage_hash="0" * 64,
-                issued_at_ms=0,
-            )
+    items = [
+        _bundle(
+            issuer,
+            start + i * 10,
+            start + i * 10 + 10,
+            owners[i % len(owners)],
+            Status.RETIRED if i % 3 == 0 else Status.ACTIVE,
+            hour=i,
         )
+        for i in range(n)
+    ]
     with node.store.transaction() as conn:
         for lo in range(0, n, 5000):
             repos.insert_bundles(conn, items[lo : lo + 5000])
@@ -355,39 +367,18 @@ def test_transfer_pages_use_an_index_without_a_sort(node, where):
 def _split_family(node, owner: str) -> list[str]:
     """A SPLIT parent and its children, all ``owner``'s: the parent and its first child share
     their first serial (the keyset tie the listings must break)."""
-    base = dict(
-        issuer=node.node_id,
-        device_id="dev_x",
-        interval_start=0,
-        interval_end=3600,
-        source=int(Source.SOLAR),
-        technology=int(Technology.PHOTOVOLTAIC),
-        renewable_ppm=1_000_000,
-        carbon_mg=0,
-        zone="CO-ANT",
-        cell="N06W076",
-        owner=owner,
-        lineage_hash="0" * 64,
-        issued_at_ms=0,
-    )
     me = node.node_id
-    parent = bundle_id(me, 0, 10)
-    rows = [
-        (parent, 0, 10, Status.SPLIT, None),
-        (bundle_id(me, 0, 4), 0, 4, Status.SPLIT, parent),  # split again
-        (bundle_id(me, 0, 1), 0, 1, Status.RETIRED, bundle_id(me, 0, 4)),
-        (bundle_id(me, 1, 4), 1, 4, Status.ACTIVE, bundle_id(me, 0, 4)),
-        (bundle_id(me, 4, 10), 4, 10, Status.ACTIVE, parent),
+    parent, first = bundle_id(me, 0, 10), bundle_id(me, 0, 4)
+    family = [
+        _bundle(me, 0, 10, owner, Status.SPLIT),
+        _bundle(me, 0, 4, owner, Status.SPLIT, parent=parent),  # split again
+        _bundle(me, 0, 1, owner, Status.RETIRED, parent=first),
+        _bundle(me, 1, 4, owner, Status.ACTIVE, parent=first),
+        _bundle(me, 4, 10, owner, Status.ACTIVE, parent=parent),
     ]
     with node.store.transaction() as conn:
-        repos.insert_bundles(
-            conn,
-            [
-                Bundle(id=i, serial_start=s, serial_end=e, status=int(st), parent_id=p, **base)
-                for i, s, e, st, p in reversed(rows)
-            ],
-        )
-    return [r[0] for r in rows]
+        repos.insert_bundles(conn, family[::-1])
+    return [b.id for b in family]
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 3, 100])
