@@ -34,6 +34,8 @@ import time
 import uuid
 from pathlib import Path
 
+import fednodes
+
 TARGET_P50_MS = 30.0
 
 
@@ -203,18 +205,6 @@ def _in_process(root: Path, db: tuple[str | None, str | None], count: int):
     return _Sender(engines[src.node_id], f"{dst.node_id}/{buyer}", whole, big), (src, dst)
 
 
-def _pg_database(admin: str) -> str | None:
-    try:
-        import psycopg
-
-        name = f"eap_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        return f"{admin.rsplit('/', 1)[0]}/{name}"
-    except Exception:
-        return None
-
-
 def _drop(admin: str, url: str) -> None:
     import psycopg
 
@@ -327,7 +317,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eap-bench-xfer-") as tmp:
         results["sqlite"] = _run(Path(tmp) / "sqlite", [None] * 5, args.n, args.warm)
         if not args.no_pg:
-            urls = [_pg_database(args.pg) for _ in range(5)]
+            urls = [fednodes.pg_database(args.pg) for _ in range(5)]
             try:
                 if all(urls):
                     results["postgresql"] = _run(Path(tmp) / "pg", urls, args.n, args.warm)
