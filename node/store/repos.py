@@ -326,6 +326,10 @@ def count_pending(conn: Connection, device_id: str | None, since: int) -> tuple[
     return int(n), int(wh)
 
 
+#: The per-row arrays of :class:`PendingReadings` besides ids and device codes.
+_PENDING_ARRAYS = ("starts", "ends", "wh", "issued")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PendingReadings:
     """Pending readings column by column (issuance's input): reading ids, device ids as codes
@@ -354,15 +358,8 @@ class PendingReadings:
 
     def take(self, index) -> PendingReadings:
         """These rows (an index array or a slice), sharing the device table."""
-        return dataclasses.replace(
-            self,
-            ids=self.ids[index],
-            device=self.device[index],
-            starts=self.starts[index],
-            ends=self.ends[index],
-            wh=self.wh[index],
-            issued=self.issued[index],
-        )
+        arrays = ("ids", "device", *_PENDING_ARRAYS)
+        return dataclasses.replace(self, **{f: getattr(self, f)[index] for f in arrays})
 
     def device_major(self) -> PendingReadings:
         """The rows by device id, then interval start: a batch cut from them touches few
@@ -372,7 +369,6 @@ class PendingReadings:
         return self.take(np.lexsort((self.starts, np.asarray(rank, np.int64)[self.device])))
 
 
-_PENDING_ARRAYS = ("starts", "ends", "wh", "issued")
 #: Rows fetched from the driver at a time while a window of pending readings is read.
 PENDING_FETCH = 50_000
 
@@ -407,10 +403,7 @@ def pending_window(
         np.concatenate([p.ids for p in parts]),
         np.concatenate([p.device for p in parts]),
         list(table),
-        *(
-            np.concatenate([getattr(p, f) for p in parts])
-            for f in ("starts", "ends", "wh", "issued")
-        ),
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in _PENDING_ARRAYS),
     )
 
 
