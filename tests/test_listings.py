@@ -392,3 +392,14 @@ def test_pages_never_skip_a_split_child_sharing_its_parents_first_serial(node, p
     assert got == sorted(ids, key=repos.bundle_page_key)
     lines = node.stream_bundle_lines(purpose=OPS, **filters)
     assert [json.loads(x)["id"] for x in "".join(lines).splitlines()] == got
+
+
+@pytest.mark.parametrize(
+    "token", ["x.example/9223372036854775808-1", "x.example/1-9999999999999999999"]
+)
+def test_a_page_token_beyond_64_bit_serials_is_refused_cleanly(node, token):
+    from eap.node.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as e:
+        node.list_bundles(purpose=OPS, page_token=token)
+    assert e.value.violations[0].field == "page_token"

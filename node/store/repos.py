@@ -516,6 +516,10 @@ def bundle_page_key(bundle_ref: str) -> tuple[str, int, int]:
         raise InvalidArgument(
             "invalid page token", [FieldViolation("page_token", "not a bundle id")]
         )
+    if max(int(start), int(end)) >= 2**63:  # serials are 64-bit signed in the store
+        raise InvalidArgument(
+            "invalid page token", [FieldViolation("page_token", "serial beyond 2**63 - 1")]
+        )
     return issuer, int(start), int(end)
 
 
