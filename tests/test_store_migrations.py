@@ -29,3 +29,32 @@ def test_migrations_match_declared_schema(db_url):
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     store.dispose()
     assert diff == [], diff
+
+
+def test_readings_leave_room_for_the_issuance_claim_on_postgres(pg_url):
+    """Migration 0020: the readings heap is filled to half, so the claim of every reading
+    (``issued_wh = wh``) is a HOT update on its own page, not a new row elsewhere."""
+    from eap.node.store import repos
+
+    store = open_store(pg_url)
+    with store.engine.connect() as conn:
+        opts = conn.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'readings'"
+        ).scalar()
+        assert opts == ["fillfactor=50"]
+        conn.exec_driver_sql(
+            "INSERT INTO readings (device_id, interval_start, interval_end, wh) "
+            "SELECT 'dev', g * 3600, g * 3600 + 3600, 5 FROM generate_series(1, 2000) g"
+        )
+        conn.commit()
+        ids = [r for (r,) in conn.exec_driver_sql("SELECT id FROM readings")]
+        assert repos.claim_pending(conn, ids) == 2000
+        assert repos.claim_pending(conn, ids) == 0  # each reading is claimed once
+        hot, updated = conn.exec_driver_sql(
+            "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'readings'"
+        ).one()
+        conn.commit()
+    store.dispose()
+    assert updated == 2000
+    assert hot >= 0.9 * updated, (hot, updated)  # on full pages (fillfactor 100): almost none

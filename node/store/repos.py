@@ -416,8 +416,9 @@ def claim_pending(conn: Connection, reading_ids: np.ndarray) -> int:
     if not len(a):
         return 0
     if conn.dialect.name == "postgresql":
-        sql = "UPDATE readings SET issued_wh = wh WHERE id = ANY(%s) AND issued_wh < wh"
-        return conn.exec_driver_sql(sql, (a.tolist(),)).rowcount
+        # The ids as one array literal: the driver's list dumper looks at every element.
+        sql = "UPDATE readings SET issued_wh = wh WHERE id = ANY(%s::bigint[]) AND issued_wh < wh"
+        return conn.exec_driver_sql(sql, ("{" + ",".join(map(str, a.tolist())) + "}",)).rowcount
     # Runs of consecutive ids, one range update each (no other row lies inside a run): an
     # importer stores each device's hours of a chunk under consecutive ids.
     cut = np.flatnonzero(np.diff(a) != 1) + 1
