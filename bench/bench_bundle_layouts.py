@@ -139,7 +139,11 @@ def run_layout(url: str, steps: list[str], data: list[dict[str, object]]) -> flo
         with store.transaction() as conn:
             bulk_insert(conn, t.bundles, part)
     seconds = time.perf_counter() - t0
+    with store.transaction() as conn:
+        stored = conn.exec_driver_sql("SELECT count(*) FROM bundles").scalar()
     store.dispose()
+    if stored != sum(len(part["id"]) for part in data):
+        raise RuntimeError(f"{stored} rows stored, not every row built")
     return seconds
 
 
