@@ -1,7 +1,7 @@
 """readings leave half of each page free on PostgreSQL: issuance's claim updates in place
 
-Issuance claims each reading once (``issued_wh = wh``, :func:`~eap.node.store.repos.
-claim_pending`).  On a full heap page PostgreSQL writes that new row version to another page
+Issuance claims each reading once: ``repos.claim_pending`` sets ``issued_wh = wh``.  On a
+full heap page PostgreSQL writes that new row version to another page
 and adds it to both of the table's indexes; with room on the same page the update is a HOT
 update (no index entry, since ``issued_wh`` is in no index).  A fill factor of 50 leaves room
 for one new version of every row, which made the claim of 100,000 readings 2.5 times
