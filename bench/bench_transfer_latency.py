@@ -205,13 +205,6 @@ def _in_process(root: Path, db: tuple[str | None, str | None], count: int):
     return _Sender(engines[src.node_id], f"{dst.node_id}/{buyer}", whole, big), (src, dst)
 
 
-def _drop(admin: str, url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
 def _run(root: Path, urls: list[str | None], n: int, warm: int) -> dict:
     """Samples of the three measurements taken in turn, so that load changes hit all alike."""
     from eap.node.crypto import create_ca
@@ -324,7 +317,7 @@ def main() -> None:
             finally:
                 for url in urls:
                     if url:
-                        _drop(args.pg, url)
+                        fednodes.drop_database(args.pg, url)
     if args.json:
         print(json.dumps(results, indent=2))
         return

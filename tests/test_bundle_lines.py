@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
+from support import make_bundle
 
 from eap.node.cli_output import machine_record
 from eap.node.domain import listings
@@ -136,23 +137,16 @@ def test_lines_of_every_purpose_follow_list_bundles(node):
     acct = node.create_account(request_id="a").account.id
     other = node.create_account(request_id="b").account.id
     items = [
-        Bundle(
-            id=f"medellin.example/{i * 10}-{i * 10 + 10}",
-            issuer="medellin.example",
-            serial_start=i * 10,
-            serial_end=i * 10 + 10,
-            device_id="dev_x",
-            interval_start=3600 * i,
-            interval_end=3600 * (i + 1),
+        make_bundle(
+            "medellin.example",
+            i * 10,
+            i * 10 + 10,
+            (acct, other)[i % 2],
+            Status.ACTIVE,
+            hour=i,
             source=int(Source.WIND),
             technology=int(Technology.ONSHORE_WIND),
-            renewable_ppm=1_000_000,
-            carbon_mg=0,
-            zone="CO-ANT",
             cell="8a66e3a6d8affff",
-            owner=(acct, other)[i % 2],
-            status=int(Status.ACTIVE),
-            parent_id=None,
             lineage_hash="ab" * 32,
             issued_at_ms=1,
         )

@@ -11,10 +11,11 @@ import tracemalloc
 import grpc
 import pytest
 from sqlalchemy import text
+from support import make_bundle
 
 from eap.node.api.server import build_server
 from eap.node.domain.ledger import bundle_id
-from eap.node.records.enums import Purpose, Source, Status, Technology
+from eap.node.records.enums import Purpose, Status
 from eap.node.records.models import Bundle
 from eap.node.store import repos
 from eap.v1 import node_api_pb2 as api
@@ -23,37 +24,11 @@ from eap.v1 import node_api_pb2_grpc
 OPS = Purpose.OPERATIONS
 
 
-def _bundle(
-    issuer: str, start: int, end: int, owner: str, status: Status, *, parent=None, hour: int = 0
-) -> Bundle:
-    """A bundle of ``dev_x`` with serials ``[start, end)``."""
-    return Bundle(
-        id=bundle_id(issuer, start, end),
-        issuer=issuer,
-        serial_start=start,
-        serial_end=end,
-        device_id="dev_x",
-        interval_start=3600 * hour,
-        interval_end=3600 * (hour + 1),
-        source=int(Source.SOLAR),
-        technology=int(Technology.PHOTOVOLTAIC),
-        renewable_ppm=1_000_000,
-        carbon_mg=0,
-        zone="CO-ANT",
-        cell="N06W076",
-        owner=owner,
-        status=int(status),
-        parent_id=parent,
-        lineage_hash="0" * 64,
-        issued_at_ms=0,
-    )
-
-
 def _fill(node, owners: list[str], n: int, issuer: str = "", start: int = 0) -> None:
     """``n`` bundles straight into the store (round-robin owners, every third retired)."""
     issuer = issuer or node.node_id
     items = [
-        _bundle(
+        make_bundle(
             issuer,
             start + i * 10,
             start + i * 10 + 10,
@@ -370,11 +345,11 @@ def _split_family(node, owner: str) -> list[str]:
     me = node.node_id
     parent, first = bundle_id(me, 0, 10), bundle_id(me, 0, 4)
     family = [
-        _bundle(me, 0, 10, owner, Status.SPLIT),
-        _bundle(me, 0, 4, owner, Status.SPLIT, parent=parent),  # split again
-        _bundle(me, 0, 1, owner, Status.RETIRED, parent=first),
-        _bundle(me, 1, 4, owner, Status.ACTIVE, parent=first),
-        _bundle(me, 4, 10, owner, Status.ACTIVE, parent=parent),
+        make_bundle(me, 0, 10, owner, Status.SPLIT),
+        make_bundle(me, 0, 4, owner, Status.SPLIT, parent_id=parent),  # split again
+        make_bundle(me, 0, 1, owner, Status.RETIRED, parent_id=first),
+        make_bundle(me, 1, 4, owner, Status.ACTIVE, parent_id=first),
+        make_bundle(me, 4, 10, owner, Status.ACTIVE, parent_id=parent),
     ]
     with node.store.transaction() as conn:
         repos.insert_bundles(conn, family[::-1])
