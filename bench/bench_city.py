@@ -530,7 +530,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=200)
     p.add_argument("--hours", type=int, default=48)
-    p.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
+    p.add_argument(
+        "--db", default="sqlite,postgres", help="sqlite, postgres or sqlite,postgres (default)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="issue --batch-size")
     p.add_argument("--json", action="store_true")
     p.add_argument("--workdir", default=None, help="Keep files here (default: a temp dir).")

@@ -43,3 +43,35 @@ def test_every_package_has_a_docstring():
             if ast.get_docstring(ast.parse(init.read_text())) is None:
                 missing.append(str(init.relative_to(ROOT)))
     assert not missing, missing
+
+
+def _eap_imports(path: Path) -> set[str]:
+    """The ``eap.*`` modules a source file imports, at any depth (lazy imports included)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("eap.")}
+
+
+@pytest.mark.parametrize(
+    ("floor", "allowed"),
+    [
+        # shared record types: nothing of the node but the error hierarchy
+        ("records", ("eap.node.records", "eap.node.errors")),
+        # the store: records, errors and itself; never the domain, federation or API above it
+        ("store", ("eap.node.records", "eap.node.errors", "eap.node.store")),
+    ],
+)
+def test_lower_floors_never_import_the_floors_above(floor, allowed):
+    wrong = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in (ROOT / "node" / floor).rglob("*.py")
+        for module in _eap_imports(path)
+        if not module.startswith(allowed)
+    }
+    assert not wrong, sorted(wrong)

@@ -4,9 +4,9 @@ Pure rules shared by local trades, cross-node trades and the settlement rounds:
 
 * money is an integer amount of minor units, 1..2**62, of an active ISO 4217 currency
   (:func:`check_price`); floats never appear;
-* a party is named federation-wide ``<node id>/acct_...`` (:func:`qualified`): a local trade's
-  obligation stores this node's bare account ids, a cross-node trade's stores qualified ids on
-  both sides;
+* a party is named federation-wide ``<node id>/acct_...``
+  (:func:`~eap.node.records.parties.qualified`): a local trade's obligation stores this
+  node's bare account ids, a cross-node trade's stores qualified ids on both sides;
 * an obligation's id is the transfer id of a cross-node trade (recorded by both nodes under it)
   or ``<node>/trade/<n>`` for a trade inside one node (:func:`local_id`);
 * its period is a UTC day (:func:`period_of`): the trade's for a local one, the expiry of the
@@ -26,11 +26,6 @@ from eap.node.domain.rules import Checker
 #: Largest amount of one price, in minor units (sums of many stay far from int64 overflow,
 #: which the netting kernels detect anyway).
 MAX_PRICE_MINOR = 2**62
-
-
-def qualified(node_id: str, account: str) -> str:
-    """A party as the federation names it: ``<node id>/acct_...`` (bare ids are this node's)."""
-    return account if "/" in account else f"{node_id}/{account}"
 
 
 def period_of(at_ms: int) -> str:

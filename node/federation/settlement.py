@@ -61,6 +61,7 @@ from eap.node.errors import (
 )
 from eap.node.federation import crashpoints
 from eap.node.federation.peers import PENDING, TrustList
+from eap.node.records import parties
 from eap.node.store import settlement_repos as srr
 from eap.node.telemetry.ops import in_context, traced
 from eap.v1 import federation_pb2 as fed
@@ -300,7 +301,7 @@ class Settlement:
         stated twice (which the columns cannot carry; reconciliation holds it out)."""
         if not ids:
             return
-        names = {p: srr.qualified(self.me, p) for p in {*payers, *payees}}
+        names = {p: parties.qualified(self.me, p) for p in {*payers, *payees}}
         payers = list(map(names.__getitem__, payers))
         payees = list(map(names.__getitem__, payees))
         if len(set(ids)) == len(ids):

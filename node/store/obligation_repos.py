@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, insert, select, update
 
-from eap.node.domain.obligations import qualified
+from eap.node.records.parties import qualified
 from eap.node.store import schema as t
 
 _o = t.obligations.c

@@ -440,7 +440,7 @@ obligations = Table(
     Column("period", String(10), nullable=False),
     #: Accounts: bare ``acct_...`` of this node for a local trade, qualified
     #: ``<node>/acct_...`` on both sides of a cross-node trade; read them through
-    #: :func:`eap.node.domain.obligations.qualified`.
+    #: :func:`eap.node.records.parties.qualified`.
     Column("payer", String(200), nullable=False),
     Column("payee", String(200), nullable=False),
     #: Integer minor units of ``currency`` (cents), > 0.

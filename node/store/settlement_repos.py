@@ -23,11 +23,6 @@ def global_id(node_id: str, row: Any) -> str:
     return row.obligation_id or f"{node_id}/trade/{row.id}"
 
 
-def qualified(node_id: str, party: str) -> str:
-    """``"<node>/acct_..."``: a bare local account id gets this node's id."""
-    return party if "/" in party else f"{node_id}/{party}"
-
-
 def unsettled(conn: Connection, period: str):
     """This node's obligations of ``period`` no round settled yet, by id: the columns a
     settlement view needs (``id``, ``obligation_id``, parties, amount, currency, period)."""
