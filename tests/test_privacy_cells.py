@@ -19,7 +19,7 @@ from eap.node.config import CONFIG_NAME, NodeConfig
 from eap.node.domain import cells
 from eap.node.errors import ConfigError
 from eap.node.federation import inprocess
-from eap.node.federation.transfers import _bundle_violation
+from eap.node.federation.admission import bundle_violation
 from eap.node.records.enums import Purpose
 
 
@@ -146,10 +146,10 @@ def test_a_peer_announcing_a_fine_cell_is_refused(tmp_path):
     f = Federation(tmp_path, "a")
     try:
         wire, _ = f.wire("a", f["a"].bundles[0])
-        assert _bundle_violation(wire) is None
+        assert bundle_violation(wire) is None
         wire.attributes.cell = h3.latlng_to_cell(6.2, -75.5, 9)
-        assert "finer than the public maximum 7" in _bundle_violation(wire)
+        assert "finer than the public maximum 7" in bundle_violation(wire)
         wire.attributes.cell = "somewhere"
-        assert "H3 cell" in _bundle_violation(wire)
+        assert "H3 cell" in bundle_violation(wire)
     finally:
         f.close()

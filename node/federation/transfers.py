@@ -27,7 +27,8 @@ replayed message gets the first answer and changes nothing.  S never commits aft
 expiry; D never decides on its own: a PREPARED import it has not heard about is resolved by
 asking S (``GetTransferStatus``), and S without a record means abort.
 
-Crash points (:mod:`.crashpoints`) mark every durability point for fault tests.  The
+What an incoming prepare or commit must pass to be accepted is :mod:`.admission`.  Crash
+points (:mod:`.crashpoints`) mark every durability point for fault tests.  The
 state machines, messages and recovery rules are described in ``docs/transfers.md``.
 """
 
@@ -50,7 +51,6 @@ from sqlalchemy.exc import IntegrityError
 
 from eap.node.api import convert
 from eap.node.domain import (
-    cells,
     custody,
     holder_auth,
     idempotency,
@@ -75,7 +75,8 @@ from eap.node.errors import (
     Unavailable,
     invalid,
 )
-from eap.node.federation import crashpoints
+from eap.node.federation import admission, crashpoints
+from eap.node.federation.admission import MAX_SERIAL, MAX_TTL_S, PREPARED
 from eap.node.federation.audit import PT_HOLDINGS_REQUEST, HoldingsService
 from eap.node.federation.custody import (
     PT_CUSTODY_ANSWER,
@@ -102,9 +103,9 @@ log = logging.getLogger(__name__)
 
 OUT, IN = tr.OUT, tr.IN
 
-# States (stored as text; the wire uses eap.v1.TransferState).
+# States (stored as text; the wire uses eap.v1.TransferState; PREPARED, the state of an
+# import admitted and waiting for the source's decision, comes with the admission rules).
 PREPARING = "preparing"
-PREPARED = "prepared"
 COMMITTED = "committed"
 ABORTED = "aborted"
 FINAL = (COMMITTED, ABORTED)
@@ -135,11 +136,6 @@ _WIRE = {
 
 #: ``<node id>/<token>``: the transfer id chosen by the source.
 TRANSFER_ID_RE = re.compile(r"^(?P<node>[a-z0-9.-]{1,128})/[A-Za-z0-9-]{1,64}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_BUNDLE_ID = re.compile(r"^(?P<issuer>[a-z0-9.-]{1,128})/(?P<start>\d{1,19})-(?P<end>\d{1,19})$")
-#: Longest prepare lifetime a destination accepts.
-MAX_TTL_S = 24 * 3600
-_MAX_SERIAL = 2**62
 
 
 class Transport(Protocol):
@@ -373,7 +369,7 @@ class Transfers:
         principal = principal or Principal.operator()
         to_node, to_account = split_destination(to)
         check = Checker()
-        check.int_range(wh, "wh", 0, _MAX_SERIAL, "Wh")
+        check.int_range(wh, "wh", 0, MAX_SERIAL, "Wh")
         priced = bool(price_minor or currency)
         if priced:
             obl.check_price(check, price_minor, currency)
@@ -995,7 +991,7 @@ class Transfers:
                      now: int, sig: provenance.SignatureCheck) -> fed.TransferStatus:
         b = msg.bundle
         tr.lock_range_issuer(conn, b.issuer[:253])
-        reason = self._refusal(conn, origin, msg, now, sig)
+        reason = admission.refusal(conn, me=self.me, origin=origin, msg=msg, now=now, sig=sig)
         row: dict[str, Any] = {
             "id": msg.transfer_id, "direction": IN, "peer": origin,
             "bundle_id": b.id[:200], "issuer": b.issuer[:253], "wh": 0,
@@ -1003,7 +999,7 @@ class Transfers:
             "created_at_ms": now,
         }
         if reason is None:
-            bundle = _bundle_from_wire(b, owner=msg.to_account, at_ms=now)
+            bundle = admission.bundle_from_wire(b, owner=msg.to_account, at_ms=now)
             if msg.HasField("price"):
                 row.update(price_minor=msg.price.amount_minor, currency=msg.price.currency,
                            seller=msg.seller)
@@ -1017,109 +1013,12 @@ class Transfers:
             return fed.TransferStatus(transfer_id=msg.transfer_id,
                                       state=fed.TRANSFER_STATE_PREPARED)
         row.update(state=ABORTED, reason=reason[:500], decided_at_ms=now)
-        if 0 <= b.serial_start < b.serial_end <= _MAX_SERIAL:
+        if 0 <= b.serial_start < b.serial_end <= MAX_SERIAL:
             row.update(serial_start=b.serial_start, serial_end=b.serial_end)
         tr.insert_transfer(conn, row)
         log.warning("transfer %s from %s refused: %s", msg.transfer_id, origin, reason)
         return fed.TransferStatus(transfer_id=msg.transfer_id, state=fed.TRANSFER_STATE_ABORTED,
                                   reason=reason[:500])
-
-    def _refusal(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
-                 now: int, sig: provenance.SignatureCheck) -> str | None:
-        """Why this node refuses the import, or None (DESIGN §3 rules, range, account)."""
-        if not msg.HasField("bundle"):
-            return "no bundle"
-        if msg.expires_at_ms <= now:
-            return "the prepare arrived after its expiry"
-        if msg.expires_at_ms > now + (MAX_TTL_S + 60) * 1000:
-            return "expiry too far in the future"
-        b = msg.bundle
-        why = _bundle_violation(b)
-        if why:
-            return f"bundle {b.id[:200]!r}: {why}"
-        if b.held_by != origin:
-            return f"the bundle is announced as held by {b.held_by!r}, not by the sender {origin}"
-        parent = msg.parent_lineage_hash
-        if b.parent_id and parent and (
-                not _HEX64.match(parent)
-                or b.lineage_hash != provenance.lineage(bytes.fromhex(parent), b.id)):
-            return "lineage hash does not chain to the parent's"
-        if not ACCOUNT_RE.match(msg.to_account or ""):
-            return "malformed destination account"
-        if not tr.account_exists(conn, msg.to_account):
-            return f"no account {msg.to_account} on {self.me}"
-        if msg.HasField("price") or msg.seller:
-            why = obl.price_violation(msg.price.amount_minor, msg.price.currency)
-            why = why or obl.seller_violation(msg.seller, origin)
-            if why:
-                return f"priced trade: {why}"
-        why = self._provenance_refusal(conn, origin, msg, sig)
-        if why:
-            return why
-        # Every row of these serials here: live/final ones hold them; an exported copy may
-        # come back (same id revived); issued-here serials must have left through an export.
-        rows = tr.overlapping(conn, b.issuer, b.serial_start, b.serial_end)
-        held = [r for r in rows if r.status not in (Status.SPLIT, Status.EXPORTED)]
-        if held:
-            names = ", ".join(f"{r.id} ({Status(r.status).name})" for r in held[:5])
-            return f"serials already held on {self.me}: {names}"
-        same = [r for r in rows if r.id == b.id and r.status != Status.EXPORTED]
-        if same:
-            return f"bundle {b.id} is already on {self.me} ({Status(same[0].status).name})"
-        busy = tr.importing(conn, b.issuer, b.serial_start, b.serial_end, PREPARED)
-        if busy:
-            return f"serials already being imported by transfer {busy[0].id}"
-        return None
-
-    def _provenance_refusal(self, conn: Connection, origin: str, msg: fed.TransferPrepare,
-                            sig: provenance.SignatureCheck) -> str | None:
-        """Why the range's provenance does not convince this node, or None (docs/custody.md).
-
-        The proof must verify with the issuer's key from the trust list (or this node's own,
-        for serials coming home), prove exactly the announced bundle, and name a batch that
-        does not contradict one this node knows; serials of this node must be in its custody
-        at the sender.
-        """
-        b = msg.bundle
-        if not msg.HasField("proof"):
-            return "no provenance: a prepare must carry the range's RecordProof"
-        try:
-            v = provenance.verify(msg.proof, sig, bundle=b)
-        except provenance.ProofError as exc:
-            return f"provenance: {exc.reason}"
-        root = bytes(msg.proof.batch.merkle_root)
-        if b.issuer == self.me:
-            own = cr.own_batch(conn, v.seq)
-            if own is None or bytes(own.merkle_root) != root:
-                return f"provenance: batch #{v.seq} is not one this node issued"
-            return custody.check_return(conn, me=self.me, origin=origin, start=b.serial_start,
-                                        end=b.serial_end)
-        known = cr.known_root(conn, b.issuer, v.seq)
-        if known is None:
-            return (f"provenance: batch {b.issuer}#{v.seq} is not one {b.issuer} has published "
-                    f"to {self.me} (not served by its PullBatches)")
-        if known != root:
-            return (f"provenance: {b.issuer} signed two different batches #{v.seq} "
-                    "(equivocation); refusing this proof")
-        return None
-
-    def _check_custody(self, rec: Any, signed: pb.Signed | None,
-                       sig: provenance.SignatureCheck) -> pb.CustodyRecord:
-        """The issuer's custody record of an import's move, verified (FailedPrecondition
-        otherwise: the import stays PREPARED)."""
-        if signed is None:
-            raise FailedPrecondition(f"transfer {rec.id}: COMMIT without the issuer "
-                                     f"{rec.issuer}'s custody record; staying PREPARED")
-        try:
-            cust = provenance.custody_record(signed, sig, issuer=rec.issuer)
-        except provenance.ProofError as exc:
-            raise FailedPrecondition(f"transfer {rec.id}: custody record: {exc.reason}") from exc
-        why = custody.check_record(cust, tid=rec.id, issuer=rec.issuer,
-                                   start=rec.serial_start, end=rec.serial_end, frm=rec.peer,
-                                   to=self.me)
-        if why:
-            raise FailedPrecondition(f"transfer {rec.id}: {why}")
-        return cust
 
     def _record_decision(self, origin: str, tid: str, kind: str,
                          signed_custody: pb.Signed | None = None) -> fed.TransferStatus:
@@ -1172,7 +1071,7 @@ class Transfers:
         """Apply the source's decision to a PREPARED import (idempotent).
 
         A commit of another issuer's serials needs that issuer's custody record of the move
-        (:meth:`_check_custody`); serials of this node come home into its own custody.
+        (:func:`.admission.check_custody`); serials of this node come home into its own custody.
         """
         if rec.state == PREPARED:
             now = self.now_ms()
@@ -1185,7 +1084,7 @@ class Transfers:
                     bundle.cell = cr.issued_cell(conn, self.me, rec.serial_start,
                                                  rec.serial_end) or bundle.cell
                 else:
-                    bundle.cell = self._check_custody(rec, signed_custody, sig).cell
+                    bundle.cell = admission.check_custody(rec, signed_custody, sig, me=self.me).cell
                     kept = signed_custody.SerializeToString()  # type: ignore[union-attr]
                     tr.update_transfer(conn, rec.id, custody=kept)
                 self._materialise(conn, bundle)
@@ -1407,47 +1306,3 @@ def _lineage_of(conn: Connection, bundle_id: str | None) -> str | None:
 
 def _int64(value: int) -> int:
     return max(-(2**63), min(2**63 - 1, int(value)))
-
-
-def _bundle_violation(b: pb.RecordBundle) -> str | None:
-    """First rule an announced bundle breaks (DESIGN §3), or None."""
-    if not NODE_ID_RE.match(b.issuer or ""):
-        return "malformed issuer"
-    if not 0 <= b.serial_start < b.serial_end <= _MAX_SERIAL:
-        return "serial range must satisfy 0 <= start < end"
-    if b.id != f"{b.issuer}/{b.serial_start}-{b.serial_end}":
-        return "id must be <issuer>/<serial_start>-<serial_end>"
-    a = b.attributes
-    why = provenance.attribute_violation(a.source, a.technology, a.renewable_ppm,
-                                         a.carbon_mg_per_kwh, a.zone, a.interval.start_unix,
-                                         a.interval.end_unix)
-    if why:
-        return why
-    if len(a.cell) > 16 or any(ord(c) < 0x20 for c in a.cell):
-        return "malformed cell"
-    why = cells.cell_problem(a.cell)
-    if why:
-        return why
-    if not 1 <= len(a.device_id) <= 64 or any(ord(c) < 0x20 for c in a.device_id):
-        return "malformed device id"
-    if not _HEX64.match(b.lineage_hash or ""):
-        return "lineage hash must be 64 hex digits"
-    if b.parent_id:
-        p = _BUNDLE_ID.match(b.parent_id)
-        if (p is None or p.group("issuer") != b.issuer
-                or not int(p.group("start")) <= b.serial_start < b.serial_end
-                <= int(p.group("end")) or b.parent_id == b.id):
-            return "parent must be a larger range of the same issuer"
-    return None
-
-
-def _bundle_from_wire(b: pb.RecordBundle, *, owner: str, at_ms: int) -> Bundle:
-    a = b.attributes
-    return Bundle(
-        id=b.id, issuer=b.issuer, serial_start=b.serial_start, serial_end=b.serial_end,
-        device_id=a.device_id, interval_start=a.interval.start_unix,
-        interval_end=a.interval.end_unix, source=a.source, technology=a.technology,
-        renewable_ppm=a.renewable_ppm, carbon_mg=a.carbon_mg_per_kwh, zone=a.zone, cell=a.cell,
-        owner=owner, status=int(Status.ACTIVE), parent_id=b.parent_id or None,
-        lineage_hash=b.lineage_hash, issued_at_ms=b.issued_at_ms or at_ms, held_by=None,
-    )
