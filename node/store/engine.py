@@ -209,14 +209,20 @@ def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) ->
     (lists or NumPy arrays).
     """
     names = list(rows)
-    columns = [rows[n].tolist() if hasattr(rows[n], "tolist") else list(rows[n]) for n in names]
     # integer arrays need no look at each value's type for COPY
     whole = [getattr(getattr(rows[n], "dtype", None), "kind", "") in ("i", "u") for n in names]
-    n = len(columns[0]) if columns else 0
+    n = len(rows[names[0]]) if names else 0
     if n == 0:
         return 0
-    if any(len(c) != n for c in columns):
+    if any(len(rows[name]) != n for name in names):
         raise ValueError("bulk insert columns differ in length")
+
+    def parts(step: int) -> Iterator[list[list]]:
+        """The rows a part at a time, each column as a list: the Python objects of a whole
+        issuance batch (20 columns x 100,000 rows) are never all alive at once."""
+        for i in range(0, n, step):
+            yield [_as_list(rows[name][i : i + step]) for name in names]
+
     if conn.dialect.name == "postgresql":
         from psycopg.copy import QueuedLibpqWriter  # the optional driver, PostgreSQL only
 
@@ -226,19 +232,23 @@ def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) ->
         # Rendered and sent a part at a time, through a queue a helper thread drains: the
         # server stores one part while the next is rendered.
         with raw.cursor() as cur, cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
-            step = 20_000
-            for i in range(0, n, step):
-                part = [
-                    list(map(str, c[i : i + step])) if ints else _copy_text(c[i : i + step])
-                    for c, ints in zip(columns, whole, strict=True)
+            for part in parts(20_000):
+                text = [
+                    list(map(str, c)) if ints else _copy_text(c)
+                    for c, ints in zip(part, whole, strict=True)
                 ]
-                lines = "\n".join(map("\t".join, zip(*part, strict=True)))
+                lines = "\n".join(map("\t".join, zip(*text, strict=True)))
                 copy.write(lines.encode() + b"\n")
     else:
         placeholders = ", ".join("?" for _ in names)
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"
-        conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))  # one executemany
+        for part in parts(20_000):  # one executemany per part
+            conn.exec_driver_sql(sql, list(zip(*part, strict=True)))
     return n
+
+
+def _as_list(values: Sequence) -> list:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
