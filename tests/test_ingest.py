@@ -403,3 +403,28 @@ def test_read_ahead_keeps_order_and_errors_and_stays_one_item_ahead():
         if item == 1:
             break
     assert made == [0, 1, 2]
+
+
+def test_a_file_hour_by_hour_asks_the_store_about_no_meter(meters, tmp_path, monkeypatch):
+    """Chunks cut mid-hour: a meter already seen in the previous chunk has nothing stored
+    that its next hour could repeat or overlap, so no chunk queries stored readings; a
+    repeated hour in a later chunk is still asked about and found unchanged."""
+    from eap.node.store import repos
+
+    asked: list[list[str]] = []
+    original = repos.readings_in_range
+
+    def spy(conn, device_ids, lo, hi):
+        asked.append(list(device_ids))
+        return original(conn, device_ids, lo, hi)
+
+    monkeypatch.setattr(repos, "readings_in_range", spy)
+    monkeypatch.setattr(CsvMeterSource, "chunk_bytes", 200)  # 4 rows of 3 meters' hours
+    rows = [row(f"m{d}", h, 5 + d) for h in range(12) for d in range(3)]
+    res = meters.import_readings(write(tmp_path / "a.csv", rows), request_id="a")
+    assert res.readings == 36 and asked == []
+    again = meters.import_readings(
+        write(tmp_path / "b.csv", [row("m2", 12, 7), row("m1", 4, 6)]), request_id="b"
+    )
+    assert (again.readings, again.unchanged) == (1, 1)
+    assert len(asked) == 1 and len(asked[0]) == 1  # m1 alone: m2's hour 12 is new

@@ -299,15 +299,18 @@ class Storer:
         self.readings += n
         self.unchanged += len(new) - n
 
-    def _stored(self, rank: np.ndarray, lo: int, hi: int):
+    def _stored(self, rank: np.ndarray, start: np.ndarray, lo: int, hi: int):
         """Stored readings of the chunk's devices meeting ``[lo, hi)`` as columns (rank of
         the device, start, end, Wh) sorted by (rank, start)."""
-        present = np.zeros(len(self._rank), dtype=bool)
-        present[rank] = True
-        # the query's own condition, interval_start > lo - 3600, rules out a device whose
-        # last stored reading starts before that: leave such devices out of the question
-        present[self._rank[self._latest <= lo - MAX_INTERVAL_S]] = False
-        ranks = np.flatnonzero(present)  # the chunk's devices in device id order
+        # A device whose last stored reading starts MAX_INTERVAL_S or more before its first
+        # reading in the chunk has nothing stored that this chunk could repeat or overlap:
+        # leave it out of the question.  (A file that comes hour by hour then asks about no
+        # device at all; before, every device of a chunk that began mid-hour was asked.)
+        first = np.full(len(self._rank), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, rank, start)
+        latest = np.full(len(self._rank), np.iinfo(np.int64).max, dtype=np.int64)
+        latest[self._rank] = self._latest  # by rank, as ``first``
+        ranks = np.flatnonzero(latest > first - MAX_INTERVAL_S)  # in device id order
         if ranks.size == 0:
             return None
         rows = repos.readings_in_range(
@@ -338,7 +341,7 @@ class Storer:
         One query fetches the stored readings of the chunk's devices meeting its time range;
         both sides are keyed (device rank, start) and matched with a sorted search."""
         new = np.ones(len(start), dtype=bool)
-        stored = self._stored(rank, int(start.min()), int(end.max()))
+        stored = self._stored(rank, start, int(start.min()), int(end.max()))
         if stored is None:
             return new
         s_key, s_rank, s_start_a, s_end_a, s_wh_a = stored
