@@ -336,3 +336,33 @@ def test_cli_issue_then_bundles_json_streams_across_pages(tmp_path):
     assert len(_cli(home, "bundles", "--json", "--limit", "7").stdout.splitlines()) == 7
     none = _cli(home, "bundles", "--json", "--device", "no-such-device")
     assert none.returncode == 0 and none.stdout == ""
+
+
+def test_the_issuance_claim_never_scans_the_whole_readings_table_on_postgres(pg_url):
+    """A batch claims its readings as ranges of the primary key, however large the table:
+    ``id = ANY(<a batch of ids>)`` was planned as a scan of every reading ever stored."""
+    from eap.node.store import open_store
+
+    store = open_store(pg_url)
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO readings (device_id, interval_start, interval_end, wh) "
+            "SELECT 'dev-' || (g %% 50), g * 3600, g * 3600 + 3600, 5 "
+            "FROM generate_series(1, 40000) g"
+        )
+        conn.exec_driver_sql("ANALYZE readings")
+        conn.commit()
+        ids = [r for (r,) in conn.exec_driver_sql("SELECT id FROM readings ORDER BY id")]
+        conn.commit()
+        batch = ids[5000:9000] + ids[20000:21000:2] + ids[30000:30010]  # runs and singles
+        scans = (
+            "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'readings'"
+        )
+        # the session's counts not flushed yet, then within this one transaction
+        seq_before, index_before = conn.exec_driver_sql(scans).one()
+        assert repos.claim_pending(conn, batch) == len(batch)
+        seq_after, index_after = conn.exec_driver_sql(scans).one()
+        conn.rollback()
+    store.dispose()
+    seq_scans, index_scans = seq_after - seq_before, index_after - index_before
+    assert seq_scans == 0 and index_scans > 0
