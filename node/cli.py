@@ -426,13 +426,14 @@ def issue(device, since, batch_size, request_id, home, as_json) -> None:
     from eap.node.progress import progress_bar, wanted
 
     node = _open(home)
-    with progress_bar("issuing", "readings", enabled=wanted(as_json)) as progress:
+    shown = wanted(as_json)
+    with progress_bar("issuing", "readings", enabled=shown) as progress:
         res = node.issue_all(
             request_id=_rid(request_id),
             device=device,
             since=_parse_time(since, "--since"),
             batch_size=batch_size,
-            progress=progress,
+            progress=progress if shown else None,  # no bar: no count of what is pending
         )
     if res.batches:
         seqs = res.batch_seqs

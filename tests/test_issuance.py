@@ -133,6 +133,24 @@ def test_issue_all_in_batches_issues_everything_once(loaded):
     assert_issued_exactly_once(node, total)
 
 
+def test_pending_readings_are_counted_only_for_a_progress_bar(loaded, monkeypatch):
+    """Counting what is pending scans every reading; without a progress callback (a script,
+    ``--json``, a pipe) a run does not count."""
+    node, total = loaded
+    counts = []
+    original = repos.count_pending
+    monkeypatch.setattr(
+        repos, "count_pending", lambda *a, **k: counts.append(1) or original(*a, **k)
+    )
+    res = node.issue_all(request_id="quiet", batch_size=50)
+    assert res.bundles == LIVE and counts == []
+    assert_issued_exactly_once(node, total)
+    seen = []
+    again = node.issue_all(request_id="shown", progress=lambda d, n: seen.append((d, n)))
+    assert again.batches == 0
+    assert counts == [1] and seen == [(0, 0)]
+
+
 def test_new_readings_after_a_run_need_a_new_request(loaded, tmp_path):
     node, total = loaded
     node.issue_all(request_id="all", batch_size=100)

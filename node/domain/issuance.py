@@ -135,7 +135,8 @@ def issue_all(
     idempotency.check_request_id(request_id)
     with node.store.read() as conn:
         dev_filter = _device_filter(conn, device)
-        total, _ = repos.count_pending(conn, dev_filter, since)
+        # the total is for the progress bar only: counting is a scan of every reading
+        total = repos.count_pending(conn, dev_filter, since)[0] if progress else 0
     window = max(size, min(MAX_WINDOW, size * WINDOW_BATCHES))
     out = IssueAllResult()
     done, after_id, k = 0, 0, 0
