@@ -343,3 +343,19 @@ def test_loose_api_token_fails_the_call_not_the_process(served):
     node.config.token_path.chmod(0o644)
     err = _refused(_call(channel, token), "GetStatus", api.GetStatusRequest())
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"parent_id": "node-a.example/0-20", "held_by": "node-b.example"}],
+)
+def test_a_bundle_survives_the_wire_both_ways(fields):
+    """``convert.bundle_from`` is the inverse of ``convert.bundle``: an admitted import and a
+    test vector read every field as the sender wrote it (empty strings become None)."""
+    from support import make_bundle
+
+    from eap.node.api import convert
+    from eap.node.records.enums import Status
+
+    b = make_bundle("node-a.example", 10, 15, "acct_x", Status.ACTIVE, hour=3, **fields)
+    assert convert.bundle_from(convert.bundle(b)) == b

@@ -9,6 +9,7 @@ the same file with an implementation of docs/receipts.md that shares no code wit
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -48,32 +49,14 @@ class _Ring:
 def _inputs():
     from google.protobuf import json_format
 
-    from eap.node.records.models import Bundle, ClaimReceipt
+    from eap.node.api import convert
+    from eap.node.records.models import ClaimReceipt
     from eap.v1 import types_pb2 as pb
 
     doc = json.loads((DOCS / "record-proof.json").read_text())
     bp = json_format.ParseDict(doc["bundle_proof"], pb.BundleProof())
-    b, a = bp.bundle, bp.bundle.attributes
-    bundle = Bundle(
-        id=b.id,
-        issuer=b.issuer,
-        serial_start=b.serial_start,
-        serial_end=b.serial_end,
-        device_id=a.device_id,
-        interval_start=a.interval.start_unix,
-        interval_end=a.interval.end_unix,
-        source=a.source,
-        technology=a.technology,
-        renewable_ppm=a.renewable_ppm,
-        carbon_mg=a.carbon_mg_per_kwh,
-        zone=a.zone,
-        cell=a.cell,
-        owner=b.owner,
-        status=2,
-        parent_id=b.parent_id,
-        lineage_hash=b.lineage_hash,
-        issued_at_ms=b.issued_at_ms,
-    )
+    a = bp.bundle.attributes
+    bundle = dataclasses.replace(convert.bundle_from(bp.bundle), status=2)  # as the vector was made
     claim = ClaimReceipt(
         id=f"{ISSUER}/claim/42",
         bundle=bundle,

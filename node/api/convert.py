@@ -36,6 +36,32 @@ def bundle(b: models.Bundle) -> pb.RecordBundle:
     )
 
 
+def bundle_from(m: pb.RecordBundle) -> models.Bundle:
+    """The record a ``RecordBundle`` message carries (the inverse of :func:`bundle`)."""
+    a = m.attributes
+    return models.Bundle(
+        id=m.id,
+        issuer=m.issuer,
+        serial_start=m.serial_start,
+        serial_end=m.serial_end,
+        device_id=a.device_id,
+        interval_start=a.interval.start_unix,
+        interval_end=a.interval.end_unix,
+        source=a.source,
+        technology=a.technology,
+        renewable_ppm=a.renewable_ppm,
+        carbon_mg=a.carbon_mg_per_kwh,
+        zone=a.zone,
+        cell=a.cell,
+        owner=m.owner,
+        status=m.status,
+        parent_id=m.parent_id or None,
+        lineage_hash=m.lineage_hash,
+        issued_at_ms=m.issued_at_ms,
+        held_by=m.held_by or None,
+    )
+
+
 def device(d: models.Device) -> pb.Device:
     return pb.Device(
         id=d.id,

@@ -13,11 +13,13 @@ answered to the source.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 from sqlalchemy import Connection
 
+from eap.node.api import convert
 from eap.node.domain import cells, custody, provenance
 from eap.node.domain import obligations as obl
 from eap.node.domain.rules import ACCOUNT_RE, NODE_ID_RE
@@ -214,26 +216,12 @@ def bundle_violation(b: pb.RecordBundle) -> str | None:
 
 
 def bundle_from_wire(b: pb.RecordBundle, *, owner: str, at_ms: int) -> Bundle:
-    """The live bundle an admitted import becomes (owned by ``owner``, held here)."""
-    a = b.attributes
-    return Bundle(
-        id=b.id,
-        issuer=b.issuer,
-        serial_start=b.serial_start,
-        serial_end=b.serial_end,
-        device_id=a.device_id,
-        interval_start=a.interval.start_unix,
-        interval_end=a.interval.end_unix,
-        source=a.source,
-        technology=a.technology,
-        renewable_ppm=a.renewable_ppm,
-        carbon_mg=a.carbon_mg_per_kwh,
-        zone=a.zone,
-        cell=a.cell,
+    """The live bundle an admitted import becomes: owned by ``owner``, active and held here
+    (the sender's status, owner and holder on the wire are not taken)."""
+    return dataclasses.replace(
+        convert.bundle_from(b),
         owner=owner,
         status=int(Status.ACTIVE),
-        parent_id=b.parent_id or None,
-        lineage_hash=b.lineage_hash,
         issued_at_ms=b.issued_at_ms or at_ms,
         held_by=None,
     )
