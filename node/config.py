@@ -15,6 +15,7 @@ from pathlib import Path
 import tomli_w
 
 from eap.node.crypto._files import read_private_file
+from eap.node.crypto.tokens import bearer_token
 from eap.node.domain.rules import NODE_ID_RE, ZONE_RE, Checker
 from eap.node.errors import AlreadyExists, ConfigError
 
@@ -109,7 +110,7 @@ class NodeConfig:
 
     def create_regulator_token(self) -> str:
         """Write a fresh regulator token (0600), replacing an earlier one; returns it."""
-        token = secrets.token_urlsafe(32)
+        token = bearer_token()
         tmp = self.regulator_token_path.with_suffix(".new")
         tmp.unlink(missing_ok=True)
         _write_private(tmp, token)
@@ -259,7 +260,7 @@ def create_home(
     if operator_signed:
         cfg.extra["attestation"] = {"operator_signed": True}
     _write_private(cfg.secret_path, secrets.token_hex(32))
-    _write_private(cfg.token_path, secrets.token_urlsafe(32))
+    _write_private(cfg.token_path, bearer_token())
     cfg.save()
     return cfg
 

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 from eap.node import kernels
 from eap.node.config import PROTOCOL_VERSION, NodeConfig
 from eap.node.crypto import KeyRing, account_id_from_public_key, device_pseudonym
+from eap.node.crypto.tokens import bearer_token
 from eap.node.domain import (
     aggregates,
     anchoring,
@@ -214,7 +215,7 @@ class Node:
             "a real identity is only stored when its holder opts in (disclose)",
         )
         check.done()
-        token = secrets.token_urlsafe(32)
+        token = bearer_token()
         # A random key names the account, never the holder's key: ids of one holder's accounts
         # stay unlinkable, here and across nodes, and the holder key never leaves the node.
         pub = secrets.token_bytes(32)
