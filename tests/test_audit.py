@@ -17,7 +17,7 @@ from eap.node.federation import transfers as T
 from eap.node.federation.audit import PT_HOLDINGS_REQUEST, PT_SIGNED, Auditor, report_dict
 from eap.node.records.enums import Status
 from eap.node.records.models import Principal
-from eap.node.store import schema
+from eap.node.store import repos, schema
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import node_api_pb2 as api
 from eap.v1 import node_api_pb2_grpc
@@ -51,6 +51,7 @@ def describe(report: api.AuditReport) -> str:
 def forge(city, bundle_id: str, status: Status) -> None:
     """Change a bundle's status behind the node's back (as a broken or dishonest node would)."""
     with city.node.store.transaction() as conn:
+        repos.get_bundle(conn, bundle_id, lock=True)  # its row (a record may be in its run)
         conn.execute(update(schema.bundles).where(schema.bundles.c.id == bundle_id)
                      .values(status=int(status)))
 

@@ -23,6 +23,7 @@ from eap.node.crypto import (
     seal,
 )
 from eap.node.federation.descriptor import describe
+from eap.node.store import repos
 from eap.node.store import schema as t
 from eap.v1 import federation_pb2 as fed
 from eap.v1 import types_pb2
@@ -103,9 +104,8 @@ def test_sync_then_resume_after_more_issuance(net):
     assert _count(b.node, A) == 34
     # What b holds is exactly what a issued: same serial ranges, same attributes.
     with a.node.store.read() as conn:
-        issued = conn.execute(select(t.bundles.c.serial_start, t.bundles.c.serial_end,
-                                     t.bundles.c.device_id, t.bundles.c.zone)
-                              .order_by(t.bundles.c.serial_start)).all()
+        issued = [(x.serial_start, x.serial_end, x.device_id, x.zone)
+                  for x in repos.all_bundles(conn)]
     with b.node.store.read() as conn:
         held = conn.execute(select(t.peer_records.c.serial_start, t.peer_records.c.serial_end,
                                    t.peer_records.c.device_id, t.peer_records.c.zone)

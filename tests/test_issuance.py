@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -20,7 +21,7 @@ from eap.node.domain import issuance
 from eap.node.domain.node import Node
 from eap.node.errors import InvalidArgument, NotFound
 from eap.node.federation import crashpoints
-from eap.node.store import repos
+from eap.node.store import custody_repos, repos
 from eap.node.store import schema as t
 
 CLI = [sys.executable, "-m", "eap.node"]
@@ -75,13 +76,13 @@ def register(node, devices: int = DEVICES) -> str:
 def ledger_state(node) -> dict:
     """Per reading: issued in full? Per (device, start): how many bundles? Totals."""
     with node.store.read() as conn:
-        r, b = t.readings.c, t.bundles.c
+        r = t.readings.c
         readings = conn.execute(select(r.device_id, r.interval_start, r.wh, r.issued_wh)).all()
-        per_key = conn.execute(
-            select(
-                b.device_id, b.interval_start, func.count(), func.sum(b.serial_end - b.serial_start)
-            ).group_by(b.device_id, b.interval_start)
-        ).all()
+        grouped: dict = {}
+        for b in repos.all_bundles(conn):
+            n, wh = grouped.get((b.device_id, b.interval_start), (0, 0))
+            grouped[b.device_id, b.interval_start] = (n + 1, wh + b.wh)
+        per_key = [(k[0], k[1], n, wh) for k, (n, wh) in grouped.items()]
         batch_wh = conn.execute(select(func.coalesce(func.sum(t.batches.c.wh), 0))).scalar_one()
         batch_count = conn.execute(
             select(func.coalesce(func.sum(t.batches.c.count), 0))
@@ -230,10 +231,14 @@ def test_batches_are_cut_in_device_order_from_windows_of_pending_readings(loaded
     assert reads == sorted(reads)  # keyset by reading id, never from the start again
     assert_issued_exactly_once(node, total)
     with node.store.read() as conn:
-        b = t.bundles.c
-        rows = conn.execute(
-            select(b.batch_seq, b.device_id, b.interval_start).order_by(b.serial_start)
-        ).all()
+        rows = [
+            SimpleNamespace(
+                batch_seq=custody_repos.batch_seq_of(conn, b.id),
+                device_id=b.device_id,
+                interval_start=b.interval_start,
+            )
+            for b in repos.all_bundles(conn)
+        ]
     # within a batch, serials follow (device, hour); a batch spans at most two devices of its
     # window, where id order would give it every device of the import's chunk
     for seq in {r.batch_seq for r in rows}:

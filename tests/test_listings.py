@@ -143,7 +143,7 @@ def test_streams_walk_every_match_in_serial_order(node):
 
 def _all(node):
     with node.store.read() as conn:
-        return [repos._bundle(r) for r in conn.execute(text("SELECT * FROM bundles"))]
+        return list(repos.all_bundles(conn))
 
 
 def _peak_while_streaming(node, **filters) -> tuple[int, int]:

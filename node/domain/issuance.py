@@ -27,9 +27,8 @@ from eap.node.domain import anchoring, idempotency
 from eap.node.domain.ledger import bundle_id, now_ms
 from eap.node.errors import Aborted, FieldViolation, NotFound, invalid
 from eap.node.federation import crashpoints
-from eap.node.records.enums import Status
 from eap.node.records.models import IssueAllResult, IssueResult, Principal
-from eap.node.store import custody_repos, repos
+from eap.node.store import custody_repos, repos, run_repos
 
 if TYPE_CHECKING:
     from eap.node.domain.node import Node
@@ -303,30 +302,34 @@ def issue_rows(node: Node, conn: Connection, rows: repos.PendingReadings) -> Iss
         for s, e in zip(arrays["serial_start"].tolist(), arrays["serial_end"].tolist(), strict=True)
     ]
     m = len(bids)
-    repos.insert_bundle_columns(
+    # Stored as runs, one row per device of the batch (run_repos): a record gets its own
+    # bundles row on its first change.
+    run_repos.insert_runs(
         conn,
-        {
-            "id": bids,
-            "issuer": [issuer] * m,
+        issuer=issuer,
+        batch_seq=seq,
+        issued_at_ms=at,
+        records={
             "serial_start": arrays["serial_start"],
             "serial_end": arrays["serial_end"],
-            "device_id": np.array(dev_table, dtype=object)[arrays["device"]],
             "interval_start": arrays["interval_start"],
             "interval_end": arrays["interval_end"],
-            "source": arrays["source"].astype(np.int64),
-            "technology": arrays["technology"].astype(np.int64),
-            "renewable_ppm": arrays["renewable_ppm"].astype(np.int64),
-            "carbon_mg": arrays["carbon_mg"].astype(np.int64),
-            "zone": np.array(zones, dtype=object)[arrays["zone"]],
-            "cell": np.array([x.cell for x in d], dtype=object)[arrays["device"]],
-            "owner": np.array(owners, dtype=object)[arrays["owner"]],
-            "status": np.full(m, int(Status.ACTIVE)),
-            "parent_id": [None] * m,
-            "lineage_hash": kernels.lineage_hashes(leaves, bids),
-            "issued_at_ms": np.full(m, at),
-            "batch_seq": np.full(m, seq),
-            "version": np.zeros(m, dtype=np.int64),
+            "device": arrays["device"],
         },
+        devices=[
+            {
+                "device_id": dev_table[i],
+                "source": x.source,
+                "technology": x.technology,
+                "renewable_ppm": x.renewable_ppm,
+                "carbon_mg": x.carbon_mg,
+                "zone": x.zone,
+                "cell": x.cell,
+                "owner": x.owner,
+            }
+            for i, x in enumerate(d)
+        ],
+        lineage=bytes.fromhex("".join(kernels.lineage_hashes(leaves, bids))),
     )
     custody_repos.add_range(conn, int(base), int(base) + wh, issuer, at)
     repos.journal(

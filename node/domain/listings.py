@@ -13,23 +13,17 @@ serialising it per row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from eap.node.records.enums import FIELD_ENUMS
-from eap.node.records.models import Bundle
 from eap.node.store import Store, listing_repos
+from eap.node.store.listing_repos import bundle_line
 
 #: Rows per page of a stream (the domain's MAX_PAGE).
 STREAM_PAGE = 1000
 #: Rows per page of a stream of database-rendered lines after the first page (which has
 #: STREAM_PAGE, for an early first line): fewer round trips, about 1 MB of text.
 LINES_PAGE = 2000
-
-#: Per enum field: number -> protocol name.
-_NAMES = {key: {int(m): m.name for m in kind} for key, kind in FIELD_ENUMS.items()}
-
 
 def walk(
     list_page: Callable[..., Any], page_size: int = STREAM_PAGE, start: str = ""
@@ -44,17 +38,6 @@ def walk(
         if not page.next_token:
             return
         token = page.next_token
-
-
-def bundle_line(bundle: Bundle) -> str:
-    """``bundle`` as its line of JSON Lines (no newline), in Python: what the CLI's machine
-    output prints for it (enum fields named, keys sorted); the database renders the same."""
-    out = dict(vars(bundle))
-    for key, names in _NAMES.items():
-        value = out[key]
-        if type(value) is int:
-            out[key] = names.get(value, value)
-    return json.dumps(out, sort_keys=True)
 
 
 def _exact(text: str) -> bool:

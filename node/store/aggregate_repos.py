@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
 
+from eap.node.store import run_repos
 from eap.node.store import schema as t
 
 #: Journal actions that move energy between holders, and the one that claims it.
@@ -51,7 +52,19 @@ def issued(conn: Connection, issuer: str, zone: str, start: int, end: int) -> li
         )
         .group_by(hour, b.source, b.device_id)
     )
-    return [DeviceHour(r.hour, r.source, r.device_id, int(r.wh)) for r in conn.execute(q)]
+    out = [DeviceHour(r.hour, r.source, r.device_id, int(r.wh)) for r in conn.execute(q)]
+    # and the records still in issuance runs (those with a row were summed above)
+    sums: dict[tuple[int, int, str], int] = {}
+    for run in run_repos.iter_runs(conn, zone=zone, issuer=issuer, window=(start, end)):
+        for h, wh in run_repos.hourly_wh(conn, run, start, end):
+            k = (h, run.source, run.device_id)
+            sums[k] = sums.get(k, 0) + wh
+    if sums:
+        for x in out:
+            key = (x.hour, x.source, x.device_id)
+            sums[key] = sums.get(key, 0) + x.wh
+        out = [DeviceHour(h, s, d, w) for (h, s, d), w in sums.items()]
+    return out
 
 
 def moved(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 
+from eap.node.store import run_repos
 from eap.node.store import schema as t
 
 MOVED, REFUSED = "moved", "refused"
@@ -101,7 +102,11 @@ def issued_cell(conn: Connection, issuer: str, start: int, end: int) -> str | No
         select(b.cell).where(b.issuer == issuer, b.parent_id.is_(None), b.batch_seq.is_not(None),
                              b.serial_start <= start, b.serial_end >= end)
         .order_by(b.serial_start.desc()).limit(1)).first()
-    return row.cell if row else None
+    if row is not None:
+        return row.cell
+    # a record still in its issuance run (every record of a run has the run's cell)
+    run = run_repos.run_at(conn, issuer, start)
+    return run.cell if run is not None and end <= run.serial_end else None
 
 
 # -- custody moves and retirement reports (issuer side inboxes) ----------------------------------
@@ -174,7 +179,13 @@ _OWN_BATCH = select(t.batches).where(t.batches.c.seq == bindparam("s"))
 def batch_seq_of(conn: Connection, bundle_id: str) -> int | None:
     """The issuance batch of a bundle issued here (None for splits and imports)."""
     seq = conn.execute(_BATCH_SEQ_OF, {"b": bundle_id}).scalar()
-    return int(seq) if seq is not None else None
+    if seq is not None:
+        return int(seq)
+    issuer, _, serials = bundle_id.rpartition("/")
+    start, _, end = serials.partition("-")
+    if issuer and start.isdigit() and end.isdigit():
+        return run_repos.batch_seq_at(conn, issuer, int(start), int(end))
+    return None
 
 
 def own_batch(conn: Connection, seq: int) -> Row | None:

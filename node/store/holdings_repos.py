@@ -9,11 +9,13 @@ they come.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 
 from sqlalchemy import Connection, select, text
 
 from eap.node.records.enums import Status
+from eap.node.store import run_repos
 from eap.node.store import schema as t
 from eap.node.store.transfer_repos import IN
 
@@ -48,8 +50,18 @@ def held(conn: Connection) -> Iterator[tuple[str, int, int, str]]:
     q = (select(c.issuer, c.serial_start, c.serial_end, c.status)
          .where(c.status.in_(list(KIND_OF_STATUS)))
          .order_by(c.issuer, c.serial_start, c.serial_end))
-    for r in conn.execute(q, execution_options=_STREAM):
-        yield r.issuer, int(r.serial_start), int(r.serial_end), KIND_OF_STATUS[int(r.status)]
+    rows = ((r.issuer, int(r.serial_start), int(r.serial_end), KIND_OF_STATUS[int(r.status)])
+            for r in conn.execute(q, execution_options=_STREAM))
+    yield from heapq.merge(rows, _fresh(conn))
+
+
+def _fresh(conn: Connection) -> Iterator[tuple[str, int, int, str]]:
+    """This node's records still in their issuance runs (ACTIVE), in the same order."""
+    for run in run_repos.iter_runs(conn):
+        idx = run_repos.fresh_indexes(conn, run)
+        serials, ends = run.serials.tolist(), run.ends.tolist()
+        for i in idx:
+            yield run.issuer, serials[i], ends[i], "active"
 
 
 def importing(conn: Connection, state: str = "prepared") -> Iterator[tuple[str, int, int]]:

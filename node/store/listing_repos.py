@@ -18,15 +18,27 @@ renders that row from its record (:func:`bundles_by_id`).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from sqlalchemy import Connection, Integer, String, Text, case, cast, func, literal_column, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    Text,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
-from eap.node.records.enums import FIELD_ENUMS
+from eap.node.records.enums import FIELD_ENUMS, Status
 from eap.node.records.models import Bundle
-from eap.node.store import repos
+from eap.node.store import repos, run_repos
 from eap.node.store import schema as t
 
 
@@ -72,6 +84,55 @@ def _line(dialect: str) -> ColumnElement:
 
 _LINES: dict[str, ColumnElement] = {}
 
+#: Per enum field: number -> protocol name.
+_NAMES = {key: {int(m): m.name for m in kind} for key, kind in FIELD_ENUMS.items()}
+#: The fields that differ between the records of one issuance run.
+_PER_RECORD = ("id", "interval_end", "interval_start", "lineage_hash", "serial_end", "serial_start")
+
+
+def bundle_line(bundle: Bundle) -> str:
+    """``bundle`` as its line of JSON Lines (no newline), in Python: what the CLI's machine
+    output prints for it (enum fields named, keys sorted); the database renders the same."""
+    out = dict(vars(bundle))
+    for key, names in _NAMES.items():
+        value = out[key]
+        if type(value) is int:
+            out[key] = names.get(value, value)
+    return json.dumps(out, sort_keys=True)
+
+
+def _run_template(run: run_repos.Run) -> str:
+    """A ``%`` format of :func:`bundle_line` for the records of ``run``: the fields the
+    records share written out, the others (:data:`_PER_RECORD`) as ``%d``/``%s`` slots taking
+    ``(start, end, interval end, interval start, lineage hex, end, start)``."""
+    sample = dict(vars(run.bundle(0)))
+    for key, names in _NAMES.items():
+        if type(sample[key]) is int:
+            sample[key] = names.get(sample[key], sample[key])
+    parts = []
+    for name in sorted(sample):
+        if name == "id":  # "issuer/start-end": JSON quotes neither digits, "-" nor "/"
+            value = json.dumps(run.issuer + "/")[:-1].replace("%", "%%") + '%d-%d"'
+        elif name == "lineage_hash":
+            value = '"%s"'
+        elif name in _PER_RECORD:
+            value = "%d"
+        else:
+            value = json.dumps(sample[name]).replace("%", "%%")
+        parts.append(json.dumps(name) + ": " + value)
+    return "{" + ", ".join(parts) + "}"
+
+
+def run_lines(run: run_repos.Run, indexes) -> Iterator[tuple[tuple[str, int, int], str, str]]:
+    """``(key, id, JSON line)`` of the run's records at ``indexes``, from one template."""
+    tmpl, issuer, lin = _run_template(run), run.issuer, run.lineage
+    serials, ends = run.serials.tolist(), run.ends.tolist()
+    starts, stops = run.interval_starts.tolist(), run.interval_ends.tolist()
+    for i in indexes:
+        s, e = serials[i], ends[i]
+        h = lin[i * run_repos.HASH : (i + 1) * run_repos.HASH].hex()
+        yield (issuer, s, e), f"{issuer}/{s}-{e}", tmpl % (s, e, stops[i], starts[i], h, e, s)
+
 
 def bundle_lines_page(
     conn: Connection,
@@ -89,10 +150,25 @@ def bundle_lines_page(
     line = _LINES.get(dialect)
     if line is None:
         line = _LINES[dialect] = _line(dialect).label("line")
+    c = t.bundles.c
     q = repos.bundles_page_query(
         owner=owner, status=status, device=device, after=after, limit=limit
-    ).with_only_columns(t.bundles.c.id, line)
-    return conn.execute(q).all()
+    ).with_only_columns(c.id, line, c.issuer, c.serial_start, c.serial_end)
+    rows = [((r[2], r[3], r[4]), r[0], r[1]) for r in conn.execute(q)]
+    if status and status != int(Status.ACTIVE):
+        return [(i, x) for _, i, x in rows]
+    fresh = _fresh_lines(conn, owner=owner, device=device, after=after)
+    merged = heapq.merge(rows, fresh, key=lambda r: r[0])
+    return [(i, x) for _, i, x in itertools.islice(merged, limit)]
+
+
+def _fresh_lines(conn: Connection, *, owner, device, after: str):
+    """Lines of the run records without a row matching the filters, past ``after``."""
+    key = repos.bundle_page_key(after) if after else None
+    for run in run_repos.iter_runs(
+        conn, owner=owner, device=device, after=None if key is None else key[:2]
+    ):
+        yield from run_lines(run, run_repos.fresh_indexes(conn, run, key))
 
 
 def bundles_by_id(conn: Connection, ids: Sequence[str]) -> dict[str, Bundle]:
@@ -101,4 +177,10 @@ def bundles_by_id(conn: Connection, ids: Sequence[str]) -> dict[str, Bundle]:
         return {}
     c = t.bundles.c
     cols = [c[f] for f in Bundle.__dataclass_fields__]
-    return {r.id: Bundle(*r) for r in conn.execute(select(*cols).where(c.id.in_(list(ids))))}
+    out = {r.id: Bundle(*r) for r in conn.execute(select(*cols).where(c.id.in_(list(ids))))}
+    for i in ids:
+        if i not in out:  # a record still in its issuance run
+            found = repos.get_bundle(conn, i)
+            if found is not None:
+                out[i] = found[0]
+    return out

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from sqlalchemy import Connection, func, or_, select
 
 from eap.node.records.enums import Status
+from eap.node.store import run_repos
 from eap.node.store import schema as t
 
 HOUR = 3600
@@ -67,6 +68,10 @@ def zone_pool(
         ),
         0,
     )
+    # this node's records still in issuance runs (never split: they have no row)
+    for run in run_repos.iter_runs(conn, zone=zone, issuer=node_id, window=(start, end)):
+        sums = run_repos.hourly_wh(conn, run, start, end)
+        add(((h, w, w * run.carbon_mg) for h, w in sums), 0)
     p = t.peer_records.c
     pwh = p.serial_end - p.serial_start
     phour = p.interval_start // HOUR * HOUR

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
@@ -19,8 +21,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from eap.node.errors import FieldViolation, InvalidArgument
 from eap.node.records.enums import Status
 from eap.node.records.models import Account, Bundle, ClaimReceipt, Device
+from eap.node.store import run_repos, totals_repos, transfer_repos
 from eap.node.store import schema as t
-from eap.node.store import totals_repos, transfer_repos
 from eap.node.store.engine import bulk_insert
 
 # -- meta & counters ---------------------------------------------------------------------------
@@ -79,7 +81,10 @@ def _balances(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
         .where(t.bundles.c.owner.in_(ids), t.bundles.c.status == int(Status.ACTIVE))
         .group_by(t.bundles.c.owner)
     )
-    return {r[0]: int(r[1]) for r in rows}
+    out = {r[0]: int(r[1]) for r in rows}
+    for owner, fresh in run_repos.fresh_wh_by_owner(conn, ids).items():
+        out[owner] = out.get(owner, 0) + fresh
+    return out
 
 
 def get_account(conn: Connection, account_id: str) -> Account | None:
@@ -456,14 +461,38 @@ def claim_pending(conn: Connection, reading_ids: np.ndarray) -> int:
 def get_bundle(
     conn: Connection, bundle_id: str, *, lock: bool = False
 ) -> tuple[Bundle, int] | None:
-    """The bundle and its row version (for optimistic concurrency)."""
+    """The bundle and its row version (for optimistic concurrency).
+
+    A record still in its issuance run (``run_repos``) is read from there at version 0; with
+    ``lock`` (a writer about to change it) it is first written to ``bundles``, so the change
+    updates a row like any other (and on PostgreSQL the row is locked)."""
     q = select(t.bundles).where(t.bundles.c.id == bundle_id)
     if lock and conn.dialect.name == "postgresql":
         q = q.with_for_update()
     row = conn.execute(q).first()
     if row is None:
-        return None
+        key = _id_key(bundle_id)
+        run = None if key is None else run_repos.fresh_record(conn, *key)
+        if run is None:
+            return None
+        if not lock:
+            return run.bundle(run.index_of(key[1], key[2])), 0
+        run_repos.materialize(conn, *key)
+        row = conn.execute(q).first()
+        if row is None:
+            return None
     return _bundle(row), row.version
+
+
+def _id_key(bundle_id: str) -> tuple[str, int, int] | None:
+    """``(issuer, start, end)`` of a well-formed bundle id, else None."""
+    issuer, _, serials = bundle_id.rpartition("/")
+    start, _, end = serials.partition("-")
+    if not issuer or not start.isdigit() or not end.isdigit():
+        return None
+    if max(int(start), int(end)) >= 2**63:
+        return None
+    return issuer, int(start), int(end)
 
 
 def _bundle(row) -> Bundle:
@@ -488,22 +517,6 @@ def insert_bundles(conn: Connection, items: Sequence[Bundle], batch_seq: int | N
         )
 
 
-def insert_bundle_columns(conn: Connection, columns: Mapping[str, Sequence]) -> int:
-    """Bulk-insert bundles given column by column (issuance's path; ``status``,
-    ``serial_start``, ``serial_end``, ``issuer`` and ``parent_id`` are required) and count
-    them in the totals."""
-    n = bulk_insert(conn, t.bundles, columns)
-    totals_repos.count_bundles(
-        conn,
-        status=columns["status"],
-        serial_start=columns["serial_start"],
-        serial_end=columns["serial_end"],
-        issuer=columns["issuer"],
-        root=[p is None for p in columns["parent_id"]],
-    )
-    return n
-
-
 def insert_readings(conn: Connection, columns: Mapping[str, Sequence]) -> int:
     """Bulk-insert readings given column by column (``device_id``, ``interval_start``,
     ``interval_end``, ``wh``, ``issued_wh``) and count them in the totals."""
@@ -515,14 +528,22 @@ def insert_readings(conn: Connection, columns: Mapping[str, Sequence]) -> int:
 def set_bundle_state(
     conn: Connection, bundle_id: str, version: int, *, expect_status: Status, **values
 ) -> bool:
-    """Conditional update: succeeds only if nobody changed the bundle since it was read."""
+    """Conditional update: succeeds only if nobody changed the bundle since it was read.
+
+    A record read from its issuance run (version 0, no row yet) is written to ``bundles``
+    first (``run_repos.materialize``)."""
     c = t.bundles.c
-    done = conn.execute(
+    stmt = (
         update(t.bundles)
         .where(c.id == bundle_id, c.version == version, c.status == int(expect_status))
         .values(version=c.version + 1, **values)
     )
-    return done.rowcount == 1
+    if conn.execute(stmt).rowcount == 1:
+        return True
+    key = _id_key(bundle_id) if version == 0 else None
+    if key is None or not run_repos.materialize(conn, *key):
+        return False
+    return conn.execute(stmt).rowcount == 1
 
 
 #: The bundle columns in :class:`Bundle` field order (rows build records positionally).
@@ -532,17 +553,14 @@ _BUNDLE_COLUMNS = [t.bundles.c[f] for f in Bundle.__dataclass_fields__]
 def bundle_page_key(bundle_ref: str) -> tuple[str, int, int]:
     """The keyset position ``(issuer, serial_start, serial_end)`` of a bundle id
     ``issuer/start-end`` (unique: a split parent and its first child share ``serial_start``)."""
-    issuer, _, serials = bundle_ref.rpartition("/")
-    start, _, end = serials.partition("-")
-    if not issuer or not start.isdigit() or not end.isdigit():
-        raise InvalidArgument(
-            "invalid page token", [FieldViolation("page_token", "not a bundle id")]
-        )
-    if max(int(start), int(end)) >= 2**63:  # serials are 64-bit signed in the store
-        raise InvalidArgument(
-            "invalid page token", [FieldViolation("page_token", "serial beyond 2**63 - 1")]
-        )
-    return issuer, int(start), int(end)
+    key = _id_key(bundle_ref)
+    if key is None:
+        serials = bundle_ref.rpartition("/")[2].split("-")
+        why = "not a bundle id"
+        if all(x.isdigit() for x in serials) and max(map(int, serials)) >= 2**63:
+            why = "serial beyond 2**63 - 1"  # serials are 64-bit signed in the store
+        raise InvalidArgument("invalid page token", [FieldViolation("page_token", why)])
+    return key
 
 
 def bundles_page_query(
@@ -603,8 +621,30 @@ def iter_bundles(
     """The page's bundles as they arrive: fetched ``chunk`` rows at a time (a server-side
     cursor on PostgreSQL), so a large page never sits in memory at once."""
     q = bundles_page_query(owner=owner, status=status, device=device, after=after, limit=limit)
-    for row in conn.execute(q.execution_options(yield_per=chunk)):
-        yield Bundle(*row)
+    rows = (Bundle(*row) for row in conn.execute(q.execution_options(yield_per=chunk)))
+    runs = fresh_page(conn, owner=owner, status=status, device=device, after=after)
+    yield from itertools.islice(heapq.merge(rows, runs, key=_key), limit)
+
+
+def all_bundles(conn: Connection) -> Iterator[Bundle]:
+    """Every bundle in serial order, rows and run records alike (audits and tests)."""
+    return iter_bundles(conn, owner=None, status=None, device=None, after="", limit=2**62)
+
+
+def _key(b: Bundle) -> tuple[str, int, int]:
+    return b.issuer, b.serial_start, b.serial_end
+
+
+def fresh_page(
+    conn: Connection, *, owner: str | None, status: int | None, device: str | None, after: str
+) -> Iterator[Bundle]:
+    """The run records without a row (``run_repos``) matching a listing's filters, past page
+    token ``after``, in the listing's serial order (read lazily: a page takes what it needs)."""
+    if status and status != int(Status.ACTIVE):
+        return iter(())
+    return run_repos.fresh_bundles(
+        conn, owner=owner, device=device, after=bundle_page_key(after) if after else None
+    )
 
 
 # -- batches & claims --------------------------------------------------------------------------
@@ -789,6 +829,13 @@ def full_totals(conn: Connection) -> dict[str, int]:
     [(metered,)] = _sum(conn, t.readings.c.wh)
     count = lambda tbl: conn.execute(select(func.count()).select_from(tbl)).scalar()  # noqa: E731
     active_n = conn.execute(select(func.count()).where(c.status == int(Status.ACTIVE))).scalar()
+    # records still in their issuance runs: ACTIVE, this node's own issuance
+    run_n, run_wh, rowed_n, rowed_wh = run_repos.totals(conn)
+    if run_n:
+        active = int(Status.ACTIVE)
+        by_status[active] = int(by_status.get(active) or 0) + run_wh - rowed_wh
+        active_n = int(active_n) + run_n - rowed_n
+        issued = int(issued or 0) + run_wh - rowed_wh
     return {
         "devices": count(t.devices),
         "accounts": count(t.accounts),

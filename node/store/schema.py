@@ -140,6 +140,43 @@ bundles = Table(
     Index("ix_bundles_device_serial", "device_id", *_PAGE_KEY),
 )
 
+#: This node's issued records as runs (migration 0021): one row per issuance batch and device,
+#: the device's records of the batch in serial order, contiguous in serials.  Per-record values
+#: are packed little-endian arrays: ``ends`` (serial end, int64), ``starts`` and ``stops``
+#: (interval start and end, int64) and ``lineage`` (32-byte hashes); ``interval_lo`` and
+#: ``interval_hi`` bound the records' interval starts, for readers of a time window.  A
+#: record stays here, and nowhere else, until its first change writes it to ``bundles``
+#: (``store/run_repos.py``); from then on that row is the record and the run's copy is
+#: skipped.
+bundle_runs = Table(
+    "bundle_runs",
+    metadata,
+    Column("issuer", String(128), primary_key=True),
+    Column("serial_start", BigInteger, primary_key=True),
+    Column("serial_end", BigInteger, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("batch_seq", BigInteger, nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("technology", Integer, nullable=False),
+    Column("renewable_ppm", Integer, nullable=False),
+    Column("carbon_mg", Integer, nullable=False),
+    Column("zone", String(32), nullable=False),
+    Column("cell", String(16), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("issued_at_ms", BigInteger, nullable=False),
+    Column("interval_lo", BigInteger, nullable=False),
+    Column("interval_hi", BigInteger, nullable=False),
+    Column("ends", LargeBinary, nullable=False),
+    Column("starts", LargeBinary, nullable=False),
+    Column("stops", LargeBinary, nullable=False),
+    Column("lineage", LargeBinary, nullable=False),
+    Index("ix_bundle_runs_owner", "owner", "issuer", "serial_start"),
+    Index("ix_bundle_runs_device", "device_id", "issuer", "serial_start"),
+    Index("ix_bundle_runs_batch", "batch_seq"),
+    Index("ix_bundle_runs_zone", "zone", "issuer", "serial_start"),
+)
+
 #: Signed issuance batches of this node, kept as the exact bytes served to peers.
 batches = Table(
     "batches",

@@ -5,8 +5,11 @@ insert, update or delete of accounts, devices, readings, bundles and transfers, 
 path writes them, with one exception: on SQLite (which has no statement-level triggers, and
 whose row triggers made bulk inserts two to three times slower) inserts of ``readings`` and
 ``bundles`` are counted here, by :func:`count_readings` and :func:`count_bundles`, which the
-store's only writers of those rows (``repos.insert_readings``, ``repos.insert_bundles``,
-``repos.insert_bundle_columns``) call in the same transaction (migration 0018).
+store's only writers of those rows (``repos.insert_readings``, ``repos.insert_bundles``) call
+in the same transaction (migration 0018).  Issued records kept as runs (``bundle_runs``,
+migration 0021) have no trigger on either database: ``run_repos.insert_runs`` counts them
+with :func:`count_run_records`, and a run record's first change, which writes it to
+``bundles`` as it was, is not counted again (:func:`uncount_materialized`).
 
 :func:`recount` computes the same figures with full scans, for tests and
 ``eap-node status --recount`` style audits.
@@ -42,8 +45,9 @@ def _add(conn: Connection, deltas: Mapping[str, int]) -> None:
     rows = [(k, int(v) if -INT64_MAX <= v <= INT64_MAX else float(v))
             for k, v in sorted(deltas.items()) if v]
     if rows:
+        p = "%s" if conn.dialect.name == "postgresql" else "?"
         conn.exec_driver_sql(
-            "INSERT INTO totals (name, value) VALUES (?, ?) ON CONFLICT (name) "
+            f"INSERT INTO totals (name, value) VALUES ({p}, {p}) ON CONFLICT (name) "
             "DO UPDATE SET value = totals.value + excluded.value",
             rows,
         )
@@ -83,6 +87,26 @@ def count_bundles(conn: Connection, *, status, serial_start, serial_end, issuer,
         at = status == s
         deltas[f"bundles_{s}"] = int(at.sum())
         deltas[f"wh_{s}"] = _sum(wh[at])
+    _add(conn, deltas)
+
+
+def count_run_records(conn: Connection, *, records: int, wh: int) -> None:
+    """Count ``records`` issued records of ``wh`` Wh just stored as runs (``run_repos``):
+    ACTIVE, this node's own issuance.  Runs have no triggers, so both databases count here."""
+    active = int(Status.ACTIVE)
+    _add(conn, {f"bundles_{active}": records, f"wh_{active}": wh, "wh_issued": wh})
+
+
+def uncount_materialized(conn: Connection, *, wh: int, issued: bool) -> None:
+    """Take back what PostgreSQL's insert trigger just counted for a run record written to
+    ``bundles`` as it was (``run_repos.materialize``): it was counted with its run.  (SQLite
+    counts inserts in :func:`count_bundles`, which that write does not call.)"""
+    if _counted_here(conn):
+        return
+    active = int(Status.ACTIVE)
+    deltas = {f"bundles_{active}": -1, f"wh_{active}": -wh}
+    if issued:
+        deltas["wh_issued"] = -wh
     _add(conn, deltas)
 
 

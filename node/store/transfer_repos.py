@@ -8,10 +8,12 @@ peer commit together (DESIGN §6).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from sqlalchemy import (
     Connection,
     and_,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 
 from eap.node.records.enums import Status
+from eap.node.store import run_repos
 from eap.node.store import schema as t
 from eap.node.store.engine import Store
 
@@ -154,11 +157,29 @@ def overlapping(
     """``(id, serial_start, serial_end, status)`` of every bundle of ``issuer`` here that
     overlaps ``[start, end)``, whatever its status (ancestors, descendants, copies)."""
     c = t.bundles.c
-    return conn.execute(
+    rows = list(conn.execute(
         select(c.id, c.serial_start, c.serial_end, c.status)
         .where(c.issuer == issuer, c.serial_start < end, c.serial_end > start)
         .limit(limit)
-    ).all()
+    ).all())
+    # and this node's own records still in their issuance runs (ACTIVE, no row yet)
+    for run in run_repos.in_range(conn, issuer, start, end):
+        if len(rows) >= limit:
+            break
+        lo = int(np.searchsorted(run.ends, start, side="right"))
+        hi = int(np.searchsorted(run.serials, end, side="left"))
+        gone = run_repos.shadowed(conn, run)
+        picked = [i for i in range(lo, hi) if i not in gone][: limit - len(rows)]
+        rows += [Overlap(b.id, b.serial_start, b.serial_end, b.status)
+                 for b in run.bundles(picked)]
+    return rows
+
+
+class Overlap(NamedTuple):
+    id: str
+    serial_start: int
+    serial_end: int
+    status: int
 
 
 def account_exists(conn: Connection, account_id: str) -> bool:
@@ -327,21 +348,34 @@ def held_ranges(conn: Connection) -> Sequence[Row]:
     """``(issuer, serial_start, serial_end, status, id)`` of every bundle whose serials are
     accounted here (see :data:`HELD`)."""
     c = t.bundles.c
-    return conn.execute(
+    rows = conn.execute(
         select(c.issuer, c.serial_start, c.serial_end, c.status, c.id)
         .where(c.status.in_([int(s) for s in HELD]))
-        .order_by(c.issuer, c.serial_start)
+        .order_by(c.issuer, c.serial_start, c.serial_end)
     ).all()
+    fresh = [
+        (b.issuer, b.serial_start, b.serial_end, b.status, b.id)
+        for run in run_repos.iter_runs(conn)
+        for b in run.bundles(run_repos.fresh_indexes(conn, run))
+    ]
+    return list(heapq.merge(rows, fresh, key=lambda r: (r[0], r[1], r[2])))
 
 
 def issued_ranges(conn: Connection, node_id: str) -> Sequence[Row]:
     """``(serial_start, serial_end)`` of every bundle this node issued (before any split)."""
     c = t.bundles.c
-    return conn.execute(
+    rows = conn.execute(
         select(c.serial_start, c.serial_end)
         .where(c.issuer == node_id, c.parent_id.is_(None), c.batch_seq.is_not(None))
         .order_by(c.serial_start)
     ).all()
+    # records in issuance runs, but those with a row (listed above already)
+    fresh = [
+        (int(run.serials[i]), int(run.ends[i]))
+        for run in run_repos.iter_runs(conn, issuer=node_id)
+        for i in run_repos.fresh_indexes(conn, run)
+    ]
+    return list(heapq.merge(rows, fresh))
 
 
 __all__ = [name for name in globals() if not name.startswith("_")]
