@@ -347,10 +347,10 @@ def test_bulk_issuance_uses_one_statement_per_table(node, solar, tmp_path):
     res = node.issue(request_id="iss")
     event.remove(node.store.engine, "before_cursor_execute", count)
     assert res.bundles == 3000
-    # The batch is stored as one run (one device): one statement, no bundles row at all.
-    assert [s for s in statements if s.startswith("INSERT INTO bundle")] == [
-        "INSERT INTO bundle_runs"
-    ], statements
+    # The batch is stored as one run (one device) and no bundles row at all: one executemany
+    # on SQLite; on PostgreSQL the run goes through COPY, not INSERT.
+    runs = ["INSERT INTO bundle_runs"] if node.store.dialect == "sqlite" else []
+    assert [s for s in statements if s.startswith("INSERT INTO bundle")] == runs, statements
 
 
 def _ts(unix: int) -> str:
