@@ -7,12 +7,14 @@ record's first change: exactly one wins.  On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 
 import pytest
 from sqlalchemy import func, select
 
+from eap.node.domain import listings
 from eap.node.records.enums import Purpose, Status
 from eap.node.store import custody_repos, repos, totals_repos
 from eap.node.store import schema as t
@@ -96,21 +98,12 @@ def test_a_first_change_writes_the_row_which_is_then_the_record(node, issued):
     assert [b.id for b in retired] == [page[8].id]
     # pages walk rows and runs as one serial order, whatever their size
     for size in (1, 3, 7):
-        assert [b.id for b in _walk(node, size)] == ids
+        walked = listings.walk(functools.partial(node.list_bundles, purpose=OPS), size)
+        assert [b.id for b in walked] == ids
     balances = {a.id: a.balance_wh for a in node.list_accounts(purpose=OPS).items}
     assert balances[other] == page[3].wh + 1
     assert balances[owner] == issued.wh - page[3].wh - 1 - page[8].wh
     _consistent(node)
-
-
-def _walk(node, size: int):
-    token = ""
-    while True:
-        page = node.list_bundles(purpose=OPS, page_size=size, page_token=token)
-        yield from page.items
-        if not page.next_token:
-            return
-        token = page.next_token
 
 
 def test_two_writers_racing_for_a_records_first_change_one_wins(tmp_path, pg_url):

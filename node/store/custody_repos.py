@@ -181,11 +181,8 @@ def batch_seq_of(conn: Connection, bundle_id: str) -> int | None:
     seq = conn.execute(_BATCH_SEQ_OF, {"b": bundle_id}).scalar()
     if seq is not None:
         return int(seq)
-    issuer, _, serials = bundle_id.rpartition("/")
-    start, _, end = serials.partition("-")
-    if issuer and start.isdigit() and end.isdigit():
-        return run_repos.batch_seq_at(conn, issuer, int(start), int(end))
-    return None
+    key = run_repos.parse_id(bundle_id)
+    return None if key is None else run_repos.batch_seq_at(conn, *key)
 
 
 def own_batch(conn: Connection, seq: int) -> Row | None:

@@ -471,7 +471,7 @@ def get_bundle(
         q = q.with_for_update()
     row = conn.execute(q).first()
     if row is None:
-        key = _id_key(bundle_id)
+        key = run_repos.parse_id(bundle_id)
         run = None if key is None else run_repos.fresh_record(conn, *key)
         if run is None:
             return None
@@ -482,17 +482,6 @@ def get_bundle(
         if row is None:
             return None
     return _bundle(row), row.version
-
-
-def _id_key(bundle_id: str) -> tuple[str, int, int] | None:
-    """``(issuer, start, end)`` of a well-formed bundle id, else None."""
-    issuer, _, serials = bundle_id.rpartition("/")
-    start, _, end = serials.partition("-")
-    if not issuer or not start.isdigit() or not end.isdigit():
-        return None
-    if max(int(start), int(end)) >= 2**63:
-        return None
-    return issuer, int(start), int(end)
 
 
 def _bundle(row) -> Bundle:
@@ -540,7 +529,7 @@ def set_bundle_state(
     )
     if conn.execute(stmt).rowcount == 1:
         return True
-    key = _id_key(bundle_id) if version == 0 else None
+    key = run_repos.parse_id(bundle_id) if version == 0 else None
     if key is None or not run_repos.materialize(conn, *key):
         return False
     return conn.execute(stmt).rowcount == 1
@@ -553,7 +542,7 @@ _BUNDLE_COLUMNS = [t.bundles.c[f] for f in Bundle.__dataclass_fields__]
 def bundle_page_key(bundle_ref: str) -> tuple[str, int, int]:
     """The keyset position ``(issuer, serial_start, serial_end)`` of a bundle id
     ``issuer/start-end`` (unique: a split parent and its first child share ``serial_start``)."""
-    key = _id_key(bundle_ref)
+    key = run_repos.parse_id(bundle_ref)
     if key is None:
         serials = bundle_ref.rpartition("/")[2].split("-")
         why = "not a bundle id"

@@ -38,8 +38,16 @@ _R = t.bundle_runs.c
 _B = t.bundles.c
 
 
-def bundle_id(issuer: str, start: int, end: int) -> str:
-    return f"{issuer}/{start}-{end}"
+def parse_id(ref: str) -> tuple[str, int, int] | None:
+    """``(issuer, start, end)`` of a well-formed bundle id ``issuer/start-end`` (serials below
+    2**63, as the store holds them), else None."""
+    issuer, _, serials = ref.rpartition("/")
+    start, _, end = serials.partition("-")
+    if not issuer or not start.isdigit() or not end.isdigit():
+        return None
+    if max(int(start), int(end)) >= 2**63:
+        return None
+    return issuer, int(start), int(end)
 
 
 @dataclass
@@ -104,27 +112,7 @@ class Run:
         return self.lineage[i * HASH : (i + 1) * HASH].hex()
 
     def bundle(self, i: int) -> Bundle:
-        s, e = int(self.serials[i]), int(self.ends[i])
-        return Bundle(
-            id=bundle_id(self.issuer, s, e),
-            issuer=self.issuer,
-            serial_start=s,
-            serial_end=e,
-            device_id=self.device_id,
-            interval_start=int(self.interval_starts[i]),
-            interval_end=int(self.interval_ends[i]),
-            source=self.source,
-            technology=self.technology,
-            renewable_ppm=self.renewable_ppm,
-            carbon_mg=self.carbon_mg,
-            zone=self.zone,
-            cell=self.cell,
-            owner=self.owner,
-            status=int(Status.ACTIVE),
-            parent_id=None,
-            lineage_hash=self.lineage_hex(i),
-            issued_at_ms=self.issued_at_ms,
-        )
+        return next(self.bundles([i]))
 
     def bundles(self, indexes: Sequence[int] | np.ndarray) -> Iterator[Bundle]:
         """The records at ``indexes`` (fewer array lookups than :meth:`bundle` per record)."""
