@@ -5,6 +5,9 @@ every persistence point, and a backend that fails transiently."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import grpc
 import pytest
 from sqlalchemy import select, update
@@ -577,6 +580,59 @@ def test_recovery_after_a_restart_leaves_rounds_of_the_new_process_alone(abc, mo
     assert recovered == [0]
     assert result.state == S.FINAL, list(result.problems)
     check_settled_once(abc, ids)
+
+
+@pytest.fixture
+def abc_pg(tmp_path, pg_url):
+    """:func:`abc` with A on PostgreSQL, where replicas of A write to one database at once."""
+    f = Federation(tmp_path, "abc", hours=1, db_urls={"a": pg_url})
+    f.backend = Backend()
+    for key in "abc":
+        f[key].engine.settlement._backend = f.backend
+    yield f
+    crashpoints.disarm()
+    f.close()
+
+
+@pytest.mark.postgres
+def test_two_deliveries_of_one_final_settle_it_once(abc_pg, monkeypatch):
+    """A decided round's final is delivered to the coordinator's own part twice at once: by
+    the thread that ran the round and by the worker's ``resume`` (or another replica's).
+    Each reads the round, sees it unsettled and settles it; the second waits for the first
+    and finds it final, instead of queueing every instruction side a second time (which
+    failed the node API call with INTERNAL)."""
+    ids = book(abc_pg)
+    a_svc = svc(abc_pg, "a")
+    crashpoints.arm("coordinator.after_decision")
+    with pytest.raises(SimulatedCrash):
+        a_svc.run(PERIOD)
+    (decided,) = a_svc.list().rounds
+    assert decided.state == S.SIGNING
+    settle = a_svc._settle
+    both_in = threading.Barrier(2, timeout=3)
+
+    def settle_together(*args):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_in.wait()  # both deliveries inside _settle at once, if the round lets both in
+        return settle(*args)
+
+    monkeypatch.setattr(a_svc, "_settle", settle_together)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            a_svc.resume()
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert a_svc.get(decided.round_id).state == S.FINAL
+    assert check_settled_once(abc_pg, ids) == decided.round_id
 
 
 class BatchBackend(Backend):

@@ -272,7 +272,7 @@ class Settlement:
         if period != round_period:
             raise invalid("period", "must be the round's period")
         with self.store.transaction() as conn:
-            row = srr.get_round(conn, round_id)
+            row = srr.get_round(conn, round_id, lock=True)
             if row is not None and row.view is not None:
                 return pb.Signed.FromString(row.view)
             if row is not None and row.state == FAILED:
@@ -285,9 +285,14 @@ class Settlement:
             if row is None and not sr.view_size(view):
                 pass  # not a participant: nothing to remember
             elif row is None:
-                srr.insert_round(conn, round_id=round_id, period=period,
-                                 coordinator=coordinator, state=GATHERING, view=data,
-                                 started_at_ms=self.now_ms())
+                if not srr.insert_round(conn, if_absent=True, round_id=round_id, period=period,
+                                        coordinator=coordinator, state=GATHERING, view=data,
+                                        started_at_ms=self.now_ms()):
+                    # another request of the round (a retry) stored its view first: that one
+                    row = srr.get_round(conn, round_id, lock=True)
+                    if row.view is not None:
+                        return pb.Signed.FromString(row.view)
+                    srr.update_round(conn, round_id, view=data)
             else:
                 srr.update_round(conn, round_id, view=data)
         log.info("settlement view for %s: %d obligation(s)", round_id, sr.view_size(view))
@@ -382,7 +387,7 @@ class Settlement:
         if unstated:  # our own view is checked below to be the one given: never happens
             raise FailedPrecondition(f"obligation {unstated[0]} is not recorded here")
         with self.store.transaction() as conn:
-            row = srr.get_round(conn, round_id)
+            row = srr.get_round(conn, round_id, lock=True)
             if row is None or row.view is None:
                 raise FailedPrecondition(f"this node gave no view for round {round_id}")
             if pb.Signed.FromString(row.view).body != views[self.me][0].body:
@@ -458,7 +463,7 @@ class Settlement:
             raise FailedPrecondition("signatures and participants differ: missing "
                                      f"{sorted(set(stmt.participants) - signers)[:20]}")
         with self.store.transaction() as conn:
-            row = srr.get_round(conn, round_id)
+            row = srr.get_round(conn, round_id, lock=True)
             if row is None or row.statement is None:
                 raise FailedPrecondition(f"round {round_id} was never signed here")
             if bytes(row.statement) != bytes(final.statement):
@@ -579,7 +584,7 @@ class Settlement:
         if problems:
             return self._fail(round_id, problems)
         with self.store.transaction() as conn:
-            row = srr.get_round(conn, round_id)
+            row = srr.get_round(conn, round_id, lock=True)
             if row is None or row.state != SIGNING or bytes(row.statement) != data:
                 log.warning("round %s changed while collecting signatures; not decided",
                             round_id)
@@ -660,7 +665,7 @@ class Settlement:
 
     def _fail(self, round_id: str, problems: list[str]) -> None:
         with self.store.transaction() as conn:
-            row = srr.get_round(conn, round_id)
+            row = srr.get_round(conn, round_id, lock=True)
             if row is None or row.state not in OPEN or row.finals_pending is not None:
                 return
             merged = [*json.loads(row.problems), *(p[:500] for p in problems)]
@@ -695,7 +700,7 @@ class Settlement:
                 continue
             crashpoints.hit("coordinator.after_final_sent")
             with self.store.transaction() as conn:
-                now = srr.get_round(conn, round_id)
+                now = srr.get_round(conn, round_id, lock=True)
                 left = [n for n in json.loads(now.finals_pending or "[]") if n != node_id]
                 srr.update_round(conn, round_id, finals_pending=json.dumps(left))
         with self.store.read() as conn:
@@ -725,7 +730,7 @@ class Settlement:
                 if not idle:
                     continue
                 with self.store.transaction() as conn:
-                    row = srr.get_round(conn, candidate.round_id)
+                    row = srr.get_round(conn, candidate.round_id, lock=True)
                     if row is None or row.state not in OPEN or row.finals_pending is not None:
                         continue
                     srr.add_problem(conn, row, "the coordinator restarted before the round was "

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from eap.node.store import schema as t
 
@@ -89,19 +90,34 @@ def mark_settled_ids(conn: Connection, period: str, ids: Sequence[str], round_id
 # -- rounds -----------------------------------------------------------------------------------
 
 
-def get_round(conn: Connection, round_id: str):
-    return conn.execute(select(R).where(R.c.round_id == round_id)).first()
+def get_round(conn: Connection, round_id: str, *, lock: bool = False):
+    """The round's row; with ``lock``, locked until the transaction ends (PostgreSQL; SQLite
+    has one writer at a time): a writer that decides on what it read (settle, sign, fail)
+    does so alone, whether the other writer is a thread of this process or another
+    replica."""
+    q = select(R).where(R.c.round_id == round_id)
+    if lock:
+        q = q.with_for_update()
+    return conn.execute(q).first()
 
 
 def round_for_request(conn: Connection, request_id: str):
     return conn.execute(select(R).where(R.c.request_id == request_id)).first()
 
 
-def insert_round(conn: Connection, **values: Any) -> None:
+def insert_round(conn: Connection, *, if_absent: bool = False, **values: Any) -> bool:
+    """Insert a round's row; whether it was inserted.  With ``if_absent`` a row of the same
+    round id already there (another request of the round wrote it first; on PostgreSQL this
+    waits for that writer's commit) leaves it as it is, instead of failing the transaction."""
     values.setdefault("participants", "[]")
     values.setdefault("obligation_ids", "[]")
     values.setdefault("problems", "[]")
-    conn.execute(insert(R).values(**values))
+    if not if_absent:
+        conn.execute(insert(R).values(**values))
+        return True
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    ins = dialect.insert(R).values(**values).on_conflict_do_nothing(index_elements=["round_id"])
+    return conn.execute(ins.returning(R.c.round_id)).first() is not None
 
 
 def update_round(conn: Connection, round_id: str, *, expect_states: Sequence[str] = (),
