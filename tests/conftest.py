@@ -33,6 +33,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+#: Lines of each node log shown under a failed test that ran ``eap-node serve`` processes.
+LOG_TAIL = 80
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test's node logs (``serve.log`` of every process it started) go into its
+    report: an INTERNAL status only says "see the node's log", and CI keeps no temp dir."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if not report.failed or tmp is None:
+        return
+    for log in sorted(Path(tmp).rglob("serve.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [i for i, line in enumerate(lines) if "Traceback" in line or " ERROR " in line]
+        start = max(0, min(errors[0] if errors else len(lines), len(lines) - LOG_TAIL) - 5)
+        tail = lines[start : start + LOG_TAIL]
+        report.sections.append((f"node log {log.relative_to(tmp)}", "\n".join(tail)))
+
+
 def _pg_available() -> bool:
     try:
         import psycopg

@@ -515,7 +515,13 @@ def test_replica_sigkilled_mid_anchoring_another_anchors_each_batch_once(tmp_pat
         by_seq = sorted(anchored, key=lambda e: e["seq"])
         assert [e["pid"] == victim_pid for e in by_seq] == [True, False, False]
         (survivor,) = [r for r in c.replicas if r is not victim]
-        (left,) = survivor.js("replicas")["replicas"]  # the dead one's session is gone
+        # the dead one's sessions are gone: the one holding the anchoring lock is (the survivor
+        # took it over); its idle pool connections end when PostgreSQL reads their EOF
+        def alone():
+            live = survivor.js("replicas")["replicas"]
+            return live if len(live) == 1 else None
+
+        (left,) = _wait("only the survivor's sessions", alone, timeout=30)
         assert left["application"].endswith(f" {survivor.proc.pid}")
     finally:
         c.stop()
