@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -58,3 +59,44 @@ def test_readings_leave_room_for_the_issuance_claim_on_postgres(pg_url):
     store.dispose()
     assert updated == 2000
     assert hot >= 0.9 * updated, (hot, updated)  # on full pages (fillfactor 100): almost none
+
+
+def test_issuance_blobs_are_written_with_lz4_on_postgres(pg_url):
+    """Migration 0022: a batch payload and a run's arrays are stored LZ4-compressed (pglz took
+    a sixth of a batch's time); the downgrade gives the columns back to the server's default."""
+    from alembic import command
+    from alembic.config import Config
+
+    from eap.node.store import repos
+    from eap.node.store.engine import MIGRATIONS
+
+    store = open_store(pg_url)
+    payload = bytes(range(256)) * 4096  # 1 MiB, compressible: stored compressed
+    columns = ("payload", "ends", "starts", "stops", "lineage")
+    attcompression = (
+        "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = "
+        "ANY('{batches,bundle_runs}'::regclass[]) AND attname = ANY(%(c)s) ORDER BY attname"
+    )
+    try:
+        with store.engine.begin() as conn:
+            if not conn.exec_driver_sql("SHOW default_toast_compression").scalar():
+                pytest.skip("server without TOAST compression methods")
+            repos.insert_batch(conn, seq=1, count=1, wh=1, merkle_root=b"r", key_id="k",
+                               payload=payload, created_at_ms=0)
+            method = conn.exec_driver_sql(
+                "SELECT pg_column_compression(payload) FROM batches WHERE seq = 1"
+            ).scalar()
+            declared = dict(conn.exec_driver_sql(attcompression, {"c": list(columns)}).all())
+        assert method == "lz4"
+        assert declared == dict.fromkeys(columns, "l")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0021")
+            declared = dict(conn.exec_driver_sql(attcompression, {"c": list(columns)}).all())
+            stored = conn.exec_driver_sql("SELECT payload FROM batches WHERE seq = 1").scalar()
+        assert declared == dict.fromkeys(columns, "")
+        assert bytes(stored) == payload  # written with LZ4, read after the downgrade
+    finally:
+        store.dispose()
