@@ -453,6 +453,43 @@ def test_eap_batch_issued_crash_between_commit_and_anchor_catches_up_once(
     assert [json.loads(x)["seq"] for x in log.read_text().splitlines()] == [1, 2]
 
 
+def test_eap_batch_issued_gets_the_signature_in_the_batch(eap_node_factory, tmp_path,
+                                                         monkeypatch):
+    """Anchoring reads a batch's signature from its own column (migration 0023), not from the
+    5 MB payload; a batch stored before the column (NULL there) is read from its payload."""
+    from sqlalchemy import select, update
+
+    from eap.node import batches
+    from eap.node.domain import anchoring
+    from eap.node.store import schema as t
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: dict[int, bytes] = {}
+
+        @hookimpl
+        def eap_batch_issued(self, seq, signature):
+            self.sent[seq] = signature
+
+    rec = Recorder()
+    node = eap_node_factory(plugins=[rec])
+    owner = node.create_account(request_id="o").account.id
+    _device(node, owner)
+    _issue_day(node, tmp_path, 1)
+    with monkeypatch.context() as m:
+        m.setattr(anchoring, "drain", lambda *a, **k: None)  # queued, not yet sent
+        _issue_day(node, tmp_path, 2)
+    with node.store.transaction() as conn:
+        conn.execute(update(t.batches).where(t.batches.c.seq == 2).values(signature=None))
+    anchoring.drain(node)
+    with node.store.read() as conn:
+        stored = {r.seq: r for r in conn.execute(select(t.batches)).all()}
+    assert stored[1].signature is not None and stored[2].signature is None
+    signed = {seq: batches.parse(r.payload).signature for seq, r in stored.items()}
+    assert rec.sent == signed
+    assert bytes(stored[1].signature) == signed[1] and len(signed[1]) == 64
+
+
 def test_eap_batch_issued_plugin_down_does_not_stop_issuance(eap_node_factory, tmp_path):
     from eap.node.domain import anchoring
 

@@ -71,9 +71,11 @@ def drain(node: Any, *, limit: int = 1000) -> dict:
     with node.store.coordinator.exclusive(DRAIN_LOCK, wait=True):
         for plugin, impl in plugin_calls.impls(node.plugins, HOOK):
             with node.store.read() as conn:
+                b = t.batches.c
                 rows = conn.execute(
-                    select(t.anchor_queue.c.seq, t.batches)
-                    .join(t.batches, t.batches.c.seq == t.anchor_queue.c.seq)
+                    select(t.anchor_queue.c.seq, b.count, b.wh, b.merkle_root, b.key_id,
+                           b.signature)
+                    .join(t.batches, b.seq == t.anchor_queue.c.seq)
                     .where(
                         t.anchor_queue.c.plugin == plugin,
                         t.anchor_queue.c.anchored_at_ms.is_(None),
@@ -88,7 +90,7 @@ def drain(node: Any, *, limit: int = 1000) -> dict:
                     "count": row.count,
                     "wh": row.wh,
                     "merkle_root": bytes(row.merkle_root),
-                    "signature": batches.parse(row.payload).signature,
+                    "signature": _signature(node, row),
                     "key_id": row.key_id,
                     "home": str(node.config.home),
                 }
@@ -102,6 +104,16 @@ def drain(node: Any, *, limit: int = 1000) -> dict:
                 mark_done(node, row.seq, plugin)
                 anchored += 1
     return {"anchored": anchored, "failed": failed, "pending": pending_count(node)}
+
+
+def _signature(node: Any, row: Any) -> bytes:
+    """A queued batch's signature: its own column, or inside the payload of a batch stored
+    before the column was (migration 0023)."""
+    if row.signature is not None:
+        return bytes(row.signature)
+    with node.store.read() as conn:
+        payload = conn.execute(select(t.batches.c.payload).where(t.batches.c.seq == row.seq))
+        return batches.parse(payload.scalar_one()).signature
 
 
 def mark_done(node: Any, seq: int, plugin: str) -> None:

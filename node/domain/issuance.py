@@ -295,6 +295,7 @@ def issue_rows(node: Node, conn: Connection, rows: repos.PendingReadings) -> Iss
         key_id=key_id,
         payload=msg.SerializeToString(),
         created_at_ms=at,
+        signature=signature,
     )
     issuer = node.node_id
     bids = [

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Newest migration revision; tests/test_store_migrations.py checks it is Alembic's head.
-SCHEMA_HEAD = "0022"
+SCHEMA_HEAD = "0023"
 #: Advisory lock (PostgreSQL) serialising migrations of replicas starting at once.
 MIGRATION_LOCK = (0x45415031, 0x4D494752)
 

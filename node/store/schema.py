@@ -188,6 +188,9 @@ batches = Table(
     Column("key_id", String(64), nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    #: The issuer's signature of the batch header, also inside ``payload`` (NULL in batches
+    #: stored before migration 0023): anchoring reads it without the payload.
+    Column("signature", LargeBinary, nullable=True),
 )
 
 claims = Table(
