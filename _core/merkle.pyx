@@ -370,3 +370,60 @@ def lineage_hashes(parents, ids):
     finally:
         free(buf)
     return out
+
+
+cdef inline Py_ssize_t _decimal(uint8_t* out, int64_t v) noexcept nogil:
+    """``v`` in decimal ASCII at ``out`` (at most 20 bytes); the length written."""
+    cdef uint8_t tmp[20]
+    cdef uint64_t u
+    cdef Py_ssize_t n = 0, k = 0, j
+    if v < 0:
+        out[0] = 45  # '-'
+        k = 1
+        u = <uint64_t>(-(v + 1)) + 1
+    else:
+        u = <uint64_t>v
+    while True:
+        tmp[n] = 48 + <uint8_t>(u % 10)
+        n += 1
+        u = u // 10
+        if u == 0:
+            break
+    for j in range(n):
+        out[k + j] = tmp[n - 1 - j]
+    return k + n
+
+
+def issued_lineages(parents, str issuer, serial_start, serial_end):
+    """The lineage of each record of an issued batch: ``SHA256(0x03 || parent ||
+    utf8(issuer + "/" + start + "-" + end))`` as ``(n, 32)`` uint8, ``parents`` the batch's
+    ``(n, 32)`` leaves: :func:`lineage_hashes` over the records' bundle ids, without building
+    the ids or the hex."""
+    cdef const uint8_t[:, ::1] p = digest_array("parents", parents)
+    cdef const int64_t[::1] s = np.ascontiguousarray(serial_start, dtype=np.int64)
+    cdef const int64_t[::1] e = np.ascontiguousarray(serial_end, dtype=np.int64)
+    cdef Py_ssize_t n = p.shape[0], i, k
+    if s.shape[0] != n or e.shape[0] != n:
+        raise ValueError(f"parents has {n} rows, serial_start {s.shape[0]}, "
+                         f"serial_end {e.shape[0]}")
+    cdef bytes prefix = (issuer + "/").encode("utf-8")
+    cdef Py_ssize_t plen = len(prefix)
+    out = np.empty((n, C_DIGEST), dtype=np.uint8)
+    cdef uint8_t[:, ::1] o = out
+    cdef uint8_t* buf = <uint8_t*>malloc(C_DIGEST + plen + 42)
+    if buf == NULL:
+        raise MemoryError()
+    memcpy(buf + C_DIGEST, PyBytes_AS_STRING(prefix), plen)
+    try:
+        with nogil:
+            for i in range(n):
+                memcpy(buf, &p[i, 0], C_DIGEST)
+                k = C_DIGEST + plen
+                k += _decimal(buf + k, s[i])
+                buf[k] = 45  # '-'
+                k += 1
+                k += _decimal(buf + k, e[i])
+                eap_sha256_prefixed(C_LINEAGE_PREFIX, buf, k, &o[i, 0])
+    finally:
+        free(buf)
+    return out

@@ -200,6 +200,23 @@ def verify_inclusion(leaf_hash: Any, index: Any, n: Any, proof: Iterable[Any], r
 LINEAGE_PREFIX = 0x03
 
 
+def issued_lineages(parents: Any, issuer: str, serial_start: Any, serial_end: Any) -> np.ndarray:
+    """The lineage of each record of an issued batch: ``SHA256(0x03 || parent ||
+    utf8(issuer + "/" + start + "-" + end))`` as ``(n, 32)`` uint8, ``parents`` the batch's
+    ``(n, 32)`` leaves: :func:`lineage_hashes` over the records' bundle ids, without building
+    the ids or the hex."""
+    p = digest_array("parents", parents)
+    s = np.ascontiguousarray(serial_start, dtype=np.int64)
+    e = np.ascontiguousarray(serial_end, dtype=np.int64)
+    if len(s) != len(p) or len(e) != len(p):
+        raise ValueError(f"parents has {len(p)} rows, serial_start {len(s)}, serial_end {len(e)}")
+    out = np.empty((len(p), DIGEST_SIZE), dtype=np.uint8)
+    for i in range(len(p)):
+        message = bytes([LINEAGE_PREFIX]) + p[i].tobytes() + f"{issuer}/{s[i]}-{e[i]}".encode()
+        out[i] = np.frombuffer(hashlib.sha256(message).digest(), np.uint8)
+    return out
+
+
 def lineage_hashes(parents: Any, ids: Iterable[str]) -> list[str]:
     """``hex(SHA256(0x03 || parent || utf8(id)))`` per row: ``parents`` ``(n, 32)`` uint8
     (batch leaves or parent lineages), ``ids`` ``n`` bundle ids; a list of ``str``."""

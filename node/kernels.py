@@ -250,6 +250,15 @@ def lineage_hashes(parents: npt.ArrayLike | Sequence[bytes], ids: Sequence[str])
         return _merkle.lineage_hashes(parents, ids)
 
 
+def issued_lineages(
+    leaves: npt.ArrayLike, issuer: str, serial_start: npt.ArrayLike, serial_end: npt.ArrayLike
+) -> npt.NDArray[np.uint8]:
+    """Lineage hashes of a batch's records, ``(n, 32)`` uint8: :func:`lineage_hashes` of
+    each leaf and its bundle id ``issuer/start-end``, without building the ids."""
+    with _span("issued_lineages", _rows(leaves), "bundles"):
+        return _merkle.issued_lineages(leaves, issuer, serial_start, serial_end)
+
+
 def merkle_root(leaves: npt.ArrayLike | Sequence[bytes]) -> bytes:
     """RFC 6962 root over leaf hashes (``(n, 32)`` uint8 or 32-byte ``bytes``)."""
     with _span("merkle_root", _rows(leaves), "leaves"):
@@ -353,6 +362,7 @@ __all__ = [
     "dictionary_digests",
     "efficiency",
     "inclusion_proof",
+    "issued_lineages",
     "leaf_hashes",
     "merkle_root",
     "net_positions",

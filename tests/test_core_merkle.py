@@ -297,3 +297,38 @@ def test_kernel_matches_twin_on_lineage(seed, ids):
     parents = np.random.default_rng(seed).integers(0, 256, (len(ids), 32), dtype=np.uint8)
     want = merkle_py.lineage_hashes(parents, ids)
     assert merkle_c.lineage_hashes(parents, ids) == want
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_issued_lineages_are_the_lineage_of_each_bundle_id(impl):
+    parents = np.arange(96, dtype=np.uint8).reshape(3, 32)
+    starts = np.array([0, 10, -(2**63)], np.int64)
+    ends = np.array([10, 2**63 - 1, -1], np.int64)
+    ids = [f"é.example/{s}-{e}" for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+    want = impl.lineage_hashes(parents, ids)
+    got = impl.issued_lineages(parents, "é.example", starts, ends)
+    assert got.dtype == np.uint8 and got.shape == (3, 32)
+    assert [bytes(row).hex() for row in got] == want
+    assert impl.issued_lineages(np.zeros((0, 32), np.uint8), "x", [], []).shape == (0, 32)
+    with pytest.raises(ValueError):
+        impl.issued_lineages(parents, "x", starts[:2], ends)
+    with pytest.raises(ValueError):
+        impl.issued_lineages(parents, "x", starts, ends[:1])
+
+
+@needs_ext
+@PROPERTY
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    issuer=st.text(max_size=300),
+    serials=st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1),
+                               st.integers(-(2**63), 2**63 - 1)), max_size=40),
+)
+def test_kernel_matches_twin_on_issued_lineages(seed, issuer, serials):
+    parents = np.random.default_rng(seed).integers(0, 256, (len(serials), 32), dtype=np.uint8)
+    starts = np.array([s for s, _ in serials], np.int64)
+    ends = np.array([e for _, e in serials], np.int64)
+    want = merkle_py.issued_lineages(parents, issuer, starts, ends)
+    np.testing.assert_array_equal(merkle_c.issued_lineages(parents, issuer, starts, ends), want)
+    ids = [f"{issuer}/{s}-{e}" for s, e in serials]
+    assert [bytes(r).hex() for r in want] == merkle_py.lineage_hashes(parents, ids)

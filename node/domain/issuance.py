@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 
 from eap.node import batches, kernels
 from eap.node.domain import anchoring, idempotency
-from eap.node.domain.ledger import bundle_id, now_ms
+from eap.node.domain.ledger import now_ms
 from eap.node.errors import Aborted, FieldViolation, NotFound, invalid
 from eap.node.federation import crashpoints
 from eap.node.records.models import IssueAllResult, IssueResult, Principal
@@ -298,11 +298,7 @@ def issue_rows(node: Node, conn: Connection, rows: repos.PendingReadings) -> Iss
         signature=signature,
     )
     issuer = node.node_id
-    bids = [
-        bundle_id(issuer, s, e)
-        for s, e in zip(arrays["serial_start"].tolist(), arrays["serial_end"].tolist(), strict=True)
-    ]
-    m = len(bids)
+    m = len(arrays["serial_start"])
     # Stored as runs, one row per device of the batch (run_repos): a record gets its own
     # bundles row on its first change.
     run_repos.insert_runs(
@@ -330,7 +326,9 @@ def issue_rows(node: Node, conn: Connection, rows: repos.PendingReadings) -> Iss
             }
             for i, x in enumerate(d)
         ],
-        lineage=bytes.fromhex("".join(kernels.lineage_hashes(leaves, bids))),
+        lineage=kernels.issued_lineages(
+            leaves, issuer, arrays["serial_start"], arrays["serial_end"]
+        ).tobytes(),
     )
     custody_repos.add_range(conn, int(base), int(base) + wh, issuer, at)
     repos.journal(
