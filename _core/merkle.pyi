@@ -50,3 +50,8 @@ LINEAGE_PREFIX: int
 
 def lineage_hashes(parents: npt.ArrayLike, ids: Iterable[str]) -> list[str]:
     """``hex(SHA256(0x03 || parent || utf8(id)))`` per row; a list of ``str``."""
+
+def issued_lineages(
+    parents: npt.ArrayLike, issuer: str, serial_start: npt.ArrayLike, serial_end: npt.ArrayLike
+) -> npt.NDArray[np.uint8]:
+    """``SHA256(0x03 || parent || utf8(issuer/start-end))`` per row, ``(n, 32)`` uint8."""
