@@ -635,6 +635,48 @@ def test_two_deliveries_of_one_final_settle_it_once(abc_pg, monkeypatch):
     assert check_settled_once(abc_pg, ids) == decided.round_id
 
 
+@pytest.mark.postgres
+def test_two_requests_for_a_view_of_a_new_round_get_one_view(abc_pg, monkeypatch):
+    """A participant on PostgreSQL asked twice at once for its view of a round it has not seen
+    (the coordinator's transport retried): both requests get the view stored first, and the
+    round has one row, where the second insert failed on the primary key (INTERNAL)."""
+    import uuid
+
+    book(abc_pg)
+    a_svc = svc(abc_pg, "a")
+    b_id = abc_pg["b"].node_id
+    round_id = f"{b_id}/{PERIOD}/{uuid.uuid4().hex}"
+    fill = a_svc._fill
+    both_in = threading.Barrier(2, timeout=3)
+
+    def fill_together(*args):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_in.wait()  # both requests past the read of the (absent) round at once
+        return fill(*args)
+
+    monkeypatch.setattr(a_svc, "_fill", fill_together)
+    views: list = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            views.append(a_svc.view(round_id, PERIOD, origin=b_id))
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert len(views) == 2 and views[0] == views[1]
+    with abc_pg["a"].node.store.read() as conn:
+        rows = conn.execute(select(schema.settlement_rounds).where(
+            schema.settlement_rounds.c.round_id == round_id)).all()
+    assert len(rows) == 1 and pb.Signed.FromString(rows[0].view) == views[0]
+
+
 class BatchBackend(Backend):
     """:class:`Backend` that also executes many sides in one call, as the co-op ledger does."""
 
