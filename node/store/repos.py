@@ -256,9 +256,10 @@ def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: 
     index, so rows usually come by (i, start), but no order is promised.  Readings last at
     most an hour, so ``interval_start > lo - 3600`` makes each look-up a range of the index.
 
-    The ids go as one parameter, however many: SQLite's ``json_each`` of a JSON array,
-    PostgreSQL's ``unnest`` of an array (a LATERAL subquery with ``OFFSET 0`` keeps the
-    per-device index look-up as the plan whatever the planner guesses of the table).  On
+    The ids go as one JSON array parameter, however many: SQLite's ``json_each``,
+    PostgreSQL's ``json_array_elements_text`` (the driver took 0.3 s to send 100,000 ids as a
+    ``text[]``; a LATERAL subquery with ``OFFSET 0`` keeps the per-device index look-up as the
+    plan whatever the planner guesses of the table).  On
     PostgreSQL it turns JIT and bitmap scans off for the rest of the caller's transaction
     (``SET LOCAL``: an import's transaction, whose other statements do not need them)."""
     ids = list(device_ids)
@@ -272,11 +273,12 @@ def readings_in_range(conn: Connection, device_ids: Sequence[str], lo: int, hi: 
             cursor.execute("SET LOCAL enable_bitmapscan = off")
             cursor.execute(
                 "SELECT k.n - 1, r.interval_start, r.interval_end, r.wh "
-                "FROM unnest(%s::text[]) WITH ORDINALITY AS k(id, n) CROSS JOIN LATERAL ("
+                "FROM json_array_elements_text(%s::json) WITH ORDINALITY AS k(id, n) "
+                "CROSS JOIN LATERAL ("
                 "SELECT interval_start, interval_end, wh FROM readings WHERE device_id = k.id "
                 "AND interval_start > %s AND interval_start < %s AND interval_end > %s "
                 "OFFSET 0) r",
-                (ids, lo - 3600, hi, lo),
+                (json.dumps(ids), lo - 3600, hi, lo),
             )
         else:
             cursor.execute(
