@@ -45,6 +45,20 @@ def _enum(kind):
     return st.one_of(st.sampled_from([int(m) for m in kind]), I32)
 
 
+def _device(draw, text, owners: list[str]) -> dict:
+    """What a record carries from its device and owner: any text, any 32-bit integers."""
+    return dict(
+        device_id=draw(text),
+        source=draw(_enum(Source)),
+        technology=draw(_enum(Technology)),
+        renewable_ppm=draw(I32),
+        carbon_mg=draw(I32),
+        zone=draw(text),
+        cell=draw(text),
+        owner=draw(st.sampled_from(owners)),
+    )
+
+
 @st.composite
 def bundles(draw, dialect: str, owners: list[str]) -> list[Bundle]:
     n = draw(st.integers(0, 12))
@@ -61,16 +75,9 @@ def bundles(draw, dialect: str, owners: list[str]) -> list[Bundle]:
                 issuer=issuer,
                 serial_start=start,
                 serial_end=end,
-                device_id=draw(text),
                 interval_start=draw(I64),
                 interval_end=draw(I64),
-                source=draw(_enum(Source)),
-                technology=draw(_enum(Technology)),
-                renewable_ppm=draw(I32),
-                carbon_mg=draw(I32),
-                zone=draw(text),
-                cell=draw(text),
-                owner=draw(st.sampled_from(owners)),
+                **_device(draw, text, owners),
                 status=draw(_enum(Status)),
                 parent_id=draw(st.none() | text),
                 lineage_hash=draw(text),
@@ -113,18 +120,7 @@ def issued_runs(draw, dialect: str, owners: list[str]) -> list[dict]:
                     "interval_end": np.array(draw(st.lists(I64, min_size=n, max_size=n))),
                     "device": np.zeros(n, np.int64),
                 },
-                devices=[
-                    dict(
-                        device_id=draw(text),
-                        source=draw(_enum(Source)),
-                        technology=draw(_enum(Technology)),
-                        renewable_ppm=draw(I32),
-                        carbon_mg=draw(I32),
-                        zone=draw(text),
-                        cell=draw(text),
-                        owner=draw(st.sampled_from(owners)),
-                    )
-                ],
+                devices=[_device(draw, text, owners)],
                 lineage=draw(st.binary(min_size=32 * n, max_size=32 * n)),
                 fate=draw(st.lists(st.sampled_from(["kept", "retired", "moved", "split"]),
                                    min_size=n, max_size=n)),

@@ -582,6 +582,40 @@ def test_recovery_after_a_restart_leaves_rounds_of_the_new_process_alone(abc, mo
     check_settled_once(abc, ids)
 
 
+def _together(fn):
+    """``fn`` wrapped so that two calls wait for each other inside it: when the first holds
+    something that keeps the second out, it goes on alone after 3 s."""
+    both_in = threading.Barrier(2, timeout=3)
+
+    def wrapper(*args):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_in.wait()
+        return fn(*args)
+
+    return wrapper
+
+
+def _twice_at_once(fn) -> list:
+    """``fn()`` in two threads at once; their results (the first error is raised)."""
+    results: list = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            results.append(fn())
+        except BaseException as exc:  # raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    if errors:
+        raise errors[0]
+    return results
+
+
 @pytest.fixture
 def abc_pg(tmp_path, pg_url):
     """:func:`abc` with A on PostgreSQL, where replicas of A write to one database at once."""
@@ -608,29 +642,9 @@ def test_two_deliveries_of_one_final_settle_it_once(abc_pg, monkeypatch):
         a_svc.run(PERIOD)
     (decided,) = a_svc.list().rounds
     assert decided.state == S.SIGNING
-    settle = a_svc._settle
-    both_in = threading.Barrier(2, timeout=3)
-
-    def settle_together(*args):
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_in.wait()  # both deliveries inside _settle at once, if the round lets both in
-        return settle(*args)
-
-    monkeypatch.setattr(a_svc, "_settle", settle_together)
-    errors: list[BaseException] = []
-
-    def deliver() -> None:
-        try:
-            a_svc.resume()
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    assert not errors, errors
+    # both deliveries inside _settle at once, if the round lets both in
+    monkeypatch.setattr(a_svc, "_settle", _together(a_svc._settle))
+    _twice_at_once(a_svc.resume)
     assert a_svc.get(decided.round_id).state == S.FINAL
     assert check_settled_once(abc_pg, ids) == decided.round_id
 
@@ -646,30 +660,9 @@ def test_two_requests_for_a_view_of_a_new_round_get_one_view(abc_pg, monkeypatch
     a_svc = svc(abc_pg, "a")
     b_id = abc_pg["b"].node_id
     round_id = f"{b_id}/{PERIOD}/{uuid.uuid4().hex}"
-    fill = a_svc._fill
-    both_in = threading.Barrier(2, timeout=3)
-
-    def fill_together(*args):
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_in.wait()  # both requests past the read of the (absent) round at once
-        return fill(*args)
-
-    monkeypatch.setattr(a_svc, "_fill", fill_together)
-    views: list = []
-    errors: list[BaseException] = []
-
-    def ask() -> None:
-        try:
-            views.append(a_svc.view(round_id, PERIOD, origin=b_id))
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=ask) for _ in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    assert not errors, errors
+    # both requests past the read of the (absent) round at once
+    monkeypatch.setattr(a_svc, "_fill", _together(a_svc._fill))
+    views = _twice_at_once(lambda: a_svc.view(round_id, PERIOD, origin=b_id))
     assert len(views) == 2 and views[0] == views[1]
     with abc_pg["a"].node.store.read() as conn:
         rows = conn.execute(select(schema.settlement_rounds).where(

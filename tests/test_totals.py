@@ -202,7 +202,8 @@ def test_only_the_counting_writers_insert_readings_and_bundles():
 
     root = Path(repos.__file__).resolve().parents[1]  # the node package
     writer = re.compile(
-        r"insert\(\s*t\.(readings|bundles)\b|bulk_insert\([^)]*t\.(readings|bundles)\b"
+        r"insert\(\s*t\.(readings|bundles)\b"
+        r"|(bulk_insert|insert_if_absent)\([^)]*t\.(readings|bundles)\b"
         r"|INSERT\s+INTO\s+(readings|bundles)\b",
         re.IGNORECASE,
     )

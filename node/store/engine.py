@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from eap.node.errors import ConfigError
@@ -198,6 +199,21 @@ def _pg_connect_args(parsed: Any) -> dict:
     if "application_name" not in parsed.query:
         args["application_name"] = application_name()
     return args
+
+
+def insert_if_absent(
+    conn: Connection, table: Table, values: Mapping[str, Any], *, key: Sequence[str] | None = None
+) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of one row; whether this call wrote it.
+
+    A conflicting row already there (or being written by a transaction not yet committed: on
+    PostgreSQL this waits for it) leaves that row as it is.  ``key``: the columns of the one
+    unique constraint to ignore conflicts on (any, when None).  Tells by ``RETURNING``, not by
+    the row count, which PostgreSQL's driver gives as -1 for this statement."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    ins = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
+    returned = list(table.primary_key.columns)[:1]
+    return conn.execute(ins.returning(*returned)).first() is not None
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Mapping[str, Sequence]) -> int:

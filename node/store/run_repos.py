@@ -22,13 +22,12 @@ from functools import cached_property
 
 import numpy as np
 from sqlalchemy import Connection, and_, func, literal, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from eap.node.records.enums import Status
 from eap.node.records.models import Bundle
 from eap.node.store import schema as t
 from eap.node.store import totals_repos
-from eap.node.store.engine import bulk_insert
+from eap.node.store.engine import bulk_insert, insert_if_absent
 
 HASH = 32
 #: Runs fetched per round trip while streaming (a run of a month's hours is about 40 kB).
@@ -107,9 +106,6 @@ class Run:
         if i < self.n and int(self.serials[i]) == start and int(self.ends[i]) == end:
             return i
         return None
-
-    def lineage_hex(self, i: int) -> str:
-        return self.lineage[i * HASH : (i + 1) * HASH].hex()
 
     def bundle(self, i: int) -> Bundle:
         return next(self.bundles([i]))
@@ -218,11 +214,7 @@ def materialize(conn: Connection, issuer: str, start: int, end: int) -> bool:
     if i is None:
         return False
     row = dict(run.bundle(i).to_dict(), batch_seq=run.batch_seq, version=0)
-    dialect = conn.dialect.name
-    ins = (postgresql if dialect == "postgresql" else sqlite).insert(t.bundles).values(**row)
-    # RETURNING, not the row count (-1 on PostgreSQL here): whether this insert wrote the row
-    ins = ins.on_conflict_do_nothing().returning(_B.id)
-    done = conn.execute(ins).first() is not None
+    done = insert_if_absent(conn, t.bundles, row)
     if done:
         # PostgreSQL's insert trigger counted the row; its record was counted with its run
         totals_repos.uncount_materialized(conn, wh=end - start, issued=True)

@@ -106,6 +106,20 @@ readings = Table(
 #: The keyset of bundle listings: unique (``uq_bundles_range``), in serial order.
 _PAGE_KEY = ("issuer", "serial_start", "serial_end")
 
+def _record_attributes() -> list[Column]:
+    """What a record carries from its device and owner, alike in a ``bundles`` row and a
+    ``bundle_runs`` row (a record's first change copies it from one to the other)."""
+    return [
+        Column("source", Integer, nullable=False),
+        Column("technology", Integer, nullable=False),
+        Column("renewable_ppm", Integer, nullable=False),
+        Column("carbon_mg", Integer, nullable=False),
+        Column("zone", String(32), nullable=False),
+        Column("cell", String(16), nullable=False),
+        Column("owner", String(200), nullable=False),
+    ]
+
+
 bundles = Table(
     "bundles",
     metadata,
@@ -116,13 +130,7 @@ bundles = Table(
     Column("device_id", String(64), nullable=False),
     Column("interval_start", BigInteger, nullable=False),
     Column("interval_end", BigInteger, nullable=False),
-    Column("source", Integer, nullable=False),
-    Column("technology", Integer, nullable=False),
-    Column("renewable_ppm", Integer, nullable=False),
-    Column("carbon_mg", Integer, nullable=False),
-    Column("zone", String(32), nullable=False),
-    Column("cell", String(16), nullable=False),
-    Column("owner", String(200), nullable=False),
+    *_record_attributes(),
     Column("status", Integer, nullable=False),
     Column("parent_id", String(200)),
     Column("lineage_hash", String(64), nullable=False),
@@ -157,13 +165,7 @@ bundle_runs = Table(
     Column("n", Integer, nullable=False),
     Column("batch_seq", BigInteger, nullable=False),
     Column("device_id", String(64), nullable=False),
-    Column("source", Integer, nullable=False),
-    Column("technology", Integer, nullable=False),
-    Column("renewable_ppm", Integer, nullable=False),
-    Column("carbon_mg", Integer, nullable=False),
-    Column("zone", String(32), nullable=False),
-    Column("cell", String(16), nullable=False),
-    Column("owner", String(200), nullable=False),
+    *_record_attributes(),
     Column("issued_at_ms", BigInteger, nullable=False),
     Column("interval_lo", BigInteger, nullable=False),
     Column("interval_hi", BigInteger, nullable=False),

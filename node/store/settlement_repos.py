@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from eap.node.store import schema as t
+from eap.node.store.engine import insert_if_absent
 
 R = t.settlement_rounds
 S = t.settlement_signatures
@@ -115,9 +115,7 @@ def insert_round(conn: Connection, *, if_absent: bool = False, **values: Any) ->
     if not if_absent:
         conn.execute(insert(R).values(**values))
         return True
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    ins = dialect.insert(R).values(**values).on_conflict_do_nothing(index_elements=["round_id"])
-    return conn.execute(ins.returning(R.c.round_id)).first() is not None
+    return insert_if_absent(conn, R, values, key=["round_id"])
 
 
 def update_round(conn: Connection, round_id: str, *, expect_states: Sequence[str] = (),
